@@ -1,0 +1,272 @@
+"""The one place metalake talks to delta-rs: table loading, creation, atomic commits, history and time travel."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from metalake._version import __version__
+from metalake.catalog import TableSpec
+from metalake.errors import MetalakeError, StorageError
+from metalake.storage import Location, storage_error
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+# Commit metadata keys, stored in each Delta commit's commitInfo.
+ACTOR, OPERATION, REASON, IDEMPOTENCY_KEY, CLIENT_VERSION = (
+    "metalake.actor",
+    "metalake.operation",
+    "metalake.reason",
+    "metalake.idempotency_key",
+    "metalake.version",
+)
+TABLE_CONFIGURATION = {
+    "delta.checkpointInterval": "100",
+    # Idempotency keys (Delta app transactions) are kept for a week: long enough for any retry.
+    "delta.setTransactionRetentionDuration": "interval 7 days",
+}
+COMMIT_ATTEMPTS = 12
+# Every this many commits, the committing writer compacts the table's small files (best effort).
+COMPACT_EVERY = 100
+COMPACT_TARGET_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """Who writes what and why; becomes the Delta commit's custom metadata."""
+
+    actor: str
+    operation: str
+    reason: str | None = None
+    idempotency_key: str | None = None
+
+    def custom_metadata(self) -> dict[str, str]:
+        metadata = {ACTOR: self.actor, OPERATION: self.operation, CLIENT_VERSION: __version__}
+        if self.reason:
+            metadata[REASON] = self.reason
+        if self.idempotency_key:
+            metadata[IDEMPOTENCY_KEY] = self.idempotency_key
+        return metadata
+
+
+def _hooks() -> Any:
+    from deltalake import PostCommitHookProperties
+
+    # Checkpoints keep loading fast; the expired-log cleanup lists and stats the whole _delta_log on every
+    # commit (the main cost of committing to an old table), and the log is the audit trail anyway.
+    return PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+
+
+def _app_id(idempotency_key: str) -> str:
+    return f"metalake:{idempotency_key}"
+
+
+class DeltaStore:
+    """Delta tables under a lake root, with loaded table state reused across commits in this process."""
+
+    def __init__(self, location: Location):
+        self.location = location
+        self._latest: dict[str, DeltaTable] = {}
+
+    @property
+    def _options(self) -> dict[str, str] | None:
+        return self.location.storage_options or None
+
+    def load(self, table: str) -> DeltaTable | None:
+        """The table at its latest version (refreshed), or None when it does not exist yet."""
+        from deltalake.exceptions import TableNotFoundError
+
+        cached = self._latest.get(table)
+        try:
+            if cached is not None:
+                cached.update_incremental()
+                return cached
+            from deltalake import DeltaTable
+
+            loaded = DeltaTable(self.location.table_uri(table), storage_options=self._options)
+        except TableNotFoundError:
+            return None
+        except OSError as error:
+            raise storage_error(self.location, f"open table {table!r}", error) from error
+        self._latest[table] = loaded
+        return loaded
+
+    def load_version(self, table: str, version: int | None) -> DeltaTable | None:
+        """The table at a pinned version; None means it did not exist then."""
+        if version is None:
+            return None
+        from deltalake import DeltaTable
+
+        try:
+            return DeltaTable(self.location.table_uri(table), version=version, storage_options=self._options)
+        except OSError as error:
+            raise storage_error(self.location, f"open table {table!r} at version {version}", error) from error
+
+    def load_at(self, table: str, moment: datetime) -> DeltaTable | None:
+        """The table as it was at `moment`; None when it was created later (or never)."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError, TableNotFoundError
+
+        try:
+            loaded = DeltaTable(self.location.table_uri(table), storage_options=self._options)
+        except TableNotFoundError:
+            return None
+        except OSError as error:
+            raise storage_error(self.location, f"open table {table!r}", error) from error
+        if loaded.metadata().created_time > int(moment.timestamp() * 1000):
+            return None
+        try:
+            loaded.load_as_version(moment)
+        except DeltaError:
+            return None
+        return loaded
+
+    def current_version(self, table: str) -> int | None:
+        loaded = self.load(table)
+        return None if loaded is None else loaded.version()
+
+    def create(self, spec: TableSpec, commit: CommitInfo) -> None:
+        """Create an empty table for a spec; a table that already exists is left as it is."""
+        from deltalake import CommitProperties, DeltaTable
+        from deltalake.exceptions import CommitFailedError, DeltaError
+
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                DeltaTable.create(
+                    self.location.table_uri(spec.name),
+                    schema=spec.arrow_schema(),
+                    mode="ignore",
+                    partition_by=list(spec.partition_by) or None,
+                    name=spec.name,
+                    description=spec.description,
+                    configuration=TABLE_CONFIGURATION,
+                    storage_options=self._options,
+                    commit_properties=CommitProperties(custom_metadata=commit.custom_metadata()),
+                    post_commithook_properties=_hooks(),
+                )
+                return
+            except (CommitFailedError, DeltaError):
+                # Another process created it at the same moment: that is the outcome we wanted.
+                if self.load(spec.name) is not None:
+                    return
+                _backoff(attempt)
+            except OSError as error:
+                raise storage_error(self.location, f"create table {spec.name!r}", error) from error
+        raise MetalakeError(f"Could not create table {spec.name!r} after {COMMIT_ATTEMPTS} attempts.")
+
+    def commit(self, spec: TableSpec, data: pa.Table, commit: CommitInfo) -> tuple[int, bool]:
+        """Append `data` in one atomic Delta commit; returns (version, deduplicated).
+
+        With an idempotency key, a batch already committed under that key (by this or any process) is not
+        written again. Concurrent appends are retried until they land: appends never conflict logically.
+        """
+        from deltalake import CommitProperties, Transaction, write_deltalake
+        from deltalake.exceptions import CommitFailedError, DeltaError
+
+        for attempt in range(COMMIT_ATTEMPTS):
+            table = self.load(spec.name)
+            if table is None:
+                self.create(spec, commit)
+                continue
+            if commit.idempotency_key and table.transaction_version(_app_id(commit.idempotency_key)) is not None:
+                return table.version(), True
+            transactions = None
+            if commit.idempotency_key:
+                transactions = [Transaction(app_id=_app_id(commit.idempotency_key), version=time.time_ns() // 1000)]
+            evolve = set(spec.column_names) - {field.name for field in table.schema().fields}
+            try:
+                write_deltalake(
+                    table,
+                    data,
+                    mode="append",
+                    schema_mode="merge" if evolve else None,
+                    commit_properties=CommitProperties(
+                        custom_metadata=commit.custom_metadata(), app_transactions=transactions
+                    ),
+                    post_commithook_properties=_hooks(),
+                )
+            except (CommitFailedError, DeltaError) as error:
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    raise MetalakeError(
+                        f"Could not commit to table {spec.name!r} after {COMMIT_ATTEMPTS} attempts: {error}"
+                    ) from error
+                self._latest.pop(spec.name, None)
+                _backoff(attempt)
+                continue
+            except OSError as error:
+                self._latest.pop(spec.name, None)
+                raise storage_error(self.location, f"write to table {spec.name!r}", error) from error
+            version = table.version()
+            if version % COMPACT_EVERY == 0:
+                self._compact(table, commit.actor)
+            return version, False
+        raise MetalakeError(f"Could not commit to table {spec.name!r} after {COMMIT_ATTEMPTS} attempts.")
+
+    def _compact(self, table: DeltaTable, actor: str) -> None:
+        """Merge small files so that reads and later commits stay fast; skipped if it races another writer."""
+        from deltalake import CommitProperties
+        from deltalake.exceptions import DeltaError
+
+        try:
+            table.optimize.compact(
+                target_size=COMPACT_TARGET_BYTES,
+                commit_properties=CommitProperties(
+                    custom_metadata=CommitInfo(actor=actor, operation="compact").custom_metadata()
+                ),
+                post_commithook_properties=_hooks(),
+            )
+        except (DeltaError, OSError):
+            return
+
+    def history(self, table: DeltaTable, up_to_version: int | None = None) -> list[dict[str, Any]]:
+        """Commit records, newest first, as plain dicts with metalake's metadata unpacked."""
+        try:
+            raw = table.history()
+        except OSError as error:
+            raise storage_error(self.location, "read table history", error) from error
+        rows = []
+        for entry in raw:
+            version = int(entry.get("version", -1))
+            if up_to_version is not None and version > up_to_version:
+                continue
+            metrics = entry.get("operationMetrics") or {}
+            rows.append(
+                {
+                    "version": version,
+                    "timestamp": datetime.fromtimestamp(int(entry.get("timestamp", 0)) / 1000, tz=UTC),
+                    "operation": entry.get(OPERATION) or str(entry.get("operation", "")).lower(),
+                    "actor": entry.get(ACTOR),
+                    "reason": entry.get(REASON),
+                    "rows_added": _as_int(metrics.get("num_added_rows", metrics.get("numOutputRows"))),
+                    "idempotency_key": entry.get(IDEMPOTENCY_KEY),
+                    "engine_operation": entry.get("operation"),
+                    "metalake_version": entry.get(CLIENT_VERSION),
+                }
+            )
+        return rows
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(1.0, 0.01 * (2**attempt)) * (0.5 + random.random()))
+
+
+def storage_options_summary(options: Mapping[str, str]) -> dict[str, str]:
+    """Options with secrets masked, for error messages and `metalake init` output."""
+    hidden = ("SECRET", "TOKEN", "KEY", "PASSWORD")
+    return {k: ("***" if any(h in k.upper() for h in hidden) else v) for k, v in options.items()}
+
+
+__all__ = ["CommitInfo", "DeltaStore", "StorageError"]

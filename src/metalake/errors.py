@@ -1,0 +1,149 @@
+"""The metalake error hierarchy: one root, typed fields, messages that say how to fix it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class MetalakeError(Exception):
+    """Root of every error metalake raises on purpose; the CLI prints these without a traceback."""
+
+    code = "metalake_error"
+
+
+@dataclass(frozen=True)
+class ContractFailure:
+    """One failing check of a contract: which column, which check, how many rows, a few of them."""
+
+    column: str | None
+    check: str
+    failing_rows: int
+    sample: list[dict[str, Any]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        where = f"column {self.column!r}" if self.column else "batch"
+        rows = "row" if self.failing_rows == 1 else "rows"
+        text = f"{where}: {self.check} ({self.failing_rows} {rows})"
+        if self.sample:
+            shown = "; ".join(_format_sample_row(row) for row in self.sample)
+            text += f"\n      e.g. {shown}"
+        return text
+
+
+def _format_sample_row(row: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={_format_value(value)}" for key, value in row.items())
+
+
+def _format_value(value: Any) -> str:
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class ContractError(MetalakeError, ValueError):
+    """A batch broke its table's contract; nothing was written."""
+
+    code = "contract_violation"
+
+    def __init__(self, table: str, failures: Sequence[ContractFailure]):
+        self.table = table
+        self.failures = list(failures)
+        lines = [f"Refused batch for table {table!r}: {len(self.failures)} contract check(s) failed."]
+        lines += [f"  - {failure.describe()}" for failure in self.failures]
+        lines.append(
+            f"Nothing was written. Fix the rows above, or see the contract with `metalake describe {table}`."
+        )
+        super().__init__("\n".join(lines))
+
+
+class TableNotFound(MetalakeError, KeyError):
+    """A table name that the lake's catalog does not know."""
+
+    code = "table_not_found"
+
+    def __init__(self, name: str, known: Iterable[str]):
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(
+            f"Unknown table {name!r}. Known tables: {', '.join(self.known)}. "
+            "Add your own with a spec folder: metalake.connect(..., extra_specs='my_tables/')."
+        )
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
+        return str(self.args[0])
+
+
+class SpecError(MetalakeError, ValueError):
+    """A table spec (YAML) that cannot be understood."""
+
+    code = "invalid_spec"
+
+
+class SchemaEvolutionError(MetalakeError):
+    """A spec change that existing data cannot follow (type change, dropped column, nullable to required)."""
+
+    code = "breaking_schema_change"
+
+    def __init__(self, table: str, changes: Sequence[str]):
+        self.table = table
+        self.changes = list(changes)
+        bullet_list = "\n".join(f"  - {change}" for change in self.changes)
+        super().__init__(
+            f"The new spec for table {table!r} is a breaking change:\n{bullet_list}\n"
+            "Existing rows and readers depend on the old schema. Keep the old column and add a new nullable "
+            "one instead, or create a new table (e.g. with a `_v2` suffix) and migrate the data into it."
+        )
+
+
+class ReadOnlyLakeError(MetalakeError):
+    """A write attempted on a lake opened at a past moment (`lake.as_of(...)`)."""
+
+    code = "read_only"
+
+
+class SnapshotNotFound(MetalakeError, KeyError):
+    """A snapshot name that was never pinned."""
+
+    code = "snapshot_not_found"
+
+    def __init__(self, name: str, known: Iterable[str]):
+        self.name = name
+        self.known = sorted(known)
+        listing = ", ".join(self.known) if self.known else "none yet (create one with `metalake snapshot NAME`)"
+        super().__init__(f"Unknown snapshot {name!r}. Known snapshots: {listing}.")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SnapshotExists(MetalakeError):
+    """A snapshot name is already taken; snapshots are immutable."""
+
+    code = "snapshot_exists"
+
+
+class StorageError(MetalakeError):
+    """The lake's storage could not be reached or used (bad URI, missing bucket, unreachable endpoint)."""
+
+    code = "storage_error"
+
+
+class QueryError(MetalakeError):
+    """A SQL query or a filter expression that DuckDB or polars refused."""
+
+    code = "query_error"
+
+
+class ViewError(MetalakeError):
+    """A view definition in `sql/` that cannot be created."""
+
+    code = "view_error"
+
+
+class IngestError(MetalakeError):
+    """A file given to `metalake ingest` that cannot be read."""
+
+    code = "ingest_error"

@@ -1,0 +1,372 @@
+"""The facade: `metalake.connect()` -> Lake, with append, read, SQL, history, time travel and snapshots."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from metalake.catalog import TableSpec
+from metalake.catalog_store import CATALOG_TABLE, sync_catalog
+from metalake.contracts import conform
+from metalake.delta import CommitInfo, DeltaStore
+from metalake.errors import (
+    MetalakeError,
+    QueryError,
+    ReadOnlyLakeError,
+    SnapshotExists,
+    SnapshotNotFound,
+    TableNotFound,
+)
+from metalake.storage import Location, resolve
+
+if TYPE_CHECKING:
+    import duckdb
+    import polars as pl
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    from metalake.sql import SqlSession
+
+SNAPSHOTS_TABLE = "snapshots"
+HISTORY_COLUMNS = ["version", "timestamp", "operation", "actor", "reason", "rows_added", "idempotency_key"]
+
+
+@dataclass(frozen=True)
+class Commit:
+    """What one append did: the table, the version it created, and whether it was a retried duplicate."""
+
+    table: str
+    version: int
+    rows: int
+    operation: str
+    idempotency_key: str | None = None
+    deduplicated: bool = False
+
+
+@dataclass(frozen=True)
+class Moment:
+    """Where a read-only lake stands: a point in time, or the table versions a snapshot pinned."""
+
+    label: str
+    at: datetime | None = None
+    versions: Mapping[str, int | None] | None = None
+
+
+def default_actor() -> str:
+    """`$METALAKE_ACTOR`, else the OS user."""
+    actor = os.environ.get("METALAKE_ACTOR")
+    if actor:
+        return actor
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def connect(
+    uri: str | os.PathLike[str] | None = None,
+    *,
+    storage_options: Mapping[str, str] | None = None,
+    actor: str | None = None,
+    extra_specs: str | os.PathLike[str] | None = None,
+) -> Lake:
+    """Open the lake at `uri` (default `$METALAKE_URI`, else ./lake), creating it if needed.
+
+    `uri` is a local folder or an object-store URI (s3://, gs://, az://, file://). `extra_specs` is a folder of
+    the user's own table specs; they are stored in the lake, so later readers need not pass it again.
+    """
+    location = resolve(uri, storage_options)
+    if location.is_local:
+        Path(location.uri).mkdir(parents=True, exist_ok=True)
+    who = actor or default_actor()
+    store = DeltaStore(location)
+    specs, new_tables = sync_catalog(store, Path(extra_specs) if extra_specs is not None else None, who)
+    for name in new_tables:
+        store.create(specs[name], CommitInfo(actor=who, operation="create_table"))
+    return Lake(location, who, specs, store)
+
+
+class Lake:
+    """A metalake: Delta tables described by the catalog, readable live or as of a past moment."""
+
+    def __init__(
+        self,
+        location: Location,
+        actor: str,
+        specs: Mapping[str, TableSpec],
+        store: DeltaStore,
+        moment: Moment | None = None,
+    ):
+        self.location = location
+        self.actor = actor
+        self._specs = dict(specs)
+        self._store = store
+        self.moment = moment
+        self._sql: SqlSession | None = None
+
+    def __repr__(self) -> str:
+        at = f", as_of={self.moment.label!r}" if self.moment else ""
+        return f"Lake({self.location.uri!r}{at})"
+
+    @property
+    def uri(self) -> str:
+        return self.location.uri
+
+    @property
+    def read_only(self) -> bool:
+        return self.moment is not None
+
+    # -- catalog --------------------------------------------------------------------------------------------
+
+    def tables(self) -> list[TableSpec]:
+        """Every table spec in force, by name."""
+        return [self._specs[name] for name in sorted(self._specs)]
+
+    def spec(self, table: str) -> TableSpec:
+        """A table's spec: columns, types, checks and documentation."""
+        try:
+            return self._specs[table]
+        except KeyError:
+            raise TableNotFound(table, self._specs) from None
+
+    # -- writing --------------------------------------------------------------------------------------------
+
+    def append(
+        self,
+        table: str,
+        data: Any,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        operation: str = "append",
+    ) -> Commit:
+        """Validate a batch against the table's contract and commit it atomically.
+
+        `data` is a pyarrow Table, a polars or pandas DataFrame, or a list of dicts. A refused batch raises
+        `ContractError` and writes nothing; a batch retried with the same `idempotency_key` is written once.
+        """
+        if self.moment is not None:
+            raise ReadOnlyLakeError(
+                f"This lake is read-only: it shows the past ({self.moment.label}). "
+                "Write through the live lake returned by metalake.connect()."
+            )
+        spec = self.spec(table)
+        who = actor or self.actor
+        rows = conform(spec, data, actor=who)
+        info = CommitInfo(actor=who, operation=operation, reason=reason, idempotency_key=idempotency_key)
+        version, deduplicated = self._store.commit(spec, rows, info)
+        return Commit(
+            table=table,
+            version=version,
+            rows=0 if deduplicated else rows.num_rows,
+            operation=operation,
+            idempotency_key=idempotency_key,
+            deduplicated=deduplicated,
+        )
+
+    # -- reading --------------------------------------------------------------------------------------------
+
+    def _delta_table(self, table: str) -> DeltaTable | None:
+        """The table at this lake's moment; None when it did not exist then."""
+        self.spec(table)
+        if self.moment is None:
+            return self._store.load(table)
+        if self.moment.versions is not None:
+            return self._store.load_version(table, self.moment.versions.get(table))
+        assert self.moment.at is not None
+        return self._store.load_at(table, self.moment.at)
+
+    def arrow_dataset(self, table: str) -> Any:
+        """The table as a pyarrow dataset (an empty table when it does not exist at this moment)."""
+        import pyarrow as pa
+
+        loaded = self._delta_table(table)
+        if loaded is None:
+            return pa.Table.from_batches([], schema=self.spec(table).arrow_schema())
+        return loaded.to_pyarrow_dataset()
+
+    def scan(self, table: str) -> pl.LazyFrame:
+        """A lazy polars scan of the table; filters and projections reach the Parquet files."""
+        import polars as pl
+
+        loaded = self._delta_table(table)
+        if loaded is None:
+            return pl.LazyFrame(schema=pl.Schema(self.spec(table).arrow_schema()))
+        return pl.scan_pyarrow_dataset(loaded.to_pyarrow_dataset())
+
+    def read(
+        self, table: str, *, columns: Sequence[str] | None = None, where: str | pl.Expr | None = None
+    ) -> pl.DataFrame:
+        """The table as a polars DataFrame; `where` is a SQL predicate (`"step > 3"`) or a polars expression."""
+        import polars as pl
+
+        spec = self.spec(table)
+        frame = self.scan(table)
+        if where is not None:
+            try:
+                predicate = pl.sql_expr(where) if isinstance(where, str) else where
+                frame = frame.filter(predicate)
+            except Exception as error:  # polars raises several types for a bad expression
+                raise QueryError(f"Invalid filter for table {table!r}: {where!r}: {error}") from error
+        if columns is not None:
+            unknown = [c for c in columns if c not in spec.column_names]
+            if unknown:
+                raise QueryError(
+                    f"Unknown column(s) {unknown} in table {table!r}. Columns: {', '.join(spec.column_names)}."
+                )
+            frame = frame.select(list(columns))
+        try:
+            return frame.collect()
+        except (pl.exceptions.ColumnNotFoundError, pl.exceptions.SQLInterfaceError, pl.exceptions.InvalidOperationError) as error:
+            raise QueryError(f"Invalid filter for table {table!r}: {where!r}: {error}") from error
+
+    def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
+        """Run DuckDB SQL over every table and view (at this lake's moment); returns a relation."""
+        return self._sql_session().query(query, params)
+
+    def _sql_session(self) -> SqlSession:
+        from metalake.sql import SqlSession
+
+        if self._sql is None:
+            self._sql = SqlSession(list(self._specs), self._relation_for_sql, self._commits_table)
+        return self._sql
+
+    def _relation_for_sql(self, table: str) -> tuple[Any, object]:
+        import pyarrow as pa
+
+        loaded = self._delta_table(table)
+        if loaded is None:
+            return pa.Table.from_batches([], schema=self.spec(table).arrow_schema()), None
+        return loaded.to_pyarrow_dataset(), loaded.version()
+
+    def _commits_table(self) -> pa.Table:
+        import pyarrow as pa
+
+        rows = []
+        for name in sorted([*self._specs, CATALOG_TABLE]):
+            for record in self._history_records(name):
+                rows.append({"table_name": name, **record})
+        schema = pa.schema(
+            [
+                ("table_name", pa.string()),
+                ("version", pa.int64()),
+                ("committed_at", pa.timestamp("us", tz="UTC")),
+                ("operation", pa.string()),
+                ("actor", pa.string()),
+                ("reason", pa.string()),
+                ("idempotency_key", pa.string()),
+                ("rows_added", pa.int64()),
+                ("metalake_version", pa.string()),
+                ("engine", pa.string()),
+            ]
+        )
+        renamed = [
+            {**row, "committed_at": row["timestamp"], "engine": row["engine_operation"]} for row in rows
+        ]
+        return pa.Table.from_pylist(renamed, schema=schema)
+
+    def _history_records(self, table: str) -> list[dict[str, Any]]:
+        if table == CATALOG_TABLE:
+            loaded = self._store.load(table) if self.moment is None else None
+        else:
+            loaded = self._delta_table(table)
+        if loaded is None:
+            return []
+        records = self._store.history(loaded, up_to_version=loaded.version())
+        if self.moment is not None and self.moment.at is not None:
+            records = [r for r in records if r["timestamp"] <= self.moment.at]
+        return records
+
+    def history(self, table: str, *, limit: int | None = None) -> pl.DataFrame:
+        """Every commit of a table, newest first: version, timestamp, operation, actor, reason, rows added, key."""
+        import polars as pl
+
+        self.spec(table)
+        records = self._history_records(table)[: limit if limit is not None else None]
+        schema = {
+            "version": pl.Int64,
+            "timestamp": pl.Datetime("us", "UTC"),
+            "operation": pl.String,
+            "actor": pl.String,
+            "reason": pl.String,
+            "rows_added": pl.Int64,
+            "idempotency_key": pl.String,
+        }
+        return pl.DataFrame([{k: r[k] for k in HISTORY_COLUMNS} for r in records], schema=schema, orient="row")
+
+    # -- time travel and snapshots --------------------------------------------------------------------------
+
+    def as_of(self, when: datetime | date | str) -> Lake:
+        """A read-only lake at a moment: a datetime, an ISO-8601 string, or a snapshot name."""
+        moment = self._resolve_moment(when)
+        return Lake(self.location, self.actor, self._specs, self._store, moment)
+
+    def _resolve_moment(self, when: datetime | date | str) -> Moment:
+        if isinstance(when, datetime):
+            moment = when if when.tzinfo else when.replace(tzinfo=UTC)
+            return Moment(moment.isoformat(), at=moment.astimezone(UTC))
+        if isinstance(when, date):
+            return self._resolve_moment(datetime(when.year, when.month, when.day, tzinfo=UTC))
+        if not isinstance(when, str) or not when.strip():
+            raise MetalakeError(f"as_of takes a datetime, an ISO-8601 string or a snapshot name, not {when!r}.")
+        text = when.strip()
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return Moment(f"snapshot {text}", versions=self._snapshot_versions(text))
+        return self._resolve_moment(parsed)
+
+    def _snapshot_versions(self, name: str) -> dict[str, int | None]:
+        import polars as pl
+
+        pins = self.read(SNAPSHOTS_TABLE, columns=["snapshot", "table_name", "table_version"])
+        chosen = pins.filter(pl.col("snapshot") == name)
+        if chosen.is_empty():
+            raise SnapshotNotFound(name, pins.get_column("snapshot").unique().to_list())
+        return {row["table_name"]: row["table_version"] for row in chosen.iter_rows(named=True)}
+
+    def snapshot(self, name: str, *, description: str | None = None) -> Commit:
+        """Pin the current version of every table under `name`; `lake.as_of(name)` reads them back."""
+        import polars as pl
+
+        if self.moment is not None:
+            raise ReadOnlyLakeError("Snapshots pin the present: take them on the live lake, not on lake.as_of(...).")
+        taken = self.read(SNAPSHOTS_TABLE, columns=["snapshot"], where=pl.col("snapshot") == name)
+        if not taken.is_empty():
+            raise SnapshotExists(f"Snapshot {name!r} already exists; snapshots never change. Pick another name.")
+        pinned_at = datetime.now(UTC)
+        rows = [
+            {
+                "snapshot": name,
+                "table_name": table,
+                "table_version": self._store.current_version(table),
+                "description": description,
+                "pinned_at": pinned_at,
+            }
+            for table in sorted(self._specs)
+        ]
+        return self.append(
+            SNAPSHOTS_TABLE, rows, reason=description, idempotency_key=f"snapshot:{name}", operation="snapshot"
+        )
+
+    def snapshots(self) -> pl.DataFrame:
+        """Every named snapshot: name, description, when it was pinned, by whom, how many tables it holds."""
+        import polars as pl
+
+        pins = self.read(SNAPSHOTS_TABLE)
+        return (
+            pins.group_by("snapshot")
+            .agg(
+                pl.col("description").first(),
+                pl.col("pinned_at").min(),
+                pl.col("recorded_by").first().alias("pinned_by"),
+                pl.col("table_version").is_not_null().sum().cast(pl.Int64).alias("tables"),
+            )
+            .sort("pinned_at")
+        )
