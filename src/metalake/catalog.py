@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -70,6 +71,10 @@ class TableSpec:
 
     def to_json(self) -> str:
         """Canonical JSON, stored in the lake's catalog so every reader sees the same spec."""
+        return self._canonical_json
+
+    @cached_property
+    def _canonical_json(self) -> str:
         payload = asdict(self)
         payload.pop("source")
         return json.dumps(payload, sort_keys=True, separators=(",", ":"))

@@ -224,10 +224,16 @@ class DeltaStore:
         except (DeltaError, OSError):
             return
 
-    def history(self, table: DeltaTable, up_to_version: int | None = None) -> list[dict[str, Any]]:
-        """Commit records, newest first, as plain dicts with metalake's metadata unpacked."""
+    def history(self, table: str, up_to_version: int | None = None) -> list[dict[str, Any]]:
+        """Commit records, newest first, as plain dicts with metalake's metadata unpacked.
+
+        Read from the latest table state: delta-rs numbers history wrongly on a time-travelled table.
+        """
+        latest = self.load(table)
+        if latest is None:
+            return []
         try:
-            raw = table.history()
+            raw = latest.history()
         except OSError as error:
             raise storage_error(self.location, "read table history", error) from error
         rows = []

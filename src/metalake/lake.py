@@ -278,7 +278,7 @@ class Lake:
             loaded = self._delta_table(table)
         if loaded is None:
             return []
-        records = self._store.history(loaded, up_to_version=loaded.version())
+        records = self._store.history(table, up_to_version=loaded.version())
         if self.moment is not None and self.moment.at is not None:
             records = [r for r in records if r["timestamp"] <= self.moment.at]
         return records
