@@ -63,13 +63,12 @@ def read_catalog(store: DeltaStore, table: pa.Table | None = None) -> dict[str, 
     return {name: stored for name, (_, stored) in latest.items()}
 
 
-def sync_catalog(
-    store: DeltaStore, extra_specs: str | Path | None, actor: str
-) -> tuple[dict[str, TableSpec], list[str]]:
+def sync_catalog(store: DeltaStore, extra_specs: str | Path | None, actor: str) -> dict[str, TableSpec]:
     """Bring the lake's catalog up to date with the shipped specs and the user's folder.
 
-    Returns the specs in force and the names of tables whose spec is new. A YAML file whose bytes the lake has
-    already recorded is not parsed again, which keeps `connect()` fast.
+    New tables are created and evolved ones gain their new columns; a breaking change raises
+    SchemaEvolutionError before anything is written. A YAML file whose bytes the lake has already recorded is
+    not parsed again, which keeps `connect()` fast.
     """
     stored = read_catalog(store)
     sources = [(path, "builtin") for path in spec_files(bundled_dir("tables"))]
@@ -78,7 +77,7 @@ def sync_catalog(
         sources += [(path, str(folder)) for path in spec_files(folder)]
     in_force = {name: entry.spec for name, entry in stored.items()}
     changed: list[dict[str, str]] = []
-    new_tables: list[str] = []
+    to_prepare: list[TableSpec] = []
     seen: dict[str, Path] = {}
     for path, origin in sources:
         digest = file_digest(path)
@@ -94,14 +93,16 @@ def sync_catalog(
             problems = breaking_changes(previous.spec, spec)
             if problems:
                 raise SchemaEvolutionError(spec.name, problems)
-        else:
-            new_tables.append(spec.name)
+        if previous is None or previous.spec.to_json() != spec.to_json():
+            to_prepare.append(spec)
         if previous is None or previous.spec.to_json() != spec.to_json() or previous.digest != digest:
             changed.append(
                 {"table_name": spec.name, "spec_json": spec.to_json(), "source_digest": digest, "origin": origin}
             )
         in_force[spec.name] = spec
+    for spec in to_prepare:
+        store.evolve(spec, CommitInfo(actor=actor, operation="create_table" if spec.name not in stored else "evolve"))
     if changed:
         rows = conform(CATALOG_SPEC, changed, actor=actor)
         store.commit(CATALOG_SPEC, rows, CommitInfo(actor=actor, operation="catalog_update"))
-    return in_force, new_tables
+    return in_force

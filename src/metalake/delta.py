@@ -160,6 +160,28 @@ class DeltaStore:
                 raise storage_error(self.location, f"create table {spec.name!r}", error) from error
         raise MetalakeError(f"Could not create table {spec.name!r} after {COMMIT_ATTEMPTS} attempts.")
 
+    def evolve(self, spec: TableSpec, commit: CommitInfo) -> None:
+        """Add the spec's new (nullable) columns to an existing table, so readers see them at once."""
+        import pyarrow as pa
+        from deltalake import CommitProperties, Schema
+
+        table = self.load(spec.name)
+        if table is None:
+            self.create(spec, commit)
+            return
+        existing = {field.name for field in table.schema().fields}
+        missing = [field for field in spec.arrow_schema() if field.name not in existing]
+        if not missing:
+            return
+        try:
+            table.alter.add_columns(
+                Schema.from_arrow(pa.schema(missing)).fields,
+                commit_properties=CommitProperties(custom_metadata=commit.custom_metadata()),
+                post_commithook_properties=_hooks(),
+            )
+        except OSError as error:
+            raise storage_error(self.location, f"evolve table {spec.name!r}", error) from error
+
     def commit(self, spec: TableSpec, data: pa.Table, commit: CommitInfo) -> tuple[int, bool]:
         """Append `data` in one atomic Delta commit; returns (version, deduplicated).
 

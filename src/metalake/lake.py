@@ -85,9 +85,7 @@ def connect(
         Path(location.uri).mkdir(parents=True, exist_ok=True)
     who = actor or default_actor()
     store = DeltaStore(location)
-    specs, new_tables = sync_catalog(store, Path(extra_specs) if extra_specs is not None else None, who)
-    for name in new_tables:
-        store.create(specs[name], CommitInfo(actor=who, operation="create_table"))
+    specs = sync_catalog(store, Path(extra_specs) if extra_specs is not None else None, who)
     return Lake(location, who, specs, store)
 
 

@@ -1,0 +1,53 @@
+"""Views in sql/: documented, created in dependency order, and a broken file is named in the error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from metalake.errors import ViewError
+from metalake.sql import SqlSession, bundled_views, load_views, view_order
+
+REQUIRED_VIEWS = {"runs_current", "metric_summary", "audit_log"}
+
+
+def test_required_views_ship_and_are_documented() -> None:
+    views = bundled_views()
+    assert set(views) >= REQUIRED_VIEWS
+    for view in views.values():
+        assert view.documentation, f"{view.path} needs a header comment"
+        assert "Columns" in view.documentation or "columns" in view.documentation
+
+
+def session_over(folder: Path) -> SqlSession:
+    numbers = pa.table({"n": [1, 2, 3]})
+    return SqlSession(["numbers"], lambda table: (numbers, 1), lambda: pa.table({"x": [1]}), load_views(folder))
+
+
+def test_views_are_created_in_dependency_order(tmp_path: Path) -> None:
+    (tmp_path / "a_total.sql").write_text("-- total of doubled numbers\nselect sum(d) as total from b_doubled")
+    (tmp_path / "b_doubled.sql").write_text("-- doubled numbers\nselect n * 2 as d from numbers;")
+    session = session_over(tmp_path)
+    assert view_order(session.views, ["a_total"]) == ["b_doubled", "a_total"]
+    assert session.query("select total from a_total").fetchall() == [(12,)]
+
+
+def test_a_broken_view_names_its_file(tmp_path: Path) -> None:
+    (tmp_path / "broken.sql").write_text("select no_such_column from numbers")
+    with pytest.raises(ViewError, match=r"broken\.sql"):
+        session_over(tmp_path).query("select * from broken")
+
+
+def test_a_view_cycle_names_the_files(tmp_path: Path) -> None:
+    (tmp_path / "left_side.sql").write_text("select * from right_side")
+    (tmp_path / "right_side.sql").write_text("select * from left_side")
+    with pytest.raises(ViewError, match="cycle"):
+        session_over(tmp_path).query("select * from left_side")
+
+
+def test_an_empty_view_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty.sql").write_text("  \n")
+    with pytest.raises(ViewError, match=r"empty\.sql"):
+        load_views(tmp_path)
