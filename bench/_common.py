@@ -31,6 +31,8 @@ def record(title: str, command: str, lines: list[str]) -> None:
     text = "\n".join(block)
     print(text)
     if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n\nFigures appended by the scripts in bench/, newest last.\n\n")
+        RESULTS.write_text(
+            "# Benchmark results\n\nFigures appended by the scripts in bench/, newest last.\n\n"
+        )
     with RESULTS.open("a") as handle:
         handle.write(text + "\n")

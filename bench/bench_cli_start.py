@@ -16,7 +16,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
     script = shutil.which("metalake") or str(Path(sys.executable).with_name("metalake"))
-    help_ms = median_ms(lambda: subprocess.run([script, "--help"], check=True, capture_output=True), args.repeat)
+    help_ms = median_ms(
+        lambda: subprocess.run([script, "--help"], check=True, capture_output=True), args.repeat
+    )
     bare_ms = median_ms(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), args.repeat)
     record(
         "CLI start-up (bench/bench_cli_start.py)",

@@ -30,7 +30,9 @@ def metric_rows(count: int) -> pa.Table:
             "key": ["loss"] * count,
             "value": [float(i % 997) / 997 for i in range(count)],
             "step": [i % 1000 for i in range(count)],
-            "timestamp": pa.array([start + timedelta(seconds=i) for i in range(count)], pa.timestamp("us", "UTC")),
+            "timestamp": pa.array(
+                [start + timedelta(seconds=i) for i in range(count)], pa.timestamp("us", "UTC")
+            ),
         }
     )
 

@@ -42,11 +42,11 @@ def test_installed_wheel_opens_a_lake_and_queries_a_view(wheel: Path, tmp_path: 
     )
     script = (
         "import metalake, metalake.catalog as c\n"
-        "assert metalake.__file__.startswith(%r), metalake.__file__\n"
+        "assert metalake.__file__.startswith({!r}), metalake.__file__\n"
         "assert '_bundled' in str(c.bundled_dir('tables'))\n"
-        "lake = metalake.connect(%r)\n"
+        "lake = metalake.connect({!r})\n"
         "print(lake.sql('select count(*) from runs_current').fetchall())\n"
-    ) % (str(target), str(tmp_path / "lake"))
+    ).format(str(target), str(tmp_path / "lake"))
     result = subprocess.run(
         [sys.executable, "-c", script],
         env={**os.environ, "PYTHONPATH": str(target)},

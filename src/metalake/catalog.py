@@ -66,7 +66,10 @@ class TableSpec:
         import pyarrow as pa
 
         return pa.schema(
-            [pa.field(column.name, arrow_type(column.type), nullable=column.nullable) for column in self.columns]
+            [
+                pa.field(column.name, arrow_type(column.type), nullable=column.nullable)
+                for column in self.columns
+            ]
         )
 
     def to_json(self) -> str:
@@ -166,10 +169,14 @@ def _parse_column(raw: Any, where: str) -> ColumnSpec:
     name = str(raw["name"])
     unknown = set(raw) - COLUMN_KEYS
     if unknown:
-        raise SpecError(f"{where}, column {name!r}: unknown key(s) {sorted(unknown)}; allowed: {sorted(COLUMN_KEYS)}.")
+        raise SpecError(
+            f"{where}, column {name!r}: unknown key(s) {sorted(unknown)}; allowed: {sorted(COLUMN_KEYS)}."
+        )
     column_type = str(raw.get("type", ""))
     if column_type not in COLUMN_TYPES:
-        raise SpecError(f"{where}, column {name!r}: type {column_type!r} is not one of {sorted(COLUMN_TYPES)}.")
+        raise SpecError(
+            f"{where}, column {name!r}: type {column_type!r} is not one of {sorted(COLUMN_TYPES)}."
+        )
     description = str(raw.get("description") or "").strip()
     if not description:
         raise SpecError(f"{where}, column {name!r}: every column needs a description.")
@@ -235,10 +242,14 @@ def breaking_changes(old: TableSpec, new: TableSpec) -> list[str]:
         if replacement.type != column.type:
             changes.append(f"column {column.name!r} changes type from {column.type} to {replacement.type}")
         if column.nullable and not replacement.nullable:
-            changes.append(f"column {column.name!r} changes from nullable to required (existing rows may be null)")
+            changes.append(
+                f"column {column.name!r} changes from nullable to required (existing rows may be null)"
+            )
     for column in new.columns:
         if column.name not in old_names and not column.nullable:
-            changes.append(f"new column {column.name!r} is required; existing rows have no value (make it nullable)")
+            changes.append(
+                f"new column {column.name!r} is required; existing rows have no value (make it nullable)"
+            )
     if tuple(old.partition_by) != tuple(new.partition_by):
         changes.append(f"partitioning changes from {list(old.partition_by)} to {list(new.partition_by)}")
     return changes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from metalake.catalog import (
     AUDIT_COLUMNS,
@@ -31,7 +31,12 @@ CATALOG_SPEC = TableSpec(
         ColumnSpec("table_name", "string", "Table the spec describes.", nullable=False),
         ColumnSpec("spec_json", "json", "The spec as canonical JSON.", nullable=False),
         ColumnSpec("source_digest", "string", "Hash of the YAML file the spec came from.", nullable=False),
-        ColumnSpec("origin", "string", "builtin (shipped with metalake) or the folder of a user's specs.", nullable=False),
+        ColumnSpec(
+            "origin",
+            "string",
+            "builtin (shipped with metalake) or the folder of a user's specs.",
+            nullable=False,
+        ),
         *AUDIT_COLUMNS,
     ),
     primary_key=("table_name",),
@@ -52,11 +57,11 @@ def read_catalog(store: DeltaStore, table: pa.Table | None = None) -> dict[str, 
         if loaded is None:
             return {}
         table = loaded.to_pyarrow_table()
-    latest: dict[str, tuple[object, StoredSpec]] = {}
+    latest: dict[str, tuple[Any, StoredSpec]] = {}
     for row in table.to_pylist():
         stamp = row["recorded_at"]
         name = row["table_name"]
-        if name in latest and latest[name][0] > stamp:  # type: ignore[operator]
+        if name in latest and latest[name][0] > stamp:
             continue
         spec = TableSpec.from_json(row["spec_json"], source=f"lake catalog ({row['origin']})")
         latest[name] = (stamp, StoredSpec(spec, row["source_digest"], row["origin"]))
@@ -97,11 +102,18 @@ def sync_catalog(store: DeltaStore, extra_specs: str | Path | None, actor: str) 
             to_prepare.append(spec)
         if previous is None or previous.spec.to_json() != spec.to_json() or previous.digest != digest:
             changed.append(
-                {"table_name": spec.name, "spec_json": spec.to_json(), "source_digest": digest, "origin": origin}
+                {
+                    "table_name": spec.name,
+                    "spec_json": spec.to_json(),
+                    "source_digest": digest,
+                    "origin": origin,
+                }
             )
         in_force[spec.name] = spec
     for spec in to_prepare:
-        store.evolve(spec, CommitInfo(actor=actor, operation="create_table" if spec.name not in stored else "evolve"))
+        store.evolve(
+            spec, CommitInfo(actor=actor, operation="create_table" if spec.name not in stored else "evolve")
+        )
     if changed:
         rows = conform(CATALOG_SPEC, changed, actor=actor)
         store.commit(CATALOG_SPEC, rows, CommitInfo(actor=actor, operation="catalog_update"))

@@ -37,9 +37,7 @@ def polars_dtype(column_type: str) -> pl.DataType:
     return dtypes[column_type]
 
 
-def conform(
-    spec: TableSpec, data: Any, *, actor: str, recorded_at: datetime | None = None
-) -> pa.Table:
+def conform(spec: TableSpec, data: Any, *, actor: str, recorded_at: datetime | None = None) -> pa.Table:
     """Validate `data` against the table's contract and return it cast to the table's Arrow schema.
 
     Every failure (unknown or missing columns, wrong types, nulls, out-of-range values, duplicate keys) is
@@ -60,7 +58,11 @@ def _to_typed_frame(
 ) -> pl.DataFrame:
     import polars as pl
 
-    if isinstance(data, Sequence) and not isinstance(data, str | bytes) and all(isinstance(r, Mapping) for r in data):
+    if (
+        isinstance(data, Sequence)
+        and not isinstance(data, str | bytes)
+        and all(isinstance(r, Mapping) for r in data)
+    ):
         frame = _frame_from_rows(spec, data, failures, mistyped)
     else:
         frame = _frame_from_framelike(data)
@@ -78,7 +80,9 @@ def _to_typed_frame(
         if column.name in frame.columns:
             continue
         if not column.nullable and column.name not in (RECORDED_AT, RECORDED_BY):
-            failures.append(ContractFailure(column.name, "required column is missing from the batch", frame.height))
+            failures.append(
+                ContractFailure(column.name, "required column is missing from the batch", frame.height)
+            )
         missing_columns.append(pl.lit(None, dtype=polars_dtype(column.type)).alias(column.name))
     frame = frame.with_columns(missing_columns) if missing_columns else frame
     return frame.select(spec.column_names)
@@ -97,7 +101,8 @@ def _frame_from_framelike(data: Any) -> pl.DataFrame:
         assert isinstance(converted, pl.DataFrame)
         return converted
     if module.startswith("pandas"):
-        return pl.from_pandas(data)
+        from_pandas: pl.DataFrame = pl.from_pandas(data)
+        return from_pandas
     if isinstance(data, Mapping):
         return pl.DataFrame(dict(data))
     raise MetalakeError(
@@ -107,7 +112,11 @@ def _frame_from_framelike(data: Any) -> pl.DataFrame:
 
 
 def _coerce_column(
-    spec: TableSpec, frame: pl.DataFrame, name: str, failures: list[ContractFailure], mistyped: dict[str, set[int]]
+    spec: TableSpec,
+    frame: pl.DataFrame,
+    name: str,
+    failures: list[ContractFailure],
+    mistyped: dict[str, set[int]],
 ) -> pl.Series:
     """Cast one column to its spec type; lossless casts only, every value that cannot convert is a failure."""
     import polars as pl
@@ -122,7 +131,9 @@ def _coerce_column(
     if column.type in ("string", "json") and (source == pl.Categorical or isinstance(source, pl.Enum)):
         converted = series.cast(pl.String)
     elif column.type == "json" and isinstance(source, pl.Struct | pl.List):
-        converted = pl.Series(name, [None if v is None else json.dumps(v, default=str) for v in series.to_list()])
+        converted = pl.Series(
+            name, [None if v is None else json.dumps(v, default=str) for v in series.to_list()]
+        )
     elif target.is_integer() and (source.is_integer() or source.is_float()):
         converted = series.cast(target, strict=False)
         if source.is_float():
@@ -131,7 +142,11 @@ def _coerce_column(
     elif target.is_float() and source.is_numeric():
         converted = series.cast(target, strict=False)
     elif column.type == "timestamp[us, UTC]" and isinstance(source, pl.Datetime):
-        as_utc = series.dt.replace_time_zone("UTC") if source.time_zone is None else series.dt.convert_time_zone("UTC")
+        as_utc = (
+            series.dt.replace_time_zone("UTC")
+            if source.time_zone is None
+            else series.dt.convert_time_zone("UTC")
+        )
         converted = as_utc.cast(target)
     elif column.type == "timestamp[us, UTC]" and source == pl.Date:
         converted = series.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
@@ -228,10 +243,14 @@ def _frame_from_rows(
                     bad.append({"row": index, name: value})
             converted.append(result)
         if bad_count:
-            failures.append(ContractFailure(name, f"wrong type: value cannot be stored as {column_type}", bad_count, bad))
+            failures.append(
+                ContractFailure(name, f"wrong type: value cannot be stored as {column_type}", bad_count, bad)
+            )
         columns[name] = pl.Series(name, converted, dtype=polars_dtype(column_type))
-    return pl.DataFrame(list(columns.values())) if columns else pl.DataFrame({"__empty__": [None] * len(rows)}).drop(
-        "__empty__"
+    return (
+        pl.DataFrame(list(columns.values()))
+        if columns
+        else pl.DataFrame({"__empty__": [None] * len(rows)}).drop("__empty__")
     )
 
 
@@ -364,7 +383,9 @@ def _pandera_check(name: str, arg: Any) -> Any:
     return factories[name](arg)
 
 
-def _run_pandera(spec: TableSpec, frame: pl.DataFrame, mistyped: Mapping[str, set[int]]) -> list[ContractFailure]:
+def _run_pandera(
+    spec: TableSpec, frame: pl.DataFrame, mistyped: Mapping[str, set[int]]
+) -> list[ContractFailure]:
     from pandera.errors import SchemaErrors
 
     try:

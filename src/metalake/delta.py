@@ -33,8 +33,8 @@ TABLE_CONFIGURATION = {
 }
 COMMIT_ATTEMPTS = 12
 # Every this many commits, the committing writer compacts the table's small files (best effort).
-COMPACT_EVERY = 100
-COMPACT_TARGET_BYTES = 64 * 1024 * 1024
+COMPACT_EVERY = 20
+COMPACT_TARGET_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -78,14 +78,20 @@ class DeltaStore:
     def _options(self) -> dict[str, str] | None:
         return self.location.storage_options or None
 
-    def load(self, table: str) -> DeltaTable | None:
-        """The table at its latest version (refreshed), or None when it does not exist yet."""
+    def load(self, table: str, *, refresh: bool = True) -> DeltaTable | None:
+        """The table at its latest version, or None when it does not exist yet.
+
+        `refresh=False` reuses the state this process last saw: a commit made from a stale state still lands
+        safely (delta-rs checks the newer commits for conflicts, including a repeated idempotency key), and it
+        saves a listing of the table's log, which grows with the table's age.
+        """
         from deltalake.exceptions import TableNotFoundError
 
         cached = self._latest.get(table)
         try:
             if cached is not None:
-                cached.update_incremental()
+                if refresh:
+                    cached.update_incremental()
                 return cached
             from deltalake import DeltaTable
 
@@ -192,15 +198,20 @@ class DeltaStore:
         from deltalake.exceptions import CommitFailedError, DeltaError
 
         for attempt in range(COMMIT_ATTEMPTS):
-            table = self.load(spec.name)
+            table = self.load(spec.name, refresh=attempt > 0)
             if table is None:
                 self.create(spec, commit)
                 continue
-            if commit.idempotency_key and table.transaction_version(_app_id(commit.idempotency_key)) is not None:
+            if (
+                commit.idempotency_key
+                and table.transaction_version(_app_id(commit.idempotency_key)) is not None
+            ):
                 return table.version(), True
             transactions = None
             if commit.idempotency_key:
-                transactions = [Transaction(app_id=_app_id(commit.idempotency_key), version=time.time_ns() // 1000)]
+                transactions = [
+                    Transaction(app_id=_app_id(commit.idempotency_key), version=time.time_ns() // 1000)
+                ]
             evolve = set(spec.column_names) - {field.name for field in table.schema().fields}
             try:
                 write_deltalake(
@@ -213,7 +224,8 @@ class DeltaStore:
                     ),
                     post_commithook_properties=_hooks(),
                 )
-            except (CommitFailedError, DeltaError) as error:
+            except CommitFailedError as error:
+                # Lost a race with another writer (or a repeated idempotency key): reload and try again.
                 if attempt == COMMIT_ATTEMPTS - 1:
                     raise MetalakeError(
                         f"Could not commit to table {spec.name!r} after {COMMIT_ATTEMPTS} attempts: {error}"
@@ -221,6 +233,9 @@ class DeltaStore:
                 self._latest.pop(spec.name, None)
                 _backoff(attempt)
                 continue
+            except DeltaError as error:
+                self._latest.pop(spec.name, None)
+                raise MetalakeError(f"Delta refused the commit to table {spec.name!r}: {error}") from error
             except OSError as error:
                 self._latest.pop(spec.name, None)
                 raise storage_error(self.location, f"write to table {spec.name!r}", error) from error

@@ -221,10 +221,16 @@ class Lake:
             frame = frame.select(list(columns))
         try:
             return frame.collect()
-        except (pl.exceptions.ColumnNotFoundError, pl.exceptions.SQLInterfaceError, pl.exceptions.InvalidOperationError) as error:
+        except (
+            pl.exceptions.ColumnNotFoundError,
+            pl.exceptions.SQLInterfaceError,
+            pl.exceptions.InvalidOperationError,
+        ) as error:
             raise QueryError(f"Invalid filter for table {table!r}: {where!r}: {error}") from error
 
-    def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
+    def sql(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> duckdb.DuckDBPyRelation:
         """Run DuckDB SQL over every table and view (at this lake's moment); returns a relation."""
         return self._sql_session().query(query, params)
 
@@ -287,7 +293,7 @@ class Lake:
 
         self.spec(table)
         records = self._history_records(table)[: limit if limit is not None else None]
-        schema = {
+        schema: dict[str, pl.DataType | type[pl.DataType]] = {
             "version": pl.Int64,
             "timestamp": pl.Datetime("us", "UTC"),
             "operation": pl.String,
@@ -296,7 +302,9 @@ class Lake:
             "rows_added": pl.Int64,
             "idempotency_key": pl.String,
         }
-        return pl.DataFrame([{k: r[k] for k in HISTORY_COLUMNS} for r in records], schema=schema, orient="row")
+        return pl.DataFrame(
+            [{k: r[k] for k in HISTORY_COLUMNS} for r in records], schema=schema, orient="row"
+        )
 
     # -- time travel and snapshots --------------------------------------------------------------------------
 
@@ -312,7 +320,9 @@ class Lake:
         if isinstance(when, date):
             return self._resolve_moment(datetime(when.year, when.month, when.day, tzinfo=UTC))
         if not isinstance(when, str) or not when.strip():
-            raise MetalakeError(f"as_of takes a datetime, an ISO-8601 string or a snapshot name, not {when!r}.")
+            raise MetalakeError(
+                f"as_of takes a datetime, an ISO-8601 string or a snapshot name, not {when!r}."
+            )
         text = when.strip()
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -334,10 +344,14 @@ class Lake:
         import polars as pl
 
         if self.moment is not None:
-            raise ReadOnlyLakeError("Snapshots pin the present: take them on the live lake, not on lake.as_of(...).")
+            raise ReadOnlyLakeError(
+                "Snapshots pin the present: take them on the live lake, not on lake.as_of(...)."
+            )
         taken = self.read(SNAPSHOTS_TABLE, columns=["snapshot"], where=pl.col("snapshot") == name)
         if not taken.is_empty():
-            raise SnapshotExists(f"Snapshot {name!r} already exists; snapshots never change. Pick another name.")
+            raise SnapshotExists(
+                f"Snapshot {name!r} already exists; snapshots never change. Pick another name."
+            )
         pinned_at = datetime.now(UTC)
         rows = [
             {
@@ -350,7 +364,11 @@ class Lake:
             for table in sorted(self._specs)
         ]
         return self.append(
-            SNAPSHOTS_TABLE, rows, reason=description, idempotency_key=f"snapshot:{name}", operation="snapshot"
+            SNAPSHOTS_TABLE,
+            rows,
+            reason=description,
+            idempotency_key=f"snapshot:{name}",
+            operation="snapshot",
         )
 
     def snapshots(self) -> pl.DataFrame:
