@@ -88,10 +88,16 @@ def _spec(**overrides: object) -> dict[str, object]:
         (_spec(colour="red"), "unknown key"),
         (_spec(columns=[{"name": "id", "type": "uuid", "description": "Id."}]), "is not one of"),
         (_spec(columns=[{"name": "id", "type": "string"}]), "needs a description"),
-        (_spec(columns=[{"name": "id", "type": "string", "description": "x", "checks": {"between": 1}}]), "unknown check"),
+        (
+            _spec(columns=[{"name": "id", "type": "string", "description": "x", "checks": {"between": 1}}]),
+            "unknown check",
+        ),
         (_spec(primary_key=["nope"]), "unknown column"),
         (_spec(name="Bad-Name"), "lower_snake_case"),
-        (_spec(columns=[{"name": "recorded_at", "type": "string", "description": "x"}]), "added to every table"),
+        (
+            _spec(columns=[{"name": "recorded_at", "type": "string", "description": "x"}]),
+            "added to every table",
+        ),
         (
             _spec(columns=[{"name": "a", "type": "string", "description": "x"}] * 2),
             "duplicate column",

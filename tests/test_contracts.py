@@ -84,7 +84,14 @@ def test_out_of_range_values(lake: metalake.Lake) -> None:
 
 
 def test_values_outside_an_allowed_set(lake: metalake.Lake) -> None:
-    run = {"event_id": "e1", "run_id": "r1", "experiment": "x", "status": "exploded", "start_time": NOW, "event_time": NOW}
+    run = {
+        "event_id": "e1",
+        "run_id": "r1",
+        "experiment": "x",
+        "status": "exploded",
+        "start_time": NOW,
+        "event_time": NOW,
+    }
     error = refused(lake, "runs", [run])
     assert "'status': value not in the allowed set" in str(error)
 
@@ -121,14 +128,22 @@ def test_unknown_table_lists_known_ones(lake: metalake.Lake) -> None:
 
 
 def test_iso_strings_and_naive_datetimes_are_read_as_utc(lake: metalake.Lake) -> None:
-    lake.append("metrics", [metric(timestamp="2026-03-01T12:00:00Z", step=1), metric(timestamp=NOW.replace(tzinfo=None), step=2)])
+    lake.append(
+        "metrics",
+        [
+            metric(timestamp="2026-03-01T12:00:00Z", step=1),
+            metric(timestamp=NOW.replace(tzinfo=None), step=2),
+        ],
+    )
     stamps = lake.read("metrics").get_column("timestamp").to_list()
     assert stamps == [NOW, NOW]
 
 
 # -- property: random invalid batches never change any table's version -------------------------------------------
 
-bad_values = st.one_of(st.none(), st.text(max_size=3), st.integers(-5, -1), st.booleans(), st.floats(allow_nan=False))
+bad_values = st.one_of(
+    st.none(), st.text(max_size=3), st.integers(-5, -1), st.booleans(), st.floats(allow_nan=False)
+)
 
 
 @st.composite
@@ -158,5 +173,7 @@ def shared_lake(tmp_path_factory: pytest.TempPathFactory) -> metalake.Lake:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=invalid_metric_batches())
-def test_random_invalid_batches_never_change_any_version(shared_lake: metalake.Lake, batch: list[dict[str, object]]) -> None:
+def test_random_invalid_batches_never_change_any_version(
+    shared_lake: metalake.Lake, batch: list[dict[str, object]]
+) -> None:
     refused(shared_lake, "metrics", batch)

@@ -33,7 +33,9 @@ def row(**extra: object) -> dict[str, object]:
     return {"week": "2026-03-02", "region": "emea", "revenue": 1200.5, **extra}
 
 
-def test_user_tables_come_from_a_folder_and_are_stored_in_the_lake(lake_path: Path, spec_folder: Path) -> None:
+def test_user_tables_come_from_a_folder_and_are_stored_in_the_lake(
+    lake_path: Path, spec_folder: Path
+) -> None:
     lake = metalake.connect(lake_path, extra_specs=spec_folder)
     lake.append("weekly_revenue", [row()])
     with pytest.raises(metalake.ContractError, match="'region': value not in the allowed set"):
@@ -63,8 +65,17 @@ def test_adding_a_nullable_column_evolves_the_table(lake_path: Path, spec_folder
     ("edit", "reason"),
     [
         (lambda text: text.replace("type: float64", "type: string"), "changes type from float64 to string"),
-        (lambda text: text.replace("  - {name: revenue, type: float64, nullable: false, checks: {ge: 0}, description: Revenue in EUR}\n", ""), "'revenue' is dropped"),
-        (lambda text: text + "  - {name: owner, type: string, nullable: false, description: Owner}\n", "new column 'owner' is required"),
+        (
+            lambda text: text.replace(
+                "  - {name: revenue, type: float64, nullable: false, checks: {ge: 0}, description: Revenue in EUR}\n",
+                "",
+            ),
+            "'revenue' is dropped",
+        ),
+        (
+            lambda text: text + "  - {name: owner, type: string, nullable: false, description: Owner}\n",
+            "new column 'owner' is required",
+        ),
     ],
     ids=["type-change", "dropped-column", "new-required-column"],
 )

@@ -55,15 +55,30 @@ def test_file_uri_is_a_local_lake(tmp_path: Path) -> None:
 
 
 def test_append_returns_the_commit_and_records_metadata(lake: metalake.Lake) -> None:
-    commit = lake.append("metrics", metrics("r1", [0.9, 0.5]), actor="trainer", reason="epoch 1", idempotency_key="r1:1")
+    commit = lake.append(
+        "metrics", metrics("r1", [0.9, 0.5]), actor="trainer", reason="epoch 1", idempotency_key="r1:1"
+    )
     assert commit == Commit("metrics", 1, 2, "append", "r1:1", False)
     again = lake.append("metrics", metrics("r1", [0.9, 0.5]), idempotency_key="r1:1")
     assert again.deduplicated and again.rows == 0 and again.version == 1
     assert lake.read("metrics").height == 2
     history = lake.history("metrics")
-    assert history.columns == ["version", "timestamp", "operation", "actor", "reason", "rows_added", "idempotency_key"]
+    assert history.columns == [
+        "version",
+        "timestamp",
+        "operation",
+        "actor",
+        "reason",
+        "rows_added",
+        "idempotency_key",
+    ]
     latest = history.row(0, named=True)
-    assert (latest["version"], latest["actor"], latest["reason"], latest["rows_added"]) == (1, "trainer", "epoch 1", 2)
+    assert (latest["version"], latest["actor"], latest["reason"], latest["rows_added"]) == (
+        1,
+        "trainer",
+        "epoch 1",
+        2,
+    )
     assert latest["idempotency_key"] == "r1:1" and latest["operation"] == "append"
     assert lake.history("metrics", limit=1).height == 1
     assert lake.read("metrics").get_column("recorded_by").to_list() == ["trainer", "trainer"]
@@ -71,7 +86,9 @@ def test_append_returns_the_commit_and_records_metadata(lake: metalake.Lake) -> 
 
 def test_read_with_columns_and_filters(lake: metalake.Lake) -> None:
     lake.append("metrics", metrics("r1", [3.0, 2.0, 1.0]) + metrics("r2", [5.0]))
-    assert lake.read("metrics", where="run_id = 'r1' and step >= 1", columns=["step"]).get_column("step").to_list() == [1, 2]
+    assert lake.read("metrics", where="run_id = 'r1' and step >= 1", columns=["step"]).get_column(
+        "step"
+    ).to_list() == [1, 2]
     assert lake.read("metrics", where=pl.col("value") > 2.5).height == 2
     assert lake.scan("metrics").filter(pl.col("run_id") == "r2").collect().height == 1
     with pytest.raises(QueryError, match="Unknown column"):
@@ -82,10 +99,19 @@ def test_read_with_columns_and_filters(lake: metalake.Lake) -> None:
 
 def test_sql_sees_tables_and_views_and_binds_parameters(lake: metalake.Lake) -> None:
     lake.append("metrics", metrics("r1", [0.9, 0.4, 0.6]))
-    lake.append("runs", [run_event("r1", "running", T0), run_event("r1", "finished", T0 + timedelta(minutes=5))])
+    lake.append(
+        "runs", [run_event("r1", "running", T0), run_event("r1", "finished", T0 + timedelta(minutes=5))]
+    )
     summary = lake.sql("select * from metric_summary where run_id = ?", ["r1"]).pl().row(0, named=True)
-    assert (summary["last_value"], summary["min_value"], summary["max_value"], summary["count"]) == (0.6, 0.4, 0.9, 3)
-    current = lake.sql("select run_id, experiment, name, status, start_time, end_time from runs_current").fetchall()
+    assert (summary["last_value"], summary["min_value"], summary["max_value"], summary["count"]) == (
+        0.6,
+        0.4,
+        0.9,
+        3,
+    )
+    current = lake.sql(
+        "select run_id, experiment, name, status, start_time, end_time from runs_current"
+    ).fetchall()
     assert current == [("r1", "churn", "name-r1", "finished", T0, T0 + timedelta(minutes=5))]
     assert lake.sql("select count(*) from metrics").fetchall()[0] == (3,)
     # A live lake sees new commits in the same session.
@@ -154,7 +180,11 @@ def test_snapshots_pin_every_table(lake: metalake.Lake) -> None:
     assert pinned.read("params").is_empty()
     assert pinned.sql("select count(*) from metrics").fetchall()[0] == (1,)
     listing = lake.snapshots().row(0, named=True)
-    assert (listing["snapshot"], listing["description"], listing["pinned_by"]) == ("before-tuning", "baseline", "tester")
+    assert (listing["snapshot"], listing["description"], listing["pinned_by"]) == (
+        "before-tuning",
+        "baseline",
+        "tester",
+    )
     assert listing["tables"] == len(lake.tables())
     with pytest.raises(SnapshotExists):
         lake.snapshot("before-tuning")

@@ -23,11 +23,15 @@ def test_required_views_ship_and_are_documented() -> None:
 
 def session_over(folder: Path) -> SqlSession:
     numbers = pa.table({"n": [1, 2, 3]})
-    return SqlSession(["numbers"], lambda table: (numbers, 1), lambda: pa.table({"x": [1]}), load_views(folder))
+    return SqlSession(
+        ["numbers"], lambda table: (numbers, 1), lambda: pa.table({"x": [1]}), load_views(folder)
+    )
 
 
 def test_views_are_created_in_dependency_order(tmp_path: Path) -> None:
-    (tmp_path / "a_total.sql").write_text("-- total of doubled numbers\nselect sum(d) as total from b_doubled")
+    (tmp_path / "a_total.sql").write_text(
+        "-- total of doubled numbers\nselect sum(d) as total from b_doubled"
+    )
     (tmp_path / "b_doubled.sql").write_text("-- doubled numbers\nselect n * 2 as d from numbers;")
     session = session_over(tmp_path)
     assert view_order(session.views, ["a_total"]) == ["b_doubled", "a_total"]

@@ -112,7 +112,9 @@ class SnapshotNotFound(MetalakeError, KeyError):
     def __init__(self, name: str, known: Iterable[str]):
         self.name = name
         self.known = sorted(known)
-        listing = ", ".join(self.known) if self.known else "none yet (create one with `metalake snapshot NAME`)"
+        listing = (
+            ", ".join(self.known) if self.known else "none yet (create one with `metalake snapshot NAME`)"
+        )
         super().__init__(f"Unknown snapshot {name!r}. Known snapshots: {listing}.")
 
     def __str__(self) -> str:

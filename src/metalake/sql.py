@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 COMMITS_RELATION = "lake_commits"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
-_CATALOG_WIDE = re.compile(r"\b(information_schema|duckdb_tables|duckdb_views|show\s+tables|show\s+all)\b", re.I)
+_CATALOG_WIDE = re.compile(
+    r"\b(information_schema|duckdb_tables|duckdb_views|show\s+tables|show\s+all)\b", re.I
+)
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,9 @@ class SqlSession:
     def names(self) -> list[str]:
         return sorted({*self.tables, *self.views, COMMITS_RELATION})
 
-    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
+    def query(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> duckdb.DuckDBPyRelation:
         import duckdb
 
         self.prepare(sql)
@@ -124,10 +128,7 @@ class SqlSession:
 
     def prepare(self, sql: str) -> None:
         """Register every table and create every view that `sql` may need, and refresh stale tables."""
-        if _CATALOG_WIDE.search(sql):
-            wanted_views = set(self.views)
-        else:
-            wanted_views = referenced_names(sql, self.views)
+        wanted_views = set(self.views) if _CATALOG_WIDE.search(sql) else referenced_names(sql, self.views)
         ordered_views = view_order(self.views, wanted_views)
         wanted_tables = referenced_names(sql, [*self.tables, COMMITS_RELATION])
         if _CATALOG_WIDE.search(sql):

@@ -41,7 +41,9 @@ def resolve(uri: str | os.PathLike[str] | None, storage_options: Mapping[str, st
     text = os.fspath(uri) if uri is not None else os.environ.get("METALAKE_URI") or DEFAULT_LAKE
     text = text.strip()
     if not text:
-        raise StorageError("The lake URI is empty: give a folder path or an object-store URI such as s3://bucket/lake.")
+        raise StorageError(
+            "The lake URI is empty: give a folder path or an object-store URI such as s3://bucket/lake."
+        )
     match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", text)
     if match is None:
         path = Path(text).expanduser().resolve()
@@ -63,7 +65,9 @@ def resolve(uri: str | os.PathLike[str] | None, storage_options: Mapping[str, st
     options.update({k: str(v) for k, v in (storage_options or {}).items()})
     for key, value in REMOTE_DEFAULTS.items():
         options.setdefault(key, value)
-    endpoint = options.get("AWS_ENDPOINT_URL") or options.get("endpoint_url") or options.get("aws_endpoint_url")
+    endpoint = (
+        options.get("AWS_ENDPOINT_URL") or options.get("endpoint_url") or options.get("aws_endpoint_url")
+    )
     if endpoint and endpoint.startswith("http://"):
         options.setdefault("AWS_ALLOW_HTTP", "true")
     return Location(f"{scheme}://{rest.rstrip('/')}", options)
