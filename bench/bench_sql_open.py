@@ -1,7 +1,8 @@
 """Open the lake and count 1 M metric rows in a fresh `lake.sql`, vs the same DuckDB query on in-memory Arrow.
 
-Target: at most 10x the in-memory query. Both sides start from a new DuckDB connection; the in-memory query
-on an already open connection is shown too, for reference.
+Target: at most 10x the in-memory query on an already open DuckDB connection (the strict reading); the
+in-memory query on a brand-new DuckDB connection is shown too. The lake side opens a new Lake each time, in a
+process that has already imported everything (as a notebook or service would).
 """
 
 from __future__ import annotations
@@ -71,11 +72,13 @@ def main() -> None:
             "Fresh lake.sql count(*) over 1 M rows (bench/bench_sql_open.py)",
             f"python bench/bench_sql_open.py --rows {args.rows} --batches {args.batches}",
             [
-                "| what | median | ratio to fresh in-memory (target <= 10x) |",
-                "|---|---|---|",
-                f"| `metalake.connect(uri).sql(q).fetchall()` | {lake_ms:.1f} ms | **{lake_ms / fresh_ms:.1f}x** |",
-                f"| new DuckDB connection + register Arrow table + q | {fresh_ms:.1f} ms | 1.0x |",
-                f"| q on an already open DuckDB connection | {warm_ms:.2f} ms | {warm_ms / fresh_ms:.2f}x |",
+                "| what | median | vs q on an open connection (target <= 10x) | vs a new connection |",
+                "|---|---|---|---|",
+                f"| `metalake.connect(uri).sql(q).fetchall()` | {lake_ms:.1f} ms | **{lake_ms / warm_ms:.1f}x** | "
+                f"{lake_ms / fresh_ms:.1f}x |",
+                f"| q on an already open DuckDB connection (in-memory Arrow) | {warm_ms:.2f} ms | 1.0x | |",
+                f"| new DuckDB connection + register Arrow table + q | {fresh_ms:.1f} ms | "
+                f"{fresh_ms / warm_ms:.1f}x | 1.0x |",
             ],
         )
     finally:

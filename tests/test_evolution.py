@@ -118,3 +118,14 @@ def test_time_travel_before_a_user_table_existed(lake_path: Path, spec_folder: P
     lake = metalake.connect(lake_path, extra_specs=spec_folder)
     lake.append("weekly_revenue", [row()])
     assert lake.as_of(before).read("weekly_revenue").is_empty()
+
+
+def test_sql_sees_an_added_column_before_any_row_has_it(lake_path: Path, spec_folder: Path) -> None:
+    metalake.connect(lake_path, extra_specs=spec_folder).append("weekly_revenue", [row()])
+    (spec_folder / "weekly_revenue.yaml").write_text(
+        KPI_SPEC + "  - {name: currency, type: string, description: ISO currency code}\n"
+    )
+    evolved = metalake.connect(lake_path, extra_specs=spec_folder)
+    assert evolved.sql("select region, currency from weekly_revenue").fetchall() == [("emea", None)]
+    evolved.append("weekly_revenue", [row(week="2026-03-09", currency="EUR")])
+    assert evolved.sql("select count(currency), count(*) from weekly_revenue").fetchall() == [(1, 2)]

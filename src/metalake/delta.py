@@ -31,6 +31,7 @@ TABLE_CONFIGURATION = {
     # Idempotency keys (Delta app transactions) are kept for a week: long enough for any retry.
     "delta.setTransactionRetentionDuration": "interval 7 days",
 }
+EVOLVED_PROPERTY = "metalake.evolved"
 COMMIT_ATTEMPTS = 12
 # Every this many commits, the committing writer compacts the table's small files (best effort).
 COMPACT_EVERY = 20
@@ -184,6 +185,12 @@ class DeltaStore:
                 Schema.from_arrow(pa.schema(missing)).fields,
                 commit_properties=CommitProperties(custom_metadata=commit.custom_metadata()),
                 post_commithook_properties=_hooks(),
+            )
+            # Tells readers that older Parquet files lack some columns (see Lake._relation_for_sql).
+            table.alter.set_table_properties(
+                {EVOLVED_PROPERTY: "true"},
+                raise_if_not_exists=False,
+                commit_properties=CommitProperties(custom_metadata=commit.custom_metadata()),
             )
         except OSError as error:
             raise storage_error(self.location, f"evolve table {spec.name!r}", error) from error

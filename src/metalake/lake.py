@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from metalake.catalog import TableSpec
 from metalake.catalog_store import CATALOG_TABLE, sync_catalog
 from metalake.contracts import conform
-from metalake.delta import CommitInfo, DeltaStore
+from metalake.delta import EVOLVED_PROPERTY, CommitInfo, DeltaStore
 from metalake.errors import (
     MetalakeError,
     QueryError,
@@ -242,11 +242,21 @@ class Lake:
         return self._sql
 
     def _relation_for_sql(self, table: str) -> tuple[Any, object]:
+        """What DuckDB reads for a table: its Parquet files on local disk, else an Arrow dataset."""
         import pyarrow as pa
 
+        from metalake.sql import ParquetFiles
+
+        spec = self.spec(table)
         loaded = self._delta_table(table)
         if loaded is None:
-            return pa.Table.from_batches([], schema=self.spec(table).arrow_schema()), None
+            return pa.Table.from_batches([], schema=spec.arrow_schema()), None
+        if self.location.is_local and not spec.partition_by:
+            files = tuple(loaded.file_uris())
+            if files and {field.name for field in loaded.schema().fields} == set(spec.column_names):
+                evolved = EVOLVED_PROPERTY in loaded.metadata().configuration
+                empty = pa.Table.from_batches([], schema=spec.arrow_schema()) if evolved else None
+                return ParquetFiles(files, empty), loaded.version()
         return loaded.to_pyarrow_dataset(), loaded.version()
 
     def _commits_table(self) -> pa.Table:

@@ -87,6 +87,29 @@ def view_order(views: Mapping[str, ViewDefinition], wanted: Iterable[str]) -> li
     return order
 
 
+@cache
+def _shared_database() -> duckdb.DuckDBPyConnection:
+    import duckdb
+
+    return duckdb.connect()
+
+
+@dataclass(frozen=True)
+class ParquetFiles:
+    """A local Delta table version as its Parquet files, read by DuckDB's own reader (metadata-fast counts)."""
+
+    paths: tuple[str, ...]
+    # Set when older files lack columns that the table gained later: they read as nulls.
+    full_schema: pa.Table | None = None
+
+    def sql(self, empty_relation: str) -> str:
+        listing = ", ".join("'" + path.replace("'", "''") + "'" for path in self.paths)
+        files = f"SELECT * FROM read_parquet([{listing}], union_by_name = true)"
+        if self.full_schema is None:
+            return files
+        return f'SELECT * FROM "{empty_relation}" UNION ALL BY NAME {files}'
+
+
 class SqlSession:
     """One DuckDB connection for a lake; tables appear the first time a query names them.
 
@@ -103,7 +126,9 @@ class SqlSession:
     ):
         import duckdb
 
-        self.connection: duckdb.DuckDBPyConnection = duckdb.connect()
+        # A cursor on one in-process database is free, where a new database costs ~15 ms; everything a session
+        # creates is TEMP (connection-local), so sessions never see each other's tables or moments.
+        self.connection: duckdb.DuckDBPyConnection = _shared_database().cursor()
         self.tables = list(tables)
         self.views = dict(bundled_views() if views is None else views)
         self._relation_for = relation_for
@@ -147,8 +172,25 @@ class SqlSession:
         relation, token = self._relation_for(table)
         if table in self._registered and self._registered[table] == token:
             return
-        self.connection.register(table, relation)
+        if table in self._registered:
+            self._drop(table)
+        if isinstance(relation, ParquetFiles):
+            empty_relation = f"__{table}_schema"
+            if relation.full_schema is not None:
+                self.connection.register(empty_relation, relation.full_schema)
+            self.connection.execute(f'CREATE OR REPLACE TEMP VIEW "{table}" AS {relation.sql(empty_relation)}')
+        else:
+            self.connection.register(table, relation)
         self._registered[table] = token
+
+    def _drop(self, table: str) -> None:
+        import duckdb
+
+        try:
+            self.connection.unregister(table)
+        except duckdb.Error:
+            pass
+        self.connection.execute(f'DROP VIEW IF EXISTS temp."{table}"')
 
     def _create_view(self, name: str) -> None:
         import duckdb
@@ -157,7 +199,7 @@ class SqlSession:
             return
         view = self.views[name]
         try:
-            self.connection.execute(f'CREATE OR REPLACE VIEW "{name}" AS {view.select}')
+            self.connection.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS {view.select}')
         except duckdb.Error as error:
             raise ViewError(f"View {name!r} in {view.path} cannot be created: {error}") from error
         self._created_views.add(name)
