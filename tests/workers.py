@@ -1,9 +1,9 @@
-"""Entry points for the child processes of the storage and concurrency tests, started with the spawn method.
+"""Spawned child processes for the storage and concurrency tests, and the helpers those tests share.
 
-deltalake does not survive `fork`, so every child is a fresh interpreter that imports this module by name: the
-parent's `sys.path` (which pytest extends with the tests folder) travels with the spawn. Children receive the
-lake URI and storage options as arguments, wait on a barrier so that their writes really overlap, and report a
-JSON-friendly result (or their traceback) on a queue.
+Children are started with the spawn method because deltalake does not survive `fork`. Every child is a fresh
+interpreter that imports this module by name: the parent's `sys.path`, which pytest extends with the tests
+folder, travels with the spawn. Children receive the lake URI and storage options as arguments, wait on a
+barrier so that their writes really overlap, and report their result (or their traceback) on a queue.
 """
 
 from __future__ import annotations
@@ -24,15 +24,21 @@ Options = Mapping[str, str] | None
 CommitRecord = tuple[int, bool]
 
 
-# -- rows ---------------------------------------------------------------------------------------------------------
+# -- rows ----------------------------------------------------------------------------------------------------
 
 
 def batch_rows(table: str, writer: str, batch: int, size: int) -> list[dict[str, Any]]:
-    """A batch whose keys no other (writer, batch) pair produces: `writer` is the run id, `batch` the key prefix."""
+    """Rows whose keys no other (writer, batch) pair makes: `writer` is the run id, `batch` a key prefix."""
     if table == "metrics":
         now = datetime.now(UTC)
         return [
-            {"run_id": writer, "key": "loss", "value": batch + i / size, "step": batch * size + i, "timestamp": now}
+            {
+                "run_id": writer,
+                "key": "loss",
+                "value": batch + i / size,
+                "step": batch * size + i,
+                "timestamp": now,
+            }
             for i in range(size)
         ]
     if table in ("params", "run_tags"):
@@ -40,14 +46,67 @@ def batch_rows(table: str, writer: str, batch: int, size: int) -> list[dict[str,
     raise ValueError(f"No row builder for table {table!r}")
 
 
-# -- child entry points -------------------------------------------------------------------------------------------
+def table_versions(lake: metalake.Lake) -> dict[str, int]:
+    """The latest version of every table (the catalog included), from the `lake_commits` relation."""
+    rows = lake.sql("SELECT table_name, max(version) FROM lake_commits GROUP BY table_name").fetchall()
+    return dict(rows)
+
+
+def s3_client(endpoint: str) -> Any:
+    """A boto3 client for the test S3 server (moto accepts any credentials)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def object_keys(endpoint: str, uri: str) -> set[str]:
+    """Every object under an s3:// lake URI, listed straight from the server."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    keys: set[str] = set()
+    for page in (
+        s3_client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+    ):
+        keys.update(item["Key"] for item in page.get("Contents", []))
+    return keys
+
+
+def copy_lake(endpoint: str, source_uri: str, target_uri: str) -> None:
+    """Copy a lake object by object, server side (Delta logs hold relative paths, so the copy is a lake too).
+
+    Creating the ~20 tables of a new lake takes seconds on moto; tests that need a fresh lake start from a
+    copy of one that `metalake.connect` created.
+    """
+    client = s3_client(endpoint)
+    source_bucket, _, source_prefix = source_uri.removeprefix("s3://").partition("/")
+    target_bucket, _, target_prefix = target_uri.removeprefix("s3://").partition("/")
+    for key in object_keys(endpoint, source_uri):
+        client.copy_object(
+            Bucket=target_bucket,
+            Key=target_prefix + key.removeprefix(source_prefix),
+            CopySource={"Bucket": source_bucket, "Key": key},
+        )
+
+
+def _warm_up() -> None:
+    """Import what the first append needs, so that the writers' commits, not their imports, overlap."""
+    import pandera.polars  # noqa: F401
+
+
+# -- child entry points --------------------------------------------------------------------------------------
 
 
 def append_batches(
     uri: str, storage_options: Options, table: str, writer: str, batches: int, size: int, start: Any
 ) -> list[CommitRecord]:
-    """Append `batches` batches of `size` distinct rows to `table`; returns each commit's (version, deduplicated)."""
+    """Append `batches` batches of `size` distinct rows; returns each commit's (version, deduplicated)."""
     lake = metalake.connect(uri, storage_options=storage_options, actor=writer)
+    _warm_up()
     start.wait(START_TIMEOUT_S)
     records = []
     for batch in range(batches):
@@ -61,6 +120,7 @@ def append_keyed_batches(
 ) -> list[CommitRecord]:
     """Append one metrics batch per idempotency key; every writer sends the same rows for the same key."""
     lake = metalake.connect(uri, storage_options=storage_options, actor=writer)
+    _warm_up()
     start.wait(START_TIMEOUT_S)
     records = []
     for number, key in enumerate(keys):
@@ -70,19 +130,19 @@ def append_keyed_batches(
 
 
 def describe_lake(uri: str, storage_options: Options, table: str, start: Any) -> dict[str, Any]:
-    """What a fresh reader of the lake sees: the catalog (specs as JSON) and one table's rows and row count."""
+    """What a fresh reader of the lake sees: the catalog (specs as JSON), one table's rows and row count."""
     lake = metalake.connect(uri, storage_options=storage_options, actor="reader")
     start.wait(START_TIMEOUT_S)
     rows = lake.read(table).drop("recorded_at").to_dicts()
-    counted = lake.sql(f'SELECT count(*) FROM "{table}"').fetchone()
+    counted = lake.sql(f'SELECT count(*) FROM "{table}"').fetchall()
     return {
         "catalog": {spec.name: spec.to_json() for spec in lake.tables()},
         "rows": rows,
-        "sql_count": counted[0] if counted else None,
+        "sql_count": counted[0][0],
     }
 
 
-# -- running children ---------------------------------------------------------------------------------------------
+# -- running children ----------------------------------------------------------------------------------------
 
 
 def _child(target: Callable[..., Any], args: tuple[Any, ...], index: int, start: Any, results: Any) -> None:
@@ -96,9 +156,9 @@ def _child(target: Callable[..., Any], args: tuple[Any, ...], index: int, start:
 def run_in_processes(
     target: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, timeout_s: float = 120.0
 ) -> list[Any]:
-    """Run `target(*args, start)` in one spawned process per `args`, all released at once; results in call order.
+    """Run `target(*args, start)` in a spawned process per `args`, released together; results in call order.
 
-    A child that fails re-raises here with its traceback, so a test shows the child's error.
+    A child's failure is raised here with the child's traceback, so the test report shows it.
     """
     start = SPAWN.Barrier(len(calls))
     results = SPAWN.Queue()
@@ -115,7 +175,9 @@ def run_in_processes(
             try:
                 index, status, value = results.get(timeout=timeout_s)
             except queue.Empty:
-                raise TimeoutError(f"{target.__name__}: a child process gave no result within {timeout_s}s") from None
+                raise TimeoutError(
+                    f"{target.__name__}: a child process gave no result within {timeout_s}s"
+                ) from None
             if status == "ok":
                 collected[index] = value
             else:

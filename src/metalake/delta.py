@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from metalake._version import __version__
@@ -36,6 +37,7 @@ COMMIT_ATTEMPTS = 12
 # Every this many commits, the committing writer compacts the table's small files (best effort).
 COMPACT_EVERY = 20
 COMPACT_TARGET_BYTES = 8 * 1024 * 1024
+COMPACTION_LOCK = "_metalake_compaction.lock"
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class DeltaStore:
     def __init__(self, location: Location):
         self.location = location
         self._latest: dict[str, DeltaTable] = {}
+        self._history: dict[str, list[dict[str, Any]]] = {}
 
     @property
     def _options(self) -> dict[str, str] | None:
@@ -116,23 +119,13 @@ class DeltaStore:
             raise storage_error(self.location, f"open table {table!r} at version {version}", error) from error
 
     def load_at(self, table: str, moment: datetime) -> DeltaTable | None:
-        """The table as it was at `moment`; None when it was created later (or never)."""
-        from deltalake import DeltaTable
-        from deltalake.exceptions import DeltaError, TableNotFoundError
+        """The table as it was at `moment`; None when it was created later (or never).
 
-        try:
-            loaded = DeltaTable(self.location.table_uri(table), storage_options=self._options)
-        except TableNotFoundError:
-            return None
-        except OSError as error:
-            raise storage_error(self.location, f"open table {table!r}", error) from error
-        if loaded.metadata().created_time > int(moment.timestamp() * 1000):
-            return None
-        try:
-            loaded.load_as_version(moment)
-        except DeltaError:
-            return None
-        return loaded
+        Resolved on the commit timestamps (milliseconds) that `history()` shows, not on the log files'
+        modification times, which object stores keep only to the second.
+        """
+        versions = [record["version"] for record in self.history(table) if record["timestamp"] <= moment]
+        return self.load_version(table, max(versions)) if versions else None
 
     def current_version(self, table: str) -> int | None:
         loaded = self.load(table)
@@ -247,59 +240,90 @@ class DeltaStore:
                 self._latest.pop(spec.name, None)
                 raise storage_error(self.location, f"write to table {spec.name!r}", error) from error
             version = table.version()
-            if version % COMPACT_EVERY == 0:
-                self._compact(table, commit.actor)
+            if version % COMPACT_EVERY == 0 and self.location.is_local:
+                self._compact(spec.name, commit.actor)
             return version, False
         raise MetalakeError(f"Could not commit to table {spec.name!r} after {COMMIT_ATTEMPTS} attempts.")
 
-    def _compact(self, table: DeltaTable, actor: str) -> None:
-        """Merge small files so that reads and later commits stay fast; skipped if it races another writer."""
+    def _compact(self, table: str, actor: str) -> None:
+        """Merge small files so that reads and later commits stay fast (best effort, local disk only).
+
+        delta-rs lets two compactions planned on the same files both commit, which duplicates rows. So one
+        process compacts at a time (an exclusive lock file), and it plans on the state it reloads under the
+        lock. Object stores have no such lock: there, compaction is left to a single maintenance job.
+        """
+        import fcntl
+
         from deltalake import CommitProperties
         from deltalake.exceptions import DeltaError
 
-        try:
-            table.optimize.compact(
-                target_size=COMPACT_TARGET_BYTES,
-                commit_properties=CommitProperties(
-                    custom_metadata=CommitInfo(actor=actor, operation="compact").custom_metadata()
-                ),
-                post_commithook_properties=_hooks(),
-            )
-        except (DeltaError, OSError):
-            return
+        lock_path = Path(self.location.table_uri(table)) / COMPACTION_LOCK
+        with open(lock_path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another process is compacting this table right now
+            try:
+                loaded = self.load(table)
+                if loaded is None:
+                    return
+                loaded.optimize.compact(
+                    target_size=COMPACT_TARGET_BYTES,
+                    commit_properties=CommitProperties(
+                        custom_metadata=CommitInfo(actor=actor, operation="compact").custom_metadata()
+                    ),
+                    post_commithook_properties=_hooks(),
+                )
+            except (DeltaError, OSError):
+                return
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def history(self, table: str, up_to_version: int | None = None) -> list[dict[str, Any]]:
         """Commit records, newest first, as plain dicts with metalake's metadata unpacked.
 
-        Read from the latest table state: delta-rs numbers history wrongly on a time-travelled table.
+        Commits never change, so records are cached and only newer commits are read on later calls. delta-rs
+        numbers history from the loaded version even when newer commits exist, so a read that raced a new
+        commit (detected by the overlap with what is cached) is retried.
         """
-        latest = self.load(table)
-        if latest is None:
-            return []
-        try:
-            raw = latest.history()
-        except OSError as error:
-            raise storage_error(self.location, "read table history", error) from error
-        rows = []
-        for entry in raw:
-            version = int(entry.get("version", -1))
-            if up_to_version is not None and version > up_to_version:
-                continue
-            metrics = entry.get("operationMetrics") or {}
-            rows.append(
-                {
-                    "version": version,
-                    "timestamp": datetime.fromtimestamp(int(entry.get("timestamp", 0)) / 1000, tz=UTC),
-                    "operation": entry.get(OPERATION) or str(entry.get("operation", "")).lower(),
-                    "actor": entry.get(ACTOR),
-                    "reason": entry.get(REASON),
-                    "rows_added": _as_int(metrics.get("num_added_rows", metrics.get("numOutputRows"))),
-                    "idempotency_key": entry.get(IDEMPOTENCY_KEY),
-                    "engine_operation": entry.get("operation"),
-                    "metalake_version": entry.get(CLIENT_VERSION),
-                }
-            )
-        return rows
+        for _ in range(COMMIT_ATTEMPTS):
+            latest = self.load(table)
+            if latest is None:
+                return []
+            cached = self._history.get(table, [])
+            newest_known = cached[0]["version"] if cached else -1
+            version = latest.version()
+            if version > newest_known:
+                try:
+                    raw = latest.history(limit=version - newest_known + 1) if cached else latest.history()
+                except OSError as error:
+                    raise storage_error(self.location, "read table history", error) from error
+                fresh = [_history_record(entry) for entry in raw]
+                consistent = (
+                    fresh[-1]["timestamp"] == cached[0]["timestamp"] if cached else len(fresh) == version + 1
+                )
+                if not consistent:
+                    self._latest.pop(table, None)
+                    continue
+                cached = [r for r in fresh if r["version"] > newest_known] + cached
+                self._history[table] = cached
+            return [r for r in cached if up_to_version is None or r["version"] <= up_to_version]
+        raise MetalakeError(f"Could not read a consistent history of table {table!r}; try again.")
+
+
+def _history_record(entry: Mapping[str, Any]) -> dict[str, Any]:
+    metrics = entry.get("operationMetrics") or {}
+    return {
+        "version": int(entry.get("version", -1)),
+        "timestamp": datetime.fromtimestamp(int(entry.get("timestamp", 0)) / 1000, tz=UTC),
+        "operation": entry.get(OPERATION) or str(entry.get("operation", "")).lower(),
+        "actor": entry.get(ACTOR),
+        "reason": entry.get(REASON),
+        "rows_added": _as_int(metrics.get("num_added_rows", metrics.get("numOutputRows"))),
+        "idempotency_key": entry.get(IDEMPOTENCY_KEY),
+        "engine_operation": entry.get("operation"),
+        "metalake_version": entry.get(CLIENT_VERSION),
+    }
 
 
 def _as_int(value: Any) -> int | None:

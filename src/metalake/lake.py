@@ -20,6 +20,7 @@ from metalake.errors import (
     ReadOnlyLakeError,
     SnapshotExists,
     SnapshotNotFound,
+    StorageError,
     TableNotFound,
 )
 from metalake.storage import Location, resolve
@@ -82,7 +83,13 @@ def connect(
     """
     location = resolve(uri, storage_options)
     if location.is_local:
-        Path(location.uri).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(location.uri).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(
+                f"Cannot create the lake folder {location.uri}: {error.strerror}. "
+                "Check that the path is a folder you can write to."
+            ) from error
     who = actor or default_actor()
     store = DeltaStore(location)
     specs = sync_catalog(store, Path(extra_specs) if extra_specs is not None else None, who)

@@ -59,7 +59,7 @@ def resolve(uri: str | os.PathLike[str] | None, storage_options: Mapping[str, st
         )
     if scheme == "file":
         return resolve(rest or "/", storage_options)
-    if not rest.strip("/"):
+    if not rest.split("/", 1)[0]:
         raise StorageError(f"The lake URI {text!r} names no bucket or container: use {scheme}://BUCKET/PATH.")
     options = _environment_options(scheme)
     options.update({k: str(v) for k, v in (storage_options or {}).items()})
