@@ -119,7 +119,7 @@ def test_file_name_must_match_table_name(tmp_path: Path) -> None:
 def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "things.yaml"
     path.write_text("name: [unclosed\n")
-    with pytest.raises(SpecError, match="things.yaml"):
+    with pytest.raises(SpecError, match=r"things\.yaml"):
         load_spec_file(path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -124,7 +125,6 @@ class SqlSession:
         commits: Callable[[], pa.Table],
         views: Mapping[str, ViewDefinition] | None = None,
     ):
-        import duckdb
 
         # A cursor on one in-process database is free, where a new database costs ~15 ms; everything a session
         # creates is TEMP (connection-local), so sessions never see each other's tables or moments.
@@ -178,7 +178,9 @@ class SqlSession:
             empty_relation = f"__{table}_schema"
             if relation.full_schema is not None:
                 self.connection.register(empty_relation, relation.full_schema)
-            self.connection.execute(f'CREATE OR REPLACE TEMP VIEW "{table}" AS {relation.sql(empty_relation)}')
+            self.connection.execute(
+                f'CREATE OR REPLACE TEMP VIEW "{table}" AS {relation.sql(empty_relation)}'
+            )
         else:
             self.connection.register(table, relation)
         self._registered[table] = token
@@ -186,10 +188,8 @@ class SqlSession:
     def _drop(self, table: str) -> None:
         import duckdb
 
-        try:
+        with contextlib.suppress(duckdb.Error):
             self.connection.unregister(table)
-        except duckdb.Error:
-            pass
         self.connection.execute(f'DROP VIEW IF EXISTS temp."{table}"')
 
     def _create_view(self, name: str) -> None:
