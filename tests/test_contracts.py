@@ -177,3 +177,42 @@ def test_random_invalid_batches_never_change_any_version(
     shared_lake: metalake.Lake, batch: list[dict[str, object]]
 ) -> None:
     refused(shared_lake, "metrics", batch)
+
+
+@st.composite
+def any_metric_batches(draw: st.DrawFn) -> list[dict[str, object]]:
+    """Batches that are valid or break checks in random ways (all values already of the right type)."""
+    size = draw(st.integers(1, 6))
+    rows = []
+    for i in range(size):
+        rows.append(
+            metric(
+                run_id=draw(st.one_of(st.none(), st.sampled_from(["r1", "r2"]))),
+                key=draw(st.sampled_from(["loss", "", "k" * 251, "acc"])),
+                value=draw(st.one_of(st.none(), st.floats(allow_nan=True))),
+                step=draw(st.sampled_from([0, 1, i, -1, None])),
+            )
+        )
+    return rows
+
+
+@settings(max_examples=150, deadline=None)
+@given(batch=any_metric_batches())
+def test_quick_check_agrees_with_pandera(batch: list[dict[str, object]]) -> None:
+    from pandera.errors import SchemaErrors
+
+    from metalake.catalog import bundled_dir, load_spec_file
+    from metalake.contracts import pandera_schema, passes_quick_check, polars_dtype
+
+    spec = load_spec_file(bundled_dir("tables") / "metrics.yaml")
+    frame = pl.DataFrame(
+        [{**row, "recorded_at": NOW, "recorded_by": "t"} for row in batch],
+        schema={c.name: polars_dtype(c.type) for c in spec.columns},
+        orient="row",
+    )
+    try:
+        pandera_schema(spec).validate(frame, lazy=True)
+        pandera_ok = True
+    except SchemaErrors:
+        pandera_ok = False
+    assert passes_quick_check(spec, frame) == pandera_ok
