@@ -28,7 +28,9 @@ ACTOR, OPERATION, REASON, IDEMPOTENCY_KEY, CLIENT_VERSION = (
     "metalake.version",
 )
 TABLE_CONFIGURATION = {
-    "delta.checkpointInterval": "100",
+    # Frequent checkpoints keep loading and idempotency-key look-ups (which replay the log since the last
+    # checkpoint) cheap; compaction keeps each checkpoint small.
+    "delta.checkpointInterval": "10",
     # Idempotency keys (Delta app transactions) are kept for a week: long enough for any retry.
     "delta.setTransactionRetentionDuration": "interval 7 days",
 }
@@ -188,11 +190,15 @@ class DeltaStore:
         except OSError as error:
             raise storage_error(self.location, f"evolve table {spec.name!r}", error) from error
 
-    def commit(self, spec: TableSpec, data: pa.Table, commit: CommitInfo) -> tuple[int, bool]:
+    def commit(
+        self, spec: TableSpec, data: pa.Table, commit: CommitInfo, *, key_may_exist: bool = True
+    ) -> tuple[int, bool]:
         """Append `data` in one atomic Delta commit; returns (version, deduplicated).
 
         With an idempotency key, a batch already committed under that key (by this or any process) is not
         written again. Concurrent appends are retried until they land: appends never conflict logically.
+        `key_may_exist=False` is for keys minted fresh by the caller (never used before): the look-up of the
+        key, which replays the log since the last checkpoint, is then skipped on the first attempt.
         """
         from deltalake import CommitProperties, Transaction, write_deltalake
         from deltalake.exceptions import CommitFailedError, DeltaError
@@ -204,6 +210,7 @@ class DeltaStore:
                 continue
             if (
                 commit.idempotency_key
+                and (key_may_exist or attempt > 0)
                 and table.transaction_version(_app_id(commit.idempotency_key)) is not None
             ):
                 return table.version(), True

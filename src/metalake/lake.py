@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from deltalake import DeltaTable
 
     from metalake.sql import SqlSession
+    from metalake.tracking import Runs
 
 SNAPSHOTS_TABLE = "snapshots"
 HISTORY_COLUMNS = ["version", "timestamp", "operation", "actor", "reason", "rows_added", "idempotency_key"]
@@ -126,6 +127,13 @@ class Lake:
     def read_only(self) -> bool:
         return self.moment is not None
 
+    @property
+    def runs(self) -> Runs:
+        """Training runs: `lake.runs.start(experiment=...)`, `resume`, `search`, `get`, `metric_history`."""
+        from metalake.tracking import Runs
+
+        return Runs(self)
+
     # -- catalog --------------------------------------------------------------------------------------------
 
     def tables(self) -> list[TableSpec]:
@@ -156,6 +164,22 @@ class Lake:
         `data` is a pyarrow Table, a polars or pandas DataFrame, or a list of dicts. A refused batch raises
         `ContractError` and writes nothing; a batch retried with the same `idempotency_key` is written once.
         """
+        return self._append(
+            table, data, actor=actor, reason=reason, idempotency_key=idempotency_key, operation=operation
+        )
+
+    def _append(
+        self,
+        table: str,
+        data: Any,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        operation: str = "append",
+        key_may_exist: bool = True,
+    ) -> Commit:
+        """`append`, plus what domain modules may know: that their idempotency key was never used before."""
         if self.moment is not None:
             raise ReadOnlyLakeError(
                 f"This lake is read-only: it shows the past ({self.moment.label}). "
@@ -165,7 +189,7 @@ class Lake:
         who = actor or self.actor
         rows = conform(spec, data, actor=who)
         info = CommitInfo(actor=who, operation=operation, reason=reason, idempotency_key=idempotency_key)
-        version, deduplicated = self._store.commit(spec, rows, info)
+        version, deduplicated = self._store.commit(spec, rows, info, key_may_exist=key_may_exist)
         return Commit(
             table=table,
             version=version,

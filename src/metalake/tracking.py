@@ -1,0 +1,468 @@
+"""Experiment tracking: `lake.runs.start(...)` buffers a training job's facts and flushes them in few commits."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
+
+from metalake.errors import MetalakeError
+from metalake.run_context import run_context
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from metalake.lake import Lake
+
+T = TypeVar("T")
+RunStatus = Literal["scheduled", "running", "finished", "failed", "killed"]
+RUN_STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
+FINAL_STATUSES = frozenset({"finished", "failed", "killed"})
+DEFAULT_FLUSH_POINTS = 50_000
+DEFAULT_FLUSH_SECONDS = 30.0
+# Facts first, then the run event: a reader never sees a run finished before its facts are committed.
+FACT_TABLES = ("params", "run_tags", "run_inputs", "artifacts", "metrics", "metric_summaries")
+
+
+def new_run_id() -> str:
+    """A UUIDv7 hex string: unique, and sortable by creation time."""
+    milliseconds = time.time_ns() // 1_000_000
+    random_bits = int.from_bytes(os.urandom(10), "big")
+    value = (milliseconds & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (random_bits >> 4) & ((1 << 76) - 1)
+    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
+    return uuid.UUID(int=value).hex
+
+
+class RunError(MetalakeError):
+    """A run used in a way its state does not allow (logging after end, unknown run id, ...)."""
+
+    code = "run_error"
+
+
+@dataclass
+class _MetricBuffer:
+    """Metric points as columns, cheap to append to and to turn into one Arrow table."""
+
+    keys: list[str] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    timestamps: list[datetime] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, key: str, value: float, step: int, timestamp: datetime) -> None:
+        self.keys.append(key)
+        self.values.append(value)
+        self.steps.append(step)
+        self.timestamps.append(timestamp)
+
+    def take(self) -> _MetricBuffer:
+        taken = _MetricBuffer(self.keys, self.values, self.steps, self.timestamps)
+        self.keys, self.values, self.steps, self.timestamps = [], [], [], []
+        return taken
+
+
+@dataclass
+class _PendingFlush:
+    """A flush's batches until they are committed; a failed flush is retried with the same keys."""
+
+    flush_id: str
+    facts: list[tuple[str, Any, str]]
+    events: list[dict[str, Any]]
+
+
+@cache
+def _committer() -> ThreadPoolExecutor:
+    """Threads that commit a flush's tables side by side (delta-rs releases the GIL while writing)."""
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="metalake-flush")
+
+
+def _capture(action: Callable[[T], None]) -> Callable[[T], BaseException | None]:
+    def run(item: T) -> BaseException | None:
+        try:
+            action(item)
+        except BaseException as error:  # re-raised by the caller once every table has been tried
+            return error
+        return None
+
+    return run
+
+
+class Run:
+    """One training run: buffers params, tags, metrics, inputs and artifacts, and flushes them in batches.
+
+    A flush writes one commit per table that has new facts, then the run's event; each commit carries an
+    idempotency key derived from the run id and the flush number, so a retried flush never duplicates rows.
+    """
+
+    def __init__(
+        self,
+        lake: Lake,
+        run_id: str,
+        *,
+        experiment: str,
+        name: str | None,
+        parent_run_id: str | None,
+        start_time: datetime,
+        flush_every_points: int,
+        flush_every_seconds: float,
+        started: bool,
+    ):
+        self.lake = lake
+        self.run_id = run_id
+        self.experiment = experiment
+        self.name = name
+        self.parent_run_id = parent_run_id
+        self.start_time = start_time
+        self.status: RunStatus = "running"
+        self.flush_every_points = flush_every_points
+        self.flush_every_seconds = flush_every_seconds
+        self._start_recorded = started
+        # Flush ids (and so idempotency keys) are unique to this Run object: a retried flush reuses its id.
+        self._session = uuid.uuid4().hex[:8]
+        self._flush_sequence = 0
+        self._last_flush = time.monotonic()
+        self._params: dict[str, str] = {}
+        self._tags: dict[str, str] = {}
+        self._inputs: list[dict[str, Any]] = []
+        self._artifacts: list[dict[str, Any]] = []
+        self._metrics = _MetricBuffer()
+        self._pending: _PendingFlush | None = None
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return f"Run({self.run_id!r}, experiment={self.experiment!r}, name={self.name!r}, status={self.status!r})"
+
+    # -- logging --------------------------------------------------------------------------------------------
+
+    def log_param(self, key: str, value: Any) -> None:
+        self.log_params({key: value})
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Record hyper-parameters (stored as text, like MLflow); a key keeps its first value within a run."""
+        self._check_open()
+        for key, value in params.items():
+            self._params.setdefault(str(key), _as_text(value))
+
+    def set_tag(self, key: str, value: Any) -> None:
+        self.set_tags({key: value})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._check_open()
+        for key, value in tags.items():
+            self._tags[str(key)] = _as_text(value)
+
+    def log_metric(self, key: str, value: float, step: int = 0, *, timestamp: datetime | None = None) -> None:
+        self._check_open()
+        self._metrics.add(key, float(value), int(step), timestamp or datetime.now(UTC))
+        self._maybe_flush()
+
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int = 0, *, timestamp: datetime | None = None
+    ) -> None:
+        self._check_open()
+        moment = timestamp or datetime.now(UTC)
+        for key, value in metrics.items():
+            self._metrics.add(key, float(value), int(step), moment)
+        self._maybe_flush()
+
+    def log_input(
+        self,
+        dataset: str,
+        *,
+        version: int | None = None,
+        path: str | None = None,
+        context: str | None = None,
+        digest: str | None = None,
+    ) -> None:
+        """Link the run to a dataset version (or to a path, for data not registered as a dataset)."""
+        self._check_open()
+        self._inputs.append(
+            {"dataset": dataset, "version": version, "path": path, "context": context, "digest": digest}
+        )
+
+    def log_artifact(
+        self, path: str | os.PathLike[str], *, name: str | None = None, kind: str | None = None
+    ) -> None:
+        """Record a reference to a file the run produced: its URI, size and SHA-256 (the file stays where it is)."""
+        self._check_open()
+        file = Path(path)
+        if not file.is_file():
+            raise RunError(f"Artifact {str(path)!r} is not a file; log_artifact records existing files.")
+        digest = hashlib.sha256()
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        self._artifacts.append(
+            {
+                "name": name or file.name,
+                "uri": file.resolve().as_uri(),
+                "size_bytes": file.stat().st_size,
+                "sha256": digest.hexdigest(),
+                "kind": kind,
+            }
+        )
+
+    # -- flushing and ending --------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._ended:
+            raise RunError(f"Run {self.run_id} has ended ({self.status}); start or resume a run to log more.")
+
+    def _maybe_flush(self) -> None:
+        if len(self._metrics) >= self.flush_every_points or (
+            time.monotonic() - self._last_flush >= self.flush_every_seconds
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit what is buffered: one commit per table with new facts, then the run's start event if new."""
+        self._write(final_status=None, error=None)
+
+    def end(self, status: RunStatus = "finished", *, error: BaseException | None = None) -> None:
+        """Flush the last facts, then record the final status (and the error, if any) with the end time."""
+        if status not in FINAL_STATUSES:
+            raise RunError(f"A run ends as one of {sorted(FINAL_STATUSES)}, not {status!r}.")
+        if self._ended:
+            return
+        self._write(final_status=status, error=error)
+        self.status = status
+        self._ended = True
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.end("finished")
+        elif issubclass(kind, KeyboardInterrupt):
+            self.end("killed", error=error)
+        else:
+            self.end("failed", error=error)
+
+    def _write(self, *, final_status: RunStatus | None, error: BaseException | None) -> None:
+        if self._pending is not None:
+            self._commit_pending(first_attempt=False)  # an earlier flush that failed, with its same keys
+        self._flush_sequence += 1
+        flush_id = f"{self.run_id}:{self._session}:{self._flush_sequence}"
+        facts = [(table, data, f"{flush_id}:{table}") for table, data in self._fact_batches(flush_id)]
+        events = self._run_events(final_status, error, flush_id)
+        self._pending = _PendingFlush(flush_id, facts, events)
+        self._commit_pending(first_attempt=True)
+        self._last_flush = time.monotonic()
+
+    def _commit_pending(self, *, first_attempt: bool) -> None:
+        """Facts in parallel (one commit per table), then the run event; what failed stays pending."""
+        pending = self._pending
+        assert pending is not None
+        # Keys of a first attempt were minted just now, so they cannot exist yet: skip their look-up.
+        may_exist = not first_attempt
+
+        def commit_fact(fact: tuple[str, Any, str]) -> None:
+            table, data, key = fact
+            self.lake._append(table, data, idempotency_key=key, operation="log_run", key_may_exist=may_exist)
+
+        outcomes = list(_committer().map(_capture(commit_fact), pending.facts))
+        failures = [outcome for outcome in outcomes if outcome is not None]
+        pending.facts = [
+            fact for fact, outcome in zip(pending.facts, outcomes, strict=True) if outcome is not None
+        ]
+        if failures:
+            raise failures[0]
+        if pending.events:
+            self.lake._append(
+                "runs",
+                pending.events,
+                idempotency_key=f"{pending.flush_id}:runs",
+                operation="log_run",
+                key_may_exist=may_exist,
+            )
+            self._start_recorded = True
+        self._pending = None
+
+    def _fact_batches(self, flush_id: str) -> list[tuple[str, Any]]:
+        batches: list[tuple[str, Any]] = []
+        if self._params:
+            batches.append(("params", _key_values(self.run_id, self._params)))
+            self._params = {}
+        if self._tags:
+            batches.append(("run_tags", _key_values(self.run_id, self._tags)))
+            self._tags = {}
+        if self._inputs:
+            batches.append(("run_inputs", [{"run_id": self.run_id, **row} for row in self._inputs]))
+            self._inputs = []
+        if self._artifacts:
+            batches.append(("artifacts", [{"run_id": self.run_id, **row} for row in self._artifacts]))
+            self._artifacts = []
+        if len(self._metrics):
+            points = _metric_table(self.run_id, self._metrics.take())
+            batches.append(("metrics", points))
+            batches.append(("metric_summaries", summarize_points(points, flush_id)))
+        return batches
+
+    def _run_events(
+        self, final_status: RunStatus | None, error: BaseException | None, flush_id: str
+    ) -> list[dict[str, Any]]:
+        now = datetime.now(UTC)
+        context = run_context()
+        base = {
+            "run_id": self.run_id,
+            "experiment": self.experiment,
+            "name": self.name,
+            "start_time": self.start_time,
+            "parent_run_id": self.parent_run_id,
+            "source": "metalake",
+            **context,
+        }
+        events = []
+        if not self._start_recorded:
+            events.append(
+                {
+                    **base,
+                    "event_id": f"{flush_id}:running",
+                    "status": "running",
+                    "event_time": self.start_time,
+                }
+            )
+        if final_status is not None:
+            events.append(
+                {
+                    **base,
+                    "event_id": f"{flush_id}:{final_status}",
+                    "status": final_status,
+                    "end_time": now,
+                    "event_time": max(now, self.start_time),
+                    "error_type": type(error).__name__ if error is not None else None,
+                    "error_message": str(error)[:2000] if error is not None else None,
+                }
+            )
+        return events
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _key_values(run_id: str, values: Mapping[str, str]) -> pa.Table:
+    import pyarrow as pa
+
+    keys = list(values)
+    return pa.table({"run_id": [run_id] * len(keys), "key": keys, "value": [values[k] for k in keys]})
+
+
+def _metric_table(run_id: str, buffer: _MetricBuffer) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "run_id": pa.array([run_id] * len(buffer), pa.string()),
+            "key": pa.array(buffer.keys, pa.string()),
+            "value": pa.array(buffer.values, pa.float64()),
+            "step": pa.array(buffer.steps, pa.int64()),
+            "timestamp": pa.array(buffer.timestamps, pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def summarize_points(points: pa.Table, flush_id: str) -> pa.Table:
+    """One metric_summaries row per (run, key) of a batch of points: last, min, max, sum and count."""
+    import polars as pl
+
+    frame = pl.from_arrow(points)
+    assert isinstance(frame, pl.DataFrame)
+    summary = (
+        frame.sort(["run_id", "key", "step", "timestamp"])
+        .group_by(["run_id", "key"], maintain_order=True)
+        .agg(
+            pl.col("value").last().alias("last_value"),
+            pl.col("step").last().alias("last_step"),
+            pl.col("timestamp").last().alias("last_timestamp"),
+            pl.col("value").min().alias("min_value"),
+            pl.col("value").max().alias("max_value"),
+            pl.col("value").sum().alias("sum_value"),
+            pl.len().cast(pl.Int64).alias("count"),
+        )
+        .with_columns(pl.lit(flush_id).alias("flush_id"))
+    )
+    return summary.to_arrow()
+
+
+class Runs:
+    """`lake.runs`: start, resume and query training runs."""
+
+    def __init__(self, lake: Lake):
+        self._lake = lake
+
+    def start(
+        self,
+        experiment: str,
+        name: str | None = None,
+        *,
+        tags: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
+        flush_every_points: int = DEFAULT_FLUSH_POINTS,
+        flush_every_seconds: float = DEFAULT_FLUSH_SECONDS,
+    ) -> Run:
+        """Start a run; use it as a context manager so that its status is recorded however the block ends.
+
+        Facts are buffered and flushed every `flush_every_points` metric points or `flush_every_seconds`
+        seconds (checked as you log), and at the end. The run appears in `runs_current` at its first flush.
+        """
+        if not experiment:
+            raise RunError("A run needs an experiment name, e.g. lake.runs.start(experiment='churn').")
+        if flush_every_points < 1 or flush_every_seconds <= 0:
+            raise RunError("flush_every_points must be >= 1 and flush_every_seconds > 0.")
+        run = Run(
+            self._lake,
+            run_id or new_run_id(),
+            experiment=experiment,
+            name=name,
+            parent_run_id=parent_run_id,
+            start_time=datetime.now(UTC),
+            flush_every_points=flush_every_points,
+            flush_every_seconds=flush_every_seconds,
+            started=False,
+        )
+        if tags:
+            run.set_tags(tags)
+        return run
+
+    def resume(
+        self,
+        run_id: str,
+        *,
+        flush_every_points: int = DEFAULT_FLUSH_POINTS,
+        flush_every_seconds: float = DEFAULT_FLUSH_SECONDS,
+    ) -> Run:
+        """Continue logging into an existing run (e.g. a job restarted from a checkpoint)."""
+        current = self._lake.sql(
+            "select experiment, name, parent_run_id, start_time from runs_current where run_id = ?",
+            [run_id],
+        ).fetchall()
+        if not current:
+            raise RunError(f"No run {run_id!r} in this lake; list runs with `metalake runs list`.")
+        experiment, name, parent_run_id, start_time = current[0]
+        return Run(
+            self._lake,
+            run_id,
+            experiment=experiment,
+            name=name,
+            parent_run_id=parent_run_id,
+            start_time=start_time,
+            flush_every_points=flush_every_points,
+            flush_every_seconds=flush_every_seconds,
+            started=True,
+        )
