@@ -193,8 +193,15 @@ def test_snapshots_pin_every_table(lake: metalake.Lake) -> None:
 
 
 def test_snapshot_names_follow_the_contract(lake: metalake.Lake) -> None:
-    with pytest.raises(metalake.ContractError, match="snapshot"):
+    with pytest.raises(metalake.MetalakeError, match="Invalid snapshot name 'no spaces allowed'"):
         lake.snapshot("no spaces allowed")
+
+
+def test_a_lake_closes_its_sql_session(lake_path: Path) -> None:
+    with metalake.connect(lake_path) as lake:
+        assert lake.sql("select count(*) from metrics").fetchall() == [(0,)]
+    assert lake.sql("select count(*) from params").fetchall() == [(0,)]
+    lake.close()
 
 
 def test_tables_and_specs_describe_the_catalog(lake: metalake.Lake) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -118,6 +119,18 @@ class Lake:
     def __repr__(self) -> str:
         at = f", as_of={self.moment.label!r}" if self.moment else ""
         return f"Lake({self.location.uri!r}{at})"
+
+    def close(self) -> None:
+        """Release the SQL session (its DuckDB cursor); the lake can still be used and reopens one if needed."""
+        if self._sql is not None:
+            self._sql.close()
+            self._sql = None
+
+    def __enter__(self) -> Lake:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def uri(self) -> str:
@@ -387,6 +400,11 @@ class Lake:
         if self.moment is not None:
             raise ReadOnlyLakeError(
                 "Snapshots pin the present: take them on the live lake, not on lake.as_of(...)."
+            )
+        pattern = self.spec(SNAPSHOTS_TABLE).column("snapshot").checks.get("str_matches")
+        if pattern and not re.fullmatch(pattern, name):
+            raise MetalakeError(
+                f"Invalid snapshot name {name!r}: use letters, digits, '.', '_' or '-' (pattern {pattern})."
             )
         taken = self.read(SNAPSHOTS_TABLE, columns=["snapshot"], where=pl.col("snapshot") == name)
         if not taken.is_empty():
