@@ -19,6 +19,7 @@ from metalake.errors import MetalakeError
 from metalake.run_context import run_context
 
 if TYPE_CHECKING:
+    import polars as pl
     import pyarrow as pa
 
     from metalake.lake import Lake
@@ -466,3 +467,82 @@ class Runs:
             flush_every_seconds=flush_every_seconds,
             started=True,
         )
+
+    def search(
+        self,
+        experiment: str | None = None,
+        where: str | None = None,
+        order_by: str | list[str] | None = None,
+        limit: int | None = None,
+    ) -> pl.DataFrame:
+        """Runs as a polars DataFrame: one row per run, `params.K`, `tags.K` and `metrics.K` (last value) columns.
+
+        `where` is an MLflow-style filter: `params.depth = '6' and metrics.val_auc > 0.8`, with OR, NOT,
+        parentheses, IN (...), IS [NOT] NULL, LIKE, and a metric's range as `metrics.loss.min`, `.max`, `.mean`,
+        `.count`. `order_by` is e.g. `"metrics.val_auc desc"` (or a list of such). Newest runs come first by
+        default. Unknown names and unreadable expressions raise QueryError saying what is known.
+        """
+        from metalake.run_search import search_runs
+
+        return search_runs(self._lake, experiment=experiment, where=where, order_by=order_by, limit=limit)
+
+    def get(self, run_id: str) -> RunDetails:
+        """One run: its state and context, params, tags, metric summaries, inputs and artifacts."""
+        lake = self._lake
+        state = lake.sql("select * from runs_current where run_id = ?", [run_id]).pl()
+        if state.is_empty():
+            raise RunError(f"No run {run_id!r} in this lake; list runs with `metalake runs list`.")
+        params = lake.sql(
+            'select "key", arg_max("value", recorded_at) from params where run_id = ? group by "key"',
+            [run_id],
+        ).fetchall()
+        tags = lake.sql(
+            'select "key", arg_max("value", recorded_at) from run_tags where run_id = ? group by "key"',
+            [run_id],
+        ).fetchall()
+        metrics = lake.sql(
+            "select key, last_value, last_step, min_value, max_value, mean_value, count from run_metrics "
+            "where run_id = ? order by key",
+            [run_id],
+        ).pl()
+        return RunDetails(
+            run_id=run_id,
+            info=state.row(0, named=True),
+            params=dict(params),
+            tags=dict(tags),
+            metrics={row.pop("key"): row for row in metrics.to_dicts()},
+            inputs=lake.read("run_inputs", where=_equals("run_id", run_id)).drop("run_id").to_dicts(),
+            artifacts=lake.read("artifacts", where=_equals("run_id", run_id)).drop("run_id").to_dicts(),
+        )
+
+    def metric_history(self, run_ids: str | list[str], key: str) -> pl.DataFrame:
+        """Every point of one metric for some runs: run_id, step, timestamp, value (ordered by run, step)."""
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        history: pl.DataFrame = self._lake.sql(
+            'select run_id, step, "timestamp", "value" from metrics where "key" = ? and list_contains(?, run_id) '
+            'order by run_id, step, "timestamp"',
+            [key, ids],
+        ).pl()
+        return history
+
+
+def _equals(column: str, value: str) -> str:
+    escaped = value.replace("'", "''")
+    return f"{column} = '{escaped}'"
+
+
+@dataclass(frozen=True)
+class RunDetails:
+    """What `lake.runs.get` returns: everything known about one run."""
+
+    run_id: str
+    info: dict[str, Any]
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: dict[str, dict[str, Any]]
+    inputs: list[dict[str, Any]]
+    artifacts: list[dict[str, Any]]
+
+    @property
+    def status(self) -> str:
+        return str(self.info["status"])

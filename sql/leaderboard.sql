@@ -1,0 +1,35 @@
+-- leaderboard: which finished run is best in each experiment, on each metric, in each direction?
+--
+-- One row per (experiment, metric, direction): direction 'max' ranks by the highest last value (accuracy,
+-- AUC), 'min' by the lowest (loss, error). Choose the metric and direction with a filter:
+--   select * from leaderboard where experiment = 'churn' and metric = 'val_auc' and direction = 'max'
+--   select * from leaderboard where metric = 'val_loss' and direction = 'min'
+-- Only finished runs compete; NaN values never win. Ties go to the earlier run.
+--
+-- Columns:
+--   experiment   experiment name
+--   metric       metric name
+--   direction    'max' (higher is better) or 'min' (lower is better)
+--   run_id       the best run
+--   name         its name
+--   value        its last value of the metric
+--   runs         how many finished runs logged the metric
+WITH candidates AS (
+    SELECT r.experiment, m."key" AS metric, r.run_id, r.name, r.start_time, m.last_value AS value
+    FROM run_metrics AS m
+    JOIN runs_current AS r USING (run_id)
+    WHERE r.status = 'finished' AND NOT isnan(m.last_value)
+),
+ranked AS (
+    SELECT 'max' AS direction, *, row_number() OVER (PARTITION BY experiment, metric ORDER BY value DESC, start_time) AS position,
+           count(*) OVER (PARTITION BY experiment, metric) AS runs
+    FROM candidates
+    UNION ALL
+    SELECT 'min' AS direction, *, row_number() OVER (PARTITION BY experiment, metric ORDER BY value ASC, start_time) AS position,
+           count(*) OVER (PARTITION BY experiment, metric) AS runs
+    FROM candidates
+)
+SELECT experiment, metric, direction, run_id, name, value, runs
+FROM ranked
+WHERE position = 1
+ORDER BY experiment, metric, direction

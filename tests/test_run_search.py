@@ -1,0 +1,122 @@
+"""Querying runs: search with MLflow-style expressions, get, metric history, and the run views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import metalake
+from metalake import QueryError
+
+
+@pytest.fixture(scope="module")
+def runs_lake(tmp_path_factory: pytest.TempPathFactory) -> metalake.Lake:
+    lake = metalake.connect(Path(tmp_path_factory.mktemp("runs")) / "lake", actor="tester")
+    grid = [
+        ("churn", 4, 0.10, [0.70, 0.80]),
+        ("churn", 6, 0.10, [0.75, 0.91]),
+        ("churn", 8, 0.30, [0.60, 0.85]),
+    ]
+    for experiment, depth, lr, aucs in grid:
+        with lake.runs.start(experiment=experiment, name=f"xgb-depth{depth}", tags={"team": "growth"}) as run:
+            run.log_params({"depth": depth, "lr": lr})
+            for step, auc in enumerate(aucs):
+                run.log_metrics({"val_auc": auc, "loss": 1 - auc}, step=step)
+    with lake.runs.start(experiment="fraud", name="baseline") as run:
+        run.log_params({"depth": 6})
+        run.log_metric("val_auc", 0.5)
+    with pytest.raises(RuntimeError), lake.runs.start(experiment="churn", name="crashed") as run:
+        run.log_metric("val_auc", 0.99)
+        raise RuntimeError("out of memory")
+    return lake
+
+
+def names(frame: object) -> list[str]:
+    return frame.get_column("name").to_list()  # type: ignore[attr-defined]
+
+
+def test_search_gives_one_wide_row_per_run(runs_lake: metalake.Lake) -> None:
+    runs = runs_lake.runs.search(experiment="churn")
+    assert runs.height == 4
+    assert {"params.depth", "params.lr", "metrics.val_auc", "metrics.loss", "tags.team"} <= set(runs.columns)
+    assert not [c for c in runs.columns if c.endswith((".min", ".max", ".mean", ".count"))]
+    best = runs.filter(runs["name"] == "xgb-depth6").row(0, named=True)
+    assert (best["params.depth"], best["metrics.val_auc"], best["status"]) == ("6", 0.91, "finished")
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("params.depth = '6' and metrics.val_auc > 0.8", ["xgb-depth6"]),
+        ("params.depth = '4' or params.depth = '8'", ["xgb-depth4", "xgb-depth8"]),
+        ("params.depth in ('4', '6') and status = 'finished'", ["xgb-depth4", "xgb-depth6"]),
+        ("params.depth is null", ["crashed"]),
+        ("metrics.val_auc.max >= 0.85 and metrics.val_auc.min < 0.65", ["xgb-depth8"]),
+        ("metrics.loss.mean < 0.2", ["xgb-depth6"]),
+        ("not (name like 'xgb%')", ["crashed"]),
+        ("tags.team = 'growth' and metrics.val_auc.count = 2 and params.lr > 0.2", ["xgb-depth8"]),
+    ],
+)
+def test_search_filters(runs_lake: metalake.Lake, where: str, expected: list[str]) -> None:
+    assert sorted(names(runs_lake.runs.search(experiment="churn", where=where))) == expected
+
+
+def test_search_orders_and_limits(runs_lake: metalake.Lake) -> None:
+    ordered = runs_lake.runs.search(experiment="churn", order_by="metrics.val_auc desc")
+    assert names(ordered)[:3] == ["crashed", "xgb-depth6", "xgb-depth8"]
+    top = runs_lake.runs.search(where="status = 'finished'", order_by=["metrics.val_auc desc"], limit=2)
+    assert names(top) == ["xgb-depth6", "xgb-depth8"]
+    assert runs_lake.runs.search(experiment="fraud").height == 1
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("params.nope = '1'", "No params key 'nope'"),
+        ("metrics.val_auc >", "Search failed"),
+        ("drop table runs", "Unknown name 'drop'"),
+        ("name = 'x'; select 1", "Cannot read the expression"),
+    ],
+)
+def test_bad_expressions_are_explained(runs_lake: metalake.Lake, where: str, message: str) -> None:
+    with pytest.raises(QueryError, match=message):
+        runs_lake.runs.search(where=where)
+
+
+def test_bad_order_by(runs_lake: metalake.Lake) -> None:
+    with pytest.raises(QueryError, match="Cannot order by"):
+        runs_lake.runs.search(order_by="metrics.val_auc sideways")
+
+
+def test_get_and_metric_history(runs_lake: metalake.Lake) -> None:
+    run_id = runs_lake.runs.search(where="name = 'xgb-depth6'").get_column("run_id")[0]
+    details = runs_lake.runs.get(run_id)
+    assert details.status == "finished"
+    assert details.params == {"depth": "6", "lr": "0.1"}
+    assert details.tags == {"team": "growth"}
+    assert details.metrics["val_auc"]["last_value"] == 0.91 and details.metrics["val_auc"]["count"] == 2
+    history = runs_lake.runs.metric_history([run_id], "val_auc")
+    assert history.get_column("value").to_list() == [0.75, 0.91]
+    assert history.columns == ["run_id", "step", "timestamp", "value"]
+    with pytest.raises(metalake.MetalakeError, match="No run"):
+        runs_lake.runs.get("missing")
+
+
+def test_run_views(runs_lake: metalake.Lake) -> None:
+    best = runs_lake.sql(
+        "select name, value from leaderboard where experiment = 'churn' and metric = 'val_auc' and direction = 'max'"
+    ).fetchall()
+    assert best == [("xgb-depth6", 0.91)]  # the crashed run logged more, but did not finish
+    lowest_loss = runs_lake.sql(
+        "select name from leaderboard where experiment = 'churn' and metric = 'loss' and direction = 'min'"
+    ).fetchall()
+    assert lowest_loss == [("xgb-depth6",)]
+    wide = runs_lake.sql(
+        "select params['depth'], metrics['val_auc'] from runs_wide where name = 'xgb-depth4'"
+    )
+    assert wide.fetchall() == [("4", 0.8)]
+    differing = runs_lake.sql(
+        "select distinct key from run_comparison where experiment = 'churn' and kind = 'param' and differs_in_experiment"
+    ).fetchall()
+    assert sorted(differing) == [("depth",), ("lr",)]
