@@ -191,3 +191,20 @@ def run_in_processes(
     if errors:
         raise AssertionError("A child process failed:\n" + "\n".join(errors))
     return [collected[index] for index in range(len(calls))]
+
+
+def log_runs(uri: str, storage_options: Options, worker: str, runs: int, steps: int, start: Any) -> list[str]:
+    """Log `runs` complete runs (params, a tag, two metrics over `steps` steps) as a training job would."""
+    lake = metalake.connect(uri, storage_options=storage_options, actor=worker)
+    _warm_up()
+    start.wait(START_TIMEOUT_S)
+    run_ids = []
+    for number in range(runs):
+        with lake.runs.start(
+            experiment="concurrent", name=f"{worker}-{number}", tags={"worker": worker}
+        ) as run:
+            run.log_params({"worker": worker, "number": number})
+            for step in range(steps):
+                run.log_metrics({"loss": 1 / (step + 1), "acc": step / steps}, step=step)
+        run_ids.append(run.run_id)
+    return run_ids

@@ -1,0 +1,43 @@
+"""Eight training jobs logging runs into one lake at the same time lose nothing, on local disk and on S3."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from workers import log_runs, run_in_processes
+
+import metalake
+
+JOBS = 8
+RUNS_PER_JOB = 25
+STEPS = 5
+
+
+@pytest.fixture(params=["local", "s3"])
+def lake_target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str] | None]:
+    if request.param == "local":
+        return str(tmp_path / "lake"), None
+    server: Any = request.getfixturevalue("s3_server")
+    return request.getfixturevalue("s3_lake_uri"), server.storage_options
+
+
+def test_eight_jobs_logging_25_runs_each(lake_target: tuple[str, dict[str, str] | None]) -> None:
+    uri, options = lake_target
+    lake = metalake.connect(uri, storage_options=options, actor="tester")
+    calls = [(uri, options, f"job-{n}", RUNS_PER_JOB, STEPS) for n in range(JOBS)]
+
+    logged = run_in_processes(log_runs, calls, timeout_s=600)
+
+    run_ids = {run_id for ids in logged for run_id in ids}
+    assert len(run_ids) == JOBS * RUNS_PER_JOB
+    states = lake.sql("select status, count(*) from runs_current group by status").fetchall()
+    assert states == [("finished", JOBS * RUNS_PER_JOB)]
+    counts = lake.sql(
+        "select count(*), count(distinct (run_id, key, step)) from metrics where run_id in (select run_id from runs)"
+    ).fetchall()
+    assert counts == [(JOBS * RUNS_PER_JOB * STEPS * 2, JOBS * RUNS_PER_JOB * STEPS * 2)]
+    assert lake.sql("select count(*) from params").fetchall() == [(JOBS * RUNS_PER_JOB * 2,)]
+    summaries = lake.sql("select count(*), sum(count) from run_metrics").fetchall()
+    assert summaries == [(JOBS * RUNS_PER_JOB * 2, JOBS * RUNS_PER_JOB * STEPS * 2)]
