@@ -6,18 +6,16 @@ starts in a fraction of a second.
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 
 from metalake._version import __version__
+from metalake.cli_common import CliState, cli_state, reports_errors
 from metalake.cli_output import EXTENSION_FORMATS, INPUT_FORMATS, InputFormat, OutputFormat
-from metalake.errors import IngestError, MetalakeError
+from metalake.errors import IngestError
 
 if TYPE_CHECKING:
     from metalake.lake import Lake
@@ -31,41 +29,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals may hold storage credentials
 )
-
-
-@dataclass(frozen=True)
-class CliState:
-    """The global options, handed to every command through the Typer context."""
-
-    lake_uri: str | None
-    actor: str | None
-    lake_on_command_line: bool = False
-
-    def connect(self) -> Lake:
-        import metalake
-
-        return metalake.connect(self.lake_uri, actor=self.actor)
-
-
-def _state(ctx: typer.Context) -> CliState:
-    state = ctx.find_root().obj
-    return state if isinstance(state, CliState) else CliState(None, None)
-
-
-def _reports_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn a MetalakeError into one red message and exit code 1: users need the fix, not a traceback."""
-
-    @functools.wraps(command)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except MetalakeError as error:
-            from metalake.cli_output import print_error
-
-            print_error(str(error))
-            raise typer.Exit(1) from None
-
-    return run
 
 
 def _show_version(value: bool) -> None:
@@ -117,7 +80,7 @@ def _global_options(
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def init(ctx: typer.Context) -> None:
     """Create the lake and every table (if needed), and say where it is.
 
@@ -129,7 +92,7 @@ def init(ctx: typer.Context) -> None:
 
     from metalake.cli_output import stdout_console
 
-    lake = _state(ctx).connect()
+    lake = cli_state(ctx).connect()
     console = stdout_console()
     console.print(
         f"Lake ready at [bold]{escape(lake.uri)}[/] with {len(lake.tables())} tables.", soft_wrap=True
@@ -141,7 +104,7 @@ def init(ctx: typer.Context) -> None:
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def tables(
     ctx: typer.Context,
     rows: Annotated[
@@ -158,7 +121,7 @@ def tables(
     from metalake.cli_output import frame_table, stdout_console
     from metalake.sql import bundled_views
 
-    lake = _state(ctx).connect()
+    lake = cli_state(ctx).connect()
     records = []
     for spec in lake.tables():
         latest = lake.history(spec.name, limit=1)
@@ -194,7 +157,7 @@ def _first_sentence(text: str) -> str:
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def describe(ctx: typer.Context, table: Annotated[str, typer.Argument(help="Table or view name.")]) -> None:
     """Show a table's contract: what a row means, its primary key, every column's type, checks and meaning.
 
@@ -209,7 +172,7 @@ def describe(ctx: typer.Context, table: Annotated[str, typer.Argument(help="Tabl
     from metalake.cli_output import stdout_console
     from metalake.sql import bundled_views
 
-    lake = _state(ctx).connect()
+    lake = cli_state(ctx).connect()
     console = stdout_console()
     views = bundled_views()
     if table in views and table not in {spec.name for spec in lake.tables()}:
@@ -238,7 +201,7 @@ def describe(ctx: typer.Context, table: Annotated[str, typer.Argument(help="Tabl
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def sql(
     ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="DuckDB SQL over every table and view.")],
@@ -275,7 +238,7 @@ def sql(
         raise typer.BadParameter(
             "--format parquet writes a binary file: add --output FILE.", param_hint="--output"
         )
-    lake = _state(ctx).connect()
+    lake = cli_state(ctx).connect()
     relation = (lake.as_of(as_of) if as_of else lake).sql(query)
     if relation is None:
         stderr_console().print("Done: the statement returns no rows.", soft_wrap=True)
@@ -287,7 +250,7 @@ def sql(
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def history(
     ctx: typer.Context,
     table: Annotated[str, typer.Argument(help="Table name.")],
@@ -301,7 +264,7 @@ def history(
     """
     from metalake.cli_output import frame_table, stdout_console
 
-    lake = _state(ctx).connect()
+    lake = cli_state(ctx).connect()
     frame = lake.history(table, limit=limit)
     stdout_console().print(frame_table(frame, title=f"History of {table} (newest first)"))
 
@@ -310,7 +273,7 @@ def history(
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def ingest(
     ctx: typer.Context,
     table: Annotated[str, typer.Argument(help="Table to append to.")],
@@ -353,7 +316,7 @@ def ingest(
         raise IngestError(f"File not found: {file}")
     if not file.is_file():
         raise IngestError(f"{file} is not a file: give a CSV, Parquet or JSON-lines file.")
-    lake = _state(ctx).connect()
+    lake = cli_state(ctx).connect()
     spec = lake.spec(table)
     with ingest_progress() as progress:
         frame = read_input(file, file_format, spec, progress)
@@ -398,7 +361,7 @@ def _input_format(file: Path, given: InputFormat | None) -> InputFormat:
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def snapshot(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Snapshot name: letters, digits, '.', '_' or '-'.")],
@@ -414,7 +377,7 @@ def snapshot(
 
     from metalake.cli_output import stdout_console
 
-    lake = _state(ctx).connect()
+    lake = cli_state(ctx).connect()
     _check_snapshot_name(lake, name)
     commit = lake.snapshot(name, description=description)
     console = stdout_console()
@@ -436,7 +399,7 @@ def _check_snapshot_name(lake: Lake, name: str) -> None:
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def snapshots(ctx: typer.Context) -> None:
     """List the named snapshots: when each was pinned, by whom, and why.
 
@@ -444,7 +407,7 @@ def snapshots(ctx: typer.Context) -> None:
     """
     from metalake.cli_output import frame_table, stdout_console
 
-    frame = _state(ctx).connect().snapshots()
+    frame = cli_state(ctx).connect().snapshots()
     console = stdout_console()
     if frame.is_empty():
         console.print(
@@ -458,7 +421,7 @@ def snapshots(ctx: typer.Context) -> None:
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def demo(
     ctx: typer.Context,
     lake: Annotated[
@@ -480,9 +443,18 @@ def demo(
     from metalake.cli_output import stdout_console
     from metalake.demo import DEFAULT_DEMO_LAKE, run_demo
 
-    state = _state(ctx)
+    state = cli_state(ctx)
     uri = lake or (state.lake_uri if state.lake_on_command_line else None) or DEFAULT_DEMO_LAKE
     run_demo(uri, stdout_console(), actor=state.actor)
+
+
+def _register_subcommands() -> None:
+    from metalake.cli_runs import runs_app
+
+    app.add_typer(runs_app, name="runs")
+
+
+_register_subcommands()
 
 
 def main() -> None:
