@@ -449,9 +449,11 @@ def demo(
 
 
 def _register_subcommands() -> None:
+    from metalake.cli_import import import_app
     from metalake.cli_runs import runs_app
 
     app.add_typer(runs_app, name="runs")
+    app.add_typer(import_app, name="import")
 
 
 _register_subcommands()

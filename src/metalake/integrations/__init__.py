@@ -1,0 +1,1 @@
+"""Integrations: thin adapters to other ML tools, each importing its optional package only when used."""
