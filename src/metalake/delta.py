@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Mapping
@@ -38,8 +39,9 @@ EVOLVED_PROPERTY = "metalake.evolved"
 COMMIT_ATTEMPTS = 12
 # Every this many commits, the committing writer compacts the table's small files (best effort).
 COMPACT_EVERY = 20
-COMPACT_TARGET_BYTES = 8 * 1024 * 1024
+COMPACT_TARGET_BYTES = 1024 * 1024
 COMPACTION_LOCK = "_metalake_compaction.lock"
+LOG_CLOCK_SLACK_NS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class DeltaStore:
         self.location = location
         self._latest: dict[str, DeltaTable] = {}
         self._history: dict[str, list[dict[str, Any]]] = {}
+        self._log_mtimes: dict[str, int] = {}
 
     @property
     def _options(self) -> dict[str, str] | None:
@@ -96,7 +99,7 @@ class DeltaStore:
         cached = self._latest.get(table)
         try:
             if cached is not None:
-                if refresh:
+                if refresh and not self._log_unchanged(table):
                     cached.update_incremental()
                 return cached
             from deltalake import DeltaTable
@@ -108,6 +111,23 @@ class DeltaStore:
             raise storage_error(self.location, f"open table {table!r}", error) from error
         self._latest[table] = loaded
         return loaded
+
+    def _log_unchanged(self, table: str) -> bool:
+        """On local disk, whether the table's log folder is as it was at the last refresh (then skip it).
+
+        A new commit adds a file, which changes the folder's modification time. File-system clocks tick
+        coarsely, so a folder changed in the last moments is always refreshed.
+        """
+        if not self.location.is_local:
+            return False
+        try:
+            modified = os.stat(Path(self.location.table_uri(table)) / "_delta_log").st_mtime_ns
+        except OSError:
+            return False
+        settled = time.time_ns() - modified > LOG_CLOCK_SLACK_NS
+        unchanged = settled and self._log_mtimes.get(table) == modified
+        self._log_mtimes[table] = modified if settled else -1
+        return unchanged
 
     def load_version(self, table: str, version: int | None) -> DeltaTable | None:
         """The table at a pinned version; None means it did not exist then."""

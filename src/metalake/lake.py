@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from deltalake import DeltaTable
 
     from metalake.sql import SqlSession
-    from metalake.tracking import Runs
+    from metalake.tracking import Runs, TableCache
 
 SNAPSHOTS_TABLE = "snapshots"
 HISTORY_COLUMNS = ["version", "timestamp", "operation", "actor", "reason", "rows_added", "idempotency_key"]
@@ -115,6 +115,7 @@ class Lake:
         self._store = store
         self.moment = moment
         self._sql: SqlSession | None = None
+        self._cache: TableCache | None = None
 
     def __repr__(self) -> str:
         at = f", as_of={self.moment.label!r}" if self.moment else ""
@@ -139,6 +140,14 @@ class Lake:
     @property
     def read_only(self) -> bool:
         return self.moment is not None
+
+    @property
+    def _table_cache(self) -> TableCache:
+        from metalake.tracking import TableCache
+
+        if self._cache is None:
+            self._cache = TableCache(self)
+        return self._cache
 
     @property
     def runs(self) -> Runs:

@@ -487,32 +487,23 @@ class Runs:
         return search_runs(self._lake, experiment=experiment, where=where, order_by=order_by, limit=limit)
 
     def get(self, run_id: str) -> RunDetails:
-        """One run: its state and context, params, tags, metric summaries, inputs and artifacts."""
-        lake = self._lake
-        state = lake.sql("select * from runs_current where run_id = ?", [run_id]).pl()
-        if state.is_empty():
+        """One run: its state and context, params, tags, metric summaries, inputs and artifacts.
+
+        Reads from in-memory copies of the run tables, indexed by run and reloaded only when a table has new
+        commits, so repeated look-ups in a warm process cost about a millisecond.
+        """
+        cache = self._lake._table_cache
+        events = cache.rows("runs", run_id)
+        if not events:
             raise RunError(f"No run {run_id!r} in this lake; list runs with `metalake runs list`.")
-        params = lake.sql(
-            'select "key", arg_max("value", recorded_at) from params where run_id = ? group by "key"',
-            [run_id],
-        ).fetchall()
-        tags = lake.sql(
-            'select "key", arg_max("value", recorded_at) from run_tags where run_id = ? group by "key"',
-            [run_id],
-        ).fetchall()
-        metrics = lake.sql(
-            "select key, last_value, last_step, min_value, max_value, mean_value, count from run_metrics "
-            "where run_id = ? order by key",
-            [run_id],
-        ).pl()
         return RunDetails(
             run_id=run_id,
-            info=state.row(0, named=True),
-            params=dict(params),
-            tags=dict(tags),
-            metrics={row.pop("key"): row for row in metrics.to_dicts()},
-            inputs=lake.read("run_inputs", where=_equals("run_id", run_id)).drop("run_id").to_dicts(),
-            artifacts=lake.read("artifacts", where=_equals("run_id", run_id)).drop("run_id").to_dicts(),
+            info=_current_state(events),
+            params=_latest_values(cache.rows("params", run_id)),
+            tags=_latest_values(cache.rows("run_tags", run_id)),
+            metrics=_combine_summaries(cache.rows("metric_summaries", run_id)),
+            inputs=[_without_run_id(row) for row in cache.rows("run_inputs", run_id)],
+            artifacts=[_without_run_id(row) for row in cache.rows("artifacts", run_id)],
         )
 
     def metric_history(self, run_ids: str | list[str], key: str) -> pl.DataFrame:
@@ -526,9 +517,83 @@ class Runs:
         return history
 
 
-def _equals(column: str, value: str) -> str:
-    escaped = value.replace("'", "''")
-    return f"{column} = '{escaped}'"
+def _current_state(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's state from its events, as `runs_current` computes it: the latest event, context filled in."""
+    ordered = sorted(events, key=lambda row: (row["event_time"], row["recorded_at"], row["event_id"]))
+    latest = ordered[-1]
+    state: dict[str, Any] = {}
+    for row in ordered:  # descriptive columns: the latest non-null value
+        state.update({column: value for column, value in row.items() if value is not None})
+    for column in (
+        "status",
+        "end_time",
+        "error_type",
+        "error_message",
+        "event_time",
+        "recorded_at",
+        "recorded_by",
+    ):
+        state[column] = latest[column]
+    state["start_time"] = min(row["start_time"] for row in ordered)
+    state["event_count"] = len(ordered)
+    state["last_event_id"] = state.pop("event_id")
+    end, start = state["end_time"], state["start_time"]
+    state["duration_s"] = (end - start).total_seconds() if end is not None else None
+    return state
+
+
+def _latest_values(rows: list[dict[str, Any]]) -> dict[str, str]:
+    return {row["key"]: row["value"] for row in sorted(rows, key=lambda row: row["recorded_at"])}
+
+
+def _combine_summaries(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-flush summaries of one run -> one summary per metric (what the run_metrics view computes)."""
+    combined: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: (r["last_step"], r["last_timestamp"], r["recorded_at"])):
+        summary = combined.setdefault(
+            row["key"], {"min_value": row["min_value"], "max_value": row["max_value"], "sum": 0.0, "count": 0}
+        )
+        summary["last_value"], summary["last_step"] = row["last_value"], row["last_step"]
+        summary["min_value"] = min(summary["min_value"], row["min_value"])
+        summary["max_value"] = max(summary["max_value"], row["max_value"])
+        summary["sum"] += row["sum_value"]
+        summary["count"] += row["count"]
+    return {
+        key: {
+            "last_value": value["last_value"],
+            "last_step": value["last_step"],
+            "min_value": value["min_value"],
+            "max_value": value["max_value"],
+            "mean_value": value.pop("sum") / value["count"],
+            "count": value["count"],
+        }
+        for key, value in sorted(combined.items())
+    }
+
+
+def _without_run_id(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key != "run_id"}
+
+
+class TableCache:
+    """In-memory copies of small tables, indexed by run, reloaded only when the table has new commits."""
+
+    def __init__(self, lake: Lake):
+        self._lake = lake
+        self._by_run: dict[str, tuple[object, dict[str, list[dict[str, Any]]]]] = {}
+
+    def rows(self, table: str, run_id: str) -> list[dict[str, Any]]:
+        loaded = self._lake._delta_table(table)
+        version = None if loaded is None else loaded.version()
+        cached = self._by_run.get(table)
+        if cached is None or cached[0] != version:
+            index: dict[str, list[dict[str, Any]]] = {}
+            if loaded is not None:
+                for row in loaded.to_pyarrow_table().to_pylist():
+                    index.setdefault(row["run_id"], []).append(row)
+            cached = (version, index)
+            self._by_run[table] = cached
+        return cached[1].get(run_id, [])
 
 
 @dataclass(frozen=True)
