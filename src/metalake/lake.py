@@ -32,8 +32,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
 
+    from metalake.run_search import TableCache
     from metalake.sql import SqlSession
-    from metalake.tracking import Runs, TableCache
+    from metalake.tracking import Runs
 
 SNAPSHOTS_TABLE = "snapshots"
 HISTORY_COLUMNS = ["version", "timestamp", "operation", "actor", "reason", "rows_added", "idempotency_key"]
@@ -143,7 +144,7 @@ class Lake:
 
     @property
     def _table_cache(self) -> TableCache:
-        from metalake.tracking import TableCache
+        from metalake.run_search import TableCache
 
         if self._cache is None:
             self._cache = TableCache(self)

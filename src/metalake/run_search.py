@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from metalake.errors import QueryError
 
@@ -30,13 +30,6 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
-
-
-@dataclass(frozen=True)
-class Field:
-    """A name in a search expression, resolved to a column of the wide relation."""
-
-    column: str
 
 
 def run_table(lake: Lake, experiment: str | None) -> pl.DataFrame:
@@ -213,3 +206,77 @@ def _keys(columns: set[str], prefix: str) -> set[str]:
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+# -- one run, for lake.runs.get --------------------------------------------------------------------------
+
+
+def current_state(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's state from its events, as `runs_current` computes it: the latest event, context filled in."""
+    ordered = sorted(events, key=lambda row: (row["event_time"], row["recorded_at"], row["event_id"]))
+    latest = ordered[-1]
+    state: dict[str, Any] = {}
+    for row in ordered:  # descriptive columns: the latest non-null value
+        state.update({column: value for column, value in row.items() if value is not None})
+    for column in (
+        "status",
+        "end_time",
+        "error_type",
+        "error_message",
+        "event_time",
+        "recorded_at",
+        "recorded_by",
+    ):
+        state[column] = latest[column]
+    state["start_time"] = min(row["start_time"] for row in ordered)
+    state["event_count"] = len(ordered)
+    state["last_event_id"] = state.pop("event_id")
+    end, start = state["end_time"], state["start_time"]
+    state["duration_s"] = (end - start).total_seconds() if end is not None else None
+    return state
+
+
+def latest_values(rows: list[dict[str, Any]]) -> dict[str, str]:
+    return {row["key"]: row["value"] for row in sorted(rows, key=lambda row: row["recorded_at"])}
+
+
+def without_run_id(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key != "run_id"}
+
+
+class TableCache:
+    """In-memory copies of small tables, indexed by run, reloaded only when the table has new commits."""
+
+    def __init__(self, lake: Lake):
+        self._lake = lake
+        self._by_run: dict[str, tuple[object, dict[str, list[dict[str, Any]]]]] = {}
+
+    def rows(self, table: str, run_id: str) -> list[dict[str, Any]]:
+        loaded = self._lake._delta_table(table)
+        version = None if loaded is None else loaded.version()
+        cached = self._by_run.get(table)
+        if cached is None or cached[0] != version:
+            index: dict[str, list[dict[str, Any]]] = {}
+            if loaded is not None:
+                for row in loaded.to_pyarrow_table().to_pylist():
+                    index.setdefault(row["run_id"], []).append(row)
+            cached = (version, index)
+            self._by_run[table] = cached
+        return cached[1].get(run_id, [])
+
+
+@dataclass(frozen=True)
+class RunDetails:
+    """What `lake.runs.get` returns: everything known about one run."""
+
+    run_id: str
+    info: dict[str, Any]
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: dict[str, dict[str, Any]]
+    inputs: list[dict[str, Any]]
+    artifacts: list[dict[str, Any]]
+
+    @property
+    def status(self) -> str:
+        return str(self.info["status"])

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 from metalake.errors import MetalakeError
 from metalake.run_context import run_context
+from metalake.run_search import RunDetails, current_state, latest_values, without_run_id
+from metalake.summaries import combine_summaries, summarize_frame
 
 if TYPE_CHECKING:
     import polars as pl
@@ -378,26 +380,12 @@ def _metric_table(run_id: str, buffer: _MetricBuffer) -> pa.Table:
 
 
 def summarize_points(points: pa.Table, flush_id: str) -> pa.Table:
-    """One metric_summaries row per (run, key) of a batch of points: last, min, max, sum and count."""
+    """One metric_summaries row per (run, key) of a batch of points, tagged with the flush that wrote it."""
     import polars as pl
 
     frame = pl.from_arrow(points)
     assert isinstance(frame, pl.DataFrame)
-    summary = (
-        frame.sort(["run_id", "key", "step", "timestamp"])
-        .group_by(["run_id", "key"], maintain_order=True)
-        .agg(
-            pl.col("value").last().alias("last_value"),
-            pl.col("step").last().alias("last_step"),
-            pl.col("timestamp").last().alias("last_timestamp"),
-            pl.col("value").min().alias("min_value"),
-            pl.col("value").max().alias("max_value"),
-            pl.col("value").sum().alias("sum_value"),
-            pl.len().cast(pl.Int64).alias("count"),
-        )
-        .with_columns(pl.lit(flush_id).alias("flush_id"))
-    )
-    return summary.to_arrow()
+    return summarize_frame(frame).with_columns(pl.lit(flush_id).alias("flush_id")).to_arrow()
 
 
 class Runs:
@@ -498,12 +486,12 @@ class Runs:
             raise RunError(f"No run {run_id!r} in this lake; list runs with `metalake runs list`.")
         return RunDetails(
             run_id=run_id,
-            info=_current_state(events),
-            params=_latest_values(cache.rows("params", run_id)),
-            tags=_latest_values(cache.rows("run_tags", run_id)),
-            metrics=_combine_summaries(cache.rows("metric_summaries", run_id)),
-            inputs=[_without_run_id(row) for row in cache.rows("run_inputs", run_id)],
-            artifacts=[_without_run_id(row) for row in cache.rows("artifacts", run_id)],
+            info=current_state(events),
+            params=latest_values(cache.rows("params", run_id)),
+            tags=latest_values(cache.rows("run_tags", run_id)),
+            metrics=combine_summaries(cache.rows("metric_summaries", run_id)),
+            inputs=[without_run_id(row) for row in cache.rows("run_inputs", run_id)],
+            artifacts=[without_run_id(row) for row in cache.rows("artifacts", run_id)],
         )
 
     def metric_history(self, run_ids: str | list[str], key: str) -> pl.DataFrame:
@@ -515,99 +503,3 @@ class Runs:
             [key, ids],
         ).pl()
         return history
-
-
-def _current_state(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """A run's state from its events, as `runs_current` computes it: the latest event, context filled in."""
-    ordered = sorted(events, key=lambda row: (row["event_time"], row["recorded_at"], row["event_id"]))
-    latest = ordered[-1]
-    state: dict[str, Any] = {}
-    for row in ordered:  # descriptive columns: the latest non-null value
-        state.update({column: value for column, value in row.items() if value is not None})
-    for column in (
-        "status",
-        "end_time",
-        "error_type",
-        "error_message",
-        "event_time",
-        "recorded_at",
-        "recorded_by",
-    ):
-        state[column] = latest[column]
-    state["start_time"] = min(row["start_time"] for row in ordered)
-    state["event_count"] = len(ordered)
-    state["last_event_id"] = state.pop("event_id")
-    end, start = state["end_time"], state["start_time"]
-    state["duration_s"] = (end - start).total_seconds() if end is not None else None
-    return state
-
-
-def _latest_values(rows: list[dict[str, Any]]) -> dict[str, str]:
-    return {row["key"]: row["value"] for row in sorted(rows, key=lambda row: row["recorded_at"])}
-
-
-def _combine_summaries(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per-flush summaries of one run -> one summary per metric (what the run_metrics view computes)."""
-    combined: dict[str, dict[str, Any]] = {}
-    for row in sorted(rows, key=lambda r: (r["last_step"], r["last_timestamp"], r["recorded_at"])):
-        summary = combined.setdefault(
-            row["key"], {"min_value": row["min_value"], "max_value": row["max_value"], "sum": 0.0, "count": 0}
-        )
-        summary["last_value"], summary["last_step"] = row["last_value"], row["last_step"]
-        summary["min_value"] = min(summary["min_value"], row["min_value"])
-        summary["max_value"] = max(summary["max_value"], row["max_value"])
-        summary["sum"] += row["sum_value"]
-        summary["count"] += row["count"]
-    return {
-        key: {
-            "last_value": value["last_value"],
-            "last_step": value["last_step"],
-            "min_value": value["min_value"],
-            "max_value": value["max_value"],
-            "mean_value": value.pop("sum") / value["count"],
-            "count": value["count"],
-        }
-        for key, value in sorted(combined.items())
-    }
-
-
-def _without_run_id(row: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in row.items() if key != "run_id"}
-
-
-class TableCache:
-    """In-memory copies of small tables, indexed by run, reloaded only when the table has new commits."""
-
-    def __init__(self, lake: Lake):
-        self._lake = lake
-        self._by_run: dict[str, tuple[object, dict[str, list[dict[str, Any]]]]] = {}
-
-    def rows(self, table: str, run_id: str) -> list[dict[str, Any]]:
-        loaded = self._lake._delta_table(table)
-        version = None if loaded is None else loaded.version()
-        cached = self._by_run.get(table)
-        if cached is None or cached[0] != version:
-            index: dict[str, list[dict[str, Any]]] = {}
-            if loaded is not None:
-                for row in loaded.to_pyarrow_table().to_pylist():
-                    index.setdefault(row["run_id"], []).append(row)
-            cached = (version, index)
-            self._by_run[table] = cached
-        return cached[1].get(run_id, [])
-
-
-@dataclass(frozen=True)
-class RunDetails:
-    """What `lake.runs.get` returns: everything known about one run."""
-
-    run_id: str
-    info: dict[str, Any]
-    params: dict[str, str]
-    tags: dict[str, str]
-    metrics: dict[str, dict[str, Any]]
-    inputs: list[dict[str, Any]]
-    artifacts: list[dict[str, Any]]
-
-    @property
-    def status(self) -> str:
-        return str(self.info["status"])

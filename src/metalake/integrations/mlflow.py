@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import polars as pl
 
 from metalake.errors import MetalakeError, ReadOnlyLakeError
+from metalake.summaries import summarize_frame
 
 if TYPE_CHECKING:
     from metalake.lake import Lake
@@ -481,17 +482,7 @@ def _summaries(points: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
         .agg(pl.col("flush_id").n_unique().cast(pl.Int64).alias("earlier"))
     )
     return (
-        points.sort(["run_id", "key", "step", "timestamp"])
-        .group_by(["run_id", "key"], maintain_order=True)
-        .agg(
-            pl.col("value").last().alias("last_value"),
-            pl.col("step").last().alias("last_step"),
-            pl.col("timestamp").last().alias("last_timestamp"),
-            pl.col("value").min().alias("min_value"),
-            pl.col("value").max().alias("max_value"),
-            pl.col("value").sum().alias("sum_value"),
-            pl.len().cast(pl.Int64).alias("count"),
-        )
+        summarize_frame(points)
         .join(imports, on="run_id", how="left")
         .with_columns(
             pl.format(
