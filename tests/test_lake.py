@@ -220,3 +220,14 @@ def test_another_connection_sees_the_same_data(lake: metalake.Lake, lake_path: P
     assert other.read("metrics").height == 1
     other.append("metrics", metrics("r2", [1.0]))
     assert lake.read("metrics").height == 2
+
+
+def test_a_reader_sees_another_writers_commits_at_once(lake_path: Path) -> None:
+    writer = metalake.connect(lake_path)
+    reader = metalake.connect(lake_path)
+    assert reader.read("metrics").height == 0
+    for round_number in range(3):
+        writer.append("metrics", metrics(f"r{round_number}", [1.0]))
+        assert reader.read("metrics").height == round_number + 1
+        assert reader.sql("select count(*) from metrics").fetchall() == [(round_number + 1,)]
+        time.sleep(0.15)  # past the file-system clock slack: the reader's cached state must still refresh
