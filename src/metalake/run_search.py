@@ -78,7 +78,9 @@ def search_runs(
     """Runs as a polars DataFrame, one row each; see `Runs.search` for the expression language."""
     import duckdb
 
-    frame = run_table(lake, experiment)
+    from metalake.sql import shared_database
+
+    frame = lake._table_cache.wide_runs(experiment)
     columns = set(frame.columns)
     clauses = []
     if where:
@@ -92,7 +94,7 @@ def search_runs(
         if limit < 0:
             raise QueryError("limit must be >= 0.")
         clauses.append(f"limit {int(limit)}")
-    cursor = duckdb.connect()
+    cursor = shared_database().cursor()
     try:
         cursor.register("__runs", frame.to_arrow())
         result: pl.DataFrame = cursor.sql(f"select * from __runs {' '.join(clauses)}").pl()
@@ -245,11 +247,28 @@ def without_run_id(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class TableCache:
-    """In-memory copies of small tables, indexed by run, reloaded only when the table has new commits."""
+    """In-memory copies of small run tables (indexed by run) and of the wide run table, reloaded only when the
+    tables they come from have new commits: repeated reads in a warm process skip the work."""
+
+    WIDE_ENTRIES = 8
 
     def __init__(self, lake: Lake):
         self._lake = lake
         self._by_run: dict[str, tuple[object, dict[str, list[dict[str, Any]]]]] = {}
+        self._wide: dict[tuple[object, ...], pl.DataFrame] = {}
+
+    def wide_runs(self, experiment: str | None) -> pl.DataFrame:
+        """`run_table(lake, experiment)`, cached per version of runs, params, run_tags and metric_summaries."""
+        versions = []
+        for table in ("runs", "params", "run_tags", "metric_summaries"):
+            loaded = self._lake._delta_table(table)
+            versions.append(None if loaded is None else loaded.version())
+        key = (experiment, *versions)
+        if key not in self._wide:
+            if len(self._wide) >= self.WIDE_ENTRIES:
+                self._wide.pop(next(iter(self._wide)))
+            self._wide[key] = run_table(self._lake, experiment)
+        return self._wide[key]
 
     def rows(self, table: str, run_id: str) -> list[dict[str, Any]]:
         loaded = self._lake._delta_table(table)

@@ -89,7 +89,8 @@ def view_order(views: Mapping[str, ViewDefinition], wanted: Iterable[str]) -> li
 
 
 @cache
-def _shared_database() -> duckdb.DuckDBPyConnection:
+def shared_database() -> duckdb.DuckDBPyConnection:
+    """The process's in-memory DuckDB database; sessions take cursors on it (free) and create only TEMP objects."""
     import duckdb
 
     return duckdb.connect()
@@ -128,7 +129,7 @@ class SqlSession:
 
         # A cursor on one in-process database is free, where a new database costs ~15 ms; everything a session
         # creates is TEMP (connection-local), so sessions never see each other's tables or moments.
-        self.connection: duckdb.DuckDBPyConnection = _shared_database().cursor()
+        self.connection: duckdb.DuckDBPyConnection = shared_database().cursor()
         self.tables = list(tables)
         self.views = dict(bundled_views() if views is None else views)
         self._relation_for = relation_for
