@@ -15,21 +15,25 @@
 --   value        its last value of the metric
 --   runs         how many finished runs logged the metric
 WITH candidates AS (
-    SELECT r.experiment, m."key" AS metric, r.run_id, r.name, r.start_time, m.last_value AS value
+    SELECT r.experiment, m."key" AS metric, r.run_id, r.name, epoch_us(r.start_time) AS started, m.last_value AS value
     FROM run_metrics AS m
     JOIN runs_current AS r USING (run_id)
     WHERE r.status = 'finished' AND NOT isnan(m.last_value)
-),
-ranked AS (
-    SELECT 'max' AS direction, *, row_number() OVER (PARTITION BY experiment, metric ORDER BY value DESC, start_time) AS position,
-           count(*) OVER (PARTITION BY experiment, metric) AS runs
-    FROM candidates
-    UNION ALL
-    SELECT 'min' AS direction, *, row_number() OVER (PARTITION BY experiment, metric ORDER BY value ASC, start_time) AS position,
-           count(*) OVER (PARTITION BY experiment, metric) AS runs
-    FROM candidates
 )
-SELECT experiment, metric, direction, run_id, name, value, runs
-FROM ranked
-WHERE position = 1
-ORDER BY experiment, metric, direction
+SELECT
+    experiment, metric, 'max' AS direction,
+    arg_max(run_id, {'value': value, 'earlier': -started}) AS run_id,
+    arg_max(name, {'value': value, 'earlier': -started}) AS name,
+    max(value) AS value,
+    count(*) AS runs
+FROM candidates
+GROUP BY experiment, metric
+UNION ALL
+SELECT
+    experiment, metric, 'min' AS direction,
+    arg_min(run_id, {'value': value, 'started': started}) AS run_id,
+    arg_min(name, {'value': value, 'started': started}) AS name,
+    min(value) AS value,
+    count(*) AS runs
+FROM candidates
+GROUP BY experiment, metric

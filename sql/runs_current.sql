@@ -1,7 +1,7 @@
 -- runs_current: what is the current state of every run?
 --
--- One row per run_id, built from the run's events in `runs`. The latest event (ordered by event_time, then
--- recorded_at, then event_id) gives the state: status, end_time, error_type, error_message. Descriptive
+-- One row per run_id, built from the run's events in `runs` in one aggregation. The latest event (ordered by
+-- event_time, then recorded_at, then event_id) gives the state: status, end_time, error_type, error_message. Descriptive
 -- attributes (experiment, name, user, git info, ...) are the latest non-null value over the run's events, so a
 -- state-change event need not repeat them. start_time is the earliest start_time over the run's events.
 --
@@ -25,33 +25,29 @@
 --   recorded_by      who recorded the latest event
 SELECT
     run_id,
-    last_value(experiment IGNORE NULLS) OVER run_events AS experiment,
-    last_value(name IGNORE NULLS) OVER run_events AS name,
-    status,
-    min(start_time) OVER run_events AS start_time,
-    end_time,
-    epoch_us(end_time - min(start_time) OVER run_events) / 1e6 AS duration_s,
-    last_value(parent_run_id IGNORE NULLS) OVER run_events AS parent_run_id,
-    last_value("user" IGNORE NULLS) OVER run_events AS "user",
-    last_value(host IGNORE NULLS) OVER run_events AS host,
-    last_value(command IGNORE NULLS) OVER run_events AS command,
-    last_value(python_version IGNORE NULLS) OVER run_events AS python_version,
-    last_value(git_commit IGNORE NULLS) OVER run_events AS git_commit,
-    last_value(git_branch IGNORE NULLS) OVER run_events AS git_branch,
-    last_value(git_dirty IGNORE NULLS) OVER run_events AS git_dirty,
-    last_value(packages_hash IGNORE NULLS) OVER run_events AS packages_hash,
-    last_value(source IGNORE NULLS) OVER run_events AS source,
-    error_type,
-    error_message,
-    count(*) OVER run_events AS event_count,
-    event_id AS last_event_id,
-    event_time AS last_event_time,
-    recorded_at,
-    recorded_by
+    arg_max(experiment, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS experiment,
+    arg_max(name, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS name,
+    arg_max_null(status, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS status,
+    min(start_time) AS start_time,
+    arg_max_null(end_time, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS end_time,
+    epoch_us(arg_max_null(end_time, {'t': event_time, 'r': recorded_at, 'e': event_id}) - min(start_time)) / 1e6
+        AS duration_s,
+    arg_max(parent_run_id, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS parent_run_id,
+    arg_max("user", {'t': event_time, 'r': recorded_at, 'e': event_id}) AS "user",
+    arg_max(host, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS host,
+    arg_max(command, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS command,
+    arg_max(python_version, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS python_version,
+    arg_max(git_commit, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS git_commit,
+    arg_max(git_branch, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS git_branch,
+    arg_max(git_dirty, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS git_dirty,
+    arg_max(packages_hash, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS packages_hash,
+    arg_max(source, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS source,
+    arg_max_null(error_type, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS error_type,
+    arg_max_null(error_message, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS error_message,
+    count(*) AS event_count,
+    max({'t': event_time, 'r': recorded_at, 'e': event_id}).e AS last_event_id,
+    max(event_time) AS last_event_time,
+    arg_max_null(recorded_at, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS recorded_at,
+    arg_max_null(recorded_by, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS recorded_by
 FROM runs
-WINDOW run_events AS (
-    PARTITION BY run_id
-    ORDER BY event_time, recorded_at, event_id
-    ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
-)
-QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY event_time DESC, recorded_at DESC, event_id DESC) = 1
+GROUP BY run_id
