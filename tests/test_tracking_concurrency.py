@@ -23,6 +23,7 @@ def lake_target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, di
     return request.getfixturevalue("s3_lake_uri"), server.storage_options
 
 
+@pytest.mark.timeout(900)  # 1,000 commits from 8 processes through one S3 server process
 def test_eight_jobs_logging_25_runs_each(lake_target: tuple[str, dict[str, str] | None]) -> None:
     uri, options = lake_target
     lake = metalake.connect(uri, storage_options=options, actor="tester")
