@@ -14,10 +14,21 @@
 --   name         its name
 --   value        its last value of the metric
 --   runs         how many finished runs logged the metric
-WITH candidates AS (
-    SELECT r.experiment, m."key" AS metric, r.run_id, r.name, epoch_us(r.start_time) AS started, m.last_value AS value
+WITH run_states AS (
+    -- runs_current's few columns this view needs, without computing the others
+    SELECT
+        run_id,
+        arg_max(experiment, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS experiment,
+        arg_max(name, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS name,
+        arg_max_null(status, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS status,
+        epoch_us(min(start_time)) AS started
+    FROM runs
+    GROUP BY run_id
+),
+candidates AS (
+    SELECT r.experiment, m."key" AS metric, r.run_id, r.name, r.started, m.last_value AS value
     FROM run_metrics AS m
-    JOIN runs_current AS r USING (run_id)
+    JOIN run_states AS r USING (run_id)
     WHERE r.status = 'finished' AND NOT isnan(m.last_value)
 )
 SELECT
