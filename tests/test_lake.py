@@ -193,7 +193,7 @@ def test_snapshots_pin_every_table(lake: metalake.Lake) -> None:
 
 
 def test_snapshot_names_follow_the_contract(lake: metalake.Lake) -> None:
-    with pytest.raises(metalake.MetalakeError, match="Invalid snapshot name 'no spaces allowed'"):
+    with pytest.raises(metalake.MetalakeError, match="'no spaces allowed' is not a valid snapshot name"):
         lake.snapshot("no spaces allowed")
 
 

@@ -24,7 +24,7 @@ def test_required_views_ship_and_are_documented() -> None:
 def session_over(folder: Path) -> SqlSession:
     numbers = pa.table({"n": [1, 2, 3]})
     return SqlSession(
-        ["numbers"], lambda table: (numbers, 1), lambda: pa.table({"x": [1]}), load_views(folder)
+        ["numbers"], lambda table: (1, lambda: numbers), lambda: pa.table({"x": [1]}), load_views(folder)
     )
 
 

@@ -94,10 +94,6 @@ class TableSpec:
             source=source,
         )
 
-    @property
-    def fingerprint(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
-
 
 def arrow_type(column_type: str) -> pa.DataType:
     import pyarrow as pa

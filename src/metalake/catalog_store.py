@@ -100,15 +100,9 @@ def sync_catalog(store: DeltaStore, extra_specs: str | Path | None, actor: str) 
                 raise SchemaEvolutionError(spec.name, problems)
         if previous is None or previous.spec.to_json() != spec.to_json():
             to_prepare.append(spec)
-        if previous is None or previous.spec.to_json() != spec.to_json() or previous.digest != digest:
-            changed.append(
-                {
-                    "table_name": spec.name,
-                    "spec_json": spec.to_json(),
-                    "source_digest": digest,
-                    "origin": origin,
-                }
-            )
+        changed.append(  # new, changed, or the same spec from a file whose bytes changed
+            {"table_name": spec.name, "spec_json": spec.to_json(), "source_digest": digest, "origin": origin}
+        )
         in_force[spec.name] = spec
     for spec in to_prepare:
         store.evolve(

@@ -6,7 +6,6 @@ starts in a fraction of a second.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
@@ -15,7 +14,7 @@ import typer
 from metalake._version import __version__
 from metalake.cli_common import CliState, cli_state, reports_errors
 from metalake.cli_output import EXTENSION_FORMATS, INPUT_FORMATS, InputFormat, OutputFormat
-from metalake.errors import IngestError
+from metalake.errors import IngestError, MetalakeError
 
 if TYPE_CHECKING:
     from metalake.lake import Lake
@@ -124,10 +123,9 @@ def tables(
     lake = cli_state(ctx).connect()
     records = []
     for spec in lake.tables():
-        latest = lake.history(spec.name, limit=1)
         record: dict[str, object] = {
             "table": spec.name,
-            "version": latest.item(0, "version") if latest.height else None,
+            "version": lake.version(spec.name),
             "columns": len(spec.columns),
         }
         if rows:
@@ -388,14 +386,11 @@ def snapshot(
 
 
 def _check_snapshot_name(lake: Lake, name: str) -> None:
-    """Refuse a bad name up front: the snapshots contract would report it once per pinned table."""
-    pattern = lake.spec("snapshots").column("snapshot").checks.get("str_matches")
-    if pattern and not re.fullmatch(pattern, name):
-        raise typer.BadParameter(
-            f"{name!r} is not a valid snapshot name: start with a letter or digit, then letters, digits, "
-            "'.', '_' or '-' (at most 128 characters).",
-            param_hint="NAME",
-        )
+    """A bad name is a usage error (exit 2), said before anything is read or written."""
+    try:
+        lake.check_snapshot_name(name)
+    except MetalakeError as error:
+        raise typer.BadParameter(str(error), param_hint="NAME") from None
 
 
 @app.command()

@@ -364,10 +364,4 @@ def _backoff(attempt: int) -> None:
     time.sleep(min(1.0, 0.01 * (2**attempt)) * (0.5 + random.random()))
 
 
-def storage_options_summary(options: Mapping[str, str]) -> dict[str, str]:
-    """Options with secrets masked, for error messages and `metalake init` output."""
-    hidden = ("SECRET", "TOKEN", "KEY", "PASSWORD")
-    return {k: ("***" if any(h in k.upper() for h in hidden) else v) for k, v in options.items()}
-
-
 __all__ = ["CommitInfo", "DeltaStore", "StorageError"]

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import random
 import shlex
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from metalake.cli_output import fetch_frame, frame_table
+from metalake.tracking import new_run_id
 
 if TYPE_CHECKING:
     import polars as pl
@@ -139,7 +138,7 @@ def _track(lake: Lake, trials: Sequence[Trial], rng: random.Random, reason: str)
     A reader never sees a finished run without its metrics; one commit per table, never one per value.
     """
     for trial in trials:
-        trial.run_id = _uuid7(trial.start)
+        trial.run_id = new_run_id(trial.start)
         trial.metrics = _curves(trial, rng)
     lake.append(
         "runs", [_run_event(lake, trial, "running", trial.start, rng) for trial in trials], reason=reason
@@ -154,7 +153,7 @@ def _track(lake: Lake, trials: Sequence[Trial], rng: random.Random, reason: str)
 
 def _run_event(lake: Lake, trial: Trial, status: str, at: datetime, rng: random.Random) -> dict[str, Any]:
     event: dict[str, Any] = {
-        "event_id": _uuid7(at),
+        "event_id": new_run_id(at),
         "run_id": trial.run_id,
         "experiment": trial.experiment,
         "name": trial.name,
@@ -250,14 +249,14 @@ def _register_best_model(lake: Lake, trials: Sequence[Trial], now: datetime, rea
     )
     events = [
         {
-            "event_id": _uuid7(now),
+            "event_id": new_run_id(now),
             "model": MODEL,
             "version": version,
             "event_type": "registered",
             "event_time": now,
         },
         {
-            "event_id": _uuid7(now + timedelta(milliseconds=1)),
+            "event_id": new_run_id(now + timedelta(milliseconds=1)),
             "model": MODEL,
             "version": version,
             "event_type": "stage_transition",
@@ -268,16 +267,6 @@ def _register_best_model(lake: Lake, trials: Sequence[Trial], now: datetime, rea
     ]
     lake.append("model_events", events, reason=reason)
     return version
-
-
-def _uuid7(at: datetime) -> str:
-    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits; sorts by time as text."""
-    milliseconds = int(at.timestamp() * 1000) & ((1 << 48) - 1)
-    random_bits = int.from_bytes(os.urandom(10), "big")
-    value = (milliseconds << 80) | (random_bits & ((1 << 80) - 1))
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return str(uuid.UUID(int=value))
 
 
 # -- reading ------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -117,6 +117,7 @@ class Lake:
         self.moment = moment
         self._sql: SqlSession | None = None
         self._cache: TableCache | None = None
+        self._pinned: dict[str, DeltaTable | None] = {}
 
     def __repr__(self) -> str:
         at = f", as_of={self.moment.label!r}" if self.moment else ""
@@ -229,10 +230,13 @@ class Lake:
         self.spec(table)
         if self.moment is None:
             return self._store.load(table)
-        if self.moment.versions is not None:
-            return self._store.load_version(table, self.moment.versions.get(table))
-        assert self.moment.at is not None
-        return self._store.load_at(table, self.moment.at)
+        if table not in self._pinned:  # a moment never changes: open each table once
+            if self.moment.versions is not None:
+                self._pinned[table] = self._store.load_version(table, self.moment.versions.get(table))
+            else:
+                assert self.moment.at is not None
+                self._pinned[table] = self._store.load_at(table, self.moment.at)
+        return self._pinned[table]
 
     def arrow_dataset(self, table: str) -> Any:
         """The table as a pyarrow dataset (an empty table when it does not exist at this moment)."""
@@ -295,23 +299,27 @@ class Lake:
             self._sql = SqlSession(list(self._specs), self._relation_for_sql, self._commits_table)
         return self._sql
 
-    def _relation_for_sql(self, table: str) -> tuple[Any, object]:
+    def _relation_for_sql(self, table: str) -> tuple[object, Callable[[], Any]]:
+        """A table's version (the token) and how to build what DuckDB reads for it, built only when needed."""
+        loaded = self._delta_table(table)
+        return (None if loaded is None else loaded.version()), lambda: self._relation(table, loaded)
+
+    def _relation(self, table: str, loaded: DeltaTable | None) -> Any:
         """What DuckDB reads for a table: its Parquet files on local disk, else an Arrow dataset."""
         import pyarrow as pa
 
         from metalake.sql import ParquetFiles
 
         spec = self.spec(table)
-        loaded = self._delta_table(table)
         if loaded is None:
-            return pa.Table.from_batches([], schema=spec.arrow_schema()), None
+            return pa.Table.from_batches([], schema=spec.arrow_schema())
         if self.location.is_local and not spec.partition_by:
             files = tuple(loaded.file_uris())
             if files and {field.name for field in loaded.schema().fields} == set(spec.column_names):
                 evolved = EVOLVED_PROPERTY in loaded.metadata().configuration
                 empty = pa.Table.from_batches([], schema=spec.arrow_schema()) if evolved else None
-                return ParquetFiles(files, empty), loaded.version()
-        return loaded.to_pyarrow_dataset(), loaded.version()
+                return ParquetFiles(files, empty)
+        return loaded.to_pyarrow_dataset()
 
     def _commits_table(self) -> pa.Table:
         import pyarrow as pa
@@ -411,11 +419,7 @@ class Lake:
             raise ReadOnlyLakeError(
                 "Snapshots pin the present: take them on the live lake, not on lake.as_of(...)."
             )
-        pattern = self.spec(SNAPSHOTS_TABLE).column("snapshot").checks.get("str_matches")
-        if pattern and not re.fullmatch(pattern, name):
-            raise MetalakeError(
-                f"Invalid snapshot name {name!r}: use letters, digits, '.', '_' or '-' (pattern {pattern})."
-            )
+        self.check_snapshot_name(name)
         taken = self.read(SNAPSHOTS_TABLE, columns=["snapshot"], where=pl.col("snapshot") == name)
         if not taken.is_empty():
             raise SnapshotExists(
@@ -439,6 +443,20 @@ class Lake:
             idempotency_key=f"snapshot:{name}",
             operation="snapshot",
         )
+
+    def check_snapshot_name(self, name: str) -> None:
+        """Raise MetalakeError unless `name` is a valid snapshot name (the snapshots table's pattern)."""
+        pattern = self.spec(SNAPSHOTS_TABLE).column("snapshot").checks.get("str_matches")
+        if pattern and not re.fullmatch(pattern, name):
+            raise MetalakeError(
+                f"{name!r} is not a valid snapshot name: start with a letter or digit, then letters, digits, "
+                f"'.', '_' or '-' (pattern {pattern})."
+            )
+
+    def version(self, table: str) -> int | None:
+        """The table's version at this lake's moment (None when it did not exist then)."""
+        loaded = self._delta_table(table)
+        return None if loaded is None else loaded.version()
 
     def snapshots(self) -> pl.DataFrame:
         """Every named snapshot: name, description, when it was pinned, by whom, how many tables it holds."""

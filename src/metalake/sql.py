@@ -115,14 +115,14 @@ class ParquetFiles:
 class SqlSession:
     """One DuckDB connection for a lake; tables appear the first time a query names them.
 
-    `relation_for(table)` returns an Arrow dataset or table for a table at the lake's moment, plus a token
-    (its version) so that a live lake re-registers a table only when it has new commits.
+    `relation_for(table)` returns a token (the table's version at the lake's moment) and a function that builds
+    what DuckDB reads (Parquet files, an Arrow dataset or table); a table is rebuilt only when its token changes.
     """
 
     def __init__(
         self,
         tables: Sequence[str],
-        relation_for: Callable[[str], tuple[Any, object]],
+        relation_for: Callable[[str], tuple[object, Callable[[], Any]]],
         commits: Callable[[], pa.Table],
         views: Mapping[str, ViewDefinition] | None = None,
     ):
@@ -170,11 +170,12 @@ class SqlSession:
         if table == COMMITS_RELATION:
             self.connection.register(table, self._commits())
             return
-        relation, token = self._relation_for(table)
+        token, build = self._relation_for(table)
         if table in self._registered and self._registered[table] == token:
             return
         if table in self._registered:
             self._drop(table)
+        relation = build()
         if isinstance(relation, ParquetFiles):
             empty_relation = f"__{table}_schema"
             if relation.full_schema is not None:

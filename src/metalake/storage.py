@@ -13,7 +13,6 @@ from metalake.errors import StorageError
 
 Scheme = Literal["file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "azure"]
 SCHEMES: frozenset[str] = frozenset(get_args(Scheme))
-ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
 DEFAULT_LAKE = "./lake"
 
 # Remote stores: fail within seconds on an unreachable endpoint rather than retrying for minutes.

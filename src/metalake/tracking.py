@@ -32,16 +32,17 @@ RUN_STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
 FINAL_STATUSES = frozenset({"finished", "failed", "killed"})
 DEFAULT_FLUSH_POINTS = 50_000
 DEFAULT_FLUSH_SECONDS = 30.0
-# Facts first, then the run event: a reader never sees a run finished before its facts are committed.
-FACT_TABLES = ("params", "run_tags", "run_inputs", "artifacts", "metrics", "metric_summaries")
 
 
-def new_run_id() -> str:
-    """A UUIDv7 hex string: unique, and sortable by creation time."""
-    milliseconds = time.time_ns() // 1_000_000
+def new_run_id(at: datetime | None = None) -> str:
+    """A UUIDv7 (RFC 9562) as 32 hex digits: unique, and sortable by creation time (`at`, default now)."""
+    milliseconds = (time.time_ns() // 1_000_000 if at is None else int(at.timestamp() * 1000)) & (
+        (1 << 48) - 1
+    )
     random_bits = int.from_bytes(os.urandom(10), "big")
-    value = (milliseconds & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (random_bits >> 4) & ((1 << 76) - 1)
-    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
+    value = (milliseconds << 80) | (random_bits & ((1 << 80) - 1))
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     return uuid.UUID(int=value).hex
 
 
