@@ -154,13 +154,14 @@ class SqlSession:
 
     def prepare(self, sql: str) -> None:
         """Register every table and create every view that `sql` may need, and refresh stale tables."""
-        wanted_views = set(self.views) if _CATALOG_WIDE.search(sql) else referenced_names(sql, self.views)
+        relations = [*self.tables, COMMITS_RELATION]
+        if _CATALOG_WIDE.search(sql):  # SHOW TABLES and the like: everything
+            wanted_views, wanted_tables = set(self.views), set(relations)
+        else:
+            wanted_views, wanted_tables = referenced_names(sql, self.views), referenced_names(sql, relations)
         ordered_views = view_order(self.views, wanted_views)
-        wanted_tables = referenced_names(sql, [*self.tables, COMMITS_RELATION])
-        if _CATALOG_WIDE.search(sql):
-            wanted_tables |= {*self.tables, COMMITS_RELATION}
         for view in ordered_views:
-            wanted_tables |= referenced_names(self.views[view].select, [*self.tables, COMMITS_RELATION])
+            wanted_tables |= referenced_names(self.views[view].select, relations)
         for table in sorted(wanted_tables):
             self._register(table)
         for view in ordered_views:
