@@ -18,6 +18,7 @@ from _common import median_ms, record
 from deltalake import write_deltalake
 
 import metalake
+from metalake.catalog import bundled_dir
 
 
 def small_batch(i: int) -> list[dict[str, object]]:
@@ -45,9 +46,7 @@ def main() -> None:
         # Two tables of the same spec: "metrics" gets old, "young" stays young.
         specs = workdir / "specs"
         specs.mkdir()
-        spec_text = (Path(metalake.__file__).parent.parent.parent / "tables" / "metrics.yaml").read_text()
-        if not spec_text:
-            raise SystemExit("metrics.yaml not found")
+        spec_text = (bundled_dir("tables") / "metrics.yaml").read_text()
         (specs / "young_metrics.yaml").write_text(
             spec_text.replace("name: metrics", "name: young_metrics", 1)
         )
