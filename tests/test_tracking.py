@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import metalake
+from metalake import FlushError, group_commit
 from metalake.tracking import RunError, new_run_id
 
 
@@ -107,21 +109,47 @@ def test_a_failed_flush_is_retried_with_the_same_keys(
     run = lake.runs.start(experiment="retry")
     run.log_params({"depth": 6})
     run.log_metric("loss", 0.3)
-    original = metalake.Lake._append
+    original = metalake.Lake._commit_prepared
     calls: list[str] = []
 
-    def flaky(self: metalake.Lake, table: str, data: object, **kw: object) -> metalake.Commit:
+    def flaky(self: metalake.Lake, table: str, parts: Any, **kw: Any) -> tuple[int, list[bool]]:
         calls.append(table)
-        commit = original(self, table, data, **kw)  # type: ignore[arg-type]
+        outcome = original(self, table, parts, **kw)
         if table == "metrics" and calls.count("metrics") == 1:
             raise OSError("connection reset after the commit landed")
-        return commit
+        return outcome
 
-    monkeypatch.setattr(metalake.Lake, "_append", flaky)
-    with pytest.raises(OSError):
-        run.flush()
+    monkeypatch.setattr(metalake.Lake, "_commit_prepared", flaky)
+    run.flush()  # the group is committed again with the same keys: the landed batch is not written twice
     run.end()
+    assert calls.count("metrics") == 2
     assert lake.read("metrics").height == 1, "the retried flush must not duplicate the committed batch"
+    assert lake.read("params").height == 1
+    assert current(lake, run.run_id)["status"] == "finished"
+
+
+def test_a_flush_that_keeps_failing_is_reported_then_committed_later(
+    lake: metalake.Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(group_commit, "COMMIT_ATTEMPTS", 2)
+    run = lake.runs.start(experiment="outage")
+    run.log_params({"depth": 6})
+    run.log_metric("loss", 0.3)
+    original = metalake.Lake._commit_prepared
+
+    def down(self: metalake.Lake, table: str, parts: Any, **kw: Any) -> tuple[int, list[bool]]:
+        if table == "metrics":
+            raise OSError("storage unreachable")
+        return original(self, table, parts, **kw)
+
+    monkeypatch.setattr(metalake.Lake, "_commit_prepared", down)
+    with pytest.raises(FlushError, match=f"{run.run_id}.*storage unreachable"):
+        run.flush()
+    assert lake.read("runs").is_empty(), "no run event before its facts are committed"
+    monkeypatch.setattr(metalake.Lake, "_commit_prepared", original)
+    run.end()  # the parked flush goes first, under its same keys
+    lake.runs.wait()
+    assert lake.read("metrics").height == 1
     assert lake.read("params").height == 1
     assert current(lake, run.run_id)["status"] == "finished"
 

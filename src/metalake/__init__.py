@@ -4,6 +4,7 @@ from metalake._version import __version__
 from metalake.errors import (
     ContractError,
     ContractFailure,
+    FlushError,
     IngestError,
     MetalakeError,
     QueryError,
@@ -22,6 +23,7 @@ __all__ = [
     "Commit",
     "ContractError",
     "ContractFailure",
+    "FlushError",
     "IngestError",
     "Lake",
     "MetalakeError",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -220,6 +220,26 @@ class DeltaStore:
         `key_may_exist=False` is for keys minted fresh by the caller (never used before): the look-up of the
         key, which replays the log since the last checkpoint, is then skipped on the first attempt.
         """
+        version, written = self.commit_parts(
+            spec, [(commit.idempotency_key, data)], commit, keys_may_exist=key_may_exist
+        )
+        return version, not written[0]
+
+    def commit_parts(
+        self,
+        spec: TableSpec,
+        parts: Sequence[tuple[str | None, pa.Table]],
+        commit: CommitInfo,
+        *,
+        keys_may_exist: bool = True,
+    ) -> tuple[int, list[bool]]:
+        """Append several batches, each with its own idempotency key (or None), in one atomic Delta commit.
+
+        This is group commit: the flushes of many runs land in one commit, and each keeps its own key (a Delta
+        app transaction), so a retried flush is still written once. Returns the version and, per part,
+        whether it was written (False: its key was already committed).
+        """
+        import pyarrow as pa
         from deltalake import CommitProperties, Transaction, write_deltalake
         from deltalake.exceptions import CommitFailedError, DeltaError
 
@@ -228,17 +248,21 @@ class DeltaStore:
             if table is None:
                 self.create(spec, commit)
                 continue
-            if (
-                commit.idempotency_key
-                and (key_may_exist or attempt > 0)
-                and table.transaction_version(_app_id(commit.idempotency_key)) is not None
-            ):
-                return table.version(), True
-            transactions = None
-            if commit.idempotency_key:
-                transactions = [
-                    Transaction(app_id=_app_id(commit.idempotency_key), version=time.time_ns() // 1000)
-                ]
+            check_keys = keys_may_exist or attempt > 0
+            written = [
+                not (key and check_keys and table.transaction_version(_app_id(key)) is not None)
+                for key, _ in parts
+            ]
+            if not any(written):
+                return table.version(), written
+            batches = [batch for (_, batch), write in zip(parts, written, strict=True) if write]
+            data = batches[0] if len(batches) == 1 else pa.concat_tables(batches)
+            stamp = time.time_ns() // 1000
+            transactions = [
+                Transaction(app_id=_app_id(key), version=stamp)
+                for (key, _), write in zip(parts, written, strict=True)
+                if key and write
+            ]
             evolve = set(spec.column_names) - {field.name for field in table.schema().fields}
             try:
                 write_deltalake(
@@ -247,7 +271,7 @@ class DeltaStore:
                     mode="append",
                     schema_mode="merge" if evolve else None,
                     commit_properties=CommitProperties(
-                        custom_metadata=commit.custom_metadata(), app_transactions=transactions
+                        custom_metadata=commit.custom_metadata(), app_transactions=transactions or None
                     ),
                     post_commithook_properties=_hooks(),
                 )
@@ -269,7 +293,7 @@ class DeltaStore:
             version = table.version()
             if version % COMPACT_EVERY == 0 and self.location.is_local:
                 self._compact(spec.name, commit.actor)
-            return version, False
+            return version, written
         raise MetalakeError(f"Could not commit to table {spec.name!r} after {COMMIT_ATTEMPTS} attempts.")
 
     def _compact(self, table: str, actor: str) -> None:

@@ -149,3 +149,9 @@ class IngestError(MetalakeError):
     """A file given to `metalake ingest` that cannot be read."""
 
     code = "ingest_error"
+
+
+class FlushError(MetalakeError):
+    """Queued run flushes could not be committed; they are retried at the next flush or wait, under their keys."""
+
+    code = "flush_error"

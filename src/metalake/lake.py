@@ -24,6 +24,7 @@ from metalake.errors import (
     StorageError,
     TableNotFound,
 )
+from metalake.group_commit import release_queue, settle_location
 from metalake.storage import Location, resolve
 
 if TYPE_CHECKING:
@@ -124,7 +125,11 @@ class Lake:
         return f"Lake({self.location.uri!r}{at})"
 
     def close(self) -> None:
-        """Release the SQL session (its DuckDB cursor); the lake can still be used and reopens one if needed."""
+        """Wait for queued run flushes, release the SQL session; the lake can still be used afterwards.
+
+        Raises FlushError if queued run flushes could not be committed.
+        """
+        release_queue(self)
         if self._sql is not None:
             self._sql.close()
             self._sql = None
@@ -204,24 +209,55 @@ class Lake:
         key_may_exist: bool = True,
     ) -> Commit:
         """`append`, plus what domain modules may know: that their idempotency key was never used before."""
+        rows = self._prepare(table, data, actor=actor)
+        version, written = self._commit_prepared(
+            table,
+            [(idempotency_key, rows)],
+            actor=actor,
+            reason=reason,
+            operation=operation,
+            keys_may_exist=key_may_exist,
+        )
+        return Commit(
+            table=table,
+            version=version,
+            rows=rows.num_rows if written[0] else 0,
+            operation=operation,
+            idempotency_key=idempotency_key,
+            deduplicated=not written[0],
+        )
+
+    def _prepare(self, table: str, data: Any, *, actor: str | None = None) -> pa.Table:
+        """The first half of an append: check the batch against the table's contract and cast it."""
         if self.moment is not None:
             raise ReadOnlyLakeError(
                 f"This lake is read-only: it shows the past ({self.moment.label}). "
                 "Write through the live lake returned by metalake.connect()."
             )
-        spec = self.spec(table)
-        who = actor or self.actor
-        rows = conform(spec, data, actor=who)
-        info = CommitInfo(actor=who, operation=operation, reason=reason, idempotency_key=idempotency_key)
-        version, deduplicated = self._store.commit(spec, rows, info, key_may_exist=key_may_exist)
-        return Commit(
-            table=table,
-            version=version,
-            rows=0 if deduplicated else rows.num_rows,
+        return conform(self.spec(table), data, actor=actor or self.actor)
+
+    def _commit_prepared(
+        self,
+        table: str,
+        parts: Sequence[tuple[str | None, pa.Table]],
+        *,
+        operation: str,
+        actor: str | None = None,
+        reason: str | None = None,
+        keys_may_exist: bool = True,
+    ) -> tuple[int, list[bool]]:
+        """The second half: batches that passed `_prepare`, each under its own idempotency key, in one commit.
+
+        Returns the new version and, per batch, whether it was written (False: its key was already used).
+        """
+        keys = [key for key, _ in parts if key]
+        info = CommitInfo(
+            actor=actor or self.actor,
             operation=operation,
-            idempotency_key=idempotency_key,
-            deduplicated=deduplicated,
+            reason=reason,
+            idempotency_key=" ".join(keys) if keys else None,
         )
+        return self._store.commit_parts(self.spec(table), parts, info, keys_may_exist=keys_may_exist)
 
     # -- reading --------------------------------------------------------------------------------------------
 
@@ -229,6 +265,7 @@ class Lake:
         """The table at this lake's moment; None when it did not exist then."""
         self.spec(table)
         if self.moment is None:
+            settle_location(self.location.uri)  # this process's queued run flushes first: read your writes
             return self._store.load(table)
         if table not in self._pinned:  # a moment never changes: open each table once
             if self.moment.versions is not None:
@@ -382,6 +419,7 @@ class Lake:
 
     def as_of(self, when: datetime | date | str) -> Lake:
         """A read-only lake at a moment: a datetime, an ISO-8601 string, or a snapshot name."""
+        settle_location(self.location.uri)
         moment = self._resolve_moment(when)
         return Lake(self.location, self.actor, self._specs, self._store, moment)
 
@@ -419,6 +457,7 @@ class Lake:
             raise ReadOnlyLakeError(
                 "Snapshots pin the present: take them on the live lake, not on lake.as_of(...)."
             )
+        settle_location(self.location.uri)
         self.check_snapshot_name(name)
         taken = self.read(SNAPSHOTS_TABLE, columns=["snapshot"], where=pl.col("snapshot") == name)
         if not taken.is_empty():

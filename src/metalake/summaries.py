@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import polars as pl
 
 
-def summarize_frame(points: pl.DataFrame) -> pl.DataFrame:
-    """One row per (run_id, key) of a batch of points: last value and step, min, max, sum and count."""
+def summarize_frame(points: pl.DataFrame, by: Sequence[str] = ("run_id", "key")) -> pl.DataFrame:
+    """One row per (run_id, key) of a batch of points (or per `by`): last value and step, min, max, sum, count."""
     import polars as pl
 
     return (
-        points.sort(["run_id", "key", "step", "timestamp"])
-        .group_by(["run_id", "key"], maintain_order=True)
+        points.sort([*by, "step", "timestamp"])
+        .group_by(list(by), maintain_order=True)
         .agg(
             pl.col("value").last().alias("last_value"),
             pl.col("step").last().alias("last_step"),

@@ -6,16 +6,15 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from metalake.errors import MetalakeError
+from metalake.group_commit import METRICS_TABLE, RUNS_TABLE, QueuedFlush, queue_for
 from metalake.run_context import run_context
 from metalake.run_search import RunDetails, current_state, latest_values, without_run_id
 from metalake.summaries import combine_summaries, summarize_frame
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
 
     from metalake.lake import Lake
 
-T = TypeVar("T")
 RunStatus = Literal["scheduled", "running", "finished", "failed", "killed"]
 RUN_STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
 FINAL_STATUSES = frozenset({"finished", "failed", "killed"})
@@ -76,37 +74,12 @@ class _MetricBuffer:
         return taken
 
 
-@dataclass
-class _PendingFlush:
-    """A flush's batches until they are committed; a failed flush is retried with the same keys."""
-
-    flush_id: str
-    facts: list[tuple[str, Any, str]]
-    events: list[dict[str, Any]]
-
-
-@cache
-def _committer() -> ThreadPoolExecutor:
-    """Threads that commit a flush's tables side by side (delta-rs releases the GIL while writing)."""
-    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="metalake-flush")
-
-
-def _capture(action: Callable[[T], None]) -> Callable[[T], BaseException | None]:
-    def run(item: T) -> BaseException | None:
-        try:
-            action(item)
-        except BaseException as error:  # re-raised by the caller once every table has been tried
-            return error
-        return None
-
-    return run
-
-
 class Run:
     """One training run: buffers params, tags, metrics, inputs and artifacts, and flushes them in batches.
 
-    A flush writes one commit per table that has new facts, then the run's event; each commit carries an
-    idempotency key derived from the run id and the flush number, so a retried flush never duplicates rows.
+    A flush hands the run's new facts and events to the lake's group-commit queue (metalake.group_commit),
+    which commits many runs' flushes together: facts first, run events last, each flush under its own
+    idempotency keys, so a retried flush never duplicates rows.
     """
 
     def __init__(
@@ -121,6 +94,7 @@ class Run:
         flush_every_points: int,
         flush_every_seconds: float,
         started: bool,
+        wait: bool = False,
     ):
         self.lake = lake
         self.run_id = run_id
@@ -141,7 +115,8 @@ class Run:
         self._inputs: list[dict[str, Any]] = []
         self._artifacts: list[dict[str, Any]] = []
         self._metrics = _MetricBuffer()
-        self._pending: _PendingFlush | None = None
+        self.wait_for_commits = wait
+        self._queued: list[QueuedFlush] = []
         self._ended = False
 
     def __repr__(self) -> str:
@@ -227,21 +202,30 @@ class Run:
         if len(self._metrics) >= self.flush_every_points or (
             time.monotonic() - self._last_flush >= self.flush_every_seconds
         ):
-            self.flush()
+            self._write(final_status=None, error=None, wait=self.wait_for_commits)
 
     def flush(self) -> None:
-        """Commit what is buffered: one commit per table with new facts, then the run's start event if new."""
-        self._write(final_status=None, error=None)
+        """Commit what is buffered now (one commit per table, with other runs' flushes) and wait for it."""
+        self._write(final_status=None, error=None, wait=True)
 
     def end(self, status: RunStatus = "finished", *, error: BaseException | None = None) -> None:
-        """Flush the last facts, then record the final status (and the error, if any) with the end time."""
+        """Flush the last facts, then record the final status (and the error, if any) with the end time.
+
+        The commit happens in the background unless the run was started with `wait=True`; `run.wait()`,
+        `lake.runs.wait()`, any read of this lake in this process, and the interpreter's exit wait for it.
+        """
         if status not in FINAL_STATUSES:
             raise RunError(f"A run ends as one of {sorted(FINAL_STATUSES)}, not {status!r}.")
         if self._ended:
             return
-        self._write(final_status=status, error=error)
+        self._write(final_status=status, error=error, wait=self.wait_for_commits)
         self.status = status
         self._ended = True
+
+    def wait(self) -> None:
+        """Wait until this run's flushes are committed; raises FlushError if one could not be."""
+        queued, self._queued = self._queued, []
+        queue_for(self.lake).wait(queued)
 
     def __enter__(self) -> Run:
         return self
@@ -256,65 +240,43 @@ class Run:
         else:
             self.end("failed", error=error)
 
-    def _write(self, *, final_status: RunStatus | None, error: BaseException | None) -> None:
-        if self._pending is not None:
-            self._commit_pending(first_attempt=False)  # an earlier flush that failed, with its same keys
+    def _write(self, *, final_status: RunStatus | None, error: BaseException | None, wait: bool) -> None:
         self._flush_sequence += 1
         flush_id = f"{self.run_id}:{self._session}:{self._flush_sequence}"
-        facts = [(table, data, f"{flush_id}:{table}") for table, data in self._fact_batches(flush_id)]
+        tables, points = self._fact_batches()
         events = self._run_events(final_status, error, flush_id)
-        self._pending = _PendingFlush(flush_id, facts, events)
-        self._commit_pending(first_attempt=True)
         self._last_flush = time.monotonic()
-
-    def _commit_pending(self, *, first_attempt: bool) -> None:
-        """Facts in parallel (one commit per table), then the run event; what failed stays pending."""
-        pending = self._pending
-        assert pending is not None
-        # Keys of a first attempt were minted just now, so they cannot exist yet: skip their look-up.
-        may_exist = not first_attempt
-
-        def commit_fact(fact: tuple[str, Any, str]) -> None:
-            table, data, key = fact
-            self.lake._append(table, data, idempotency_key=key, operation="log_run", key_may_exist=may_exist)
-
-        outcomes = list(_committer().map(_capture(commit_fact), pending.facts))
-        failures = [outcome for outcome in outcomes if outcome is not None]
-        pending.facts = [
-            fact for fact, outcome in zip(pending.facts, outcomes, strict=True) if outcome is not None
-        ]
-        if failures:
-            raise failures[0]
-        if pending.events:
-            self.lake._append(
-                "runs",
-                pending.events,
-                idempotency_key=f"{pending.flush_id}:runs",
-                operation="log_run",
-                key_may_exist=may_exist,
-            )
+        if events:
+            tables[RUNS_TABLE] = events
             self._start_recorded = True
-        self._pending = None
+        if not tables:
+            return
+        flush = QueuedFlush(flush_id, self.run_id, tables, points)
+        queue = queue_for(self.lake)
+        queue.submit(flush)
+        self._queued = [queued for queued in self._queued if not queued.done.is_set()] + [flush]
+        if wait:
+            self.wait()
 
-    def _fact_batches(self, flush_id: str) -> list[tuple[str, Any]]:
-        batches: list[tuple[str, Any]] = []
+    def _fact_batches(self) -> tuple[dict[str, Any], int]:
+        """The buffered facts by table (emptying the buffers), and how many metric points they hold."""
+        batches: dict[str, Any] = {}
         if self._params:
-            batches.append(("params", _key_values(self.run_id, self._params)))
+            batches["params"] = _key_values(self.run_id, self._params)
             self._params = {}
         if self._tags:
-            batches.append(("run_tags", _key_values(self.run_id, self._tags)))
+            batches["run_tags"] = _key_values(self.run_id, self._tags)
             self._tags = {}
         if self._inputs:
-            batches.append(("run_inputs", [{"run_id": self.run_id, **row} for row in self._inputs]))
+            batches["run_inputs"] = [{"run_id": self.run_id, **row} for row in self._inputs]
             self._inputs = []
         if self._artifacts:
-            batches.append(("artifacts", [{"run_id": self.run_id, **row} for row in self._artifacts]))
+            batches["artifacts"] = [{"run_id": self.run_id, **row} for row in self._artifacts]
             self._artifacts = []
-        if len(self._metrics):
-            points = _metric_table(self.run_id, self._metrics.take())
-            batches.append(("metrics", points))
-            batches.append(("metric_summaries", summarize_points(points, flush_id)))
-        return batches
+        points = len(self._metrics)
+        if points:
+            batches[METRICS_TABLE] = _metric_table(self.run_id, self._metrics.take())
+        return batches, points
 
     def _run_events(
         self, final_status: RunStatus | None, error: BaseException | None, flush_id: str
@@ -405,11 +367,15 @@ class Runs:
         run_id: str | None = None,
         flush_every_points: int = DEFAULT_FLUSH_POINTS,
         flush_every_seconds: float = DEFAULT_FLUSH_SECONDS,
+        wait: bool = False,
     ) -> Run:
         """Start a run; use it as a context manager so that its status is recorded however the block ends.
 
         Facts are buffered and flushed every `flush_every_points` metric points or `flush_every_seconds`
         seconds (checked as you log), and at the end. The run appears in `runs_current` at its first flush.
+        Flushes are committed in the background, many runs per Delta commit (group commit); reads of this
+        lake in this process, `lake.runs.wait()` and the interpreter's exit wait for them. With `wait=True`,
+        each flush and `end()` return only once committed, and raise there if the commit fails.
         """
         if not experiment:
             raise RunError("A run needs an experiment name, e.g. lake.runs.start(experiment='churn').")
@@ -425,6 +391,7 @@ class Runs:
             flush_every_points=flush_every_points,
             flush_every_seconds=flush_every_seconds,
             started=False,
+            wait=wait,
         )
         if tags:
             run.set_tags(tags)
@@ -436,6 +403,7 @@ class Runs:
         *,
         flush_every_points: int = DEFAULT_FLUSH_POINTS,
         flush_every_seconds: float = DEFAULT_FLUSH_SECONDS,
+        wait: bool = False,
     ) -> Run:
         """Continue logging into an existing run (e.g. a job restarted from a checkpoint)."""
         current = self._lake.sql(
@@ -455,7 +423,16 @@ class Runs:
             flush_every_points=flush_every_points,
             flush_every_seconds=flush_every_seconds,
             started=True,
+            wait=wait,
         )
+
+    def wait(self) -> None:
+        """Wait until every run flush queued in this lake is committed.
+
+        Raises FlushError naming the runs whose flushes could not be committed (after retries), including
+        failures of earlier flushes that nobody waited for.
+        """
+        queue_for(self._lake).wait()
 
     def search(
         self,
