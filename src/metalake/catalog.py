@@ -23,7 +23,7 @@ COLUMN_TYPES: frozenset[str] = frozenset(get_args(ColumnType))
 CheckName = Literal["ge", "gt", "le", "lt", "isin", "str_length", "str_matches"]
 CHECK_NAMES: frozenset[str] = frozenset(get_args(CheckName))
 
-TABLE_KEYS = frozenset({"name", "description", "primary_key", "partition_by", "columns"})
+TABLE_KEYS = frozenset({"name", "description", "primary_key", "partition_by", "cluster_by", "columns"})
 COLUMN_KEYS = frozenset({"name", "type", "nullable", "description", "checks"})
 
 RECORDED_AT = "recorded_at"
@@ -50,6 +50,8 @@ class TableSpec:
     columns: tuple[ColumnSpec, ...]
     primary_key: tuple[str, ...] = ()
     partition_by: tuple[str, ...] = ()
+    # Columns that `maintain` sorts the table's files by (Z-order), so filters on them skip most row groups.
+    cluster_by: tuple[str, ...] = ()
     source: str = ""
 
     @property
@@ -91,6 +93,7 @@ class TableSpec:
             columns=tuple(ColumnSpec(**column) for column in payload["columns"]),
             primary_key=tuple(payload["primary_key"]),
             partition_by=tuple(payload["partition_by"]),
+            cluster_by=tuple(payload.get("cluster_by", ())),
             source=source,
         )
 
@@ -145,7 +148,12 @@ def parse_spec(document: Mapping[str, Any], source: str) -> TableSpec:
         raise SpecError(f"{source}: {sorted(reserved)} are added to every table by metalake; remove them.")
     primary_key = tuple(document.get("primary_key") or ())
     partition_by = tuple(document.get("partition_by") or ())
-    for label, keys in (("primary_key", primary_key), ("partition_by", partition_by)):
+    cluster_by = tuple(document.get("cluster_by") or ())
+    for label, keys in (
+        ("primary_key", primary_key),
+        ("partition_by", partition_by),
+        ("cluster_by", cluster_by),
+    ):
         missing = [key for key in keys if key not in names]
         if missing:
             raise SpecError(f"{source}: {label} names unknown column(s) {missing} in table {name!r}.")
@@ -155,6 +163,7 @@ def parse_spec(document: Mapping[str, Any], source: str) -> TableSpec:
         columns=(*columns, *AUDIT_COLUMNS),
         primary_key=primary_key,
         partition_by=partition_by,
+        cluster_by=cluster_by,
         source=source,
     )
 

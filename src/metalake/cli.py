@@ -412,6 +412,49 @@ def snapshots(ctx: typer.Context) -> None:
     console.print(frame_table(frame, title="Snapshots"))
 
 
+# -- maintenance --------------------------------------------------------------------------------------------
+
+
+@app.command()
+@reports_errors
+def maintain(
+    ctx: typer.Context,
+    table: Annotated[
+        list[str] | None, typer.Option("--table", "-t", help="Only this table (repeat for several).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be done; change nothing.")
+    ] = False,
+) -> None:
+    """Rewrite tables for fast reads: sort metrics by run (cluster_by), merge small files, checkpoint.
+
+    Writers may keep appending while it runs. On object stores, run it from one job at a time. Tables whose
+    last commit is already a maintenance commit are left alone.
+
+    Example: metalake maintain --dry-run
+    """
+    from metalake.cli_output import stdout_console
+
+    lake = cli_state(ctx).connect()
+    results = lake.maintain(tables=table, dry_run=dry_run)
+    from rich.table import Table
+
+    console = stdout_console()
+    view = Table(title="Maintenance (dry run)" if dry_run else "Maintenance")
+    for column in ("table", "action", "files before", "files after", "seconds"):
+        view.add_column(column, justify="right" if column.startswith(("files", "sec")) else "left")
+    empty = 0
+    for result in results:
+        if result.files_before == 0:
+            empty += 1
+            continue
+        after = "" if dry_run else str(result.files_after)
+        view.add_row(result.table, result.action, str(result.files_before), after, f"{result.seconds:.2f}")
+    console.print(view)
+    if empty:
+        console.print(f"{empty} table(s) without data files left out.")
+
+
 # -- demo ---------------------------------------------------------------------------------------------------
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,20 @@ COMPACT_EVERY = 20
 COMPACT_TARGET_BYTES = 1024 * 1024
 COMPACTION_LOCK = "_metalake_compaction.lock"
 LOG_CLOCK_SLACK_NS = 100_000_000
+MAINTENANCE_OPERATIONS = frozenset({"maintain", "cluster"})  # auto-compaction ("compact") is not one
+CLUSTERED_ROW_GROUP_ROWS = 16_384
+
+
+@dataclass(frozen=True)
+class TableMaintenance:
+    """What `maintain` did to one table (or would do, in a dry run)."""
+
+    table: str
+    action: str
+    files_before: int
+    files_after: int
+    version: int | None
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,12 @@ def _hooks() -> Any:
     # Checkpoints keep loading fast; the expired-log cleanup lists and stats the whole _delta_log on every
     # commit (the main cost of committing to an old table), and the log is the audit trail anyway.
     return PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+
+
+def _commit_properties(actor: str, operation: str) -> Any:
+    from deltalake import CommitProperties
+
+    return CommitProperties(custom_metadata=CommitInfo(actor=actor, operation=operation).custom_metadata())
 
 
 def _app_id(idempotency_key: str) -> str:
@@ -303,32 +324,93 @@ class DeltaStore:
         process compacts at a time (an exclusive lock file), and it plans on the state it reloads under the
         lock. Object stores have no such lock: there, compaction is left to a single maintenance job.
         """
-        import fcntl
-
-        from deltalake import CommitProperties
         from deltalake.exceptions import DeltaError
 
-        lock_path = Path(self.location.table_uri(table)) / COMPACTION_LOCK
-        with open(lock_path, "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with self._compaction_lock(table, wait=False) as locked:
+            if not locked:
                 return  # another process is compacting this table right now
+            loaded = self.load(table)
+            if loaded is None:
+                return
             try:
-                loaded = self.load(table)
-                if loaded is None:
-                    return
                 loaded.optimize.compact(
                     target_size=COMPACT_TARGET_BYTES,
-                    commit_properties=CommitProperties(
-                        custom_metadata=CommitInfo(actor=actor, operation="compact").custom_metadata()
-                    ),
+                    commit_properties=_commit_properties(actor, "compact"),
                     post_commithook_properties=_hooks(),
                 )
             except (DeltaError, OSError):
                 return
+
+    @contextmanager
+    def _compaction_lock(self, table: str, *, wait: bool) -> Iterator[bool]:
+        """One compacting process per table on local disk (an flock on a file in the table folder)."""
+        if not self.location.is_local:
+            yield True
+            return
+        import fcntl
+
+        lock_path = Path(self.location.table_uri(table)) / COMPACTION_LOCK
+        with open(lock_path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def maintain(self, spec: TableSpec, actor: str, *, dry_run: bool = False) -> TableMaintenance:
+        """Rewrite a table for fast reads: Z-order by its `cluster_by` columns (else compact), then checkpoint.
+
+        A table whose latest commit is already a maintenance commit is left alone. Row groups of clustered
+        tables are kept small so that filters on the clustering columns skip most of them.
+        """
+        from deltalake import WriterProperties
+        from deltalake.exceptions import DeltaError
+
+        started = time.perf_counter()
+        with self._compaction_lock(spec.name, wait=True):
+            table = self.load(spec.name)
+            if table is None:
+                return TableMaintenance(spec.name, "missing", 0, 0, None, 0.0)
+            files = len(table.file_uris())
+            latest = self.history(spec.name)[0]
+            if latest["operation"] in MAINTENANCE_OPERATIONS or files == 0:
+                action = "up to date"
+            elif spec.cluster_by:
+                action = f"cluster by {', '.join(spec.cluster_by)}"
+            elif files > 1:
+                action = "compact"
+            else:
+                action = "up to date"
+            if dry_run or action == "up to date":
+                return TableMaintenance(spec.name, action, files, files, table.version(), 0.0)
+            try:
+                if spec.cluster_by:
+                    table.optimize.z_order(
+                        list(spec.cluster_by),
+                        writer_properties=WriterProperties(max_row_group_size=CLUSTERED_ROW_GROUP_ROWS),
+                        commit_properties=_commit_properties(actor, "cluster"),
+                        post_commithook_properties=_hooks(),
+                    )
+                else:
+                    table.optimize.compact(
+                        commit_properties=_commit_properties(actor, "maintain"),
+                        post_commithook_properties=_hooks(),
+                    )
+                table.create_checkpoint()
+            except (DeltaError, OSError) as error:
+                raise storage_error(self.location, f"maintain table {spec.name!r}", error) from error
+            return TableMaintenance(
+                spec.name,
+                action,
+                files,
+                len(table.file_uris()),
+                table.version(),
+                time.perf_counter() - started,
+            )
 
     def history(self, table: str, up_to_version: int | None = None) -> list[dict[str, Any]]:
         """Commit records, newest first, as plain dicts with metalake's metadata unpacked.
@@ -388,4 +470,4 @@ def _backoff(attempt: int) -> None:
     time.sleep(min(1.0, 0.01 * (2**attempt)) * (0.5 + random.random()))
 
 
-__all__ = ["CommitInfo", "DeltaStore", "StorageError"]
+__all__ = ["CommitInfo", "DeltaStore", "StorageError", "TableMaintenance"]

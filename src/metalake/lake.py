@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from metalake.catalog import TableSpec
 from metalake.catalog_store import CATALOG_TABLE, sync_catalog
 from metalake.contracts import conform
-from metalake.delta import EVOLVED_PROPERTY, CommitInfo, DeltaStore
+from metalake.delta import EVOLVED_PROPERTY, CommitInfo, DeltaStore, TableMaintenance
 from metalake.errors import (
     MetalakeError,
     QueryError,
@@ -491,6 +491,21 @@ class Lake:
                 f"{name!r} is not a valid snapshot name: start with a letter or digit, then letters, digits, "
                 f"'.', '_' or '-' (pattern {pattern})."
             )
+
+    def maintain(
+        self, *, tables: Sequence[str] | None = None, dry_run: bool = False
+    ) -> list[TableMaintenance]:
+        """Rewrite tables for fast reads: cluster those with `cluster_by` (metrics by run), compact the rest.
+
+        Run it from one job at a time on object stores (on local disk a lock file serializes it). Writers may
+        keep appending meanwhile. `dry_run=True` only reports what would be done.
+        """
+        if self.moment is not None:
+            raise ReadOnlyLakeError("Maintenance rewrites the present: run it on the live lake.")
+        settle_location(self.location.uri)
+        names = list(tables) if tables is not None else sorted(self._specs)
+        specs = [self.spec(name) for name in names]
+        return [self._store.maintain(spec, self.actor, dry_run=dry_run) for spec in specs]
 
     def version(self, table: str) -> int | None:
         """The table's version at this lake's moment (None when it did not exist then)."""
