@@ -14,6 +14,8 @@
 --   name         its name
 --   value        its last value of the metric
 --   runs         how many finished runs logged the metric
+--
+-- metalake: materialize
 WITH run_states AS (
     -- runs_current's few columns this view needs, without computing the others
     SELECT

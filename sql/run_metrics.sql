@@ -13,6 +13,8 @@
 --   max_value   largest value
 --   mean_value  mean of the values
 --   count       number of points
+--
+-- metalake: materialize
 SELECT
     run_id,
     "key",

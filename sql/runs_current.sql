@@ -23,6 +23,8 @@
 --   last_event_time  event_time of the latest event
 --   recorded_at      when the latest event was recorded
 --   recorded_by      who recorded the latest event
+--
+-- metalake: materialize
 SELECT
     run_id,
     arg_max(experiment, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS experiment,

@@ -10,6 +10,8 @@
 --   params         MAP(VARCHAR, VARCHAR): the run's params
 --   tags           MAP(VARCHAR, VARCHAR): the run's tags (latest value per key)
 --   metrics        MAP(VARCHAR, DOUBLE): the last value of each metric (see run_metrics)
+--
+-- metalake: materialize
 WITH run_params AS (
     SELECT run_id, map_from_entries(list({'k': "key", 'v': "value"} ORDER BY "key")) AS params
     FROM (SELECT run_id, "key", arg_max("value", recorded_at) AS "value" FROM params GROUP BY run_id, "key")

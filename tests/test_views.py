@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
+import metalake
 from metalake.errors import ViewError
 from metalake.sql import SqlSession, bundled_views, load_views, view_order
 
@@ -55,3 +57,35 @@ def test_an_empty_view_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty.sql").write_text("  \n")
     with pytest.raises(ViewError, match=r"empty\.sql"):
         load_views(tmp_path)
+
+
+def test_a_materialized_view_is_recomputed_when_a_table_it_reads_changes(tmp_path: Path) -> None:
+    (tmp_path / "total.sql").write_text(
+        "-- total: the sum of n.\n--\n-- metalake: materialize\nSELECT sum(n) AS s FROM numbers\n"
+    )
+    (tmp_path / "doubled.sql").write_text("-- doubled: twice the total.\nSELECT s * 2 AS d FROM total\n")
+    state = {"version": 1, "rows": pa.table({"n": [1, 2, 3]})}
+    session = SqlSession(
+        ["numbers"],
+        lambda table: (state["version"], lambda: state["rows"]),
+        lambda: pa.table({"x": [1]}),
+        load_views(tmp_path),
+    )
+    views = load_views(tmp_path)
+    assert views["total"].materialized and not views["doubled"].materialized
+    assert "materialize" not in views["total"].documentation
+    assert session.query("select d from doubled").fetchall() == [(12,)]
+    state["rows"] = pa.table({"n": [10, 20]})  # same version: the stored result stands
+    assert session.query("select s from total").fetchall() == [(6,)]
+    state["version"] = 2  # a new version: recomputed, and views over it follow
+    assert session.query("select s from total").fetchall() == [(30,)]
+    assert session.query("select d from doubled").fetchall() == [(60,)]
+
+
+def test_the_leaderboard_follows_new_runs(lake: metalake.Lake) -> None:
+    for value in (0.5, 0.7):
+        with lake.runs.start(experiment="e", name=f"v{value}") as run:
+            run.log_metric("auc", value)
+        best = lake.sql("select name, value from leaderboard where metric = 'auc' and direction = 'max'")
+        assert best.fetchall() == [(f"v{value}", value)]
+    assert lake.as_of(datetime.now(UTC)).sql("select count(*) from leaderboard").fetchall() == [(2,)]

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 COMMITS_RELATION = "lake_commits"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+# A view file whose header has this line is materialized: computed once per set of table versions it reads.
+MATERIALIZE_DIRECTIVE = "-- metalake: materialize"
 _CATALOG_WIDE = re.compile(
     r"\b(information_schema|duckdb_tables|duckdb_views|show\s+tables|show\s+all)\b", re.I
 )
@@ -34,13 +36,24 @@ class ViewDefinition:
     select: str
 
     @property
-    def documentation(self) -> str:
+    def header(self) -> list[str]:
         lines = []
-        for line in self.path.read_text().splitlines():
+        for line in self.select.splitlines():
             if not line.startswith("--"):
                 break
-            lines.append(line[2:].strip())
-        return "\n".join(lines).strip()
+            lines.append(line)
+        return lines
+
+    @property
+    def documentation(self) -> str:
+        return "\n".join(
+            line[2:].strip() for line in self.header if line.strip() != MATERIALIZE_DIRECTIVE
+        ).strip()
+
+    @property
+    def materialized(self) -> bool:
+        """Whether queries read a stored result, recomputed when a table it reads has a new version."""
+        return any(line.strip() == MATERIALIZE_DIRECTIVE for line in self.header)
 
 
 @cache
@@ -136,6 +149,7 @@ class SqlSession:
         self._commits = commits
         self._registered: dict[str, object] = {}
         self._created_views: set[str] = set()
+        self._materialized_at: dict[str, tuple[tuple[str, object], ...]] = {}
 
     @property
     def names(self) -> list[str]:
@@ -198,14 +212,35 @@ class SqlSession:
     def _create_view(self, name: str) -> None:
         import duckdb
 
-        if name in self._created_views:
-            return
         view = self.views[name]
+        tokens = self._table_tokens(name) if view.materialized else None
+        if name in self._created_views and (tokens is None or self._materialized_at.get(name) == tokens):
+            return
         try:
-            self.connection.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS {view.select}')
+            if tokens is None:
+                self.connection.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS {view.select}')
+            else:
+                # The definition under a private name, its result in a temp table, the view over that table.
+                self.connection.execute(f'CREATE OR REPLACE TEMP VIEW "__{name}_definition" AS {view.select}')
+                self.connection.execute(
+                    f'CREATE OR REPLACE TEMP TABLE "__{name}_result" AS SELECT * FROM "__{name}_definition"'
+                )
+                self.connection.execute(
+                    f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT * FROM "__{name}_result"'
+                )
+                self._materialized_at[name] = tokens
         except duckdb.Error as error:
             raise ViewError(f"View {name!r} in {view.path} cannot be created: {error}") from error
         self._created_views.add(name)
+
+    def _table_tokens(self, view: str) -> tuple[tuple[str, object], ...] | None:
+        """The versions of every table a view reads (through other views too); None if one has no version."""
+        tables: set[str] = set()
+        for name in view_order(self.views, [view]):
+            tables |= referenced_names(self.views[name].select, [*self.tables, COMMITS_RELATION])
+        if COMMITS_RELATION in tables:
+            return None  # rebuilt on every query: nothing to key a stored result on
+        return tuple((table, self._registered.get(table)) for table in sorted(tables))
 
     def _explain(self, error: Exception) -> str:
         message = str(error).strip()
