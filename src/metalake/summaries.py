@@ -10,21 +10,28 @@ if TYPE_CHECKING:
 
 
 def summarize_frame(points: pl.DataFrame, by: Sequence[str] = ("run_id", "key")) -> pl.DataFrame:
-    """One row per (run_id, key) of a batch of points (or per `by`): last value and step, min, max, sum, count."""
+    """One row per (run_id, key) of a batch of points (or per `by`): last value and step, min, max, sum, count.
+
+    "Last" is the point with the greatest (step, timestamp); each group is ordered on its own, which is several
+    times cheaper than sorting the whole batch.
+    """
     import polars as pl
 
+    order = ["step", "timestamp"]
     return (
-        points.sort([*by, "step", "timestamp"])
-        .group_by(list(by), maintain_order=True)
+        points.lazy()
+        .group_by(list(by))
         .agg(
-            pl.col("value").last().alias("last_value"),
-            pl.col("step").last().alias("last_step"),
-            pl.col("timestamp").last().alias("last_timestamp"),
+            pl.col("value").sort_by(order, maintain_order=True).last().alias("last_value"),
+            pl.col("step").sort_by(order, maintain_order=True).last().alias("last_step"),
+            pl.col("timestamp").sort_by(order, maintain_order=True).last().alias("last_timestamp"),
             pl.col("value").min().alias("min_value"),
             pl.col("value").max().alias("max_value"),
             pl.col("value").sum().alias("sum_value"),
             pl.len().cast(pl.Int64).alias("count"),
         )
+        .sort(list(by))
+        .collect()
     )
 
 
