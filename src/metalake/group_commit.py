@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 RUNS_TABLE = "runs"
 METRICS_TABLE = "metrics"
 SUMMARIES_TABLE = "metric_summaries"
-MAX_QUEUED_POINTS = 500_000  # a producer that outpaces the committer waits beyond this many queued points
+MAX_QUEUED_POINTS = 200_000  # a producer that outpaces the committer waits beyond this many queued points
 COMMIT_ATTEMPTS = 4
 IDLE_SECONDS = 2.0  # the committer thread ends after this long with nothing to do (restarted on demand)
 
