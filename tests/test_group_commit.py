@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -124,3 +125,29 @@ def test_close_waits_for_queued_flushes(lake: metalake.Lake, lake_path: Path) ->
     lake.close()
     assert not any(queue.busy for queue in group_commit._QUEUES.values())
     assert metalake.connect(lake_path).read("runs").height == 6
+
+
+def test_a_flush_that_breaks_its_group_is_committed_apart_from_it(
+    lake: metalake.Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(group_commit, "COMMIT_ATTEMPTS", 2)
+    poisoned: list[str] = []
+    original = metalake.Lake._commit_prepared
+
+    def refuses_one_run(self: metalake.Lake, table: str, parts: Any, **kw: Any) -> tuple[int, list[bool]]:
+        if any(key and key.startswith(tuple(poisoned)) for key, _ in parts):
+            raise OSError("this run's rows break the store")
+        return original(self, table, parts, **kw)
+
+    monkeypatch.setattr(metalake.Lake, "_commit_prepared", refuses_one_run)
+    queue = group_commit.queue_for(lake)
+    with queue._changed:  # hold the committer so that the runs below land in one group
+        good = log_sweep(lake, 2)
+        bad = lake.runs.start(experiment="sweep", name="poison")
+        poisoned.append(bad.run_id)
+        bad.log_metric("loss", 1.0)
+        bad.end()
+        good += log_sweep(lake, 2)
+    with pytest.raises(FlushError, match=bad.run_id):
+        lake.runs.wait()
+    assert set(lake.sql("select run_id from runs_current").pl()["run_id"]) == set(good)

@@ -149,18 +149,31 @@ class FlushQueue:
                 flush.done.set()
 
     def _commit_with_retries(self, group: list[QueuedFlush]) -> None:
-        for attempt in range(COMMIT_ATTEMPTS):
+        """The group, retried; if it keeps failing, each flush once on its own, so one bad flush fails alone."""
+        error = self._attempt(group, COMMIT_ATTEMPTS)
+        if error is None:
+            return
+        if len(group) == 1:
+            group[0].error = group[0].error or error
+            return
+        for flush in group:
+            alone = self._attempt([flush], 1)
+            if alone is not None:
+                flush.error = flush.error or alone
+
+    def _attempt(self, group: list[QueuedFlush], attempts: int) -> Exception | None:
+        """Commit the group's flushes (those not refused yet); returns the last error if every attempt failed."""
+        for attempt in range(attempts):
             try:
                 self._commit_group([flush for flush in group if flush.error is None])
-                return
+                return None
             except Exception as error:  # storage trouble: the whole group again, keys make it safe
                 for flush in group:
                     flush.attempts += 1
-                if attempt == COMMIT_ATTEMPTS - 1:
-                    for flush in group:
-                        flush.error = flush.error or error
-                    return
+                if attempt == attempts - 1:
+                    return error
                 time.sleep(0.1 * 2**attempt)
+        return None
 
     def _commit_group(self, group: list[QueuedFlush]) -> None:
         """Contracts for every table first (a refused flush drops out whole), then facts, then run events."""
