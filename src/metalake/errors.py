@@ -155,3 +155,52 @@ class FlushError(MetalakeError):
     """Queued run flushes could not be committed; they are retried at the next flush or wait, under their keys."""
 
     code = "flush_error"
+
+
+class RegistryError(MetalakeError, ValueError):
+    """A registry operation that cannot be done as asked (unknown run, bad stage, alias, ...)."""
+
+    code = "registry_error"
+
+
+class ModelNotFound(MetalakeError, KeyError):
+    """No such model, version or alias in the registry."""
+
+    code = "model_not_found"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class PolicyError(MetalakeError, ValueError):
+    """A governance policy file that cannot be used (unknown stage or rule, bad value)."""
+
+    code = "invalid_policy"
+
+
+@dataclass(frozen=True)
+class RuleFailure:
+    """One governance rule that a stage transition breaks, and why."""
+
+    rule: str
+    reason: str
+
+
+class PolicyViolation(MetalakeError):
+    """A stage transition breaks governance rules; nothing was written."""
+
+    code = "policy_violation"
+
+    def __init__(self, model: str, version: int, stage: str, failures: Sequence[RuleFailure], hint: str = ""):
+        self.model, self.version, self.stage = model, version, stage
+        self.failures = list(failures)
+        lines = [
+            f"Refused: moving {model} version {version} to {stage!r} breaks {len(self.failures)} policy rule(s):"
+        ]
+        lines += [f"  - {failure.rule}: {failure.reason}" for failure in self.failures]
+        lines.append(hint or "Nothing was written. Fix what the rules ask for, then try again.")
+        super().__init__("\n".join(lines))
+
+    @property
+    def rules(self) -> list[str]:
+        return [failure.rule for failure in self.failures]

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
 
+    from metalake.governance import Policy
+    from metalake.registry import Registry
     from metalake.run_search import TableCache
     from metalake.sql import SqlSession
     from metalake.tracking import Runs
@@ -119,6 +121,7 @@ class Lake:
         self._sql: SqlSession | None = None
         self._cache: TableCache | None = None
         self._pinned: dict[str, DeltaTable | None] = {}
+        self._registry_policy: Policy | None = None  # set by lake.registry.use_policy
 
     def __repr__(self) -> str:
         at = f", as_of={self.moment.label!r}" if self.moment else ""
@@ -162,6 +165,13 @@ class Lake:
         from metalake.tracking import Runs
 
         return Runs(self)
+
+    @property
+    def registry(self) -> Registry:
+        """Model registry: `lake.registry.register(...)`, `transition`, `set_alias`, `get`, `versions`, `at`."""
+        from metalake.registry import Registry
+
+        return Registry(self)
 
     # -- catalog --------------------------------------------------------------------------------------------
 
