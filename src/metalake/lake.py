@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
 
+    from metalake.datasets import Datasets
+    from metalake.quality import Quality
     from metalake.run_search import TableCache
     from metalake.sql import SqlSession
     from metalake.tracking import Runs
@@ -157,6 +159,20 @@ class Lake:
         from metalake.tracking import Runs
 
         return Runs(self)
+
+    @property
+    def datasets(self) -> Datasets:
+        """Datasets and their versions: `lake.datasets.register(name, path)`, `get`, `list`, `history`, `diff`."""
+        from metalake.datasets import Datasets
+
+        return Datasets(self)
+
+    @property
+    def quality(self) -> Quality:
+        """Data quality: `lake.quality.validate(name, suite=...)` with Great Expectations or pandera."""
+        from metalake.quality import Quality
+
+        return Quality(self)
 
     # -- catalog --------------------------------------------------------------------------------------------
 
