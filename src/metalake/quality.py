@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from metalake.errors import DatasetNotFound, SuiteError
+from metalake.errors import SuiteError
 from metalake.quality_suites import COLUMN_KWARGS, Suite, import_gx, load_suite
 
 if TYPE_CHECKING:
@@ -190,8 +190,10 @@ class Quality:
         """The latest validation of a dataset and its results; DatasetNotFound when it was never validated."""
         recent = self.validations(name, limit=1)
         if recent.is_empty():
-            raise DatasetNotFound(
-                name, self._lake.read("dq_validations", columns=["dataset"])["dataset"].unique()
+            self._lake.datasets.get(name)  # DatasetNotFound when the dataset itself is unknown
+            raise DatasetError(
+                f"Dataset {name!r} has not been validated yet: "
+                f"run `metalake quality validate {name} --suite FILE`."
             )
         header = recent.row(0, named=True)
         return header, self.results(header["validation_id"])
