@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from metalake.errors import SuiteError
+from metalake.errors import DatasetError, SuiteError
 from metalake.quality_suites import COLUMN_KWARGS, Suite, import_gx, load_suite
 
 if TYPE_CHECKING:
