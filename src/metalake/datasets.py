@@ -343,12 +343,27 @@ class Datasets:
         from an in-memory frame needs that frame again as `data`.
         """
         dataset_version = self.get(name, version)
+        return dataset_version, self.frame_of(
+            dataset_version, columns=columns, data=data, storage_options=storage_options
+        )
+
+    def frame_of(
+        self,
+        dataset_version: DatasetVersion,
+        *,
+        columns: Sequence[str] | None = None,
+        data: Any = None,
+        storage_options: Mapping[str, str] | None = None,
+    ) -> pd.DataFrame:
+        """`to_pandas` for a version already looked up. Read through Arrow: much faster than row conversion."""
         source = self._source_of(dataset_version, data, storage_options)
         available = set(dataset_version.columns)
         wanted = None if columns is None else [c for c in dict.fromkeys(columns) if c in available]
         with source_relation(source) as (connection, _):
-            frame = connection.sql(source.read_sql(wanted or None)).df()
-        return dataset_version, frame
+            result = connection.sql(source.read_sql(wanted or None)).arrow()
+            table = result.read_all() if hasattr(result, "read_all") else result
+        frame: pd.DataFrame = table.to_pandas()
+        return frame
 
     def _source_of(
         self, dataset_version: DatasetVersion, data: Any, storage_options: Mapping[str, str] | None

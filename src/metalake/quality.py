@@ -109,7 +109,7 @@ class Quality:
         datasets = self._lake.datasets
         dataset_version = datasets.get(name, version)
         columns = loaded.needed_columns(dataset_version.columns)
-        dataset_version, frame = datasets.to_pandas(name, dataset_version.version, columns=columns, data=data)
+        frame = datasets.frame_of(dataset_version, columns=columns, data=data)
         validated_at = datetime.now(UTC)
         if loaded.engine == "great_expectations":
             results, engine_version = run_great_expectations(loaded, frame)
