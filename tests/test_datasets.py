@@ -6,6 +6,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import polars as pl
@@ -292,3 +293,26 @@ def test_changed_files_are_not_read_as_an_old_version(lake: metalake.Lake, tmp_p
     frame_version = lake.datasets.register("m", pl.DataFrame({"id": [1]}))
     with pytest.raises(DatasetError, match="registered from an in-memory frame"):
         lake.datasets.to_pandas("m", frame_version.version)
+
+
+def test_object_store_files_are_read_through_pyarrow(
+    lake: metalake.Lake, s3_server: Any, tmp_path: Path
+) -> None:
+    import boto3
+
+    bucket = s3_server.create_bucket()
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    local = write_parquet(tmp_path / "x.parquet", id=[1, 2, 3])
+    client.upload_file(str(local), bucket, "data/part-0.parquet")
+    uri = f"s3://{bucket}/data"
+    version = lake.datasets.register("remote", uri, storage_options=s3_server.storage_options)
+    assert (version.row_count, version.file_count, version.source_uri) == (3, 1, uri)
+    assert version.fingerprint == lake.datasets.register("local", local).fingerprint
+    with pytest.raises(DatasetError, match=f"Path not found: s3://{bucket}/nothing"):
+        lake.datasets.register("remote", f"s3://{bucket}/nothing", storage_options=s3_server.storage_options)
