@@ -275,6 +275,15 @@ def test_an_empty_dataset_is_refused(lake: metalake.Lake, tmp_path: Path) -> Non
     assert lake.read("dataset_versions").is_empty()
 
 
+def test_a_past_lake_refuses_to_register(lake: metalake.Lake) -> None:
+    lake.datasets.register("d", pl.DataFrame({"x": [1]}))
+    past = lake.as_of("2020-01-01T00:00:00Z")
+    with pytest.raises(metalake.ReadOnlyLakeError, match="register datasets through the live lake"):
+        past.datasets.register("d", pl.DataFrame({"x": [2]}))
+    with pytest.raises(DatasetNotFound):
+        past.datasets.get("d")  # it did not exist then
+
+
 def test_bad_names_and_sources(lake: metalake.Lake) -> None:
     with pytest.raises(DatasetError, match="not a valid dataset name"):
         lake.datasets.register("", pl.DataFrame({"x": [1]}))

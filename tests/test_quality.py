@@ -117,6 +117,7 @@ def test_an_unknown_expectation_is_refused_by_name_and_nothing_is_recorded(
         ("empty.yaml", "[]\n", "holds no expectations"),
         ("sev.yaml", "- expect_column_to_exist: {column: id, severity: fatal}\n", "is not one of critical"),
         ("suite.txt", "whatever", "use a .json, .yaml or .yml file"),
+        ("kw.yaml", "- expect_column_values_to_be_between: {colum: id}\n", "GX cannot build .* colum"),
     ],
 )
 def test_bad_suite_files_are_refused_before_anything_runs(

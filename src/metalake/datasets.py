@@ -163,6 +163,12 @@ class Datasets:
         concurrent registrations never put different contents under one number: the loser takes the next.
         """
         check_dataset_name(name)
+        if self._lake.read_only:
+            from metalake.errors import ReadOnlyLakeError
+
+            raise ReadOnlyLakeError(
+                "This lake shows the past: register datasets through the live lake returned by metalake.connect()."
+            )
         source_info = resolve_source(source, storage_options)
         scan = scan_source(source_info)
         if scan.row_count == 0:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from metalake.errors import DatasetError, SuiteError
-from metalake.quality_suites import COLUMN_KWARGS, Suite, import_gx, load_suite
+from metalake.errors import DatasetError
+from metalake.quality_suites import COLUMN_KWARGS, Suite, build_gx_expectation, import_gx, load_suite
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -223,8 +223,6 @@ def run_great_expectations(suite: Suite, frame: pd.DataFrame) -> tuple[list[dict
         InMemoryStoreBackendDefaults,
         ProgressBarsConfig,
     )
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
-    from great_expectations.expectations.metadata_types import FailureSeverity
 
     config = DataContextConfig(
         analytics_enabled=False,
@@ -236,18 +234,7 @@ def run_great_expectations(suite: Suite, frame: pd.DataFrame) -> tuple[list[dict
     batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(
         batch_parameters={"dataframe": frame}
     )
-    try:
-        expectations = [
-            ExpectationConfiguration(
-                type=e.type,
-                kwargs=e.kwargs,
-                meta=e.meta or None,
-                severity=FailureSeverity(e.severity or "critical"),
-            ).to_domain_obj()
-            for e in suite.expectations
-        ]
-    except Exception as error:  # GX refuses bad arguments with several exception types
-        raise SuiteError(f"Suite {suite.name!r} has an expectation GX cannot build: {error}") from error
+    expectations = [build_gx_expectation(expectation, suite.name) for expectation in suite.expectations]
     gx_suite = gx.ExpectationSuite(name=suite.name, expectations=expectations)
     outcome = batch.validate(
         gx_suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}

@@ -71,6 +71,8 @@ class Suite:
             return [str(c) for c in self.schema.columns]
         needed: list[str] = []
         for expectation in self.expectations:
+            if "row_condition" in expectation.kwargs:  # a condition may name any column
+                return None
             if expectation.type.startswith(WHOLE_TABLE_PREFIXES) or (
                 not expectation.columns and not expectation.type.startswith("expect_table_row_count")
             ):
@@ -175,8 +177,30 @@ def gx_suite(name: str, expectations: list[Expectation]) -> Suite:
         )
     if not expectations:
         raise SuiteError(f"Suite {name!r} holds no expectations: nothing to validate.")
+    for expectation in expectations:
+        build_gx_expectation(expectation, name)
     payload = [[e.type, e.kwargs, e.severity or "critical"] for e in expectations]
     return Suite("great_expectations", name, definition_hash(payload), tuple(expectations))
+
+
+def build_gx_expectation(expectation: Expectation, suite_name: str) -> Any:
+    """The GX Expectation object; arguments GX refuses (a misspelt or missing one) raise SuiteError."""
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+    from great_expectations.expectations.metadata_types import FailureSeverity
+
+    try:
+        return ExpectationConfiguration(
+            type=expectation.type,
+            kwargs=expectation.kwargs,
+            meta=expectation.meta or None,
+            severity=FailureSeverity(expectation.severity or "critical"),
+        ).to_domain_obj()
+    except Exception as error:  # GX refuses bad arguments with several exception types
+        message = " ".join(str(error).split())[:500]
+        raise SuiteError(
+            f"Suite {suite_name!r}: GX cannot build {expectation.type} with {expectation.kwargs}: {message}. "
+            "Nothing was validated or recorded."
+        ) from error
 
 
 def _suite_from_gx(suite: Any) -> Suite:
