@@ -122,7 +122,7 @@ def _suite_from_file(path: Path) -> Suite:
         import yaml
 
         try:
-            document = yaml.safe_load(text)
+            document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         except yaml.YAMLError as error:
             raise SuiteError(f"{path} is not valid YAML: {error}") from error
     else:
