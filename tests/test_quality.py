@@ -228,3 +228,29 @@ def test_great_expectations_is_imported_only_to_validate(tmp_path: Path) -> None
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.strip() == "False"
+
+
+def test_without_great_expectations_a_gx_suite_says_what_to_install(
+    people: metalake.Lake, tmp_path: Path
+) -> None:
+    """A process where `import great_expectations` fails: GX suites name the extra, pandera still works."""
+    import subprocess
+    import sys
+
+    gx_suite = suite_file(tmp_path, SUITE_YAML)
+    schema = suite_file(tmp_path, pa.DataFrameSchema({"id": pa.Column("int64")}).to_yaml(), "schema.yaml")
+    code = (
+        "import sys\n"
+        "sys.modules['great_expectations'] = None  # makes the import fail, as when it is not installed\n"
+        "import metalake\n"
+        f"lake = metalake.connect({str(people.uri)!r})\n"
+        "try:\n"
+        f"    lake.quality.validate('people', suite={str(gx_suite)!r})\n"
+        "except metalake.MissingExtraError as error:\n"
+        "    print(error)\n"
+        f"print(lake.quality.validate('people', suite={str(schema)!r}).success)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'metalake[gx]'" in result.stdout and result.stdout.strip().endswith("True")
+    assert people.read("dq_validations").get_column("engine").to_list() == ["pandera"]
