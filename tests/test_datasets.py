@@ -54,6 +54,7 @@ def test_register_a_folder_records_fingerprint_size_schema_and_profile(
     }
     assert version.profile["city"]["null_count"] == 1 and version.profile["city"]["min"] == "Lima"
     assert version.schema_changes is None  # nothing to compare version 1 with
+    assert version.recorded_by == "tester" and version.recorded_at is not None
     stored = lake.read("dataset_versions").row(0, named=True)
     assert stored["recorded_by"] == "tester" and stored["fingerprint"] == version.fingerprint
     assert json.loads(stored["profile"])["id"]["max"] == 5

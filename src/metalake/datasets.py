@@ -192,7 +192,8 @@ class Datasets:
                 reason=f"register {name} v{row['version']} from {source_info.uri}",
             )
             if not commit.deduplicated:
-                return _version_from_row({**row, "recorded_by": self._lake.actor}, created=True)
+                stored = next(r for r in self._version_rows(name) if r["version"] == row["version"])
+                return _version_from_row(stored, created=True)  # as recorded: with recorded_at and _by
             # Another writer claimed this version number first: look again (it may be our content).
         raise DatasetError(
             f"Could not claim a version number for dataset {name!r} after {REGISTER_ATTEMPTS} attempts: "
