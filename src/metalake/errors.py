@@ -204,3 +204,48 @@ class PolicyViolation(MetalakeError):
     @property
     def rules(self) -> list[str]:
         return [failure.rule for failure in self.failures]
+
+
+class DatasetNotFound(MetalakeError, KeyError):
+    """A dataset name, or a version of it, that the lake does not hold."""
+
+    code = "dataset_not_found"
+
+    def __init__(self, name: str, known: Iterable[str], version: int | None = None):
+        self.name = name
+        self.version = version
+        self.known = sorted(known)
+        if version is not None:
+            listing = ", ".join(str(v) for v in self.known) or "none"
+            message = (
+                f"Dataset {name!r} has no version {version}. Its versions: {listing}. "
+                f"See them with `metalake datasets history {name}`."
+            )
+        else:
+            listing = ", ".join(self.known) if self.known else "none yet"
+            message = (
+                f"Unknown dataset {name!r}. Known datasets: {listing}. "
+                "Register one with `metalake datasets register NAME PATH`."
+            )
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class DatasetError(MetalakeError, ValueError):
+    """Data that cannot be registered or read: a missing path, unreadable or mixed-schema files, no rows."""
+
+    code = "dataset_error"
+
+
+class SuiteError(MetalakeError, ValueError):
+    """An expectation suite or pandera schema that cannot be used; nothing was validated or recorded."""
+
+    code = "invalid_suite"
+
+
+class MissingExtraError(MetalakeError, ImportError):
+    """An optional package that a feature needs is not installed."""
+
+    code = "missing_extra"

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
 
+    from metalake.datasets import Datasets
     from metalake.governance import Policy
+    from metalake.quality import Quality
     from metalake.registry import Registry
     from metalake.run_search import TableCache
     from metalake.sql import SqlSession
@@ -172,6 +174,20 @@ class Lake:
         from metalake.registry import Registry
 
         return Registry(self)
+
+    @property
+    def datasets(self) -> Datasets:
+        """Datasets and their versions: `lake.datasets.register(name, path)`, `get`, `list`, `history`, `diff`."""
+        from metalake.datasets import Datasets
+
+        return Datasets(self)
+
+    @property
+    def quality(self) -> Quality:
+        """Data quality: `lake.quality.validate(name, suite=...)` with Great Expectations or pandera."""
+        from metalake.quality import Quality
+
+        return Quality(self)
 
     # -- catalog --------------------------------------------------------------------------------------------
 
