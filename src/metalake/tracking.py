@@ -164,11 +164,23 @@ class Run:
         context: str | None = None,
         digest: str | None = None,
     ) -> None:
-        """Link the run to a dataset version (or to a path, for data not registered as a dataset)."""
+        """Link the run to a dataset version it read.
+
+        With `path` and no `version`, the data at `path` is registered as a version of `dataset` on the fly
+        (`lake.datasets.register`; identical content reuses its version) and the link carries its number and
+        fingerprint. With neither, the dataset's latest registered version is linked, if there is one.
+        `version=N` is recorded as given.
+        """
         self._check_open()
+        if version is None and (path is not None or dataset in self._registered_datasets()):
+            found = self.lake.datasets.resolve_input(dataset, path=path)
+            version, digest = found.version, digest or found.fingerprint
         self._inputs.append(
             {"dataset": dataset, "version": version, "path": path, "context": context, "digest": digest}
         )
+
+    def _registered_datasets(self) -> set[str]:
+        return set(self.lake.datasets.names())
 
     def log_artifact(
         self, path: str | os.PathLike[str], *, name: str | None = None, kind: str | None = None
