@@ -489,12 +489,14 @@ def demo(
 def _register_subcommands() -> None:
     from metalake.cli_datasets import datasets_app, quality_app
     from metalake.cli_import import import_app
+    from metalake.cli_models import models_app
     from metalake.cli_runs import runs_app
 
     app.add_typer(runs_app, name="runs")
     app.add_typer(datasets_app, name="datasets")
     app.add_typer(quality_app, name="quality")
     app.add_typer(import_app, name="import")
+    app.add_typer(models_app, name="models")
 
 
 _register_subcommands()
