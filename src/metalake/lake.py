@@ -519,19 +519,35 @@ class Lake:
             )
 
     def maintain(
-        self, *, tables: Sequence[str] | None = None, dry_run: bool = False
+        self,
+        *,
+        tables: Sequence[str] | None = None,
+        dry_run: bool = False,
+        metric_history_days: float | None = None,
+        vacuum_days: float | None = None,
     ) -> list[TableMaintenance]:
-        """Rewrite tables for fast reads: cluster those with `cluster_by` (metrics by run), compact the rest.
+        """Rewrite tables for fast reads, and apply retention rules when asked.
 
-        Run it from one job at a time on object stores (on local disk a lock file serializes it). Writers may
-        keep appending meanwhile. `dry_run=True` only reports what would be done.
+        In order: drop the metric points of archived runs older than `metric_history_days` (never those of a
+        run behind a non-archived model version; summaries stay); cluster tables with `cluster_by` (metrics by
+        run) and compact the rest; delete files unreferenced for more than `vacuum_days`, except those that
+        named snapshots pin. Run it from one job at a time on object stores (on local disk a lock file
+        serializes it); writers may keep appending. `dry_run=True` only reports what would be done.
         """
+        from metalake import retention
+
         if self.moment is not None:
             raise ReadOnlyLakeError("Maintenance rewrites the present: run it on the live lake.")
         settle_location(self.location.uri)
         names = list(tables) if tables is not None else sorted(self._specs)
         specs = [self.spec(name) for name in names]
-        return [self._store.maintain(spec, self.actor, dry_run=dry_run) for spec in specs]
+        results = []
+        if metric_history_days is not None and "metrics" in names:
+            results.append(retention.drop_metric_history(self, metric_history_days, dry_run=dry_run))
+        results += [self._store.maintain(spec, self.actor, dry_run=dry_run) for spec in specs]
+        if vacuum_days is not None:
+            results += retention.vacuum(self, specs, vacuum_days, dry_run=dry_run)
+        return results
 
     def version(self, table: str) -> int | None:
         """The table's version at this lake's moment (None when it did not exist then)."""

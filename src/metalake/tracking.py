@@ -438,6 +438,23 @@ class Runs:
             wait=wait,
         )
 
+    def archive(self, run_ids: str | list[str], *, reason: str = "archived") -> None:
+        """Mark runs archived: `metalake maintain --metric-history-days N` may then drop their raw points.
+
+        Runs behind a model version that is not archived keep their points whatever this says.
+        """
+        from metalake.retention import ARCHIVED_TAG
+
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        cache = self._lake._table_cache
+        unknown = [run_id for run_id in ids if not cache.rows("runs", run_id)]
+        if unknown:
+            raise RunError(
+                f"No run(s) {', '.join(unknown)} in this lake; list runs with `metalake runs list`."
+            )
+        rows = [{"run_id": run_id, "key": ARCHIVED_TAG, "value": reason} for run_id in ids]
+        self._lake.append("run_tags", rows, operation="archive_runs", reason=reason)
+
     def wait(self) -> None:
         """Wait until every run flush queued in this lake is committed.
 
