@@ -249,3 +249,25 @@ class MissingExtraError(MetalakeError, ImportError):
     """An optional package that a feature needs is not installed."""
 
     code = "missing_extra"
+
+
+class LineageError(MetalakeError, ValueError):
+    """A lineage request that cannot be answered or done as asked (bad node id, unreadable event file, ...)."""
+
+    code = "lineage_error"
+
+
+class InvalidEvent(LineageError):
+    """An OpenLineage event that breaks the spec; the whole batch it came in was refused, nothing was written."""
+
+    code = "invalid_event"
+
+    def __init__(self, position: int, reason: str, *, source: str = "batch"):
+        self.position = position
+        self.reason = reason
+        self.source = source
+        super().__init__(
+            f"Refused OpenLineage event #{position + 1} of the {source}: {reason}. Nothing was written. "
+            "Fix or drop that event (spec: https://openlineage.io/spec/2-0-2/OpenLineage.json) and send "
+            "the batch again; events already stored are not written twice."
+        )

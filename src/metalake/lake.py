@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from metalake.datasets import Datasets
     from metalake.governance import Policy
+    from metalake.lineage import Lineage
     from metalake.quality import Quality
     from metalake.registry import Registry
     from metalake.run_search import TableCache
@@ -188,6 +189,13 @@ class Lake:
         from metalake.quality import Quality
 
         return Quality(self)
+
+    @property
+    def lineage(self) -> Lineage:
+        """Pipelines and lineage: `lake.lineage.ingest(openlineage_events)`, `upstream(node)`, `downstream(node)`."""
+        from metalake.lineage import Lineage
+
+        return Lineage(self)
 
     # -- catalog --------------------------------------------------------------------------------------------
 

@@ -1,0 +1,406 @@
+"""Pipelines and lineage: `lake.lineage.ingest(events)` stores OpenLineage events, `upstream`/`downstream` walk the graph.
+
+Ingestion keeps every distinct event (lineage_events, keyed by a hash of its content) and derives pipelines,
+pipeline_runs, lineage_edges, dataset versions (schema facet) and data-quality results from the events not seen
+before. Current state (a run's state, the graph) is computed in views from the events, so events that arrive
+twice or out of order give the same answers. The graph is the `lineage_graph` view: OpenLineage edges plus
+metalake's own facts (run inputs, model versions, deployments).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from metalake.errors import InvalidEvent, LineageError
+from metalake.openlineage_events import Event, EventRows, canonical_json, parse_event
+
+if TYPE_CHECKING:
+    import polars as pl
+    import pyarrow as pa
+
+    from metalake.lake import Lake
+
+Direction = Literal["upstream", "downstream"]
+NODE = re.compile(r"(dataset|job|run|model|deployment):.+")
+EVENTS_TABLE = "lineage_events"
+VERSION_CLAIM_ATTEMPTS = 10
+UNLIMITED_DEPTH = 1_000_000
+# Commit order: derived facts first, the raw events last. An event is "seen" once it is in lineage_events, so a
+# batch interrupted midway is derived again in full when it is sent again.
+COMMIT_ORDER = ("dq_results", "dq_validations", "pipelines", "pipeline_runs", "lineage_edges", EVENTS_TABLE)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ingest did: events received, how many were new, and the rows derived from them."""
+
+    received: int
+    new: int
+    duplicates: int
+    pipeline_runs: int
+    edges: int
+    dataset_versions: int
+    validations: int
+
+
+class Lineage:
+    """`lake.lineage`: ingest OpenLineage events, and walk the lineage graph upstream or downstream."""
+
+    def __init__(self, lake: Lake):
+        self._lake = lake
+
+    # -- ingestion ------------------------------------------------------------------------------------------
+
+    def ingest(self, events: Iterable[Any], *, source: str = "batch") -> IngestResult:
+        """Store OpenLineage events (dicts, JSON text or openlineage-python event objects) and their facts.
+
+        The whole batch is checked first: one invalid event refuses the batch (InvalidEvent says which and
+        why) and nothing is written. Events already stored, or repeated in the batch, are written once.
+        """
+        checked = [parse_event(raw, position, source=source) for position, raw in enumerate(events)]
+        return self.ingest_checked(checked)
+
+    def ingest_file(self, path: str | Path, *, chunk_events: int = 50_000) -> IngestResult:
+        """Ingest a JSONL file of OpenLineage events (one per line, as the file transport writes them).
+
+        Every line is checked before anything is written; then the events are committed in chunks.
+        """
+        file = Path(path)
+        if not file.is_file():
+            raise LineageError(
+                f"{file} is not a file: give a JSONL file of OpenLineage events, one per line."
+            )
+        checked: list[Event] = []
+        with file.open("rb") as handle:
+            for number, line in enumerate(handle):
+                if line.strip():
+                    checked.append(parse_event(line, number, source=f"file {file} (line {number + 1})"))
+        totals = [
+            self.ingest_checked(checked[i : i + chunk_events]) for i in range(0, len(checked), chunk_events)
+        ]
+        return _sum_results(totals) if totals else IngestResult(0, 0, 0, 0, 0, 0, 0)
+
+    def ingest_checked(self, checked: Sequence[Event]) -> IngestResult:
+        """`ingest` for events that `parse_event` already checked (the HTTP server checks them on arrival)."""
+        unique = list({event.event_id: event for event in checked}.values())
+        stored = self._stored_ids(unique)
+        new = sorted(
+            (e for e in unique if e.event_id not in stored), key=lambda e: (e.event_time, e.event_id)
+        )
+        if not new:
+            return IngestResult(len(checked), 0, len(checked), 0, 0, 0, 0)
+        rows = EventRows()
+        for event in new:
+            rows.add(event)
+        batch_key = hashlib.sha256(" ".join(sorted(e.event_id for e in new)).encode()).hexdigest()[:32]
+        frames = self._frames(rows)
+        prepared = {table: self._lake._prepare(table, frame) for table, frame in frames.items()}
+        versions_written = self._record_dataset_versions(rows, batch_key, prepared)
+        reason = f"ingest {len(new)} OpenLineage event(s)"
+        for table in COMMIT_ORDER:
+            if table in prepared and prepared[table].num_rows:
+                self._lake._commit_prepared(
+                    table,
+                    [(f"lineage:{batch_key}:{table}", prepared[table])],
+                    operation="ingest_lineage",
+                    reason=reason,
+                )
+        return IngestResult(
+            received=len(checked),
+            new=len(new),
+            duplicates=len(checked) - len(new),
+            pipeline_runs=len(rows.pipeline_runs),
+            edges=len(rows.edges),
+            dataset_versions=versions_written,
+            validations=len(rows.quality),
+        )
+
+    def _stored_ids(self, events: Sequence[Event]) -> set[str]:
+        """Ids of these events already in lineage_events; the time range lets Parquet statistics skip files."""
+        import polars as pl
+
+        if not events:
+            return set()
+        low = min(e.event_time for e in events)
+        high = max(e.event_time for e in events)
+        ids = [e.event_id for e in events]
+        found = (
+            self._lake.scan(EVENTS_TABLE)
+            .filter(pl.col("event_time").is_between(low, high) & pl.col("event_id").is_in(ids))
+            .select("event_id")
+            .collect()
+        )
+        return set(found.get_column("event_id").to_list())
+
+    def _frames(self, rows: EventRows) -> dict[str, pl.DataFrame]:
+        """The derived rows as typed frames (the fast path of the contract check), dataset versions excluded."""
+        current = self._current_pipelines(list(rows.pipelines))
+        pipelines = [
+            {**row, "tags": None if row["tags"] is None else canonical_json(row["tags"])}
+            for key, (_, row) in rows.pipelines.items()
+            if key not in current or (row["facets"] is not None and current[key] != row["facets"])
+        ]
+        results, validations = [], []
+        for quality in rows.quality:
+            for result in quality.results:
+                results.append(
+                    {
+                        "validation_id": quality.validation_id,
+                        **result,
+                        "kwargs": None if result["kwargs"] is None else canonical_json(result["kwargs"]),
+                        "details": None if result["details"] is None else canonical_json(result["details"]),
+                    }
+                )
+            validations.append(
+                {
+                    "validation_id": quality.validation_id,
+                    "dataset": quality.dataset,
+                    "version": None,  # filled with the dataset version once observations are resolved
+                    "suite_name": "openlineage",
+                    "engine": "openlineage",
+                    "success": quality.successful == quality.evaluated,
+                    "evaluated": quality.evaluated,
+                    "successful": quality.successful,
+                    "unsuccessful": quality.evaluated - quality.successful,
+                    "validated_at": quality.event_time,
+                    "run_id": quality.run_id,
+                }
+            )
+        tables = {
+            EVENTS_TABLE: rows.events,
+            "pipeline_runs": rows.pipeline_runs,
+            "pipelines": pipelines,
+            "lineage_edges": rows.edges,
+            "dq_results": results,
+            "dq_validations": validations,
+        }
+        return {table: self._typed_frame(table, records) for table, records in tables.items() if records}
+
+    def _typed_frame(self, table: str, records: list[dict[str, Any]]) -> pl.DataFrame:
+        import polars as pl
+
+        from metalake.contracts import polars_dtype
+
+        spec = self._lake.spec(table)
+        schema = {c.name: polars_dtype(c.type) for c in spec.columns if c.name in records[0]}
+        return pl.from_dicts(records, schema=schema)
+
+    def _current_pipelines(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+        """The latest stored facets of these jobs (jobs never stored are absent)."""
+        import polars as pl
+
+        if not keys:
+            return {}
+        names = sorted({name for _, name in keys})
+        stored = (
+            self._lake.scan("pipelines")
+            .filter(pl.col("name").is_in(names))
+            .sort("recorded_at")
+            .group_by("namespace", "name")
+            .agg(pl.col("facets").last())
+            .collect()
+        )
+        return {(r["namespace"], r["name"]): r["facets"] for r in stored.iter_rows(named=True)}
+
+    def _record_dataset_versions(self, rows: EventRows, batch_key: str, prepared: dict[str, pa.Table]) -> int:
+        """Find or claim the dataset version of every schema observation; fill edge and validation versions.
+
+        A version is identified by its fingerprint (schema and datasetVersion facet): a schema seen before maps
+        to its version, a new one becomes the dataset's next version, claimed with the same per-(dataset,
+        version) idempotency key as `lake.datasets.register`, so concurrent writers never share a number.
+        """
+        if not rows.observations:
+            return 0
+        for _ in range(VERSION_CLAIM_ATTEMPTS):
+            versions, new_rows = self._assign_versions(rows)
+            if new_rows:
+                table = self._lake._prepare(
+                    "dataset_versions", self._typed_frame("dataset_versions", new_rows)
+                )
+                parts = [
+                    (f"dataset_version:{row['dataset']}:{row['version']}", table.slice(i, 1))
+                    for i, row in enumerate(new_rows)
+                ]
+                _, written = self._lake._commit_prepared(
+                    "dataset_versions", parts, operation="ingest_lineage", reason=f"lineage batch {batch_key}"
+                )
+                if not all(written):
+                    continue  # another writer claimed a number first: look again
+            self._fill_versions(rows, versions, prepared)
+            return len(new_rows)
+        raise LineageError(
+            "Could not claim dataset version numbers after several attempts: too many concurrent writers. "
+            "Send the batch again; events already stored are not written twice."
+        )
+
+    def _assign_versions(self, rows: EventRows) -> tuple[list[int], list[dict[str, Any]]]:
+        import polars as pl
+
+        from metalake.datasets import schema_changes
+
+        names = sorted({o.dataset for o in rows.observations})
+        stored = (
+            self._lake.read(
+                "dataset_versions",
+                columns=["dataset", "version", "fingerprint", "schema"],
+                where=pl.col("dataset").is_in(names),
+            )
+            .sort("version")
+            .to_dicts()
+        )
+        by_fingerprint = {(r["dataset"], r["fingerprint"]): int(r["version"]) for r in stored}
+        latest: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+        for r in stored:
+            latest[r["dataset"]] = (int(r["version"]), json.loads(r["schema"] or "[]"))
+        versions: list[int] = []
+        new_rows: list[dict[str, Any]] = []
+        for observation in sorted(rows.observations, key=lambda o: o.event_time):
+            key = (observation.dataset, observation.fingerprint)
+            if key not in by_fingerprint:
+                number, previous_schema = latest.get(observation.dataset, (0, []))
+                changes = None if number == 0 else schema_changes(previous_schema, observation.schema)
+                by_fingerprint[key] = number + 1
+                latest[observation.dataset] = (number + 1, observation.schema)
+                new_rows.append(
+                    {
+                        "dataset": observation.dataset,
+                        "version": number + 1,
+                        "fingerprint": observation.fingerprint,
+                        "row_count": observation.row_count,
+                        "bytes": observation.bytes,
+                        "file_count": observation.file_count,
+                        "schema": canonical_json(observation.schema),
+                        "source_uri": observation.source_uri,
+                        "source_format": "openlineage",
+                        "run_id": observation.run_id,
+                        "description": "schema reported in an OpenLineage event"
+                        + (
+                            f" (datasetVersion {observation.dataset_version})"
+                            if observation.dataset_version
+                            else ""
+                        ),
+                        "schema_changes": None
+                        if changes is None
+                        else canonical_json([c.__dict__ for c in changes]),
+                    }
+                )
+        versions = [by_fingerprint[(o.dataset, o.fingerprint)] for o in rows.observations]
+        return versions, new_rows
+
+    def _fill_versions(self, rows: EventRows, versions: list[int], prepared: dict[str, pa.Table]) -> None:
+        """Put the resolved dataset versions on the edges and validations already prepared."""
+        import pyarrow as pa
+
+        if "lineage_edges" in prepared and rows.versioned_ends:
+            edges = prepared["lineage_edges"]
+            columns = {end: edges.column(f"{end}_version").to_pylist() for end in ("source", "target")}
+            for edge_index, end, observation in rows.versioned_ends:
+                columns[end][edge_index] = str(versions[observation])
+            for end, values in columns.items():
+                name = f"{end}_version"
+                edges = edges.set_column(
+                    edges.schema.get_field_index(name), name, pa.array(values, pa.string())
+                )
+            prepared["lineage_edges"] = edges
+        if "dq_validations" in prepared:
+            table = prepared["dq_validations"]
+            filled = [None if q.observation is None else versions[q.observation] for q in rows.quality]
+            index = table.schema.get_field_index("version")
+            prepared["dq_validations"] = table.set_column(index, "version", pa.array(filled, pa.int64()))
+
+    # -- the graph ------------------------------------------------------------------------------------------
+
+    def upstream(self, node: str, depth: int | None = None) -> pl.DataFrame:
+        """Every edge on the paths that lead to `node`, at most `depth` edges away (None: all the way)."""
+        return self.walk(node, "upstream", depth)
+
+    def downstream(self, node: str, depth: int | None = None) -> pl.DataFrame:
+        """Every edge on the paths that start at `node`, at most `depth` edges away (None: all the way)."""
+        return self.walk(node, "downstream", depth)
+
+    def walk(self, node: str, direction: Direction, depth: int | None = None) -> pl.DataFrame:
+        """The edges reached from `node` (recursive SQL over the `lineage_graph` view), nearest first.
+
+        Columns: depth (edges from `node`), source_node, target_node, edge_type, origin, runs, last_run_id,
+        source_version, target_version, last_seen. Each node is visited once, so cycles end the walk.
+        """
+        check_node(node)
+        if depth is not None and depth < 1:
+            raise LineageError(
+                f"depth must be at least 1, not {depth}; leave it out to walk the whole graph."
+            )
+        here, there = (
+            ("target_node", "source_node") if direction == "upstream" else ("source_node", "target_node")
+        )
+        query = f"""
+            WITH RECURSIVE walk(node, depth) USING KEY (node) AS (
+                SELECT CAST($node AS VARCHAR), 0
+                UNION
+                SELECT g.{there}, w.depth + 1
+                FROM walk AS w JOIN lineage_graph AS g ON g.{here} = w.node
+                WHERE w.depth < $depth
+                  AND NOT EXISTS (SELECT 1 FROM recurring.walk AS r WHERE r.node = g.{there})
+            )
+            SELECT w.depth + 1 AS depth, g.*
+            FROM walk AS w JOIN lineage_graph AS g ON g.{here} = w.node
+            WHERE w.depth < $depth AND g.{there} IN (SELECT node FROM walk)
+            ORDER BY depth, g.source_node, g.target_node, g.edge_type
+        """
+        frame: pl.DataFrame = self._lake.sql(
+            query, {"node": node, "depth": UNLIMITED_DEPTH if depth is None else depth}
+        ).pl()
+        return frame
+
+    def column_lineage(self, dataset: str) -> pl.DataFrame:
+        """Column-level edges into `dataset` (a node id or NAMESPACE/NAME): which source columns feed which."""
+        node = dataset if dataset.startswith("dataset:") else f"dataset:{dataset}"
+        frame: pl.DataFrame = self._lake.sql(
+            """
+            SELECT DISTINCT target_field, source_node, source_field, transformation
+            FROM lineage_edges
+            WHERE edge_type = 'column' AND target_node = $node
+            ORDER BY target_field, source_node, source_field
+            """,
+            {"node": node},
+        ).pl()
+        return frame
+
+
+def check_node(node: str) -> None:
+    if not isinstance(node, str) or not NODE.fullmatch(node):
+        raise LineageError(
+            f"{node!r} is not a lineage node id. Use dataset:NAMESPACE/NAME (metalake datasets are "
+            "dataset:metalake/NAME), job:NAMESPACE/NAME, run:RUN_ID, model:NAME/VERSION or deployment:ENV/ID."
+        )
+
+
+def _sum_results(results: Sequence[IngestResult]) -> IngestResult:
+    fields = IngestResult.__dataclass_fields__
+    return IngestResult(**{name: sum(getattr(r, name) for r in results) for name in fields})
+
+
+def read_events_payload(body: bytes, *, gzipped: bool, source: str = "request") -> list[Any]:
+    """A POST body (one event, or a JSON list of events), gunzipped when the client compressed it."""
+    import gzip
+
+    if gzipped:
+        try:
+            body = gzip.decompress(body)
+        except (OSError, EOFError) as error:
+            raise InvalidEvent(
+                0, f"the body says gzip but cannot be decompressed ({error})", source=source
+            ) from None
+    try:
+        payload = json.loads(body)
+    except ValueError as error:
+        raise InvalidEvent(0, f"the body is not valid JSON ({error})", source=source) from None
+    items = payload if isinstance(payload, list) else [payload]
+    if not all(isinstance(item, Mapping) for item in items):
+        raise InvalidEvent(0, "the body must be a JSON object (one event) or a list of them", source=source)
+    return items

@@ -1,0 +1,500 @@
+"""OpenLineage events (spec 2-0-x) -> checked, canonical events and the rows they add to metalake's tables.
+
+Pure functions, no lake: `parse_event` checks one event against what metalake needs from the spec and gives it
+a content id; `EventRows` turns checked events into rows for lineage_events, pipeline_runs, pipelines,
+lineage_edges, and the dataset observations and data-quality facets that `lineage.py` resolves against the lake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+from metalake.errors import InvalidEvent
+
+EventKind = Literal["run", "dataset", "job"]
+RunState = Literal["START", "RUNNING", "COMPLETE", "FAIL", "ABORT", "OTHER"]
+RUN_STATES: frozenset[str] = frozenset(get_args(RunState))
+METALAKE_NAMESPACE = "metalake"  # OpenLineage datasets in this namespace are metalake datasets, by name
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_SEVERITIES = {
+    "error": "critical",
+    "critical": "critical",
+    "fatal": "critical",
+    "warn": "warning",
+    "warning": "warning",
+    "info": "info",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One checked OpenLineage event: its content id, kind, time, and the event itself."""
+
+    event_id: str
+    kind: EventKind
+    event_time: datetime
+    payload: dict[str, Any]
+    canonical: str
+
+
+def canonical_json(payload: Any) -> str:
+    """Sorted keys, no spaces: the same event sent by HTTP or read from a file has the same text, so the same id."""
+    return _CANONICAL.encode(payload)
+
+
+def as_mapping(raw: Any, position: int, source: str) -> dict[str, Any]:
+    """An event given as a dict, JSON text (str or bytes), or an openlineage-python event object, as a dict."""
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    if isinstance(raw, str | bytes | bytearray):
+        try:
+            loaded = json.loads(raw)
+        except ValueError as error:
+            raise InvalidEvent(position, f"not valid JSON ({error})", source=source) from None
+        if not isinstance(loaded, dict):
+            raise InvalidEvent(
+                position, "a JSON object is expected, got " + type(loaded).__name__, source=source
+            )
+        return loaded
+    if hasattr(raw, "__attrs_attrs__"):  # an event built with the openlineage-python client
+        from openlineage.client.serde import Serde
+
+        converted: dict[str, Any] = Serde.to_dict(raw)
+        return converted
+    raise InvalidEvent(
+        position,
+        f"cannot read an event from a {type(raw).__name__}: give a dict, JSON text or an openlineage event",
+        source=source,
+    )
+
+
+def parse_event(raw: Any, position: int = 0, *, source: str = "batch") -> Event:
+    """Check one event and give it its content id; InvalidEvent says which event and what to fix."""
+    payload = as_mapping(raw, position, source)
+
+    def fail(reason: str) -> InvalidEvent:
+        return InvalidEvent(position, reason, source=source)
+
+    event_time = _parse_time(payload.get("eventTime"))
+    if event_time is None:
+        raise fail(
+            f"eventTime {payload.get('eventTime')!r} is not an ISO-8601 date-time with a time, "
+            "e.g. '2026-01-31T12:00:00.000Z'"
+        )
+    producer = payload.get("producer")
+    if producer is not None and not isinstance(producer, str):
+        raise fail("producer must be a URI string")
+    kind: EventKind
+    if "run" in payload:
+        kind = "run"
+        run = payload["run"]
+        if not isinstance(run, dict) or not isinstance(run.get("runId"), str):
+            raise fail("run.runId is missing: a RunEvent needs run: {runId: UUID}")
+        if not _UUID.fullmatch(run["runId"]):
+            raise fail(f"run.runId {run['runId']!r} is not a UUID")
+        _check_job(payload.get("job"), fail)
+        state = payload.get("eventType")
+        if state is not None and state not in RUN_STATES:
+            raise fail(f"eventType {state!r} is not one of {', '.join(sorted(RUN_STATES))}")
+        _check_facets(run.get("facets"), "run.facets", fail)
+        _check_datasets(payload, fail)
+    elif "dataset" in payload:
+        kind = "dataset"
+        _check_dataset(payload["dataset"], "dataset", fail)
+    elif "job" in payload:
+        kind = "job"
+        _check_job(payload["job"], fail)
+        _check_datasets(payload, fail)
+    else:
+        raise fail("it is neither a RunEvent (run, job), a DatasetEvent (dataset) nor a JobEvent (job)")
+    canonical = canonical_json(payload)
+    event_id = hashlib.sha256(canonical.encode()).hexdigest()
+    return Event(event_id, kind, event_time, payload, canonical)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or "T" not in value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _check_job(job: Any, fail: Any) -> None:
+    if not isinstance(job, dict) or not _named(job):
+        raise fail("job needs a non-empty namespace and name")
+    _check_facets(job.get("facets"), "job.facets", fail)
+
+
+def _check_datasets(payload: Mapping[str, Any], fail: Any) -> None:
+    for side in ("inputs", "outputs"):
+        datasets = payload.get(side)
+        if datasets is None:
+            continue
+        if not isinstance(datasets, list):
+            raise fail(f"{side} must be a list of datasets")
+        for index, dataset in enumerate(datasets):
+            _check_dataset(dataset, f"{side}[{index}]", fail)
+            facet_key = "inputFacets" if side == "inputs" else "outputFacets"
+            _check_facets(dataset.get(facet_key), f"{side}[{index}].{facet_key}", fail)
+
+
+def _check_dataset(dataset: Any, where: str, fail: Any) -> None:
+    if not isinstance(dataset, dict) or not _named(dataset):
+        raise fail(f"{where} needs a non-empty namespace and name")
+    _check_facets(dataset.get("facets"), f"{where}.facets", fail)
+
+
+def _check_facets(facets: Any, where: str, fail: Any) -> None:
+    if facets is None:
+        return
+    if not isinstance(facets, dict) or not all(isinstance(v, dict) for v in facets.values()):
+        raise fail(f"{where} must be an object of facet objects")
+
+
+def _named(thing: Mapping[str, Any]) -> bool:
+    namespace, name = thing.get("namespace"), thing.get("name")
+    return isinstance(namespace, str) and isinstance(name, str) and bool(namespace) and bool(name)
+
+
+def dataset_node(namespace: str, name: str) -> str:
+    return f"dataset:{namespace}/{name}"
+
+
+def dataset_name(namespace: str, name: str) -> str:
+    """The metalake dataset an OpenLineage dataset is: its name in the metalake namespace, else NAMESPACE/NAME."""
+    return name if namespace == METALAKE_NAMESPACE else f"{namespace}/{name}"
+
+
+# -- rows -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DatasetObservation:
+    """A dataset's schema as one event saw it: becomes (or finds) a dataset version."""
+
+    dataset: str
+    node: str
+    fingerprint: str
+    schema: list[dict[str, Any]]
+    event_time: datetime
+    source_uri: str
+    run_id: str | None
+    row_count: int | None = None
+    bytes: int | None = None
+    file_count: int | None = None
+    dataset_version: str | None = None
+
+
+@dataclass
+class QualityFacets:
+    """dataQualityAssertions / dataQualityMetrics of one dataset in one event: one validation."""
+
+    validation_id: str
+    dataset: str
+    node: str
+    event_time: datetime
+    run_id: str | None
+    results: list[dict[str, Any]]
+    evaluated: int
+    successful: int
+    producer: str | None
+    observation: int | None = None  # index of the same event's observation of the dataset, for its version
+
+
+@dataclass
+class EventRows:
+    """The rows a batch of checked events adds, by table; dataset versions are filled in by the caller."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    pipeline_runs: list[dict[str, Any]] = field(default_factory=list)
+    pipelines: dict[tuple[str, str], tuple[datetime, dict[str, Any]]] = field(default_factory=dict)
+    edges: list[dict[str, Any]] = field(default_factory=list)
+    observations: list[DatasetObservation] = field(default_factory=list)
+    quality: list[QualityFacets] = field(default_factory=list)
+    # (edge index, "source" | "target", observation index): versions to fill once observations are resolved
+    versioned_ends: list[tuple[int, str, int]] = field(default_factory=list)
+
+    def add(self, event: Event) -> None:
+        payload = event.payload
+        job = payload.get("job") or {}
+        run = payload.get("run") or {}
+        run_id = run.get("runId")
+        state = (payload.get("eventType") or "OTHER") if event.kind == "run" else None
+        dataset = payload.get("dataset") or {}
+        self.events.append(
+            {
+                "event_id": event.event_id,
+                "event_kind": event.kind,
+                "event_type": state,
+                "event_time": event.event_time,
+                "run_id": run_id,
+                "job_namespace": job.get("namespace"),
+                "job_name": job.get("name"),
+                "dataset": f"{dataset['namespace']}/{dataset['name']}" if dataset else None,
+                "producer": payload.get("producer"),
+                "schema_url": payload.get("schemaURL"),
+                "payload": event.canonical,
+            }
+        )
+        if job:
+            self._add_pipeline(job, event.event_time)
+        if event.kind == "run":
+            self._add_run(event, run, job, str(state))
+        if event.kind == "dataset":
+            self._observe(event, dataset, None, "facets")
+            return
+        job_node = f"job:{job['namespace']}/{job['name']}"
+        for index, dataset_in in enumerate(payload.get("inputs") or []):
+            edge = self._edge(
+                event, index, dataset_node(dataset_in["namespace"], dataset_in["name"]), job_node
+            )
+            edge.update(edge_type="input", run_id=run_id)
+            observed = self._version_end(event, dataset_in, run_id, edge, "source")
+            self._add_quality(event, dataset_in, run_id, index, observed)
+        for index, dataset_out in enumerate(payload.get("outputs") or []):
+            target = dataset_node(dataset_out["namespace"], dataset_out["name"])
+            edge = self._edge(event, 1000 + index, job_node, target)
+            edge.update(edge_type="output", run_id=run_id)
+            observed = self._version_end(event, dataset_out, run_id, edge, "target")
+            self._add_quality(event, dataset_out, run_id, 1000 + index, observed)
+            self._add_column_lineage(event, dataset_out, target, run_id, index)
+
+    def _add_pipeline(self, job: Mapping[str, Any], event_time: datetime) -> None:
+        key = (str(job["namespace"]), str(job["name"]))
+        facets = job.get("facets") or {}
+        known = self.pipelines.get(key)
+        if known is not None and (not facets or known[0] > event_time):
+            return  # keep the newest facets reported for the job
+        job_type = facets.get("jobType") or {}
+        owners = (facets.get("ownership") or {}).get("owners") or []
+        tags = (facets.get("tags") or {}).get("tags") or []
+        self.pipelines[key] = (
+            event_time,
+            {
+                "namespace": key[0],
+                "name": key[1],
+                "description": (facets.get("documentation") or {}).get("description"),
+                "job_type": job_type.get("jobType") or job_type.get("processingType"),
+                "owner": owners[0].get("name") if owners and isinstance(owners[0], dict) else None,
+                "tags": {str(t.get("key")): str(t.get("value")) for t in tags if isinstance(t, dict)} or None,
+                "facets": canonical_json(facets) if facets else None,
+            },
+        )
+
+    def _add_run(self, event: Event, run: Mapping[str, Any], job: Mapping[str, Any], state: str) -> None:
+        facets = run.get("facets") or {}
+        parent = facets.get("parent") or {}
+        parent_run = (parent.get("run") or {}).get("runId")
+        parent_job = parent.get("job") or {}
+        self.pipeline_runs.append(
+            {
+                "event_id": event.event_id,
+                "run_id": run["runId"],
+                "namespace": job["namespace"],
+                "job_name": job["name"],
+                "state": state,
+                "event_time": event.event_time,
+                "parent_run_id": parent_run if isinstance(parent_run, str) else None,
+                "parent_job": f"{parent_job['namespace']}/{parent_job['name']}"
+                if _named(parent_job)
+                else None,
+                "facets": canonical_json(facets) if facets else None,
+                "producer": event.payload.get("producer"),
+            }
+        )
+
+    def _edge(self, event: Event, index: int, source: str, target: str) -> dict[str, Any]:
+        edge: dict[str, Any] = {
+            "edge_id": f"{event.event_id[:40]}:{index}",
+            "source_node": source,
+            "target_node": target,
+            "edge_type": "input",
+            "run_id": None,
+            "source_version": None,
+            "target_version": None,
+            "source_field": None,
+            "target_field": None,
+            "transformation": None,
+            "event_time": event.event_time,
+        }
+        self.edges.append(edge)
+        return edge
+
+    def _version_end(
+        self, event: Event, dataset: Mapping[str, Any], run_id: str | None, edge: dict[str, Any], end: str
+    ) -> int | None:
+        facets = dataset.get("facets") or {}
+        version = (facets.get("version") or {}).get("datasetVersion")
+        edge[f"{end}_version"] = str(version) if version is not None else None
+        observed = self._observe(event, dataset, run_id, "facets")
+        if observed is not None:
+            self.versioned_ends.append((len(self.edges) - 1, end, observed))
+        return observed
+
+    def _observe(
+        self, event: Event, dataset: Mapping[str, Any], run_id: str | None, facet_key: str
+    ) -> int | None:
+        """A dataset observation when the event carries its schema facet; returns its index."""
+        facets = dataset.get(facet_key) or {}
+        schema_facet = facets.get("schema")
+        if not isinstance(schema_facet, dict) or not isinstance(schema_facet.get("fields"), list):
+            return None
+        schema = _flatten_fields(schema_facet["fields"])
+        version = (facets.get("version") or {}).get("datasetVersion")
+        identity = canonical_json({"schema": schema, "datasetVersion": version})
+        stats = (dataset.get("outputFacets") or {}).get("outputStatistics") or {}
+        metrics = _quality_facet(dataset, "dataQualityMetrics")
+        namespace, name = str(dataset["namespace"]), str(dataset["name"])
+        self.observations.append(
+            DatasetObservation(
+                dataset=dataset_name(namespace, name),
+                node=dataset_node(namespace, name),
+                fingerprint="openlineage:" + hashlib.sha256(identity.encode()).hexdigest(),
+                schema=schema,
+                event_time=event.event_time,
+                source_uri=f"{namespace}/{name}",
+                run_id=run_id,
+                row_count=_int(stats.get("rowCount", metrics.get("rowCount"))),
+                bytes=_int(stats.get("size", metrics.get("bytes"))),
+                file_count=_int(stats.get("fileCount", metrics.get("fileCount"))),
+                dataset_version=None if version is None else str(version),
+            )
+        )
+        return len(self.observations) - 1
+
+    def _add_quality(
+        self, event: Event, dataset: Mapping[str, Any], run_id: str | None, index: int, observed: int | None
+    ) -> None:
+        assertions = _quality_facet(dataset, "dataQualityAssertions").get("assertions") or []
+        metrics = _quality_facet(dataset, "dataQualityMetrics")
+        results = []
+        for assertion in assertions:
+            if not isinstance(assertion, dict) or not isinstance(assertion.get("success"), bool):
+                continue
+            results.append(
+                {
+                    "expectation_type": str(
+                        assertion.get("assertion") or assertion.get("name") or "assertion"
+                    ),
+                    "column": assertion.get("column"),
+                    "success": assertion["success"],
+                    "observed_value": _text(assertion.get("actual")),
+                    "severity": _SEVERITIES.get(str(assertion.get("severity") or "").lower()),
+                    "kwargs": assertion.get("params") or None,
+                    "details": {
+                        k: assertion[k] for k in ("name", "description", "expected") if assertion.get(k)
+                    }
+                    or None,
+                }
+            )
+        evaluated = len(results)
+        successful = sum(1 for r in results if r["success"])
+        for key in ("rowCount", "bytes", "fileCount"):
+            if metrics.get(key) is not None:
+                results.append(_metric_result(key, None, metrics[key]))
+        for column, column_metrics in (metrics.get("columnMetrics") or {}).items():
+            for key, value in (column_metrics or {}).items():
+                if value is not None and not isinstance(value, dict | list):
+                    results.append(_metric_result(key, column, value))
+        if not results:
+            return
+        namespace, name = str(dataset["namespace"]), str(dataset["name"])
+        self.quality.append(
+            QualityFacets(
+                validation_id=f"openlineage:{event.event_id[:40]}:{index}",
+                dataset=dataset_name(namespace, name),
+                node=dataset_node(namespace, name),
+                event_time=event.event_time,
+                run_id=run_id,
+                results=results,
+                evaluated=evaluated,
+                successful=successful,
+                producer=event.payload.get("producer"),
+                observation=observed,
+            )
+        )
+
+    def _add_column_lineage(
+        self, event: Event, dataset: Mapping[str, Any], target: str, run_id: str | None, index: int
+    ) -> None:
+        facet = (dataset.get("facets") or {}).get("columnLineage") or {}
+        fields = facet.get("fields") or {}
+        if not isinstance(fields, dict):
+            return
+        count = 0
+        for target_field, spec in fields.items():
+            for source_field in (spec or {}).get("inputFields") or []:
+                if not isinstance(source_field, dict) or not _named(source_field):
+                    continue
+                transformations = source_field.get("transformations") or []
+                kind = (
+                    transformations[0].get("type")
+                    if transformations and isinstance(transformations[0], dict)
+                    else spec.get("transformationType")
+                )
+                count += 1
+                edge = self._edge(
+                    event,
+                    100_000 * (index + 1) + count,
+                    dataset_node(source_field["namespace"], source_field["name"]),
+                    target,
+                )
+                edge.update(
+                    edge_type="column",
+                    run_id=run_id,
+                    source_field=str(source_field.get("field")),
+                    target_field=str(target_field),
+                    transformation=kind,
+                )
+
+
+def _quality_facet(dataset: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A data-quality facet, found where producers put it: inputFacets (the spec), outputFacets or facets."""
+    for key in ("inputFacets", "outputFacets", "facets"):
+        facet = (dataset.get(key) or {}).get(name)
+        if isinstance(facet, dict):
+            return facet
+    return {}
+
+
+def _metric_result(key: str, column: str | None, value: Any) -> dict[str, Any]:
+    return {
+        "expectation_type": f"metric:{key}",
+        "column": column,
+        "success": True,
+        "observed_value": _text(value),
+        "severity": "info",
+        "kwargs": None,
+        "details": {"kind": "metric"},
+    }
+
+
+def _flatten_fields(fields: list[Any], prefix: str = "") -> list[dict[str, Any]]:
+    """Schema facet fields as metalake's schema entries; nested fields become parent.child."""
+    schema = []
+    for entry in fields:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            continue
+        name = prefix + entry["name"]
+        schema.append({"name": name, "type": str(entry.get("type") or "UNKNOWN"), "nullable": True})
+        if isinstance(entry.get("fields"), list) and entry["fields"]:
+            schema += _flatten_fields(entry["fields"], name + ".")
+    return schema
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
