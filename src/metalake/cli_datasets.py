@@ -236,10 +236,8 @@ def diff_versions(
 
     difference = cli_state(ctx).connect().datasets.diff(name, v1, v2)
     console = stdout_console()
-    old_rows, new_rows = difference.row_count
-    console.print(
-        f"{name}: version {v1} has {old_rows:,} rows, version {v2} has {new_rows:,}.", soft_wrap=True
-    )
+    old_rows, new_rows = ("unknown" if n is None else f"{n:,}" for n in difference.row_count)
+    console.print(f"{name}: version {v1} has {old_rows} rows, version {v2} has {new_rows}.", soft_wrap=True)
     if difference.schema_changes:
         console.print(_changes_table(difference.schema_changes, "Schema changes"))
     else:

@@ -62,7 +62,7 @@ class DatasetVersion:
     name: str
     version: int
     fingerprint: str
-    row_count: int
+    row_count: int | None  # None for versions known only by their schema (OpenLineage schema facets)
     bytes: int | None
     file_count: int | None
     schema: list[dict[str, Any]]
@@ -96,7 +96,7 @@ class DatasetDiff:
     old_version: int
     new_version: int
     schema_changes: list[SchemaChange]
-    row_count: tuple[int, int]
+    row_count: tuple[int | None, int | None]
     profile: pl.DataFrame  # column, statistic, old, new, changed
 
     @property
@@ -443,7 +443,7 @@ def _version_from_row(row: Mapping[str, Any], *, created: bool) -> DatasetVersio
         name=row["dataset"],
         version=int(row["version"]),
         fingerprint=row["fingerprint"],
-        row_count=int(row["row_count"]),
+        row_count=None if row["row_count"] is None else int(row["row_count"]),
         bytes=row["bytes"],
         file_count=row["file_count"],
         schema=_load_json(row["schema"]) or [],

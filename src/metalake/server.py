@@ -1,0 +1,252 @@
+"""The HTTP server behind `metalake serve`: FastAPI, with `POST /api/v1/lineage` for OpenLineage's HttpTransport.
+
+A Delta commit per request would cap a client that sends events one by one at a few dozen per second, so
+requests do not commit. Each request's events are checked, appended to a local spool file, queued, and
+answered; a background thread commits everything queued as one ingest (one commit per table) every
+`commit_interval` seconds, then deletes the spool segment it covered. With `ack="spooled"` (the default) the
+201 comes once the events are in the spool file: a crash of the server process loses nothing (the spool is
+replayed at the next start; events already stored are not written twice), a power loss may lose what the
+operating system had not yet written to disk. With `ack="committed"` the 201 waits for the group commit that
+holds the events; concurrent clients share commits.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoint annotations (Request) at runtime.
+import asyncio
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+from metalake.errors import InvalidEvent, LineageError, MetalakeError, MissingExtraError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from metalake.lake import Lake
+    from metalake.openlineage_events import Event
+
+Ack = Literal["spooled", "committed"]
+LINEAGE_PATH = "/api/v1/lineage"
+DEFAULT_COMMIT_INTERVAL = 0.1
+MAX_BATCH_EVENTS = 20_000
+RETRY_SECONDS = 1.0
+log = logging.getLogger("metalake.server")
+
+
+def import_server_libraries() -> None:
+    """Fail early, with the extra to install, when FastAPI or uvicorn is missing."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as error:
+        raise MissingExtraError(
+            f"`metalake serve` needs FastAPI and uvicorn ({error.name} is not installed). "
+            "Install them with: pip install 'metalake[server]'"
+        ) from None
+
+
+def default_spool_dir(lake_uri: str) -> Path:
+    """A spool folder per lake under the user's cache: survives restarts, never shared by two lakes."""
+    digest = hashlib.sha256(lake_uri.encode()).hexdigest()[:16]
+    return Path.home() / ".cache" / "metalake" / "lineage-spool" / digest
+
+
+@dataclass(eq=False)
+class _Segment:
+    """One spool file and the events written to it, committed together."""
+
+    path: Path
+    handle: IO[str]
+    events: "list[Event]" = field(default_factory=list)
+    waiters: "list[Future[None]]" = field(default_factory=list)
+
+
+class GroupCommitter:
+    """Queues checked events (spooled to local files) and commits them in groups from one background thread."""
+
+    def __init__(self, lake: "Lake", spool_dir: Path, *, commit_interval: float = DEFAULT_COMMIT_INTERVAL):
+        self._lake = lake
+        self._spool = spool_dir
+        self._interval = commit_interval
+        self._lock = threading.Lock()
+        self._current: _Segment | None = None
+        self._pending: list[_Segment] = []  # taken from the queue, not committed yet (a failed attempt)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.committed_events = 0
+        self.commits = 0
+
+    def start(self) -> None:
+        """Commit what a previous server left in the spool, then start the committer thread."""
+        self._spool.mkdir(parents=True, exist_ok=True)
+        for leftover in sorted(self._spool.glob("*.jsonl")):
+            result = self._lake.lineage.ingest_file(leftover)
+            log.warning("replayed %s: %d new event(s) of %d", leftover.name, result.new, result.received)
+            leftover.unlink()
+        self._thread = threading.Thread(target=self._run, name="metalake-lineage-committer", daemon=True)
+        self._thread.start()
+
+    def submit(self, events: "Sequence[Event]", *, wait: bool = False) -> "Future[None] | None":
+        """Spool and queue events; with `wait`, a future that completes when their group commit lands."""
+        waiter: Future[None] | None = Future() if wait else None
+        with self._lock:
+            if self._current is None:
+                path = self._spool / f"{time.time_ns()}.jsonl"
+                self._current = _Segment(path, path.open("a", encoding="utf-8"))
+            segment = self._current
+            segment.handle.write("".join(event.canonical + "\n" for event in events))
+            segment.handle.flush()  # in the OS's hands: survives a crash of this process
+            segment.events.extend(events)
+            if waiter is not None:
+                segment.waiters.append(waiter)
+            if len(segment.events) >= MAX_BATCH_EVENTS:
+                self._wake.set()
+        return waiter
+
+    @property
+    def queued(self) -> int:
+        with self._lock:
+            current = len(self._current.events) if self._current else 0
+            return current + sum(len(s.events) for s in self._pending)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if not self._commit_queued():
+                self._stop.wait(RETRY_SECONDS)
+        self._commit_queued()
+
+    def _commit_queued(self) -> bool:
+        """Commit everything queued as one ingest; False when it failed (the spool keeps it for a retry)."""
+        with self._lock:
+            if self._current is not None:
+                self._current.handle.close()
+                self._pending.append(self._current)
+                self._current = None
+            segments = list(self._pending)
+        if not segments:
+            return True
+        events = [event for segment in segments for event in segment.events]
+        try:
+            self._lake.lineage.ingest_checked(events)
+        except MetalakeError as error:
+            log.error("could not commit %d lineage event(s), will retry: %s", len(events), error)
+            for segment in segments:
+                for waiter in segment.waiters:
+                    waiter.set_exception(error)
+                segment.waiters.clear()
+            return False
+        with self._lock:
+            self._pending = [s for s in self._pending if s not in segments]
+        for segment in segments:
+            segment.path.unlink(missing_ok=True)
+            for waiter in segment.waiters:
+                waiter.set_result(None)
+        self.committed_events += len(events)
+        self.commits += 1
+        return True
+
+    def stop(self) -> None:
+        """Commit what is queued and stop the thread."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def create_app(
+    lake: "Lake",
+    *,
+    spool_dir: Path | None = None,
+    token: str | None = None,
+    ack: Ack = "spooled",
+    commit_interval: float = DEFAULT_COMMIT_INTERVAL,
+) -> "FastAPI":
+    """The REST API of a lake. `token`: requests must carry `Authorization: Bearer TOKEN` (else any is fine)."""
+    import_server_libraries()
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    from metalake.lineage import read_events_payload
+    from metalake.openlineage_events import parse_event
+
+    committer = GroupCommitter(
+        lake, spool_dir or default_spool_dir(lake.uri), commit_interval=commit_interval
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: "FastAPI") -> AsyncIterator[None]:
+        committer.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(committer.stop)
+
+    app = FastAPI(title="metalake", lifespan=lifespan)
+    app.state.committer = committer
+
+    def refusal(status: int, code: str, message: str) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"error": code, "message": message})
+
+    @app.post(LINEAGE_PATH, status_code=201)
+    async def receive_lineage(request: Request) -> Any:
+        """Accept one OpenLineage event (or a JSON list of them), as the openlineage HttpTransport sends them."""
+        if token is not None and request.headers.get("authorization", "") != f"Bearer {token}":
+            return refusal(401, "unauthorized", "Send the server's token as `Authorization: Bearer TOKEN`.")
+        body = await request.body()
+        gzipped = request.headers.get("content-encoding", "").lower() == "gzip"
+        try:
+            raws = read_events_payload(body, gzipped=gzipped)
+            events = [parse_event(raw, position, source="request") for position, raw in enumerate(raws)]
+        except InvalidEvent as error:
+            return refusal(400, error.code, str(error))
+        waiter = committer.submit(events, wait=ack == "committed")
+        if waiter is not None:
+            try:
+                await asyncio.wrap_future(waiter)
+            except MetalakeError as error:
+                return refusal(503, error.code, f"The events could not be committed yet: {error}")
+        return {"accepted": len(events), "event_ids": [event.event_id for event in events]}
+
+    @app.get("/api/v1/health")
+    async def health() -> dict[str, Any]:
+        """Liveness, and how many events wait for their group commit."""
+        return {
+            "status": "ok",
+            "lake": lake.uri,
+            "queued": committer.queued,
+            "committed": committer.committed_events,
+        }
+
+    return app
+
+
+def serve(
+    lake: "Lake",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    spool_dir: Path | None = None,
+    token: str | None = None,
+    ack: Ack = "spooled",
+    commit_interval: float = DEFAULT_COMMIT_INTERVAL,
+) -> None:
+    """Run the server until interrupted (uvicorn, one process: the committer thread owns the writes)."""
+    import_server_libraries()
+    import uvicorn
+
+    app = create_app(lake, spool_dir=spool_dir, token=token, ack=ack, commit_interval=commit_interval)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    except OSError as error:
+        raise LineageError(
+            f"Cannot listen on {host}:{port}: {error.strerror}. Pick another --port."
+        ) from error

@@ -1,0 +1,282 @@
+"""lake.lineage: OpenLineage ingestion into real Delta tables, derived views, and graph walks in DuckDB."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+import pytest
+from openlineage.client.serde import Serde
+from openlineage_samples import airflow_dag, spark_events
+
+import metalake
+from metalake.errors import InvalidEvent, LineageError
+
+RAW_ORDERS = "dataset:postgres://warehouse:5432/public.orders"
+STAGING = "dataset:s3://lake-bucket/staging/orders_enriched"
+TRAIN = "dataset:metalake/train"
+
+
+def as_dicts(events: list[Any]) -> list[dict[str, Any]]:
+    return [Serde.to_dict(event) for event in events]
+
+
+def current_runs(lake: metalake.Lake) -> pl.DataFrame:
+    return lake.sql("select * exclude (producer) from pipeline_runs_current order by run_id").pl()
+
+
+def graph(lake: metalake.Lake) -> pl.DataFrame:
+    return lake.sql("select * from lineage_graph order by all").pl()
+
+
+def test_airflow_events_become_pipelines_runs_edges_versions_and_quality(lake: metalake.Lake) -> None:
+    events = airflow_dag(fail_join=True)
+    result = lake.lineage.ingest(events)  # openlineage-python event objects as they are
+    assert (result.received, result.new, result.duplicates) == (4, 4, 0)
+
+    runs = current_runs(lake)
+    assert runs.height == 2
+    by_job = {row["job_name"]: row for row in runs.iter_rows(named=True)}
+    extract, join = by_job["daily_features.extract"], by_job["daily_features.join"]
+    assert extract["state"] == "COMPLETE" and extract["duration_s"] == 240
+    assert join["state"] == "FAIL" and join["error_message"] == "column amount does not exist"
+    assert (
+        extract["parent_run_id"] == join["parent_run_id"]
+        and extract["parent_job"] == "airflow-prod/daily_features"
+    )
+
+    stats = lake.sql(
+        "select job_name, runs, failed, failure_rate from pipeline_step_stats order by job_name"
+    ).pl()
+    assert stats.rows() == [("daily_features.extract", 1, 0, 0.0), ("daily_features.join", 1, 1, 1.0)]
+    assert sorted(lake.read("pipelines").get_column("name").to_list()) == [
+        "daily_features.extract",
+        "daily_features.join",
+    ]
+
+    edges = graph(lake)
+    pairs = set(zip(edges["source_node"], edges["target_node"], strict=True))
+    assert (RAW_ORDERS, "job:airflow-prod/daily_features.extract") in pairs
+    assert ("job:airflow-prod/daily_features.extract", STAGING) in pairs
+    assert ("job:airflow-prod/daily_features.join", TRAIN) in pairs
+
+    # The schema facet feeds dataset versions; OpenLineage's metalake namespace is metalake's own datasets.
+    train = lake.datasets.get("train")
+    assert train.version == 1 and train.columns == ["order_id", "label"]
+    staging = lake.datasets.get("s3://lake-bucket/staging/orders_enriched")
+    assert staging.row_count == 1200
+
+    # Column lineage, and data-quality assertions as dq_validations + dq_results of the input's version.
+    columns = lake.lineage.column_lineage(STAGING)
+    assert columns.select("target_field", "source_field", "transformation").rows() == [
+        ("country", "country", None),
+        ("order_id", "id", "DIRECT"),
+    ]
+    validations = lake.read(
+        "dq_validations", where=pl.col("dataset") == "postgres://warehouse:5432/public.orders"
+    )
+    assert validations.height == 2  # one per event that carried the facet
+    assert validations.get_column("success").to_list() == [False, False]
+    assert validations.get_column("version").to_list() == [1, 1]
+    results = lake.read("dq_results", where=pl.col("validation_id") == validations["validation_id"][0])
+    assert sorted(zip(results["expectation_type"], results["success"], results["severity"], strict=True)) == [
+        ("is_positive", False, "warning"),
+        ("not_null", True, None),
+    ]
+
+
+def test_a_changed_schema_is_a_new_dataset_version_with_its_changes(lake: metalake.Lake) -> None:
+    lake.lineage.ingest(airflow_dag())
+    later = as_dicts(airflow_dag())
+    for event in later:
+        for output in event.get("outputs") or []:
+            if output["name"] == "train":
+                output["facets"]["schema"]["fields"].append({"name": "amount", "type": "DOUBLE"})
+    lake.lineage.ingest(later)
+    history = lake.datasets.history("train")
+    assert history.get_column("version").to_list() == [1, 2]
+    assert history.get_column("schema_changes").to_list()[1] == "+ amount DOUBLE"
+    # the edges of the second DAG run carry the new version
+    versions = lake.sql(
+        "select distinct target_version from lineage_edges where target_node = 'dataset:metalake/train'"
+    ).fetchall()
+    assert sorted(v for (v,) in versions) == ["1", "2"]
+
+
+def test_duplicates_and_any_arrival_order_give_the_same_result(lake_path: Any, tmp_path: Any) -> None:
+    events = as_dicts(airflow_dag() + spark_events())
+    in_order = metalake.connect(tmp_path / "in-order")
+    in_order.lineage.ingest(events)
+
+    shuffled = metalake.connect(lake_path)
+    scrambled = events * 2
+    random.Random(7).shuffle(scrambled)
+    for start in range(0, len(scrambled), 3):  # several batches, duplicates across and within them
+        shuffled.lineage.ingest(scrambled[start : start + 3])
+
+    assert shuffled.read("lineage_events").height == len(events)
+    assert shuffled.read("pipeline_runs").height == len(events)
+    assert current_runs(shuffled).equals(current_runs(in_order))
+    drop = ["last_seen"]
+    assert graph(shuffled).drop(drop).equals(graph(in_order).drop(drop))
+    assert shuffled.lineage.ingest(events).new == 0
+
+
+def test_a_late_start_does_not_reopen_a_finished_run(lake: metalake.Lake) -> None:
+    start, complete = as_dicts(airflow_dag())[:2]
+    lake.lineage.ingest([complete])
+    assert current_runs(lake)["state"].to_list() == ["COMPLETE"]
+    lake.lineage.ingest([start])
+    row = current_runs(lake).row(0, named=True)
+    assert row["state"] == "COMPLETE" and row["duration_s"] == 240 and row["event_count"] == 2
+
+
+def test_an_invalid_event_refuses_the_whole_batch(lake: metalake.Lake) -> None:
+    events = as_dicts(airflow_dag())
+    events[2] = {**events[2], "eventType": "FINISHED"}
+    with pytest.raises(InvalidEvent) as refused:
+        lake.lineage.ingest(events)
+    message = str(refused.value)
+    assert "event #3" in message and "'FINISHED'" in message and "Nothing was written" in message
+    assert lake.read("lineage_events").height == 0 and lake.read("pipeline_runs").height == 0
+    for broken, reason in [
+        ({**events[0], "eventTime": "yesterday"}, "eventTime"),
+        ({**events[0], "run": {"runId": "not-a-uuid"}}, "UUID"),
+        ({**events[0], "job": {"namespace": "x"}}, "job needs"),
+        ({"eventTime": "2026-01-01T00:00:00Z", "producer": "p"}, "neither a RunEvent"),
+        ("{not json", "not valid JSON"),
+    ]:
+        with pytest.raises(InvalidEvent, match=reason):
+            lake.lineage.ingest([broken])
+
+
+def test_dataset_and_job_events(lake: metalake.Lake) -> None:
+    dataset_event = {
+        "eventTime": "2026-03-01T05:00:00Z",
+        "producer": "https://example.com/catalog-sync",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/DatasetEvent",
+        "dataset": {
+            "namespace": "postgres://warehouse:5432",
+            "name": "public.refunds",
+            "facets": {"schema": {"fields": [{"name": "id", "type": "INTEGER"}]}},
+        },
+    }
+    job_event = {
+        "eventTime": "2026-03-01T05:00:00Z",
+        "producer": "https://example.com/dbt",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/JobEvent",
+        "job": {"namespace": "dbt", "name": "marts.refunds"},
+        "inputs": [{"namespace": "postgres://warehouse:5432", "name": "public.refunds"}],
+        "outputs": [{"namespace": "postgres://warehouse:5432", "name": "marts.refunds"}],
+    }
+    lake.lineage.ingest([dataset_event, job_event])
+    kinds = lake.read("lineage_events").sort("event_kind").get_column("event_kind").to_list()
+    assert kinds == ["dataset", "job"]
+    assert lake.datasets.get("postgres://warehouse:5432/public.refunds").columns == ["id"]
+    downstream = lake.lineage.downstream("dataset:postgres://warehouse:5432/public.refunds")
+    assert downstream["target_node"].to_list() == [
+        "job:dbt/marts.refunds",
+        "dataset:postgres://warehouse:5432/marts.refunds",
+    ]
+
+
+def test_one_graph_from_raw_table_to_deployment(lake: metalake.Lake) -> None:
+    lake.lineage.ingest(airflow_dag())  # ... -> job join -> dataset:metalake/train
+    with lake.runs.start(experiment="churn") as run:
+        run.log_input("train", context="training")  # links the version the pipeline reported
+    model = lake.registry.register("churn", run_id=run.run_id, artifact_uri="s3://models/churn/1")
+    lake.append(
+        "deployments",
+        [
+            {
+                "deployment_id": "dep-1",
+                "model": "churn",
+                "version": model.version,
+                "environment": "production",
+                "event_type": "start",
+                "at": datetime.now(UTC),
+            }
+        ],
+    )
+    deployment = "deployment:production/dep-1"
+    upstream = lake.lineage.upstream(deployment)
+    chain = [
+        (deployment, "model:churn/1"),
+        ("model:churn/1", f"run:{run.run_id}"),
+        (f"run:{run.run_id}", TRAIN),
+        (TRAIN, "job:airflow-prod/daily_features.join"),
+        ("job:airflow-prod/daily_features.join", STAGING),
+        (STAGING, "job:airflow-prod/daily_features.extract"),
+        ("job:airflow-prod/daily_features.extract", RAW_ORDERS),
+    ]
+    walked = set(zip(upstream["target_node"], upstream["source_node"], strict=True))
+    assert set(chain) <= walked
+    depth_of = {row["source_node"]: row["depth"] for row in upstream.iter_rows(named=True)}
+    assert depth_of[RAW_ORDERS] == 7
+    assert upstream.filter(pl.col("source_node") == TRAIN)["source_version"].to_list() == ["1"]
+
+    downstream = lake.lineage.downstream(RAW_ORDERS)
+    assert deployment in downstream["target_node"].to_list()
+    assert set(lake.lineage.downstream(RAW_ORDERS, depth=2)["target_node"]) == {
+        "job:airflow-prod/daily_features.extract",
+        STAGING,
+    }
+
+
+def test_walks_end_on_cycles_and_respect_depth(lake: metalake.Lake) -> None:
+    now = datetime.now(UTC)
+    nodes = ["dataset:x/a", "job:x/j1", "dataset:x/b", "job:x/j2"]
+    edges = [
+        {"edge_id": f"e{i}", "source_node": s, "target_node": t, "edge_type": "input", "event_time": now}
+        for i, (s, t) in enumerate(zip(nodes, nodes[1:] + nodes[:1], strict=True))
+    ]
+    lake.append("lineage_edges", edges)
+    full = lake.lineage.downstream("dataset:x/a")
+    assert full.height == 4 and full["depth"].to_list() == [1, 2, 3, 4]
+    assert lake.lineage.upstream("dataset:x/a", depth=1)["source_node"].to_list() == ["job:x/j2"]
+    with pytest.raises(LineageError, match="not a lineage node id"):
+        lake.lineage.upstream("orders")
+    with pytest.raises(LineageError, match="at least 1"):
+        lake.lineage.upstream("dataset:x/a", depth=0)
+
+
+def test_as_of_gives_the_graph_as_it_was(lake: metalake.Lake) -> None:
+    lake.lineage.ingest(airflow_dag()[:2])  # extract only
+    time.sleep(0.05)
+    before = datetime.now(UTC)
+    time.sleep(0.05)
+    lake.lineage.ingest(airflow_dag()[2:])  # then join
+    assert TRAIN in lake.lineage.downstream(RAW_ORDERS)["target_node"].to_list()
+    past = lake.as_of(before).lineage.downstream(RAW_ORDERS)
+    assert TRAIN not in past["target_node"].to_list() and STAGING in past["target_node"].to_list()
+
+
+def test_spark_events_with_parent_several_outputs_and_column_lineage(lake: metalake.Lake) -> None:
+    lake.lineage.ingest(spark_events())
+    runs = current_runs(lake)
+    query = runs.filter(pl.col("parent_job") == "spark-cluster/feature_job").row(0, named=True)
+    assert query["state"] == "COMPLETE" and query["duration_s"] == 90 and query["event_count"] == 3
+    job = "job:spark-cluster/feature_job.execute_insert_into_hadoop_fs_relation_command.features"
+    downstream = set(lake.lineage.downstream(job, depth=1)["target_node"])
+    assert downstream == {
+        "dataset:s3://lake-bucket/features/orders",
+        "dataset:s3://lake-bucket/features/_audit",
+    }
+    columns = lake.lineage.column_lineage("s3://lake-bucket/features/orders")
+    assert columns.row(0) == ("amount_7d", STAGING, "amount", "INDIRECT")
+
+
+def test_events_as_json_text_and_uuid_free_ids_are_stable(lake: metalake.Lake) -> None:
+    event = as_dicts(airflow_dag())[0]
+    import json
+
+    compact = json.dumps(event)
+    pretty = json.dumps(event, indent=2, sort_keys=False)
+    assert lake.lineage.ingest([compact]).new == 1
+    assert lake.lineage.ingest([pretty.encode()]).new == 0  # same content, same event id
+    assert lake.read("lineage_events")["event_id"].str.len_chars().to_list() == [64]
+    assert str(uuid.UUID(lake.read("pipeline_runs")["run_id"][0]))
