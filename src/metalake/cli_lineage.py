@@ -151,6 +151,12 @@ def serve(
             help="When to answer 201: 'spooled' (event in the spool file) or 'committed' (after its group commit).",
         ),
     ] = "spooled",
+    commit_interval: Annotated[
+        float,
+        typer.Option(
+            "--commit-interval", min=0.001, help="Seconds between group commits of accepted events."
+        ),
+    ] = 0.1,
 ) -> None:
     """Serve the metalake REST API: POST /api/v1/lineage takes OpenLineage events (HttpTransport).
 
@@ -172,4 +178,5 @@ def serve(
         spool_dir=spool,
         token=token,
         ack="committed" if ack == "committed" else "spooled",
+        commit_interval=commit_interval,
     )

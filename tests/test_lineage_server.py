@@ -1,0 +1,174 @@
+"""`metalake serve` as a real uvicorn process on 127.0.0.1, fed by the real openlineage-python HttpTransport."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import requests
+from conftest import _free_port
+from openlineage.client import OpenLineageClient
+from openlineage.client.serde import Serde
+from openlineage.client.transport.http import ApiKeyTokenProvider, HttpCompression, HttpConfig, HttpTransport
+from openlineage_samples import airflow_dag, spark_events
+
+import metalake
+
+TOKEN = "s3cret-token"
+
+
+@dataclass
+class Server:
+    """A running `metalake serve` process."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    lake_path: Path
+
+    def health(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/api/v1/health", timeout=2) as response:
+            loaded: dict[str, Any] = json.load(response)
+            return loaded
+
+    def wait_committed(self, events: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.health()["committed"] < events:
+            assert time.monotonic() < deadline, f"server committed {self.health()} of {events} events"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM: uvicorn shuts down, the committer commits what is queued."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def start(*options: str, lake_path: Path | None = None) -> Server:
+        lake_path = lake_path or tmp_path / "lake"
+        port = _free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "metalake.cli",
+            "--lake",
+            str(lake_path),
+            "serve",
+            "--port",
+            str(port),
+        ]
+        command += ["--spool", str(tmp_path / "spool"), *options]
+        env = {**os.environ, "METALAKE_ACTOR": "server"}
+        env.pop("METALAKE_API_TOKEN", None)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        server = Server(process, f"http://127.0.0.1:{port}", lake_path)
+        started.append(server)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                server.health()
+                return server
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    stderr = process.stderr.read().decode() if process.stderr else ""
+                    raise RuntimeError(f"metalake serve did not start: {stderr}") from None
+                time.sleep(0.1)
+
+    yield start
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait(timeout=10)
+
+
+def client_for(server: Server, **options: Any) -> OpenLineageClient:
+    return OpenLineageClient(transport=HttpTransport(HttpConfig(url=server.url, **options)))
+
+
+def test_http_transport_with_gzip_and_bearer_token(start_server: Callable[..., Server]) -> None:
+    server = start_server("--token", TOKEN)
+    client = client_for(server, compression=HttpCompression.GZIP, auth=ApiKeyTokenProvider({"apiKey": TOKEN}))
+    events = airflow_dag() + spark_events()
+    for event in events:
+        client.emit(event)  # raises on any answer but 2xx
+    server.wait_committed(len(events))
+    lake = metalake.connect(server.lake_path)
+    assert lake.read("lineage_events").height == len(events)
+    states = lake.sql(
+        "select state, count(*) from pipeline_runs_current group by all order by all"
+    ).fetchall()
+    assert states == [("COMPLETE", 4)]
+    assert set(lake.read("lineage_events")["recorded_by"]) == {"server"}
+    server.stop()
+
+
+def test_answers_201_400_and_401(start_server: Callable[..., Server]) -> None:
+    server = start_server("--token", TOKEN)
+    url = f"{server.url}/api/v1/lineage"
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    event = Serde.to_dict(airflow_dag()[0])
+
+    accepted = requests.post(url, data=json.dumps(event), headers=auth, timeout=10)
+    assert accepted.status_code == 201 and accepted.json()["accepted"] == 1
+
+    batch = [Serde.to_dict(e) for e in airflow_dag()]
+    zipped = gzip.compress(json.dumps(batch).encode())
+    listed = requests.post(url, data=zipped, headers={**auth, "Content-Encoding": "gzip"}, timeout=10)
+    assert listed.status_code == 201 and listed.json()["accepted"] == 4
+
+    invalid = requests.post(url, data=json.dumps({**event, "eventType": "DONE"}), headers=auth, timeout=10)
+    assert invalid.status_code == 400
+    assert invalid.json()["error"] == "invalid_event" and "'DONE'" in invalid.json()["message"]
+    garbage = requests.post(url, data=b"{oops", headers=auth, timeout=10)
+    assert garbage.status_code == 400 and "not valid JSON" in garbage.json()["message"]
+
+    unauthorized = requests.post(url, data=json.dumps(event), timeout=10)
+    assert unauthorized.status_code == 401
+    server.stop()
+    assert metalake.connect(server.lake_path).read("lineage_events").height == 5
+
+
+def test_ack_committed_answers_after_the_commit(start_server: Callable[..., Server]) -> None:
+    server = start_server("--ack", "committed")
+    client = client_for(server)
+    for event in spark_events():
+        client.emit(event)
+    lake = metalake.connect(server.lake_path)  # no waiting: every answered event is committed
+    assert lake.read("lineage_events").height == len(spark_events())
+    server.stop()
+
+
+def test_spooled_events_survive_a_killed_server(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    server = start_server("--commit-interval", "600")  # nothing is committed while it runs
+    client = client_for(server)
+    events = airflow_dag()
+    for event in events:
+        client.emit(event)
+    assert server.health()["queued"] == len(events)
+    server.process.kill()  # SIGKILL: no shutdown, no commit
+    server.process.wait(timeout=10)
+    lake = metalake.connect(server.lake_path)
+    assert lake.read("lineage_events").height == 0
+
+    restarted = start_server(lake_path=server.lake_path)  # replays the spool before serving
+    assert lake.read("lineage_events").height == len(events)
+    assert list((tmp_path / "spool").glob("*.jsonl")) == []
+    runs = lake.read("pipeline_runs").select(pl.col("run_id").n_unique()).item()
+    assert runs == 2
+    restarted.stop()
