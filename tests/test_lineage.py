@@ -280,3 +280,16 @@ def test_events_as_json_text_and_uuid_free_ids_are_stable(lake: metalake.Lake) -
     assert lake.lineage.ingest([pretty.encode()]).new == 0  # same content, same event id
     assert lake.read("lineage_events")["event_id"].str.len_chars().to_list() == [64]
     assert str(uuid.UUID(lake.read("pipeline_runs")["run_id"][0]))
+
+
+def test_event_ids_hash_the_usual_canonical_json() -> None:
+    """Ids are SHA-256 of sorted-keys compact JSON, the text any JSON library writes for the event."""
+    import hashlib
+    import json
+
+    from metalake.openlineage_events import parse_event
+
+    event = as_dicts(spark_events())[0]
+    event["job"]["facets"]["documentation"] = {"description": "Café ☕ \u2028 tab\t", "n": 12, "x": 0.25}
+    expected = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert parse_event(event).event_id == hashlib.sha256(expected.encode()).hexdigest()

@@ -142,8 +142,8 @@ class Lineage:
         """The derived rows as typed frames (the fast path of the contract check), dataset versions excluded."""
         current = self._current_pipelines(list(rows.pipelines))
         pipelines = [
-            {**row, "tags": None if row["tags"] is None else canonical_json(row["tags"])}
-            for key, (_, row) in rows.pipelines.items()
+            row
+            for key, row in rows.pipeline_rows().items()
             if key not in current or (row["facets"] is not None and current[key] != row["facets"])
         ]
         results, validations = [], []
@@ -168,7 +168,7 @@ class Lineage:
                     "evaluated": quality.evaluated,
                     "successful": quality.successful,
                     "unsuccessful": quality.evaluated - quality.successful,
-                    "validated_at": quality.event_time,
+                    "validated_at": quality.event_time,  # a datetime: few rows
                     "run_id": quality.run_id,
                 }
             )
@@ -188,8 +188,14 @@ class Lineage:
         from metalake.contracts import polars_dtype
 
         spec = self._lake.spec(table)
-        schema = {c.name: polars_dtype(c.type) for c in spec.columns if c.name in records[0]}
-        return pl.from_dicts(records, schema=schema)
+        columns = [c for c in spec.columns if c.name in records[0]]
+        # Timestamps come as epoch microseconds: building a column of datetime objects costs far more.
+        times = [
+            c.name for c in columns if c.type == "timestamp[us, UTC]" and isinstance(records[0][c.name], int)
+        ]
+        schema = {c.name: pl.Int64() if c.name in times else polars_dtype(c.type) for c in columns}
+        frame = pl.from_dicts(records, schema=schema)
+        return frame.with_columns(pl.col(name).cast(pl.Datetime("us", "UTC")) for name in times)
 
     def _current_pipelines(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
         """The latest stored facets of these jobs (jobs never stored are absent)."""
@@ -227,8 +233,14 @@ class Lineage:
                     (f"dataset_version:{row['dataset']}:{row['version']}", table.slice(i, 1))
                     for i, row in enumerate(new_rows)
                 ]
+                # The numbers were free in the state just read, which the commit starts from: a writer that
+                # claims one since makes this commit conflict, and the retry checks every key.
                 _, written = self._lake._commit_prepared(
-                    "dataset_versions", parts, operation="ingest_lineage", reason=f"lineage batch {batch_key}"
+                    "dataset_versions",
+                    parts,
+                    operation="ingest_lineage",
+                    reason=f"lineage batch {batch_key}",
+                    keys_may_exist=False,
                 )
                 if not all(written):
                     continue  # another writer claimed a number first: look again

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
 from metalake.errors import InvalidEvent
@@ -23,6 +23,9 @@ RUN_STATES: frozenset[str] = frozenset(get_args(RunState))
 METALAKE_NAMESPACE = "metalake"  # OpenLineage datasets in this namespace are metalake datasets, by name
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_FACET_KEYS = ("inputFacets", "outputFacets", "facets")
 _SEVERITIES = {
     "error": "critical",
     "critical": "critical",
@@ -42,11 +45,28 @@ class Event:
     event_time: datetime
     payload: dict[str, Any]
     canonical: str
+    # eventTime as microseconds since the epoch: rows carry it so, as a column of datetimes costs far more to build
+    event_us: int
 
 
 def canonical_json(payload: Any) -> str:
-    """Sorted keys, no spaces: the same event sent by HTTP or read from a file has the same text, so the same id."""
-    return _CANONICAL.encode(payload)
+    """Sorted keys, no spaces: the same event sent by HTTP or read from a file has the same text, so the same id.
+
+    orjson (a dependency) writes it several times faster than json; what orjson refuses (integers beyond 64
+    bits, non-text keys) json writes, so the text only ever depends on the content.
+    """
+    import orjson
+
+    try:
+        return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return _CANONICAL.encode(payload)
+
+
+def _loads(raw: str | bytes | bytearray) -> Any:
+    import orjson
+
+    return orjson.loads(raw)
 
 
 def as_mapping(raw: Any, position: int, source: str) -> dict[str, Any]:
@@ -55,7 +75,7 @@ def as_mapping(raw: Any, position: int, source: str) -> dict[str, Any]:
         return dict(raw)
     if isinstance(raw, str | bytes | bytearray):
         try:
-            loaded = json.loads(raw)
+            loaded = _loads(raw)
         except ValueError as error:
             raise InvalidEvent(position, f"not valid JSON ({error})", source=source) from None
         if not isinstance(loaded, dict):
@@ -116,7 +136,7 @@ def parse_event(raw: Any, position: int = 0, *, source: str = "batch") -> Event:
         raise fail("it is neither a RunEvent (run, job), a DatasetEvent (dataset) nor a JobEvent (job)")
     canonical = canonical_json(payload)
     event_id = hashlib.sha256(canonical.encode()).hexdigest()
-    return Event(event_id, kind, event_time, payload, canonical)
+    return Event(event_id, kind, event_time, payload, canonical, (event_time - _EPOCH) // _MICROSECOND)
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -157,8 +177,13 @@ def _check_dataset(dataset: Any, where: str, fail: Any) -> None:
 def _check_facets(facets: Any, where: str, fail: Any) -> None:
     if facets is None:
         return
-    if not isinstance(facets, dict) or not all(isinstance(v, dict) for v in facets.values()):
-        raise fail(f"{where} must be an object of facet objects")
+    if type(facets) is dict:
+        for value in facets.values():
+            if type(value) is not dict:
+                break
+        else:
+            return
+    raise fail(f"{where} must be an object of facet objects")
 
 
 def _named(thing: Mapping[str, Any]) -> bool:
@@ -223,6 +248,7 @@ class EventRows:
     quality: list[QualityFacets] = field(default_factory=list)
     # (edge index, "source" | "target", observation index): versions to fill once observations are resolved
     versioned_ends: list[tuple[int, str, int]] = field(default_factory=list)
+    _identities: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
 
     def add(self, event: Event) -> None:
         payload = event.payload
@@ -236,7 +262,7 @@ class EventRows:
                 "event_id": event.event_id,
                 "event_kind": event.kind,
                 "event_type": state,
-                "event_time": event.event_time,
+                "event_time": event.event_us,
                 "run_id": run_id,
                 "job_namespace": job.get("namespace"),
                 "job_name": job.get("name"),
@@ -287,9 +313,20 @@ class EventRows:
                 "job_type": job_type.get("jobType") or job_type.get("processingType"),
                 "owner": owners[0].get("name") if owners and isinstance(owners[0], dict) else None,
                 "tags": {str(t.get("key")): str(t.get("value")) for t in tags if isinstance(t, dict)} or None,
-                "facets": canonical_json(facets) if facets else None,
+                "facets": facets or None,  # serialized once per job, by pipeline_rows()
             },
         )
+
+    def pipeline_rows(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """The newest facts reported about each job of the batch, facets and tags as JSON text."""
+        return {
+            key: {
+                **row,
+                "facets": None if row["facets"] is None else canonical_json(row["facets"]),
+                "tags": None if row["tags"] is None else canonical_json(row["tags"]),
+            }
+            for key, (_, row) in self.pipelines.items()
+        }
 
     def _add_run(self, event: Event, run: Mapping[str, Any], job: Mapping[str, Any], state: str) -> None:
         facets = run.get("facets") or {}
@@ -303,12 +340,15 @@ class EventRows:
                 "namespace": job["namespace"],
                 "job_name": job["name"],
                 "state": state,
-                "event_time": event.event_time,
+                "event_time": event.event_us,
                 "parent_run_id": parent_run if isinstance(parent_run, str) else None,
                 "parent_job": f"{parent_job['namespace']}/{parent_job['name']}"
                 if _named(parent_job)
                 else None,
-                "facets": canonical_json(facets) if facets else None,
+                # parent has its own columns; the raw event in lineage_events keeps every facet
+                "facets": canonical_json(other)
+                if (other := {k: v for k, v in facets.items() if k != "parent"})
+                else None,
                 "producer": event.payload.get("producer"),
             }
         )
@@ -325,7 +365,7 @@ class EventRows:
             "source_field": None,
             "target_field": None,
             "transformation": None,
-            "event_time": event.event_time,
+            "event_time": event.event_us,
         }
         self.edges.append(edge)
         return edge
@@ -349,12 +389,18 @@ class EventRows:
         schema_facet = facets.get("schema")
         if not isinstance(schema_facet, dict) or not isinstance(schema_facet.get("fields"), list):
             return None
-        schema = _flatten_fields(schema_facet["fields"])
+        namespace, name = str(dataset["namespace"]), str(dataset["name"])
         version = (facets.get("version") or {}).get("datasetVersion")
+        # Producers repeat a dataset's schema in every event, in the same key order: one observation per distinct
+        # schema (the earliest, as events are added in time order), hashed once.
+        memo_key = (namespace, name, repr(schema_facet["fields"]), repr(version))
+        known = self._identities.get(memo_key)
+        if known is not None:
+            return known
+        schema = _flatten_fields(schema_facet["fields"])
         identity = canonical_json({"schema": schema, "datasetVersion": version})
         stats = (dataset.get("outputFacets") or {}).get("outputStatistics") or {}
         metrics = _quality_facet(dataset, "dataQualityMetrics")
-        namespace, name = str(dataset["namespace"]), str(dataset["name"])
         self.observations.append(
             DatasetObservation(
                 dataset=dataset_name(namespace, name),
@@ -370,11 +416,18 @@ class EventRows:
                 dataset_version=None if version is None else str(version),
             )
         )
+        self._identities[memo_key] = len(self.observations) - 1
         return len(self.observations) - 1
 
     def _add_quality(
         self, event: Event, dataset: Mapping[str, Any], run_id: str | None, index: int, observed: int | None
     ) -> None:
+        if not any(
+            (facets := dataset.get(key))
+            and ("dataQualityAssertions" in facets or "dataQualityMetrics" in facets)
+            for key in _FACET_KEYS
+        ):
+            return
         assertions = _quality_facet(dataset, "dataQualityAssertions").get("assertions") or []
         metrics = _quality_facet(dataset, "dataQualityMetrics")
         results = []
@@ -460,10 +513,10 @@ class EventRows:
 
 def _quality_facet(dataset: Mapping[str, Any], name: str) -> dict[str, Any]:
     """A data-quality facet, found where producers put it: inputFacets (the spec), outputFacets or facets."""
-    for key in ("inputFacets", "outputFacets", "facets"):
-        facet = (dataset.get(key) or {}).get(name)
-        if isinstance(facet, dict):
-            return facet
+    for key in _FACET_KEYS:
+        facets = dataset.get(key)
+        if facets and isinstance(facets.get(name), dict):
+            return facets[name]  # type: ignore[no-any-return]
     return {}
 
 

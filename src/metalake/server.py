@@ -224,6 +224,7 @@ def create_app(
             "lake": lake.uri,
             "queued": committer.queued,
             "committed": committer.committed_events,
+            "commits": committer.commits,
         }
 
     return app
