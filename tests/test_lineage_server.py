@@ -165,6 +165,9 @@ def test_spooled_events_survive_a_killed_server(start_server: Callable[..., Serv
     server.process.wait(timeout=10)
     lake = metalake.connect(server.lake_path)
     assert lake.read("lineage_events").height == 0
+    (segment,) = (tmp_path / "spool").glob("*.jsonl")
+    with segment.open("a") as handle:
+        handle.write('{"eventType": "START", "eventTime": "2026-')  # a write cut short by the kill
 
     restarted = start_server(lake_path=server.lake_path)  # replays the spool before serving
     assert lake.read("lineage_events").height == len(events)

@@ -87,11 +87,28 @@ class GroupCommitter:
         """Commit what a previous server left in the spool, then start the committer thread."""
         self._spool.mkdir(parents=True, exist_ok=True)
         for leftover in sorted(self._spool.glob("*.jsonl")):
-            result = self._lake.lineage.ingest_file(leftover)
-            log.warning("replayed %s: %d new event(s) of %d", leftover.name, result.new, result.received)
-            leftover.unlink()
+            self._replay(leftover)
         self._thread = threading.Thread(target=self._run, name="metalake-lineage-committer", daemon=True)
         self._thread.start()
+
+    def _replay(self, segment: Path) -> None:
+        """Commit a spool file a stopped server left; a line cut short by a crash mid-write is dropped."""
+        from metalake.openlineage_events import parse_event
+
+        events = []
+        lines = segment.read_bytes().splitlines()
+        for number, line in enumerate(lines):
+            try:
+                events.append(parse_event(line, number, source=f"spool file {segment}"))
+            except InvalidEvent as error:
+                if number < len(lines) - 1:
+                    raise LineageError(
+                        f"{error} Move {segment} out of the spool folder to start the server without it."
+                    ) from None
+                log.warning("dropped the unfinished last line of %s", segment)
+        result = self._lake.lineage.ingest_checked(events)
+        log.warning("replayed %s: %d new event(s) of %d", segment.name, result.new, result.received)
+        segment.unlink()
 
     def submit(self, events: "Sequence[Event]", *, wait: bool = False) -> "Future[None] | None":
         """Spool and queue events; with `wait`, a future that completes when their group commit lands."""
@@ -137,11 +154,12 @@ class GroupCommitter:
         events = [event for segment in segments for event in segment.events]
         try:
             self._lake.lineage.ingest_checked(events)
-        except MetalakeError as error:
+        except Exception as error:  # the thread must live on: the spool keeps the events for a retry
             log.error("could not commit %d lineage event(s), will retry: %s", len(events), error)
+            failure = error if isinstance(error, MetalakeError) else LineageError(f"commit failed: {error}")
             for segment in segments:
                 for waiter in segment.waiters:
-                    waiter.set_exception(error)
+                    waiter.set_exception(failure)
                 segment.waiters.clear()
             return False
         with self._lock:
