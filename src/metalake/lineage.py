@@ -9,10 +9,12 @@ metalake's own facts (run inputs, model versions, deployments).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -63,8 +65,9 @@ class Lineage:
         The whole batch is checked first: one invalid event refuses the batch (InvalidEvent says which and
         why) and nothing is written. Events already stored, or repeated in the batch, are written once.
         """
-        checked = [parse_event(raw, position, source=source) for position, raw in enumerate(events)]
-        return self.ingest_checked(checked)
+        with _no_cyclic_gc():
+            checked = [parse_event(raw, position, source=source) for position, raw in enumerate(events)]
+            return self.ingest_checked(checked)
 
     def ingest_file(self, path: str | Path, *, chunk_events: int = 50_000) -> IngestResult:
         """Ingest a JSONL file of OpenLineage events (one per line, as the file transport writes them).
@@ -77,10 +80,13 @@ class Lineage:
                 f"{file} is not a file: give a JSONL file of OpenLineage events, one per line."
             )
         checked: list[Event] = []
-        with file.open("rb") as handle:
+        with file.open("rb") as handle, _no_cyclic_gc():
             for number, line in enumerate(handle):
                 if line.strip():
                     checked.append(parse_event(line, number, source=f"file {file} (line {number + 1})"))
+            return self._ingest_chunks(checked, chunk_events)
+
+    def _ingest_chunks(self, checked: list[Event], chunk_events: int) -> IngestResult:
         totals = [
             self.ingest_checked(checked[i : i + chunk_events]) for i in range(0, len(checked), chunk_events)
         ]
@@ -88,6 +94,10 @@ class Lineage:
 
     def ingest_checked(self, checked: Sequence[Event]) -> IngestResult:
         """`ingest` for events that `parse_event` already checked (the HTTP server checks them on arrival)."""
+        with _no_cyclic_gc():
+            return self._ingest_new(checked)
+
+    def _ingest_new(self, checked: Sequence[Event]) -> IngestResult:
         unique = list({event.event_id: event for event in checked}.values())
         stored = self._stored_ids(unique)
         new = sorted(
@@ -382,6 +392,23 @@ class Lineage:
             {"node": node},
         ).pl()
         return frame
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many objects that stay alive.
+
+    Each collection walks every live object, so parsing 100,000 events (millions of dicts and strings, no
+    cycles) with it on spends most of its time collecting nothing: about 2x slower. Reference counting still
+    frees everything as usual.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def check_node(node: str) -> None:
