@@ -188,7 +188,7 @@ def _check_facets(facets: Any, where: str, fail: Any) -> None:
 
 def _named(thing: Mapping[str, Any]) -> bool:
     namespace, name = thing.get("namespace"), thing.get("name")
-    return isinstance(namespace, str) and isinstance(name, str) and bool(namespace) and bool(name)
+    return type(namespace) is str and type(name) is str and namespace != "" and name != ""
 
 
 def dataset_node(namespace: str, name: str) -> str:
@@ -422,11 +422,7 @@ class EventRows:
     def _add_quality(
         self, event: Event, dataset: Mapping[str, Any], run_id: str | None, index: int, observed: int | None
     ) -> None:
-        if not any(
-            (facets := dataset.get(key))
-            and ("dataQualityAssertions" in facets or "dataQualityMetrics" in facets)
-            for key in _FACET_KEYS
-        ):
+        if not _has_quality_facets(dataset):
             return
         assertions = _quality_facet(dataset, "dataQualityAssertions").get("assertions") or []
         metrics = _quality_facet(dataset, "dataQualityMetrics")
@@ -509,6 +505,15 @@ class EventRows:
                     target_field=str(target_field),
                     transformation=kind,
                 )
+
+
+def _has_quality_facets(dataset: Mapping[str, Any]) -> bool:
+    """A cheap test before looking for the facets (called for every dataset of every event)."""
+    for key in _FACET_KEYS:
+        facets = dataset.get(key)
+        if facets and ("dataQualityAssertions" in facets or "dataQualityMetrics" in facets):
+            return True
+    return False
 
 
 def _quality_facet(dataset: Mapping[str, Any], name: str) -> dict[str, Any]:
