@@ -293,3 +293,42 @@ def test_event_ids_hash_the_usual_canonical_json() -> None:
     event["job"]["facets"]["documentation"] = {"description": "Café ☕ \u2028 tab\t", "n": 12, "x": 0.25}
     expected = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert parse_event(event).event_id == hashlib.sha256(expected.encode()).hexdigest()
+
+
+def test_quality_metrics_and_job_facet_changes(lake: metalake.Lake) -> None:
+    events = as_dicts(airflow_dag())
+    extract_complete = events[1]
+    extract_complete["inputs"][1]["inputFacets"] = {
+        "dataQualityMetrics": {
+            "rowCount": 5000,
+            "columnMetrics": {"country": {"nullCount": 3, "distinctCount": 40}},
+        }
+    }
+    lake.lineage.ingest(events)
+    validation = lake.read(
+        "dq_validations", where=pl.col("dataset") == "postgres://warehouse:5432/public.customers"
+    ).row(0, named=True)
+    assert validation["success"] and validation["evaluated"] == 0 and validation["version"] == 1
+    metrics = lake.read("dq_results", where=pl.col("validation_id") == validation["validation_id"])
+    assert sorted(
+        zip(metrics["expectation_type"], metrics["column"], metrics["observed_value"], strict=True)
+    ) == [
+        ("metric:distinctCount", "country", "40"),
+        ("metric:nullCount", "country", "3"),
+        ("metric:rowCount", None, "5000"),
+    ]
+
+    assert lake.read("pipelines").height == 2
+    lake.lineage.ingest(as_dicts(airflow_dag()))  # a new DAG run, same job facets: no new pipeline rows
+    assert lake.read("pipelines").height == 2
+    changed = as_dicts(airflow_dag())
+    for event in changed:
+        event["job"]["facets"]["documentation"] = {"description": "Builds the daily features."}
+    lake.lineage.ingest(changed)
+    current = lake.sql(
+        "select name, arg_max(description, recorded_at) as description from pipelines group by name order by name"
+    ).fetchall()
+    assert current == [
+        ("daily_features.extract", "Builds the daily features."),
+        ("daily_features.join", "Builds the daily features."),
+    ]

@@ -175,3 +175,20 @@ def test_spooled_events_survive_a_killed_server(start_server: Callable[..., Serv
     runs = lake.read("pipeline_runs").select(pl.col("run_id").n_unique()).item()
     assert runs == 2
     restarted.stop()
+
+
+def test_concurrent_clients_share_group_commits(start_server: Callable[..., Server]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = start_server("--ack", "committed", "--commit-interval", "0.2")
+    events = [Serde.to_dict(event) for _ in range(10) for event in airflow_dag()]
+    url = f"{server.url}/api/v1/lineage"
+
+    def send(event: dict[str, Any]) -> int:
+        return requests.post(url, json=event, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        assert set(pool.map(send, events)) == {201}
+    health = server.health()
+    assert health["committed"] == len(events) and health["commits"] < len(events) / 2
+    server.stop()
