@@ -156,7 +156,7 @@ def serve(
         typer.Option(
             "--commit-interval", min=0.001, help="Seconds between group commits of accepted events."
         ),
-    ] = 0.1,
+    ] = 0.5,
 ) -> None:
     """Serve the metalake REST API: POST /api/v1/lineage takes OpenLineage events (HttpTransport).
 

@@ -7,7 +7,8 @@ answered; a background thread commits everything queued as one ingest (one commi
 201 comes once the events are in the spool file: a crash of the server process loses nothing (the spool is
 replayed at the next start; events already stored are not written twice), a power loss may lose what the
 operating system had not yet written to disk. With `ack="committed"` the 201 waits for the group commit that
-holds the events; concurrent clients share commits.
+holds the events: a commit starts as soon as such a request waits, and requests that arrive meanwhile share the
+next one.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations (Request) at runtime.
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 Ack = Literal["spooled", "committed"]
 LINEAGE_PATH = "/api/v1/lineage"
-DEFAULT_COMMIT_INTERVAL = 0.1
+DEFAULT_COMMIT_INTERVAL = 0.5
 MAX_BATCH_EVENTS = 20_000
 RETRY_SECONDS = 1.0
 log = logging.getLogger("metalake.server")
@@ -123,8 +124,8 @@ class GroupCommitter:
             segment.events.extend(events)
             if waiter is not None:
                 segment.waiters.append(waiter)
-            if len(segment.events) >= MAX_BATCH_EVENTS:
-                self._wake.set()
+            if waiter is not None or len(segment.events) >= MAX_BATCH_EVENTS:
+                self._wake.set()  # someone waits for the commit: start it now; later arrivals share the next
         return waiter
 
     @property
