@@ -83,7 +83,8 @@ class Lineage:
         with file.open("rb") as handle, _no_cyclic_gc():
             for number, line in enumerate(handle):
                 if line.strip():
-                    checked.append(parse_event(line, number, source=f"file {file} (line {number + 1})"))
+                    event = parse_event(line, number, source=f"file {file} (line {number + 1})")
+                    checked.append(event.slim())  # kept as text: parsed again only if it is new
             return self._ingest_chunks(checked, chunk_events)
 
     def _ingest_chunks(self, checked: list[Event], chunk_events: int) -> IngestResult:

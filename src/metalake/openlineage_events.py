@@ -43,10 +43,20 @@ class Event:
     event_id: str
     kind: EventKind
     event_time: datetime
-    payload: dict[str, Any]
+    # None once dropped to save memory (`slim`): `content` parses the canonical text again when needed
+    payload: dict[str, Any] | None
     canonical: str
     # eventTime as microseconds since the epoch: rows carry it so, as a column of datetimes costs far more to build
     event_us: int
+
+    @property
+    def content(self) -> dict[str, Any]:
+        """The event as a dict."""
+        return self.payload if self.payload is not None else _loads(self.canonical)
+
+    def slim(self) -> Event:
+        """The same event without its parsed dict: a large file's events are checked first, kept as text."""
+        return Event(self.event_id, self.kind, self.event_time, None, self.canonical, self.event_us)
 
 
 def canonical_json(payload: Any) -> str:
@@ -251,7 +261,7 @@ class EventRows:
     _identities: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
 
     def add(self, event: Event) -> None:
-        payload = event.payload
+        payload = event.content
         job = payload.get("job") or {}
         run = payload.get("run") or {}
         run_id = run.get("runId")
@@ -275,7 +285,7 @@ class EventRows:
         if job:
             self._add_pipeline(job, event.event_time)
         if event.kind == "run":
-            self._add_run(event, run, job, str(state))
+            self._add_run(event, run, job, str(state), payload.get("producer"))
         if event.kind == "dataset":
             self._observe(event, dataset, None, "facets")
             return
@@ -286,13 +296,13 @@ class EventRows:
             )
             edge.update(edge_type="input", run_id=run_id)
             observed = self._version_end(event, dataset_in, run_id, edge, "source")
-            self._add_quality(event, dataset_in, run_id, index, observed)
+            self._add_quality(event, dataset_in, run_id, index, observed, payload.get("producer"))
         for index, dataset_out in enumerate(payload.get("outputs") or []):
             target = dataset_node(dataset_out["namespace"], dataset_out["name"])
             edge = self._edge(event, 1000 + index, job_node, target)
             edge.update(edge_type="output", run_id=run_id)
             observed = self._version_end(event, dataset_out, run_id, edge, "target")
-            self._add_quality(event, dataset_out, run_id, 1000 + index, observed)
+            self._add_quality(event, dataset_out, run_id, 1000 + index, observed, payload.get("producer"))
             self._add_column_lineage(event, dataset_out, target, run_id, index)
 
     def _add_pipeline(self, job: Mapping[str, Any], event_time: datetime) -> None:
@@ -328,7 +338,9 @@ class EventRows:
             for key, (_, row) in self.pipelines.items()
         }
 
-    def _add_run(self, event: Event, run: Mapping[str, Any], job: Mapping[str, Any], state: str) -> None:
+    def _add_run(
+        self, event: Event, run: Mapping[str, Any], job: Mapping[str, Any], state: str, producer: str | None
+    ) -> None:
         facets = run.get("facets") or {}
         parent = facets.get("parent") or {}
         parent_run = (parent.get("run") or {}).get("runId")
@@ -349,7 +361,7 @@ class EventRows:
                 "facets": canonical_json(other)
                 if (other := {k: v for k, v in facets.items() if k != "parent"})
                 else None,
-                "producer": event.payload.get("producer"),
+                "producer": producer,
             }
         )
 
@@ -420,7 +432,13 @@ class EventRows:
         return len(self.observations) - 1
 
     def _add_quality(
-        self, event: Event, dataset: Mapping[str, Any], run_id: str | None, index: int, observed: int | None
+        self,
+        event: Event,
+        dataset: Mapping[str, Any],
+        run_id: str | None,
+        index: int,
+        observed: int | None,
+        producer: str | None,
     ) -> None:
         if not _has_quality_facets(dataset):
             return
@@ -468,7 +486,7 @@ class EventRows:
                 results=results,
                 evaluated=evaluated,
                 successful=successful,
-                producer=event.payload.get("producer"),
+                producer=producer,
                 observation=observed,
             )
         )
