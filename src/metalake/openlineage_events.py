@@ -81,9 +81,7 @@ def _loads(raw: str | bytes | bytearray) -> Any:
 
 def as_mapping(raw: Any, position: int, source: str) -> dict[str, Any]:
     """An event given as a dict, JSON text (str or bytes), or an openlineage-python event object, as a dict."""
-    if isinstance(raw, Mapping):
-        return dict(raw)
-    if isinstance(raw, str | bytes | bytearray):
+    if isinstance(raw, bytes | str | bytearray):  # first: the common case, and cheaper than the Mapping test
         try:
             loaded = _loads(raw)
         except ValueError as error:
@@ -93,6 +91,8 @@ def as_mapping(raw: Any, position: int, source: str) -> dict[str, Any]:
                 position, "a JSON object is expected, got " + type(loaded).__name__, source=source
             )
         return loaded
+    if isinstance(raw, Mapping):
+        return dict(raw)
     if hasattr(raw, "__attrs_attrs__"):  # an event built with the openlineage-python client
         from openlineage.client.serde import Serde
 
@@ -291,16 +291,13 @@ class EventRows:
             return
         job_node = f"job:{job['namespace']}/{job['name']}"
         for index, dataset_in in enumerate(payload.get("inputs") or []):
-            edge = self._edge(
-                event, index, dataset_node(dataset_in["namespace"], dataset_in["name"]), job_node
-            )
-            edge.update(edge_type="input", run_id=run_id)
+            source = dataset_node(dataset_in["namespace"], dataset_in["name"])
+            edge = self._edge(event, index, source, job_node, "input", run_id)
             observed = self._version_end(event, dataset_in, run_id, edge, "source")
             self._add_quality(event, dataset_in, run_id, index, observed, payload.get("producer"))
         for index, dataset_out in enumerate(payload.get("outputs") or []):
             target = dataset_node(dataset_out["namespace"], dataset_out["name"])
-            edge = self._edge(event, 1000 + index, job_node, target)
-            edge.update(edge_type="output", run_id=run_id)
+            edge = self._edge(event, 1000 + index, job_node, target, "output", run_id)
             observed = self._version_end(event, dataset_out, run_id, edge, "target")
             self._add_quality(event, dataset_out, run_id, 1000 + index, observed, payload.get("producer"))
             self._add_column_lineage(event, dataset_out, target, run_id, index)
@@ -365,13 +362,15 @@ class EventRows:
             }
         )
 
-    def _edge(self, event: Event, index: int, source: str, target: str) -> dict[str, Any]:
+    def _edge(
+        self, event: Event, index: int, source: str, target: str, edge_type: str, run_id: str | None
+    ) -> dict[str, Any]:
         edge: dict[str, Any] = {
             "edge_id": f"{event.event_id[:40]}:{index}",
             "source_node": source,
             "target_node": target,
-            "edge_type": "input",
-            "run_id": None,
+            "edge_type": edge_type,
+            "run_id": run_id,
             "source_version": None,
             "target_version": None,
             "source_field": None,
@@ -515,10 +514,10 @@ class EventRows:
                     100_000 * (index + 1) + count,
                     dataset_node(source_field["namespace"], source_field["name"]),
                     target,
+                    "column",
+                    run_id,
                 )
                 edge.update(
-                    edge_type="column",
-                    run_id=run_id,
                     source_field=str(source_field.get("field")),
                     target_field=str(target_field),
                     transformation=kind,
