@@ -69,7 +69,7 @@ class Lineage:
             checked = [parse_event(raw, position, source=source) for position, raw in enumerate(events)]
             return self.ingest_checked(checked)
 
-    def ingest_file(self, path: str | Path, *, chunk_events: int = 50_000) -> IngestResult:
+    def ingest_file(self, path: str | Path, *, chunk_events: int = 20_000) -> IngestResult:
         """Ingest a JSONL file of OpenLineage events (one per line, as the file transport writes them).
 
         Every line is checked before anything is written; then the events are committed in chunks.
