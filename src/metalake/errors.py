@@ -266,8 +266,13 @@ class InvalidEvent(LineageError):
         self.position = position
         self.reason = reason
         self.source = source
+        where = (
+            f"on line {position + 1} of the {source}"
+            if source.startswith("file")
+            else f"#{position + 1} of the {source}"
+        )
         super().__init__(
-            f"Refused OpenLineage event #{position + 1} of the {source}: {reason}. Nothing was written. "
+            f"Refused OpenLineage event {where}: {reason}. Nothing was written. "
             "Fix or drop that event (spec: https://openlineage.io/spec/2-0-2/OpenLineage.json) and send "
             "the batch again; events already stored are not written twice."
         )

@@ -80,11 +80,12 @@ class Lineage:
                 f"{file} is not a file: give a JSONL file of OpenLineage events, one per line."
             )
         checked: list[Event] = []
+        source = f"file {file}"
         with file.open("rb") as handle, _no_cyclic_gc():
             for number, line in enumerate(handle):
                 if line.strip():
-                    event = parse_event(line, number, source=f"file {file} (line {number + 1})")
-                    checked.append(event.slim())  # kept as text: parsed again only if it is new
+                    # kept as text: parsed again only if it turns out to be new
+                    checked.append(parse_event(line, number, source=source, keep_payload=False))
             return self._ingest_chunks(checked, chunk_events)
 
     def _ingest_chunks(self, checked: list[Event], chunk_events: int) -> IngestResult:

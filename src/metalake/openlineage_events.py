@@ -43,7 +43,7 @@ class Event:
     event_id: str
     kind: EventKind
     event_time: datetime
-    # None once dropped to save memory (`slim`): `content` parses the canonical text again when needed
+    # None when dropped to save memory (parse_event(keep_payload=False)): `content` parses the text again
     payload: dict[str, Any] | None
     canonical: str
     # eventTime as microseconds since the epoch: rows carry it so, as a column of datetimes costs far more to build
@@ -53,10 +53,6 @@ class Event:
     def content(self) -> dict[str, Any]:
         """The event as a dict."""
         return self.payload if self.payload is not None else _loads(self.canonical)
-
-    def slim(self) -> Event:
-        """The same event without its parsed dict: a large file's events are checked first, kept as text."""
-        return Event(self.event_id, self.kind, self.event_time, None, self.canonical, self.event_us)
 
 
 def canonical_json(payload: Any) -> str:
@@ -105,8 +101,11 @@ def as_mapping(raw: Any, position: int, source: str) -> dict[str, Any]:
     )
 
 
-def parse_event(raw: Any, position: int = 0, *, source: str = "batch") -> Event:
-    """Check one event and give it its content id; InvalidEvent says which event and what to fix."""
+def parse_event(raw: Any, position: int = 0, *, source: str = "batch", keep_payload: bool = True) -> Event:
+    """Check one event and give it its content id; InvalidEvent says which event and what to fix.
+
+    `keep_payload=False` keeps only the canonical text (see `Event.content`): less memory for large files.
+    """
     payload = as_mapping(raw, position, source)
 
     def fail(reason: str) -> InvalidEvent:
@@ -146,7 +145,8 @@ def parse_event(raw: Any, position: int = 0, *, source: str = "batch") -> Event:
         raise fail("it is neither a RunEvent (run, job), a DatasetEvent (dataset) nor a JobEvent (job)")
     canonical = canonical_json(payload)
     event_id = hashlib.sha256(canonical.encode()).hexdigest()
-    return Event(event_id, kind, event_time, payload, canonical, (event_time - _EPOCH) // _MICROSECOND)
+    kept = payload if keep_payload else None
+    return Event(event_id, kind, event_time, kept, canonical, (event_time - _EPOCH) // _MICROSECOND)
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -252,7 +252,7 @@ class EventRows:
 
     events: list[dict[str, Any]] = field(default_factory=list)
     pipeline_runs: list[dict[str, Any]] = field(default_factory=list)
-    pipelines: dict[tuple[str, str], tuple[datetime, dict[str, Any]]] = field(default_factory=dict)
+    pipelines: dict[tuple[str, str], tuple[datetime, Mapping[str, Any]]] = field(default_factory=dict)
     edges: list[dict[str, Any]] = field(default_factory=list)
     observations: list[DatasetObservation] = field(default_factory=list)
     quality: list[QualityFacets] = field(default_factory=list)
@@ -303,37 +303,31 @@ class EventRows:
             self._add_column_lineage(event, dataset_out, target, run_id, index)
 
     def _add_pipeline(self, job: Mapping[str, Any], event_time: datetime) -> None:
-        key = (str(job["namespace"]), str(job["name"]))
-        facets = job.get("facets") or {}
+        """Remember the job as the newest event reporting its facets describes it (rows are built once, later)."""
+        key = (job["namespace"], job["name"])
         known = self.pipelines.get(key)
-        if known is not None and (not facets or known[0] > event_time):
-            return  # keep the newest facets reported for the job
-        job_type = facets.get("jobType") or {}
-        owners = (facets.get("ownership") or {}).get("owners") or []
-        tags = (facets.get("tags") or {}).get("tags") or []
-        self.pipelines[key] = (
-            event_time,
-            {
+        if known is None or (job.get("facets") and event_time >= known[0]):
+            self.pipelines[key] = (event_time, job)
+
+    def pipeline_rows(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """The newest facts reported about each job of the batch, facets and tags as JSON text."""
+        rows = {}
+        for key, (_, job) in self.pipelines.items():
+            facets = job.get("facets") or {}
+            job_type = facets.get("jobType") or {}
+            owners = (facets.get("ownership") or {}).get("owners") or []
+            tags = (facets.get("tags") or {}).get("tags") or []
+            tag_map = {str(t.get("key")): str(t.get("value")) for t in tags if isinstance(t, dict)}
+            rows[key] = {
                 "namespace": key[0],
                 "name": key[1],
                 "description": (facets.get("documentation") or {}).get("description"),
                 "job_type": job_type.get("jobType") or job_type.get("processingType"),
                 "owner": owners[0].get("name") if owners and isinstance(owners[0], dict) else None,
-                "tags": {str(t.get("key")): str(t.get("value")) for t in tags if isinstance(t, dict)} or None,
-                "facets": facets or None,  # serialized once per job, by pipeline_rows()
-            },
-        )
-
-    def pipeline_rows(self) -> dict[tuple[str, str], dict[str, Any]]:
-        """The newest facts reported about each job of the batch, facets and tags as JSON text."""
-        return {
-            key: {
-                **row,
-                "facets": None if row["facets"] is None else canonical_json(row["facets"]),
-                "tags": None if row["tags"] is None else canonical_json(row["tags"]),
+                "tags": canonical_json(tag_map) if tag_map else None,
+                "facets": canonical_json(facets) if facets else None,
             }
-            for key, (_, row) in self.pipelines.items()
-        }
+        return rows
 
     def _add_run(
         self, event: Event, run: Mapping[str, Any], job: Mapping[str, Any], state: str, producer: str | None

@@ -100,7 +100,7 @@ class GroupCommitter:
         lines = segment.read_bytes().splitlines()
         for number, line in enumerate(lines):
             try:
-                events.append(parse_event(line, number, source=f"spool file {segment}"))
+                events.append(parse_event(line, number, source=f"file {segment} (spool)"))
             except InvalidEvent as error:
                 if number < len(lines) - 1:
                     raise LineageError(
