@@ -11,7 +11,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -317,6 +317,11 @@ def _percent_or_none(value: Any) -> float | None:
 # -- pandera --------------------------------------------------------------------------------------------------
 
 
+def _index_key(index: Any) -> Any:
+    """A failure case's row index as a set member (a multi-index may come as a list)."""
+    return index if isinstance(index, Hashable) else json.dumps(_json_safe(index))
+
+
 def run_pandera(suite: Suite, frame: pd.DataFrame) -> tuple[list[dict[str, Any]], str]:
     """Validate with a pandera schema (lazily, every failure at once); one result row per column check."""
     import pandera
@@ -427,7 +432,7 @@ def _pandera_result(
     """
     row_level = kind not in SCHEMA_LEVEL_CHECKS and not kind.startswith("dtype(")
     failed_values = [case.get("failure_case") for case in cases]
-    indexes = {json.dumps(_json_safe(case["index"])) for case in cases if case.get("index") is not None}
+    indexes = {_index_key(case["index"]) for case in cases if case.get("index") is not None}
     unexpected = len(indexes) if indexes else len(cases)
     if not row_level and failed_values:
         observed = _observed_text(failed_values[0] if len(failed_values) == 1 else failed_values)
