@@ -442,7 +442,7 @@ def maintain(
         ),
     ] = None,
 ) -> None:
-    """Rewrite tables for fast reads (metrics sorted by run, small files merged, checkpoints), apply retention.
+    """Rewrite tables for fast reads (metrics clustered by key and run, small files merged), apply retention.
 
     Retention never removes what a named snapshot, a non-archived model version or its run still needs. Writers
     may keep appending while it runs. On object stores, run it from one job at a time.

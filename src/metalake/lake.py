@@ -530,7 +530,7 @@ class Lake:
 
         In order: drop the metric points of archived runs older than `metric_history_days` (never those of a
         run behind a non-archived model version; summaries stay); cluster tables with `cluster_by` (metrics by
-        run) and compact the rest; delete files unreferenced for more than `vacuum_days`, except those that
+        key and run) and compact the rest; delete files unreferenced for more than `vacuum_days`, except those that
         named snapshots pin. Run it from one job at a time on object stores (on local disk a lock file
         serializes it); writers may keep appending. `dry_run=True` only reports what would be done.
         """
