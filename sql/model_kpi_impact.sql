@@ -3,7 +3,7 @@
 -- the data it was trained on.
 --
 -- The window is 7 days here; `lake.kpis.impact(window="14d")` and `metalake kpis impact --window 14d` compute
--- the same with another window (bound as a parameter, the line `INTERVAL 7 DAY AS impact_window` below).
+-- the same with another window, bound as a parameter in place of the 7-day interval of `settings` below.
 --   before  [deployed_at - window, deployed_at), but never earlier than the start of the deployment it replaced
 --           (the previous deployment of the model in that environment), so it measures the version replaced
 --   after   [deployed_at, deployed_at + window), cut at ended_at: only while this deployment was serving

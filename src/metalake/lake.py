@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
 
+    from metalake.deployments import Deployments
+    from metalake.kpis import Kpis
     from metalake.run_search import TableCache
     from metalake.sql import SqlSession
     from metalake.tracking import Runs
@@ -162,6 +164,20 @@ class Lake:
         from metalake.tracking import Runs
 
         return Runs(self)
+
+    @property
+    def deployments(self) -> Deployments:
+        """Deployments of model versions: `lake.deployments.record(model, version, environment)`, `end`, `list`."""
+        from metalake.deployments import Deployments
+
+        return Deployments(self)
+
+    @property
+    def kpis(self) -> Kpis:
+        """Business and online KPIs: `lake.kpis.define(...)`, `observe`, `ingest`, `impact` of deployments."""
+        from metalake.kpis import Kpis
+
+        return Kpis(self)
 
     # -- catalog --------------------------------------------------------------------------------------------
 
