@@ -487,11 +487,14 @@ def demo(
 
 
 def _register_subcommands() -> None:
+    from metalake.cli_deploy import deploy_app, kpis_app
     from metalake.cli_import import import_app
     from metalake.cli_runs import runs_app
 
     app.add_typer(runs_app, name="runs")
     app.add_typer(import_app, name="import")
+    app.add_typer(deploy_app, name="deploy")
+    app.add_typer(kpis_app, name="kpis")
 
 
 _register_subcommands()
