@@ -399,4 +399,6 @@ def _moment(value: datetime | date | str | None) -> datetime:
 
 def _check_name(value: object, what: str) -> None:
     if not isinstance(value, str) or not value.strip() or value != value.strip():
-        raise DeploymentError(f"A deployment needs a {what} name without surrounding spaces, not {value!r}.")
+        raise DeploymentError(
+            f"The {what} of a deployment must be a non-empty name without surrounding spaces, not {value!r}."
+        )
