@@ -3,9 +3,11 @@ KPI before and after each deployment (the view `model_kpi_impact`, with a window
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -367,7 +369,7 @@ def _as_frame(data: Any) -> pl.DataFrame:
     if isinstance(data, list | tuple):
         if not all(isinstance(row, Mapping) for row in data):
             raise KpiError("Observations as a list must be dicts with keys kpi, value, observed_at, ...")
-        return pl.from_dicts(data, infer_schema_length=None) if data else pl.DataFrame()
+        return _frame_from_rows(data)
     module = type(data).__module__
     if module.startswith("pandas"):
         from_pandas: pl.DataFrame = pl.from_pandas(data)
@@ -380,6 +382,51 @@ def _as_frame(data: Any) -> pl.DataFrame:
         f"Cannot read observations from {type(data).__name__}: give a polars, pandas or pyarrow frame, or a "
         "list of dicts."
     )
+
+
+def _frame_from_rows(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+    """Rows may mix types in a column (a datetime here, ISO text there): times and values are read one by one."""
+    import polars as pl
+
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    columns = {name: [row.get(name) for row in rows] for name in names}
+    if "value" in columns:
+        columns["value"] = _row_values(columns["value"])
+    if "observed_at" in columns:
+        columns["observed_at"] = _row_moments(columns["observed_at"])
+    return pl.DataFrame([pl.Series(name, values, strict=False) for name, values in columns.items()])
+
+
+def _row_values(values: builtins.list[Any]) -> builtins.list[float | None]:
+    converted: builtins.list[float | None] = []
+    bad: builtins.list[tuple[int, Any]] = []
+    for row, value in enumerate(values):
+        number: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value.strip())
+        if number is None and value is not None:
+            bad.append((row, value))
+        converted.append(number)
+    _refuse(bad, "the value is not a number")
+    return converted
+
+
+def _row_moments(values: builtins.list[Any]) -> builtins.list[datetime | None]:
+    converted: builtins.list[datetime | None] = []
+    bad: builtins.list[tuple[int, Any]] = []
+    for row, value in enumerate(values):
+        moment = None
+        if value is not None:
+            try:
+                moment = _moment(value)
+            except KpiError:
+                bad.append((row, value))
+        converted.append(moment)
+    _refuse(bad, "observed_at is not an ISO-8601 time or a datetime")
+    return converted
 
 
 def _numbers(values: pl.Series) -> pl.Series:
@@ -416,13 +463,18 @@ def _times(values: pl.Series) -> pl.Series:
 
 
 def _refuse_rows(mask: pl.Series, values: pl.Series, problem: str) -> None:
-    if not mask.any():
+    if mask.any():
+        rows = mask.arg_true().to_list()
+        _refuse([(row, values[row]) for row in rows[:SAMPLE_ROWS]], f"the value {problem}", len(rows))
+
+
+def _refuse(bad: Sequence[tuple[int, Any]], problem: str, count: int | None = None) -> None:
+    """Raise KpiError naming a few refused rows (0-based, as in the frame given) and how many there are."""
+    if not bad:
         return
-    rows = mask.arg_true()
-    sample = ", ".join(f"row {i}: {values[i]!r}" for i in rows.head(SAMPLE_ROWS).to_list())
-    raise KpiError(
-        f"{rows.len():,} KPI value(s) refused: the value {problem} ({sample}). Nothing was written."
-    )
+    sample = ", ".join(f"row {row}: {value!r}" for row, value in bad[:SAMPLE_ROWS])
+    total = len(bad) if count is None else count
+    raise KpiError(f"{total:,} KPI observation(s) refused: {problem} ({sample}). Nothing was written.")
 
 
 def _read_observations(file: Path, file_format: KpiFileFormat) -> pl.DataFrame:
