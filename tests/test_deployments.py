@@ -17,6 +17,8 @@ from metalake.deployments import (
 from metalake.errors import DeploymentError, DeploymentNotFound, MetalakeError
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
+# Most tests deploy versions they did not register; the warning has a test of its own.
+pytestmark = pytest.mark.filterwarnings("ignore::metalake.deployments.UnregisteredModelVersionWarning")
 
 
 def register(lake: metalake.Lake, model: str, version: int, run_id: str | None = None) -> None:
@@ -31,12 +33,6 @@ def register(lake: metalake.Lake, model: str, version: int, run_id: str | None =
             }
         ],
     )
-
-
-@pytest.fixture
-def quiet() -> None:
-    """Deployments of versions the tests did not register: the warning is tested on its own."""
-    warnings.simplefilter("ignore", UnregisteredModelVersionWarning)
 
 
 def test_record_returns_the_deployment_and_lists_it_as_active(lake: metalake.Lake) -> None:
@@ -57,7 +53,6 @@ def test_record_returns_the_deployment_and_lists_it_as_active(lake: metalake.Lak
     assert lake.deployments.get(deployment.deployment_id) == deployment
 
 
-@pytest.mark.usefixtures("quiet")
 def test_a_new_version_replaces_the_active_one_of_that_model_only(lake: metalake.Lake) -> None:
     first = lake.deployments.record("churn", 1, "production", at=T0)
     other_model = lake.deployments.record("fraud", 7, "production", at=T0)
@@ -77,7 +72,6 @@ def test_a_new_version_replaces_the_active_one_of_that_model_only(lake: metalake
     assert lake.history("deployments")["rows_added"][0] == 2
 
 
-@pytest.mark.usefixtures("quiet")
 def test_keep_active_serves_two_versions_and_end_then_needs_the_id(lake: metalake.Lake) -> None:
     first = lake.deployments.record("churn", 1, "production", at=T0)
     canary = lake.deployments.record(
@@ -92,7 +86,6 @@ def test_keep_active_serves_two_versions_and_end_then_needs_the_id(lake: metalak
     assert lake.deployments.list(active=True)["deployment_id"].to_list() == [first.deployment_id]
 
 
-@pytest.mark.usefixtures("quiet")
 def test_end_by_environment_and_the_errors_of_end(lake: metalake.Lake) -> None:
     deployment = lake.deployments.record("churn", 1, "production", at=T0)
     with pytest.raises(DeploymentError, match="cannot end before"):
@@ -112,7 +105,6 @@ def test_end_by_environment_and_the_errors_of_end(lake: metalake.Lake) -> None:
     assert end_rows.height == 1 and end_rows["model"][0] == "churn"  # end events repeat what ended
 
 
-@pytest.mark.usefixtures("quiet")
 def test_end_with_a_used_idempotency_key_returns_what_it_ended(lake: metalake.Lake) -> None:
     deployment = lake.deployments.record("churn", 1, "production", at=T0)
     lake.deployments.end(deployment.deployment_id, idempotency_key="rollback-17")
@@ -121,7 +113,6 @@ def test_end_with_a_used_idempotency_key_returns_what_it_ended(lake: metalake.La
     assert lake.read("deployments", where="event_type = 'end'").height == 1
 
 
-@pytest.mark.usefixtures("quiet")
 def test_a_rerun_ci_job_records_its_deployment_once(lake: metalake.Lake) -> None:
     first = lake.deployments.record("churn", 2, "production", git_sha="abc", ci_run_id="42")
     rerun = lake.deployments.record("churn", 2, "production", git_sha="abc", ci_run_id="42")
@@ -136,7 +127,6 @@ def test_a_rerun_ci_job_records_its_deployment_once(lake: metalake.Lake) -> None
     assert default_idempotency_key("churn", 2, "production", "abc", None) is None  # by hand: a new deployment
 
 
-@pytest.mark.usefixtures("quiet")
 def test_without_ci_information_each_record_is_a_new_deployment(lake: metalake.Lake) -> None:
     first = lake.deployments.record("churn", 1, "production", at=T0)
     second = lake.deployments.record("churn", 1, "production", at=T0 + timedelta(hours=1))
@@ -153,7 +143,6 @@ def test_an_unregistered_version_is_recorded_with_a_warning(lake: metalake.Lake)
     assert lake.deployments.list().height == 2
 
 
-@pytest.mark.usefixtures("quiet")
 def test_at_says_which_version_served_then(lake: metalake.Lake) -> None:
     lake.deployments.record("churn", 1, "production", at=T0)
     lake.deployments.record("churn", 2, "production", at=T0 + timedelta(days=10))
@@ -165,7 +154,6 @@ def test_at_says_which_version_served_then(lake: metalake.Lake) -> None:
     assert lake.deployments.at("staging", T0 + timedelta(days=10)) is None
 
 
-@pytest.mark.usefixtures("quiet")
 def test_deployments_are_recorded_in_time_order(lake: metalake.Lake) -> None:
     lake.deployments.record("churn", 2, "production", at=T0 + timedelta(days=10))
     with pytest.raises(DeploymentError, match="record deployments in time order"):
@@ -189,7 +177,6 @@ def test_bad_arguments_are_refused(lake: metalake.Lake, args: tuple[object, ...]
         lake.deployments.record("churn", 1, "production", at="yesterday")
 
 
-@pytest.mark.usefixtures("quiet")
 def test_time_travel_shows_the_deployment_still_active(lake: metalake.Lake) -> None:
     deployment = lake.deployments.record("churn", 1, "production", at=T0)
     before_end = datetime.now(UTC)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,11 +12,11 @@ import polars as pl
 import pytest
 
 import metalake
-from metalake.deployments import UnregisteredModelVersionWarning
 from metalake.errors import IngestError, KpiError, KpiNotFound, MetalakeError
 from metalake.kpis import Kpi
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
+pytestmark = pytest.mark.filterwarnings("ignore::metalake.deployments.UnregisteredModelVersionWarning")
 DAY = timedelta(days=1)
 
 
@@ -187,7 +186,6 @@ def rollout(lake: metalake.Lake) -> metalake.Lake:
     Day d holds d while v1 serves (days 0-9) and 20 + d while v2 serves (days 10-16); a staging value and a
     segment sit around the switch.
     """
-    warnings.simplefilter("ignore", UnregisteredModelVersionWarning)
     lake.deployments.record("churn", 1, "production", at=T0)
     lake.deployments.record("churn", 2, "production", at=T0 + 10 * DAY)
     lake.kpis.define("conversion", unit="%", direction="higher_is_better", models=["churn"])
