@@ -1,6 +1,7 @@
--- model_kpi_impact: did the new model help? For each deployment and each KPI that follows its model, the KPI's
--- mean before and after the deployment started, beside the model version's offline metrics and the quality of
--- the data it was trained on.
+-- model_kpi_impact: did the new model help? Each KPI before and after each deployment, with offline metrics.
+--
+-- For each deployment and each KPI that follows its model: the KPI's mean before and after the deployment
+-- started, beside the model version's offline metrics and the quality of the data it was trained on.
 --
 -- The window is 7 days here; `lake.kpis.impact(window="14d")` and `metalake kpis impact --window 14d` compute
 -- the same with another window, bound as a parameter in place of the 7-day interval of `settings` below.

@@ -348,6 +348,15 @@ def kpi_impact(
 
     frame = cli_state(ctx).connect().kpis.impact(model, kpi, window=window, environment=environment)
     if output_format == "table":
+        if frame.is_empty():
+            from metalake.cli_output import stderr_console
+
+            stderr_console().print(
+                "No deployment has a KPI to compare yet: record deployments with `metalake deploy record` and "
+                "KPIs with `metalake kpis define` (a KPI without --model follows every model).",
+                soft_wrap=True,
+                markup=False,
+            )
         frame = impact_summary(frame)
     write_result(frame, output_format, output)
 
