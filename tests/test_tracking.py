@@ -171,3 +171,24 @@ def test_bad_run_arguments(lake: metalake.Lake) -> None:
     with pytest.raises(RunError, match="ends as one of"):
         run.end(status="running")  # type: ignore[arg-type]
     assert datetime.now(UTC) >= run.start_time
+
+
+def test_log_input_registers_a_path_on_the_fly_and_links_versions(
+    lake: metalake.Lake, tmp_path: Path
+) -> None:
+    import polars as pl
+
+    data = tmp_path / "train.parquet"
+    pl.DataFrame({"id": [1, 2, 3], "churned": [True, False, True]}).write_parquet(data)
+    with lake.runs.start(experiment="churn") as first:
+        first.log_input("churn_train", path=str(data), context="training")
+    with lake.runs.start(experiment="churn") as second:
+        second.log_input("churn_train", path=str(data))  # same content: the same version
+        second.log_input("churn_train", context="validation")  # no path: the latest registered version
+        second.log_input("holdout", version=7)  # recorded as given
+    inputs = lake.read("run_inputs").sort("recorded_at")
+    registered = lake.datasets.get("churn_train")
+    assert registered.version == 1
+    assert inputs["version"].to_list() == [1, 1, 1, 7]
+    assert inputs["digest"].to_list()[:3] == [registered.fingerprint] * 3
+    assert lake.runs.get(first.run_id).inputs[0]["context"] == "training"

@@ -208,3 +208,14 @@ def log_runs(uri: str, storage_options: Options, worker: str, runs: int, steps: 
                 run.log_metrics({"loss": 1 / (step + 1), "acc": step / steps}, step=step)
         run_ids.append(run.run_id)
     return run_ids
+
+
+def register_versions(uri: str, model: str, worker: str, count: int, start: Any) -> list[int]:
+    """Register `count` versions of `model` (each its own artifact) as soon as the other children are ready."""
+    lake = metalake.connect(uri, actor=worker)
+    _warm_up()
+    start.wait(START_TIMEOUT_S)
+    return [
+        lake.registry.register(model, run_id=None, artifact_uri=f"s3://models/{worker}/{index}").version
+        for index in range(count)
+    ]

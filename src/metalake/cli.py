@@ -425,18 +425,36 @@ def maintain(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be done; change nothing.")
     ] = False,
+    metric_history_days: Annotated[
+        float | None,
+        typer.Option(
+            "--metric-history-days",
+            min=0,
+            help="Drop the metric points of archived runs that ended more than N days ago (summaries stay).",
+        ),
+    ] = None,
+    vacuum_days: Annotated[
+        float | None,
+        typer.Option(
+            "--vacuum-days",
+            min=0,
+            help="Delete files unreferenced for more than N days (named snapshots keep theirs).",
+        ),
+    ] = None,
 ) -> None:
-    """Rewrite tables for fast reads: sort metrics by run (cluster_by), merge small files, checkpoint.
+    """Rewrite tables for fast reads (metrics sorted by run, small files merged, checkpoints), apply retention.
 
-    Writers may keep appending while it runs. On object stores, run it from one job at a time. Tables whose
-    last commit is already a maintenance commit are left alone.
+    Retention never removes what a named snapshot, a non-archived model version or its run still needs. Writers
+    may keep appending while it runs. On object stores, run it from one job at a time.
 
-    Example: metalake maintain --dry-run
+    Example: metalake maintain --metric-history-days 90 --vacuum-days 7 --dry-run
     """
     from metalake.cli_output import stdout_console
 
     lake = cli_state(ctx).connect()
-    results = lake.maintain(tables=table, dry_run=dry_run)
+    results = lake.maintain(
+        tables=table, dry_run=dry_run, metric_history_days=metric_history_days, vacuum_days=vacuum_days
+    )
     from rich.table import Table
 
     console = stdout_console()
@@ -445,7 +463,7 @@ def maintain(
         view.add_column(column, justify="right" if column.startswith(("files", "sec")) else "left")
     empty = 0
     for result in results:
-        if result.files_before == 0:
+        if result.files_before == 0 and not result.action.startswith(("drop", "vacuum")):
             empty += 1
             continue
         after = "" if dry_run else str(result.files_after)
@@ -487,12 +505,17 @@ def demo(
 
 
 def _register_subcommands() -> None:
+    from metalake.cli_datasets import datasets_app, quality_app
     from metalake.cli_deploy import deploy_app, kpis_app
     from metalake.cli_import import import_app
+    from metalake.cli_models import models_app
     from metalake.cli_runs import runs_app
 
     app.add_typer(runs_app, name="runs")
+    app.add_typer(datasets_app, name="datasets")
+    app.add_typer(quality_app, name="quality")
     app.add_typer(import_app, name="import")
+    app.add_typer(models_app, name="models")
     app.add_typer(deploy_app, name="deploy")
     app.add_typer(kpis_app, name="kpis")
 

@@ -412,6 +412,53 @@ class DeltaStore:
                 time.perf_counter() - started,
             )
 
+    def vacuum(
+        self, table: str, *, retention_hours: int, keep_versions: Sequence[int], dry_run: bool, actor: str
+    ) -> list[str]:
+        """Delete files no version newer than the retention window needs, except those of `keep_versions`.
+
+        Returns the files deleted (or, in a dry run, that would be). Time travel to versions older than the
+        window stops working, except to the kept versions (named snapshots).
+        """
+        from deltalake.exceptions import DeltaError
+
+        with self._compaction_lock(table, wait=True):
+            loaded = self.load(table)
+            if loaded is None:
+                return []
+            try:
+                files: list[str] = loaded.vacuum(
+                    retention_hours=retention_hours,
+                    dry_run=dry_run,
+                    enforce_retention_duration=False,
+                    keep_versions=sorted(set(keep_versions)) or None,
+                    commit_properties=_commit_properties(actor, "vacuum"),
+                    post_commithook_properties=_hooks(),
+                )
+            except (DeltaError, OSError) as error:
+                raise storage_error(self.location, f"vacuum table {table!r}", error) from error
+            return files
+
+    def delete_rows(self, table: str, predicate: str, *, actor: str, reason: str) -> int:
+        """Delete the rows matching a (trusted, metalake-built) SQL predicate in one commit; returns how many."""
+        from deltalake import CommitProperties
+        from deltalake.exceptions import DeltaError
+
+        info = CommitInfo(actor=actor, operation="retention", reason=reason)
+        with self._compaction_lock(table, wait=True):
+            loaded = self.load(table)
+            if loaded is None:
+                return 0
+            try:
+                outcome = loaded.delete(
+                    predicate,
+                    commit_properties=CommitProperties(custom_metadata=info.custom_metadata()),
+                    post_commithook_properties=_hooks(),
+                )
+            except (DeltaError, OSError) as error:
+                raise storage_error(self.location, f"delete from table {table!r}", error) from error
+            return int(outcome.get("num_deleted_rows", 0))
+
     def history(self, table: str, up_to_version: int | None = None) -> list[dict[str, Any]]:
         """Commit records, newest first, as plain dicts with metalake's metadata unpacked.
 

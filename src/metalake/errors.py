@@ -157,6 +157,100 @@ class FlushError(MetalakeError):
     code = "flush_error"
 
 
+class RegistryError(MetalakeError, ValueError):
+    """A registry operation that cannot be done as asked (unknown run, bad stage, alias, ...)."""
+
+    code = "registry_error"
+
+
+class ModelNotFound(MetalakeError, KeyError):
+    """No such model, version or alias in the registry."""
+
+    code = "model_not_found"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class PolicyError(MetalakeError, ValueError):
+    """A governance policy file that cannot be used (unknown stage or rule, bad value)."""
+
+    code = "invalid_policy"
+
+
+@dataclass(frozen=True)
+class RuleFailure:
+    """One governance rule that a stage transition breaks, and why."""
+
+    rule: str
+    reason: str
+
+
+class PolicyViolation(MetalakeError):
+    """A stage transition breaks governance rules; nothing was written."""
+
+    code = "policy_violation"
+
+    def __init__(self, model: str, version: int, stage: str, failures: Sequence[RuleFailure], hint: str = ""):
+        self.model, self.version, self.stage = model, version, stage
+        self.failures = list(failures)
+        lines = [
+            f"Refused: moving {model} version {version} to {stage!r} breaks {len(self.failures)} policy rule(s):"
+        ]
+        lines += [f"  - {failure.rule}: {failure.reason}" for failure in self.failures]
+        lines.append(hint or "Nothing was written. Fix what the rules ask for, then try again.")
+        super().__init__("\n".join(lines))
+
+    @property
+    def rules(self) -> list[str]:
+        return [failure.rule for failure in self.failures]
+
+
+class DatasetNotFound(MetalakeError, KeyError):
+    """A dataset name, or a version of it, that the lake does not hold."""
+
+    code = "dataset_not_found"
+
+    def __init__(self, name: str, known: Iterable[str], version: int | None = None):
+        self.name = name
+        self.version = version
+        self.known = sorted(known)
+        if version is not None:
+            listing = ", ".join(str(v) for v in self.known) or "none"
+            message = (
+                f"Dataset {name!r} has no version {version}. Its versions: {listing}. "
+                f"See them with `metalake datasets history {name}`."
+            )
+        else:
+            listing = ", ".join(self.known) if self.known else "none yet"
+            message = (
+                f"Unknown dataset {name!r}. Known datasets: {listing}. "
+                "Register one with `metalake datasets register NAME PATH`."
+            )
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class DatasetError(MetalakeError, ValueError):
+    """Data that cannot be registered or read: a missing path, unreadable or mixed-schema files, no rows."""
+
+    code = "dataset_error"
+
+
+class SuiteError(MetalakeError, ValueError):
+    """An expectation suite or pandera schema that cannot be used; nothing was validated or recorded."""
+
+    code = "invalid_suite"
+
+
+class MissingExtraError(MetalakeError, ImportError):
+    """An optional package that a feature needs is not installed."""
+
+    code = "missing_extra"
+
+
 class DeploymentError(MetalakeError):
     """A deployment recorded or ended in a way the deployment history does not allow."""
 

@@ -33,8 +33,12 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
 
+    from metalake.datasets import Datasets
     from metalake.deployments import Deployments
+    from metalake.governance import Policy
     from metalake.kpis import Kpis
+    from metalake.quality import Quality
+    from metalake.registry import Registry
     from metalake.run_search import TableCache
     from metalake.sql import SqlSession
     from metalake.tracking import Runs
@@ -121,6 +125,7 @@ class Lake:
         self._sql: SqlSession | None = None
         self._cache: TableCache | None = None
         self._pinned: dict[str, DeltaTable | None] = {}
+        self._registry_policy: Policy | None = None  # set by lake.registry.use_policy
 
     def __repr__(self) -> str:
         at = f", as_of={self.moment.label!r}" if self.moment else ""
@@ -164,6 +169,27 @@ class Lake:
         from metalake.tracking import Runs
 
         return Runs(self)
+
+    @property
+    def registry(self) -> Registry:
+        """Model registry: `lake.registry.register(...)`, `transition`, `set_alias`, `get`, `versions`, `at`."""
+        from metalake.registry import Registry
+
+        return Registry(self)
+
+    @property
+    def datasets(self) -> Datasets:
+        """Datasets and their versions: `lake.datasets.register(name, path)`, `get`, `list`, `history`, `diff`."""
+        from metalake.datasets import Datasets
+
+        return Datasets(self)
+
+    @property
+    def quality(self) -> Quality:
+        """Data quality: `lake.quality.validate(name, suite=...)` with Great Expectations or pandera."""
+        from metalake.quality import Quality
+
+        return Quality(self)
 
     @property
     def deployments(self) -> Deployments:
@@ -509,19 +535,35 @@ class Lake:
             )
 
     def maintain(
-        self, *, tables: Sequence[str] | None = None, dry_run: bool = False
+        self,
+        *,
+        tables: Sequence[str] | None = None,
+        dry_run: bool = False,
+        metric_history_days: float | None = None,
+        vacuum_days: float | None = None,
     ) -> list[TableMaintenance]:
-        """Rewrite tables for fast reads: cluster those with `cluster_by` (metrics by run), compact the rest.
+        """Rewrite tables for fast reads, and apply retention rules when asked.
 
-        Run it from one job at a time on object stores (on local disk a lock file serializes it). Writers may
-        keep appending meanwhile. `dry_run=True` only reports what would be done.
+        In order: drop the metric points of archived runs older than `metric_history_days` (never those of a
+        run behind a non-archived model version; summaries stay); cluster tables with `cluster_by` (metrics by
+        run) and compact the rest; delete files unreferenced for more than `vacuum_days`, except those that
+        named snapshots pin. Run it from one job at a time on object stores (on local disk a lock file
+        serializes it); writers may keep appending. `dry_run=True` only reports what would be done.
         """
+        from metalake import retention
+
         if self.moment is not None:
             raise ReadOnlyLakeError("Maintenance rewrites the present: run it on the live lake.")
         settle_location(self.location.uri)
         names = list(tables) if tables is not None else sorted(self._specs)
         specs = [self.spec(name) for name in names]
-        return [self._store.maintain(spec, self.actor, dry_run=dry_run) for spec in specs]
+        results = []
+        if metric_history_days is not None and "metrics" in names:
+            results.append(retention.drop_metric_history(self, metric_history_days, dry_run=dry_run))
+        results += [self._store.maintain(spec, self.actor, dry_run=dry_run) for spec in specs]
+        if vacuum_days is not None:
+            results += retention.vacuum(self, specs, vacuum_days, dry_run=dry_run)
+        return results
 
     def version(self, table: str) -> int | None:
         """The table's version at this lake's moment (None when it did not exist then)."""

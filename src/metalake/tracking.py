@@ -164,11 +164,23 @@ class Run:
         context: str | None = None,
         digest: str | None = None,
     ) -> None:
-        """Link the run to a dataset version (or to a path, for data not registered as a dataset)."""
+        """Link the run to a dataset version it read.
+
+        With `path` and no `version`, the data at `path` is registered as a version of `dataset` on the fly
+        (`lake.datasets.register`; identical content reuses its version) and the link carries its number and
+        fingerprint. With neither, the dataset's latest registered version is linked, if there is one.
+        `version=N` is recorded as given.
+        """
         self._check_open()
+        if version is None and (path is not None or dataset in self._registered_datasets()):
+            found = self.lake.datasets.resolve_input(dataset, path=path)
+            version, digest = found.version, digest or found.fingerprint
         self._inputs.append(
             {"dataset": dataset, "version": version, "path": path, "context": context, "digest": digest}
         )
+
+    def _registered_datasets(self) -> set[str]:
+        return set(self.lake.datasets.names())
 
     def log_artifact(
         self, path: str | os.PathLike[str], *, name: str | None = None, kind: str | None = None
@@ -425,6 +437,23 @@ class Runs:
             started=True,
             wait=wait,
         )
+
+    def archive(self, run_ids: str | list[str], *, reason: str = "archived") -> None:
+        """Mark runs archived: `metalake maintain --metric-history-days N` may then drop their raw points.
+
+        Runs behind a model version that is not archived keep their points whatever this says.
+        """
+        from metalake.retention import ARCHIVED_TAG
+
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        cache = self._lake._table_cache
+        unknown = [run_id for run_id in ids if not cache.rows("runs", run_id)]
+        if unknown:
+            raise RunError(
+                f"No run(s) {', '.join(unknown)} in this lake; list runs with `metalake runs list`."
+            )
+        rows = [{"run_id": run_id, "key": ARCHIVED_TAG, "value": reason} for run_id in ids]
+        self._lake.append("run_tags", rows, operation="archive_runs", reason=reason)
 
     def wait(self) -> None:
         """Wait until every run flush queued in this lake is committed.
