@@ -136,10 +136,10 @@ def test_without_ci_information_each_record_is_a_new_deployment(lake: metalake.L
 def test_an_unregistered_version_is_recorded_with_a_warning(lake: metalake.Lake) -> None:
     with pytest.warns(UnregisteredModelVersionWarning, match="'churn' version 4 is not registered"):
         lake.deployments.record("churn", 4, "production")
-    register(lake, "churn", 5)
+    registered = lake.registry.register("churn", run_id=None, artifact_uri="s3://models/churn/1")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        lake.deployments.record("churn", 5, "production")
+        lake.deployments.record("churn", registered.version, "production")
     assert lake.deployments.list().height == 2
 
 
