@@ -43,6 +43,7 @@ bench: $(VENV)/.installed-dev ## Run the benchmarks and append their figures to 
 	$(BIN)/python bench/bench_sql_open.py
 	$(BIN)/python bench/bench_cli_start.py
 	$(BIN)/python bench/bench_datasets.py
+	$(BIN)/python bench/bench_kpis.py
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -506,6 +506,7 @@ def demo(
 
 def _register_subcommands() -> None:
     from metalake.cli_datasets import datasets_app, quality_app
+    from metalake.cli_deploy import deploy_app, kpis_app
     from metalake.cli_import import import_app
     from metalake.cli_models import models_app
     from metalake.cli_runs import runs_app
@@ -515,6 +516,8 @@ def _register_subcommands() -> None:
     app.add_typer(quality_app, name="quality")
     app.add_typer(import_app, name="import")
     app.add_typer(models_app, name="models")
+    app.add_typer(deploy_app, name="deploy")
+    app.add_typer(kpis_app, name="kpis")
 
 
 _register_subcommands()

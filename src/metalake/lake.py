@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from deltalake import DeltaTable
 
     from metalake.datasets import Datasets
+    from metalake.deployments import Deployments
     from metalake.governance import Policy
+    from metalake.kpis import Kpis
     from metalake.quality import Quality
     from metalake.registry import Registry
     from metalake.run_search import TableCache
@@ -188,6 +190,20 @@ class Lake:
         from metalake.quality import Quality
 
         return Quality(self)
+
+    @property
+    def deployments(self) -> Deployments:
+        """Deployments of model versions: `lake.deployments.record(model, version, environment)`, `end`, `list`."""
+        from metalake.deployments import Deployments
+
+        return Deployments(self)
+
+    @property
+    def kpis(self) -> Kpis:
+        """Business and online KPIs: `lake.kpis.define(...)`, `observe`, `ingest`, `impact` of deployments."""
+        from metalake.kpis import Kpis
+
+        return Kpis(self)
 
     # -- catalog --------------------------------------------------------------------------------------------
 
