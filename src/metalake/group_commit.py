@@ -155,6 +155,7 @@ class FlushQueue:
                     self._changed.wait(IDLE_SECONDS)
                     if not self._queue:
                         self._worker = None
+                        _forget_if_idle(self)
                         return
                 group = list(self._queue)
                 self._queue.clear()
@@ -315,12 +316,14 @@ def _each_side_by_side(action: Callable[[str], None], tables: list[str]) -> None
         for table in tables:
             action(table)
         return
-    try:
-        futures = [_table_committers().submit(action, table) for table in tables]
-    except RuntimeError:  # interpreter shutdown: thread pools take no more work, commit one by one
-        for table in tables:
-            action(table)
-        return
+    futures = []
+    for index, table in enumerate(tables):
+        try:
+            futures.append(_table_committers().submit(action, table))
+        except RuntimeError:  # interpreter shutdown: thread pools take no more work; the rest one by one
+            for remaining in tables[index:]:
+                action(remaining)
+            break
     errors = [future.exception() for future in futures]
     for error in errors:
         if error is not None:
@@ -347,17 +350,27 @@ def _flush_error(failed: list[QueuedFlush]) -> FlushError:
 
 _QUEUES: dict[int, FlushQueue] = {}
 _QUEUES_LOCK = threading.Lock()
+_EXIT_HOOKED = False
 
 
 def queue_for(lake: Lake) -> FlushQueue:
     """The lake's flush queue (created on first use; drained at interpreter exit)."""
+    global _EXIT_HOOKED
     with _QUEUES_LOCK:
         queue = _QUEUES.get(id(lake))
         if queue is None or queue.lake is not lake:
-            if not _QUEUES:
+            if not _EXIT_HOOKED:
                 atexit.register(_drain_at_exit)
+                _EXIT_HOOKED = True
             queue = _QUEUES[id(lake)] = FlushQueue(lake)
         return queue
+
+
+def _forget_if_idle(queue: FlushQueue) -> None:
+    """Drop an idle queue with nothing to retry or report, so a Lake that logged runs can be freed."""
+    with _QUEUES_LOCK:
+        if not queue.busy and not queue._unreported and _QUEUES.get(id(queue.lake)) is queue:
+            del _QUEUES[id(queue.lake)]
 
 
 def release_queue(lake: Lake) -> None:
@@ -390,5 +403,5 @@ def _drain_at_exit() -> None:
     for queue in queues:
         try:
             queue.wait()
-        except FlushError as error:
+        except Exception as error:  # at exit, say what was lost rather than fail the interpreter's shutdown
             print(f"metalake: {error}", file=sys.stderr)
