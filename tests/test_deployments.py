@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 import metalake
 from metalake.deployments import (
+    CI_MARKERS,
     CI_VARIABLES,
+    Deployments,
     UnregisteredModelVersionWarning,
     default_idempotency_key,
     detect_ci,
@@ -17,6 +21,7 @@ from metalake.deployments import (
 from metalake.errors import DeploymentError, DeploymentNotFound, MetalakeError
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
 # Most tests deploy versions they did not register; the warning has a test of its own.
 pytestmark = pytest.mark.filterwarnings("ignore::metalake.deployments.UnregisteredModelVersionWarning")
 
@@ -127,10 +132,76 @@ def test_a_rerun_ci_job_records_its_deployment_once(lake: metalake.Lake) -> None
     assert default_idempotency_key("churn", 2, "production", "abc", None) is None  # by hand: a new deployment
 
 
+def test_a_rollback_by_rerunning_an_old_ci_job_records_a_new_deployment(lake: metalake.Lake) -> None:
+    first = lake.deployments.record("churn", 1, "production", git_sha="aaa", ci_run_id="100")
+    second = lake.deployments.record("churn", 2, "production", git_sha="bbb", ci_run_id="101")
+    rollback = lake.deployments.record("churn", 1, "production", git_sha="aaa", ci_run_id="100")  # re-run
+    assert not rollback.deduplicated and rollback.deployment_id != first.deployment_id
+    assert rollback.replaced == (second.deployment_id,) and rollback.version == 1
+    assert lake.deployments.list(active=True)["deployment_id"].to_list() == [rollback.deployment_id]
+    key = default_idempotency_key("churn", 1, "production", "aaa", "100")
+    stored = lake.read("deployments", where="event_type = 'start' and version = 1").sort("at")
+    assert stored["idempotency_key"].to_list() == [key, f"{key}:after:{first.deployment_id}"]
+    again = lake.deployments.record("churn", 1, "production", git_sha="aaa", ci_run_id="100")
+    assert again.deduplicated and again.deployment_id == rollback.deployment_id  # a retry of the rollback
+    assert lake.read("deployments", where="event_type = 'start'").height == 3
+
+
 def test_without_ci_information_each_record_is_a_new_deployment(lake: metalake.Lake) -> None:
     first = lake.deployments.record("churn", 1, "production", at=T0)
     second = lake.deployments.record("churn", 1, "production", at=T0 + timedelta(hours=1))
     assert first.deployment_id != second.deployment_id and second.replaced == (first.deployment_id,)
+
+
+def test_after_a_canary_the_rollout_replaces_the_old_version(lake: metalake.Lake) -> None:
+    old = lake.deployments.record("churn", 1, "production", at=T0)
+    canary = lake.deployments.record("churn", 2, "production", at=T0 + 10 * DAY, replace_active=False)
+    rollout = lake.deployments.record("churn", 2, "production", at=T0 + 12 * DAY)
+    assert set(rollout.replaced) == {old.deployment_id, canary.deployment_id}
+    rows = {row["deployment_id"]: row for row in lake.deployments.list().to_dicts()}
+    assert rows[rollout.deployment_id]["replaced"] == [old.deployment_id, canary.deployment_id]
+    assert rows[rollout.deployment_id]["previous_deployment_id"] == old.deployment_id
+    assert rows[rollout.deployment_id]["previous_version"] == 1  # the old version, not the canary
+    assert rows[canary.deployment_id]["previous_version"] is None  # a canary replaces nothing
+    assert rows[canary.deployment_id]["replace_active"] is False
+    starts = lake.read("deployments", where="event_type = 'start'").sort("at")
+    assert starts["replaces"].to_list()[1:] == ["[]", json.dumps(list(rollout.replaced))]
+
+
+def test_a_rollout_recorded_without_seeing_a_concurrent_one_ends_it(
+    lake: metalake.Lake, lake_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = metalake.connect(lake_path, actor="other")
+    first = lake.deployments.record("churn", 1, "production", at=T0)
+    racing = Deployments(other)
+    seen = racing._active(model="churn", environment="production")  # the other writer reads: v1 serves
+    second = lake.deployments.record("churn", 2, "production", at=T0 + DAY)  # this writer commits first
+    monkeypatch.setattr(racing, "_active", lambda **_: seen)  # its read happened before that commit
+    third = racing.record("churn", 3, "production", at=T0 + 2 * DAY)
+    assert third.replaced == (first.deployment_id,)  # what it saw
+    active = lake.deployments.list(active=True)
+    assert active["deployment_id"].to_list() == [third.deployment_id]  # never two versions serving
+    ended = lake.deployments.get(second.deployment_id)
+    assert ended.ended_at == third.at and lake.deployments.get(first.deployment_id).ended_at == second.at
+    row = lake.deployments.list(model="churn").row(0, named=True)
+    assert row["deployment_id"] == third.deployment_id and row["previous_version"] == 2
+    assert lake.deployments.list(active=False).row(0, named=True)["end_reason"] == (
+        f"replaced by deployment {third.deployment_id}"
+    )
+    lake.deployments.end(model="churn", environment="production")  # one active: end by environment works
+
+
+def test_a_replacing_start_inside_an_ended_window_is_refused(lake: metalake.Lake) -> None:
+    first = lake.deployments.record("churn", 1, "production", at=T0)
+    lake.deployments.end(first.deployment_id, at=T0 + 10 * DAY)
+    version = lake.version("deployments")
+    with pytest.raises(DeploymentError, match=r"served until 2026-03-11.*record deployments in time order"):
+        lake.deployments.record("churn", 2, "production", at=T0 + 5 * DAY)
+    assert lake.version("deployments") == version  # refused: nothing written
+    beside = lake.deployments.record("churn", 2, "production", at=T0 + 5 * DAY, replace_active=False)
+    assert beside.is_active
+    after = lake.deployments.record("churn", 3, "staging", at=T0 + 5 * DAY)  # another environment: fine
+    assert after.is_active
 
 
 def test_an_unregistered_version_is_recorded_with_a_warning(lake: metalake.Lake) -> None:
@@ -195,7 +266,11 @@ def test_time_travel_shows_the_deployment_still_active(lake: metalake.Lake) -> N
         ({"CI_COMMIT_SHA": "b2", "CI_PIPELINE_ID": "7"}, ("GitLab CI", "b2", "7")),
         ({"BUILD_SOURCEVERSION": "c3", "BUILD_BUILDID": "1234"}, ("Azure Pipelines", "c3", "1234")),
         ({"CIRCLE_SHA1": "d4", "CIRCLE_WORKFLOW_ID": "wf"}, ("CircleCI", "d4", "wf")),
-        ({"GIT_COMMIT": "e5", "BUILD_TAG": "jenkins-deploy-12"}, ("Jenkins", "e5", "jenkins-deploy-12")),
+        (
+            {"GIT_COMMIT": "e5", "BUILD_TAG": "jenkins-deploy-12", "JENKINS_URL": "https://ci"},
+            ("Jenkins", "e5", "jenkins-deploy-12"),
+        ),
+        ({"GIT_COMMIT": "e5"}, (None, None, None)),  # a generic name, set by other tools too: not Jenkins
         ({"BUILD_SOURCEVERSION": "f6"}, ("Azure Pipelines", "f6", None)),
         ({}, (None, None, None)),
     ],
@@ -206,6 +281,8 @@ def test_ci_variables_are_detected(
     for _, sha_variable, run_variable in CI_VARIABLES:
         monkeypatch.delenv(sha_variable, raising=False)
         monkeypatch.delenv(run_variable, raising=False)
+    for marker in CI_MARKERS.values():
+        monkeypatch.delenv(marker, raising=False)
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     ci = detect_ci()

@@ -3,7 +3,9 @@
 
 A deployment is a model version serving in an environment from a start event to an end event. Recording a new
 version of a model in an environment ends the open deployment of that model there at the new start, in the same
-commit (a rollout replaces the previous version); other models in the environment are left alone.
+commit (a rollout replaces the previous version), and the start lists what it ended (`replaces`); other models in
+the environment are left alone. The view also ends a deployment at a later replacing start that a concurrent
+writer recorded without seeing it, so two racing rollouts never leave both versions serving.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ CI_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("Travis CI", "TRAVIS_COMMIT", "TRAVIS_BUILD_ID"),
     ("Jenkins", "GIT_COMMIT", "BUILD_TAG"),
 )
+# Providers whose commit and run variables have generic names that other tools set too: detected only when this
+# variable, which the provider always sets, is present.
+CI_MARKERS: dict[str, str] = {"Jenkins": "JENKINS_URL"}
 
 
 class UnregisteredModelVersionWarning(UserWarning):
@@ -60,6 +65,9 @@ def detect_ci(environ: Mapping[str, str] | None = None) -> CiContext:
     """The commit and run id from the usual CI variables (GitHub, GitLab, Azure, CircleCI, ...), if any."""
     env = os.environ if environ is None else environ
     for provider, sha_variable, run_variable in CI_VARIABLES:
+        marker = CI_MARKERS.get(provider)
+        if marker is not None and not env.get(marker):
+            continue
         git_sha = env.get(sha_variable) or None
         ci_run_id = env.get(run_variable) or None
         if git_sha or ci_run_id:
@@ -130,10 +138,14 @@ class Deployments:
         """Record that `model` version `version` started serving in `environment` at `at` (default now).
 
         The open deployment of the same model in that environment is ended at `at` in the same commit
-        (`replace_active=False` keeps it serving, for a canary or an A/B test). A version missing from
-        `model_versions` is recorded with an `UnregisteredModelVersionWarning`. With a CI run id, the key
-        defaults to one derived from model, version, environment, commit and run id, so a re-run of the same job
-        records the deployment once and returns it again (`deduplicated=True`).
+        (`replace_active=False` keeps it serving, for a canary or an A/B test). A replacing start must come
+        after every start of the model in that environment and after every end: one inside an ended window is
+        refused. A version missing from `model_versions` is recorded with an `UnregisteredModelVersionWarning`.
+
+        With a CI run id, the key defaults to one derived from model, version, environment, commit and run id,
+        so a re-run of the same job records the deployment once and returns it again (`deduplicated=True`) while
+        that deployment serves. Once it has ended (a rollback re-runs an old job), the call records a new
+        deployment, under the key `f"{key}:after:{ended deployment id}"`.
         """
         _check_name(model, "model")
         _check_name(environment, "environment")
@@ -142,18 +154,14 @@ class Deployments:
         start = _moment(at)
         key = idempotency_key or default_idempotency_key(model, version, environment, git_sha, ci_run_id)
         if key is not None:
-            earlier = self._recorded_under(key, "start")
-            if earlier is not None:
-                return replace(earlier, deduplicated=True)
+            key, serving = self._key_for_start(key)
+            if serving is not None:
+                return replace(serving, deduplicated=True)
+        if replace_active:
+            self._check_time_order(model, environment, start)
         self._warn_if_unregistered(model, version)
         deployment_id = new_run_id(start)
         replaced = self._active(model=model, environment=environment) if replace_active else []
-        later = [d for d in replaced if d.at > start]
-        if later:
-            raise DeploymentError(
-                f"{later[0].describe()} started at {later[0].at.isoformat()}, after {start.isoformat()}: "
-                "record deployments in time order, or pass replace_active=False and end them yourself."
-            )
         rows: list[dict[str, Any]] = [
             {
                 **_event(old, "end", start),
@@ -175,6 +183,8 @@ class Deployments:
                 "ci_run_id": ci_run_id,
                 "reason": reason,
                 "idempotency_key": key,
+                "replace_active": replace_active,
+                "replaces": [old.deployment_id for old in replaced],
             }
         )
         commit = self._lake.append(
@@ -294,7 +304,7 @@ class Deployments:
     ) -> builtins.list[Deployment]:
         rows = self._lake.sql(
             "select deployment_id, model, version, environment, started_at, ended_at, endpoint, git_sha, "
-            f"ci_run_id, pipeline_run from {CURRENT_VIEW} where {where} order by {order}",
+            f"ci_run_id, pipeline_run, replaced from {CURRENT_VIEW} where {where} order by {order}",
             args,
         ).fetchall()
         return [
@@ -309,9 +319,43 @@ class Deployments:
                 git_sha=row[7],
                 ci_run_id=row[8],
                 pipeline_run=row[9],
+                replaced=tuple(row[10]),
             )
             for row in rows
         ]
+
+    def _key_for_start(self, key: str) -> tuple[str, Deployment | None]:
+        """The key to record a start under, or the deployment that a start under `key` began and still serves.
+
+        A key names its deployment while that serves; after it ended, the key of the next start is
+        `f"{key}:after:{ended deployment id}"` (and so on, for a job re-run again after another rollback).
+        """
+        while (earlier := self._recorded_under(key, "start")) is not None:
+            if earlier.is_active:
+                return key, earlier
+            key = f"{key}:after:{earlier.deployment_id}"
+        return key, None
+
+    def _check_time_order(self, model: str, environment: str, start: datetime) -> None:
+        """Refuse a replacing start before a start or an end of the model in the environment: windows would
+        overlap."""
+        conflicts = self._select(
+            "model = ? and environment = ? and (started_at > ? or ended_at > ?)",
+            [model, environment, start, start],
+        )
+        if not conflicts:
+            return
+        first = conflicts[0]
+        if first.at > start:
+            when = f"started at {first.at.isoformat()}"
+        else:
+            assert first.ended_at is not None
+            when = f"served until {first.ended_at.isoformat()}"
+        raise DeploymentError(
+            f"{first.describe()} {when}, after {start.isoformat()}: a deployment that replaces the serving one "
+            "cannot start then; record deployments in time order, or pass replace_active=False "
+            "(--keep-active) to record one that serves beside others, and end it yourself."
+        )
 
     def _recorded_under(self, key: str, event_type: str) -> Deployment | None:
         """The deployment whose start (or end) event was written under `key`, if any."""
