@@ -3,20 +3,27 @@
 -- For each deployment and each KPI that follows its model: the KPI's mean before and after the deployment
 -- started, beside the model version's offline metrics and the quality of the data it was trained on.
 --
--- The window is 7 days here; `lake.kpis.impact(window="14d")` and `metalake kpis impact --window 14d` compute
--- the same with another window, bound as a parameter in place of the 7-day interval of `settings` below.
---   before  [deployed_at - window, deployed_at), but never earlier than the start of the deployment it replaced
---           (the previous deployment of the model in that environment), so it measures the version replaced
+-- The window is 7 days (exactly 604,800 s, whatever the session time zone) here; `lake.kpis.impact(window="14d")`
+-- and `metalake kpis impact --window 14d` compute the same with another window, bound as parameters in place of
+-- the `settings` line below.
+--   before  [deployed_at - window, deployed_at), cut so that it measures only what the deployment replaced:
+--           never earlier than the start of the deployment it replaced (deployments_current's
+--           previous_deployment_id: after a canary, the old version, not the canary), nor than the latest end of
+--           another deployment of the model in that environment (no time served by a version that ended before)
 --   after   [deployed_at, deployed_at + window), cut at ended_at: only while this deployment was serving
 -- A KPI follows the models in its `models` list; an empty list (or none) means it follows every model. An
--- observation counts when its environment is the deployment's, or null (not tied to an environment). Segments
--- are compared separately, never mixed: one row per segment observed (segment null = the overall value), and
--- one row with null means when no observation falls in either window.
+-- observation counts when its environment is the deployment's. An observation without an environment counts
+-- only for deployments to the production environment, named "production" by default
+-- (`impact(unlabeled_environment=...)`, `--unlabeled-env`; None: such observations count nowhere), so staging
+-- deployments are never judged by production traffic. Segments are compared separately, never mixed: one row per
+-- segment observed (segment null = the overall value), and one row with null means when no observation falls in
+-- either window.
 --
 -- Columns:
 --   deployment_id, model, version, environment  the deployment
 --   deployed_at, ended_at     its window (ended_at null while serving)
---   previous_version          version it replaced in that environment (null for the first one there)
+--   previous_version          version it replaced in that environment (deployments_current; null when it
+--                             replaced nothing: the first one there, a canary, a start after a manual end)
 --   kpi, segment, unit, direction
 --   window_s                  the window, in seconds
 --   before_from, after_until  the exact bounds used: before = [before_from, deployed_at),
@@ -30,14 +37,22 @@
 --   run_id                    training run of the model version
 --   offline_metrics           map of metric -> last value of that run (run_metrics), e.g. offline_metrics['val_auc']
 --   training_inputs           dataset versions the training run read (run_inputs)
---   validated_inputs          how many of them have a data-quality validation
+--   validated_inputs          how many of them have a data-quality validation (an input read without a version
+--                             has none: which data the run read, and so its quality, is unknown)
 --   training_data_ok          whether the latest validation of every suite on every validated input passed;
 --                             null when none was validated
 --   training_data_pass_rate   passed / evaluated expectations over those latest validations
 --
 -- metalake: materialize
 WITH settings AS (
-    SELECT INTERVAL 7 DAY AS impact_window
+    SELECT to_microseconds(604800000000) AS impact_window, 'production' AS unlabeled_environment
+),
+earlier_ends AS (
+    SELECT d.deployment_id, max(o.ended_at) AS last_end
+    FROM deployments_current AS d
+    JOIN deployments_current AS o
+        ON o.model = d.model AND o.environment = d.environment AND o.ended_at < d.started_at
+    GROUP BY d.deployment_id
 ),
 deployed AS (
     SELECT
@@ -49,11 +64,13 @@ deployed AS (
         d.ended_at,
         d.previous_version,
         s.impact_window,
-        greatest(d.started_at - s.impact_window, p.started_at) AS before_from,
+        s.unlabeled_environment,
+        greatest(d.started_at - s.impact_window, p.started_at, e.last_end) AS before_from,
         least(d.started_at + s.impact_window, d.ended_at) AS after_until
     FROM deployments_current AS d
     CROSS JOIN settings AS s
     LEFT JOIN deployments_current AS p ON p.deployment_id = d.previous_deployment_id
+    LEFT JOIN earlier_ends AS e ON e.deployment_id = d.deployment_id
 ),
 linked AS (
     SELECT dep.*, k.kpi, k.unit, k.direction
@@ -74,7 +91,7 @@ observed AS (
     FROM linked AS l
     JOIN kpi_observations AS o
         ON o.kpi = l.kpi
-        AND (o.environment IS NULL OR o.environment = l.environment)
+        AND (o.environment = l.environment OR (o.environment IS NULL AND l.environment = l.unlabeled_environment))
         AND o.observed_at >= l.before_from
         AND o.observed_at < l.after_until
     GROUP BY l.deployment_id, l.kpi, o.segment
@@ -113,7 +130,7 @@ training_quality AS (
         FROM run_inputs
         WHERE run_id IN (SELECT run_id FROM versions)
     ) AS i
-    LEFT JOIN latest_validations AS q ON q.dataset = i.dataset AND q.version IS NOT DISTINCT FROM i.version
+    LEFT JOIN latest_validations AS q ON q.dataset = i.dataset AND q.version = i.version
     GROUP BY i.run_id
 )
 SELECT

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import metalake
 from metalake.cli import app
-from metalake.deployments import CI_VARIABLES
+from metalake.deployments import CI_MARKERS, CI_VARIABLES
 
 
 @pytest.fixture(autouse=True)
@@ -19,6 +19,8 @@ def _outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     for _, sha_variable, run_variable in CI_VARIABLES:
         monkeypatch.delenv(sha_variable, raising=False)
         monkeypatch.delenv(run_variable, raising=False)
+    for marker in CI_MARKERS.values():
+        monkeypatch.delenv(marker, raising=False)
 
 
 def invoke(lake_path: Path, *args: str) -> tuple[int, str]:
@@ -105,11 +107,15 @@ def test_kpis_define_observe_list_and_impact(lake_path: Path, tmp_path: Path) ->
     )
     assert code == 0, output
     code, output = invoke(lake_path, "kpis", "impact", "--model", "churn")
+    assert code == 0 and "not enough data" in output  # unlabeled values count for production only
+    code, output = invoke(lake_path, "kpis", "impact", "--model", "churn", "--unlabeled-env", "prod")
     assert code == 0, output
     assert (
         "churn v2 (prod)" in output and "1.5 (n=2)" in output and "6.0 (n=2)" in output and "better" in output
     )
-    code, output = invoke(lake_path, "kpis", "impact", "--window", "36h", "--format", "csv")
+    code, output = invoke(
+        lake_path, "kpis", "impact", "--window", "36h", "--unlabeled-env", "prod", "--format", "csv"
+    )
     assert code == 0 and output.splitlines()[0].startswith("deployment_id,model,version")
     assert ",2.0,1,5.0,1," in output.splitlines()[1]  # 36 hours each side: the 3rd before, the 5th after
     code, output = invoke(lake_path, "kpis", "impact", "--window", "soon")

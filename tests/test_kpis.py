@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +16,7 @@ import pytest
 
 import metalake
 from metalake.errors import IngestError, KpiError, KpiNotFound, MetalakeError
-from metalake.kpis import Kpi
+from metalake.kpis import DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT, Kpi
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 pytestmark = pytest.mark.filterwarnings("ignore::metalake.deployments.UnregisteredModelVersionWarning")
@@ -262,15 +265,102 @@ def test_the_window_is_configurable(rollout: metalake.Lake) -> None:
         rollout.kpis.impact(window="0d")
 
 
-def test_the_python_path_and_the_view_agree_at_the_default_window(rollout: metalake.Lake) -> None:
-    from metalake.kpis import _utc
+IMPACT_ORDER = ["deployment_id", "kpi", "segment"]
 
-    view = _utc(rollout.sql("select * from model_kpi_impact").pl())
-    computed = rollout.kpis.impact(window="7d")
-    bound = rollout.kpis.impact(window="168h")  # the same window, through the bound parameter
-    order = ["deployment_id", "kpi", "segment"]
-    assert view.sort(order, nulls_last=False).equals(computed.sort(order, nulls_last=False))
-    assert bound.sort(order, nulls_last=False).equals(computed.sort(order, nulls_last=False))
+
+@pytest.mark.parametrize("time_zone", ["UTC", "America/New_York"])
+def test_the_bound_query_and_the_view_agree_at_the_default_settings(
+    rollout: metalake.Lake, time_zone: str
+) -> None:
+    rollout.sql(f"SET TimeZone = '{time_zone}'")  # a fixed test value; New York moves its clocks on 8 March
+    view = rollout.kpis.impact()  # the defaults: the materialized view
+    bound = rollout.kpis._impact(
+        DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT, {}, from_view=False
+    )  # the view's query, with the settings bound as parameters
+    assert view.height > 0
+    assert view.sort(IMPACT_ORDER, nulls_last=False).equals(bound.sort(IMPACT_ORDER, nulls_last=False))
+    second = row_for(view, 2, "conversion")
+    assert second["before_from"] == T0 + 3 * DAY  # exactly 7 x 24 h before, across the clock change
+    assert rollout.kpis.impact(window="168h").equals(view)
+
+
+def test_the_default_window_is_exact_under_a_local_time_zone(rollout: metalake.Lake) -> None:
+    """The same comparison in a process whose local time zone (TZ) is not UTC."""
+    script = f"""
+import polars as pl
+import metalake
+from metalake.kpis import DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT
+lake = metalake.connect({rollout.uri!r})
+order = {IMPACT_ORDER!r}
+view = lake.kpis.impact().sort(order, nulls_last=False)
+bound = lake.kpis._impact(DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT, {{}}, from_view=False)
+assert view.equals(bound.sort(order, nulls_last=False))
+row = view.filter((pl.col("version") == 2) & (pl.col("kpi") == "conversion") & pl.col("segment").is_null())
+print(row["before_from"][0].isoformat())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "TZ": "America/New_York"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (T0 + 3 * DAY).isoformat()
+
+
+def test_after_a_canary_the_rollout_is_compared_with_the_old_version(lake: metalake.Lake) -> None:
+    lake.deployments.record("churn", 1, "production", at=T0)
+    lake.deployments.record("churn", 2, "production", at=T0 + 10 * DAY, replace_active=False)  # canary
+    lake.deployments.record("churn", 2, "production", at=T0 + 12 * DAY)  # full rollout
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better")
+    lake.kpis.observe_many(
+        [{"kpi": "conversion", "value": float(day), "observed_at": T0 + day * DAY} for day in range(16)]
+    )
+    impact = lake.kpis.impact()
+    rollout = impact.filter(pl.col("deployed_at") == T0 + 12 * DAY).row(0, named=True)
+    assert rollout["previous_version"] == 1  # not the canary
+    assert rollout["before_from"] == T0 + 5 * DAY  # the week before, not just the canary's two days
+    assert (rollout["before_count"], rollout["before_mean"]) == (7, 8.0)  # days 5-11
+
+
+def test_the_before_window_never_reaches_back_past_an_earlier_end(lake: metalake.Lake) -> None:
+    first = lake.deployments.record("churn", 1, "production", at=T0)
+    lake.deployments.end(first.deployment_id, at=T0 + 5 * DAY, reason="incident")
+    lake.deployments.record("churn", 2, "production", at=T0 + 10 * DAY)
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better")
+    lake.kpis.observe_many(
+        [{"kpi": "conversion", "value": float(day), "observed_at": T0 + day * DAY} for day in range(14)]
+    )
+    second = row_for(lake.kpis.impact(), 2, "conversion")
+    assert second["previous_version"] is None  # it replaced nothing: nothing served
+    assert (
+        second["before_from"] == T0 + 5 * DAY and second["before_count"] == 5
+    )  # days 5-9, not v1's days 3-4
+
+
+def test_unlabeled_observations_count_for_production_only(lake: metalake.Lake) -> None:
+    from metalake.cli_deploy import impact_summary
+
+    lake.deployments.record("churn", 1, "staging", at=T0 + 10 * DAY)
+    lake.deployments.record("churn", 1, "production", at=T0 + 10 * DAY)
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better")
+    lake.kpis.observe_many(  # production traffic, not labeled with an environment
+        [{"kpi": "conversion", "value": float(day), "observed_at": T0 + day * DAY} for day in range(20)]
+    )
+    impact = lake.kpis.impact()
+    staging = impact.filter(pl.col("environment") == "staging").row(0, named=True)
+    assert (staging["before_count"], staging["after_count"], staging["improved"]) == (0, 0, None)
+    production = impact.filter(pl.col("environment") == "production").row(0, named=True)
+    assert (production["before_count"], production["after_count"]) == (7, 7)
+    verdicts = dict(zip(impact["environment"], impact_summary(impact)["verdict"], strict=True))
+    assert verdicts == {"staging": "not enough data", "production": "better"}
+    elsewhere = lake.kpis.impact(unlabeled_environment="staging")
+    assert elsewhere.filter(pl.col("environment") == "staging")["after_count"].to_list() == [7]
+    nowhere = lake.kpis.impact(unlabeled_environment=None)
+    assert nowhere["after_count"].to_list() == [0, 0]
+    with pytest.raises(KpiError, match="unlabeled_environment"):
+        lake.kpis.impact(unlabeled_environment=" ")
 
 
 def test_impact_shows_offline_metrics_and_training_data_quality(rollout: metalake.Lake) -> None:
@@ -306,3 +396,22 @@ def test_impact_shows_offline_metrics_and_training_data_quality(rollout: metalak
     assert rollout.sql(
         "select offline_metrics['val_auc'] from model_kpi_impact where version = 2"
     ).fetchall()[0] == (0.91,)
+
+
+def test_an_unversioned_training_input_has_unknown_quality(rollout: metalake.Lake) -> None:
+    with rollout.runs.start(experiment="churn", wait=True) as run:
+        run.log_input("churn_raw")  # which version it read is unknown
+    rollout.append(
+        "model_versions", [{"model": "churn", "version": 2, "run_id": run.run_id, "artifact_uri": "s3://m/2"}]
+    )
+    rollout.append(  # a validation of some unversioned churn_raw: not necessarily the data the run read
+        "dq_validations",
+        [
+            {"validation_id": "v1", "dataset": "churn_raw", "version": None, "engine": "pandera",
+             "suite_name": "schema", "success": False, "evaluated": 10, "successful": 0, "unsuccessful": 10,
+             "validated_at": T0},
+        ],
+    )  # fmt: skip
+    second = row_for(rollout.kpis.impact(kpi="conversion"), 2, "conversion")
+    assert (second["training_inputs"], second["validated_inputs"]) == (1, 0)
+    assert second["training_data_ok"] is None and second["training_data_pass_rate"] is None

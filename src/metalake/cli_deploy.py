@@ -10,7 +10,7 @@ import typer
 
 from metalake.cli_common import cli_state, reports_errors
 from metalake.cli_output import OutputFormat
-from metalake.kpis import Direction, KpiFileFormat
+from metalake.kpis import DEFAULT_UNLABELED_ENVIRONMENT, Direction, KpiFileFormat
 
 if TYPE_CHECKING:
     import polars as pl
@@ -335,18 +335,30 @@ def kpi_impact(
     window: Annotated[
         str, typer.Option("--window", "-w", help="Window before and after each deployment: 12h, 7d, 2w, ...")
     ] = "7d",
+    unlabeled_environment: Annotated[
+        str,
+        typer.Option(
+            "--unlabeled-env",
+            help="Environment whose deployments observations without an environment count for; '' for none.",
+        ),
+    ] = DEFAULT_UNLABELED_ENVIRONMENT,
     output_format: FormatOption = "table",
     output: OutputOption = None,
 ) -> None:
     """Did the new model help? KPI mean before and after each deployment, with offline metrics and data quality.
 
-    Before = [start - window, start), after = [start, start + window) cut at the deployment's end.
+    Before = [start - window, start) within what the deployment replaced, after = [start, start + window) cut
+    at the deployment's end. Observations without an environment count for production deployments only.
 
     Example: metalake kpis impact --model churn --kpi conversion_rate --window 14d
     """
     from metalake.cli_output import write_result
 
-    frame = cli_state(ctx).connect().kpis.impact(model, kpi, window=window, environment=environment)
+    lake = cli_state(ctx).connect()
+    unlabeled = unlabeled_environment or None
+    frame = lake.kpis.impact(
+        model, kpi, window=window, environment=environment, unlabeled_environment=unlabeled
+    )
     if output_format == "table":
         if frame.is_empty():
             from metalake.cli_output import stderr_console

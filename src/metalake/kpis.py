@@ -43,9 +43,18 @@ OBSERVATION_COLUMNS = ("kpi", "value", "observed_at", "segment", "environment", 
 MAX_NAME_LENGTH = 250
 MAX_UNIT_LENGTH = 32
 DEFAULT_IMPACT_WINDOW = timedelta(days=7)
-# The one line of sql/model_kpi_impact.sql that fixes its window; `impact()` binds another window in its place.
-WINDOW_LINE = "INTERVAL 7 DAY AS impact_window"
-BOUND_WINDOW_LINE = "to_microseconds(CAST($window_us AS BIGINT)) AS impact_window"
+# Where observations without an environment count (see sql/model_kpi_impact.sql).
+DEFAULT_UNLABELED_ENVIRONMENT = "production"
+# The one line of sql/model_kpi_impact.sql that fixes its settings; `impact()` binds other values in its place.
+# The window is exact microseconds: an INTERVAL in days would follow the session time zone's calendar (DST).
+SETTINGS_LINE = (
+    f"SELECT to_microseconds({DEFAULT_IMPACT_WINDOW // timedelta(microseconds=1)}) AS impact_window, "
+    f"'{DEFAULT_UNLABELED_ENVIRONMENT}' AS unlabeled_environment"
+)
+BOUND_SETTINGS_LINE = (
+    "SELECT to_microseconds(CAST($window_us AS BIGINT)) AS impact_window, "
+    "CAST($unlabeled_environment AS VARCHAR) AS unlabeled_environment"
+)
 DEFINITIONS_SQL = f"""
 select
     kpi,
@@ -289,35 +298,56 @@ class Kpis:
         window: timedelta | str = DEFAULT_IMPACT_WINDOW,
         environment: str | None = None,
         deployment_id: str | None = None,
+        unlabeled_environment: str | None = DEFAULT_UNLABELED_ENVIRONMENT,
     ) -> pl.DataFrame:
         """Did the deployments help? The view `model_kpi_impact`, computed with `window` ("12h", "7d", "2w").
 
         For each deployment and each KPI that follows its model: the KPI mean in the window before the
         deployment and in the window after it (cut at its end), the change, whether it went the KPI's way, the
-        version's offline metrics and its training data quality. See the view's header for the exact rules.
+        version's offline metrics and its training data quality. Observations without an environment count for
+        deployments to `unlabeled_environment` only (None: for none). See the view's header for the exact rules.
         """
+        duration = parse_duration(window, what="Impact window", error=KpiError)
+        if unlabeled_environment is not None and (
+            not isinstance(unlabeled_environment, str) or not unlabeled_environment.strip()
+        ):
+            raise KpiError(
+                f"unlabeled_environment names the environment where observations without one count, e.g. "
+                f"'production', or is None to count them nowhere; not {unlabeled_environment!r}."
+            )
+        filters = {"model": model, "kpi": kpi, "environment": environment, "deployment_id": deployment_id}
+        from_view = (
+            duration == DEFAULT_IMPACT_WINDOW and unlabeled_environment == DEFAULT_UNLABELED_ENVIRONMENT
+        )
+        return self._impact(duration, unlabeled_environment, filters, from_view=from_view)
+
+    def _impact(
+        self,
+        duration: timedelta,
+        unlabeled_environment: str | None,
+        filters: Mapping[str, str | None],
+        *,
+        from_view: bool,
+    ) -> pl.DataFrame:
+        """Impact rows from the materialized view (its settings are the defaults), or from the view's query with
+        the settings bound (`from_view=False`); the tests hold the two to the same result."""
         from metalake.sql import bundled_views
 
-        duration = parse_duration(window, what="Impact window", error=KpiError)
         params: dict[str, Any] = {}
-        if duration == DEFAULT_IMPACT_WINDOW:
+        if from_view:
             source = IMPACT_VIEW
         else:
             definition = bundled_views()[IMPACT_VIEW]
-            if definition.select.count(WINDOW_LINE) != 1:
+            if definition.select.count(SETTINGS_LINE) != 1:
                 raise ViewError(
-                    f"{definition.path} must set its window in exactly one line {WINDOW_LINE!r}, so that "
-                    "lake.kpis.impact(window=...) can bind another."
+                    f"{definition.path} must set its window and unlabeled environment in exactly one line "
+                    f"{SETTINGS_LINE!r}, so that lake.kpis.impact(window=...) can bind others."
                 )
-            source = f"({definition.select.replace(WINDOW_LINE, BOUND_WINDOW_LINE)}\n) as impact"
+            source = f"({definition.select.replace(SETTINGS_LINE, BOUND_SETTINGS_LINE)}\n) as impact"
             params["window_us"] = duration // timedelta(microseconds=1)
+            params["unlabeled_environment"] = unlabeled_environment
         clauses = []
-        for column, value in (
-            ("model", model),
-            ("kpi", kpi),
-            ("environment", environment),
-            ("deployment_id", deployment_id),
-        ):
+        for column, value in filters.items():
             if value is not None:
                 clauses.append(f"{column} = ${column}")
                 params[column] = value
