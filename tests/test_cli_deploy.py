@@ -120,3 +120,32 @@ def test_kpis_define_observe_list_and_impact(lake_path: Path, tmp_path: Path) ->
     assert ",2.0,1,5.0,1," in output.splitlines()[1]  # 36 hours each side: the 3rd before, the 5th after
     code, output = invoke(lake_path, "kpis", "impact", "--window", "soon")
     assert code == 1 and "not a duration" in output
+
+
+def test_kpis_observe_takes_a_negative_value(lake_path: Path) -> None:
+    code, output = invoke(
+        lake_path, "kpis", "define", "profit", "--unit", "EUR", "--direction", "higher_is_better"
+    )
+    assert code == 0, output
+    code, output = invoke(lake_path, "kpis", "observe", "profit", "-3", "--env", "production")
+    assert code == 0 and "Recorded profit = -3." in output, output
+    code, output = invoke(lake_path, "kpis", "observe", "profit", "--segment", "DE", "--", "-2.5")
+    assert code == 0 and "Recorded profit = -2.5." in output, output
+    code, output = invoke(lake_path, "kpis", "observe", "profit", "-3", "--segmnet", "DE")
+    assert code == 2 and "--segmnet" in output  # a mistyped option is still an error
+    stored = metalake.connect(lake_path).read("kpi_observations").sort("value")
+    assert stored["value"].to_list() == [-3.0, -2.5] and stored["segment"].to_list() == [None, "DE"]
+
+
+def test_kpis_define_keeps_the_model_list_unless_told_to_follow_every_model(lake_path: Path) -> None:
+    define = ["kpis", "define", "conversion", "--unit", "%", "--direction", "higher_is_better"]
+    code, output = invoke(lake_path, *define, "--model", "churn")
+    assert code == 0 and "follows churn" in output, output
+    code, output = invoke(lake_path, *define, "--owner", "growth")
+    assert code == 0 and "follows churn" in output  # left out: kept
+    code, output = invoke(lake_path, *define, "--all-models")
+    assert code == 0 and "follows every model" in output
+    code, output = invoke(lake_path, *define, "--all-models", "--model", "churn")
+    assert code == 2 and "not both" in output
+    code, output = invoke(lake_path, "kpis", "define", "--help")
+    assert "Left out: the current list on an update" in output and "Default: every model" not in output

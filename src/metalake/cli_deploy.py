@@ -210,9 +210,15 @@ def define_kpi(
     models: Annotated[
         list[str] | None,
         typer.Option(
-            "--model", "-m", help="Model whose deployments it follows (repeat). Default: every model."
+            "--model",
+            "-m",
+            help="Model whose deployments it follows (repeat). Left out: the current list on an update, every "
+            "model for a new KPI.",
         ),
     ] = None,
+    all_models: Annotated[
+        bool, typer.Option("--all-models", help="Follow every model (clears the --model list).")
+    ] = False,
 ) -> None:
     """Define a KPI, or update its definition; options left out keep their current values.
 
@@ -222,6 +228,8 @@ def define_kpi(
 
     from metalake.cli_output import stdout_console
 
+    if all_models and models:
+        raise typer.BadParameter("give --model or --all-models, not both", param_hint="--all-models")
     lake = cli_state(ctx).connect()
     kpi = lake.kpis.define(
         name,
@@ -229,7 +237,7 @@ def define_kpi(
         direction=direction,
         description=description,
         owner=owner,
-        models=models or None,
+        models=[] if all_models else (models or None),
     )
     follows = ", ".join(kpi.models) if kpi.models else "every model"
     stdout_console().print(
@@ -239,7 +247,8 @@ def define_kpi(
     )
 
 
-@kpis_app.command("observe")
+# Unknown options are passed on as arguments, so that a negative value reads as one: `observe profit -3`.
+@kpis_app.command("observe", context_settings={"ignore_unknown_options": True})
 @reports_errors
 def observe_kpi(
     ctx: typer.Context,
@@ -251,6 +260,8 @@ def observe_kpi(
     source: Annotated[str | None, typer.Option("--source", help="Where the value comes from.")] = None,
 ) -> None:
     """Record one observed value of a KPI (for many values, see `metalake kpis ingest`).
+
+    A negative value is written as it is (`metalake kpis observe profit -3`), or after `--`.
 
     Example: metalake kpis observe conversion_rate 3.2 --at 2026-03-01T00:00:00Z --env production
     """
