@@ -131,10 +131,15 @@ def test_kpis_observe_takes_a_negative_value(lake_path: Path) -> None:
     assert code == 0 and "Recorded profit = -3." in output, output
     code, output = invoke(lake_path, "kpis", "observe", "profit", "--segment", "DE", "--", "-2.5")
     assert code == 0 and "Recorded profit = -2.5." in output, output
+    code, output = invoke(lake_path, "kpis", "observe", "profit", "-1e3", "--segment", "-5")
+    assert code == 0 and "Recorded profit = -1000." in output, output  # -e is not read as --env here
     code, output = invoke(lake_path, "kpis", "observe", "profit", "-3", "--segmnet", "DE")
-    assert code == 2 and "--segmnet" in output  # a mistyped option is still an error
+    assert code == 2 and "No such option: --segmnet" in output  # a mistyped option is still an error
     stored = metalake.connect(lake_path).read("kpi_observations").sort("value")
-    assert stored["value"].to_list() == [-3.0, -2.5] and stored["segment"].to_list() == [None, "DE"]
+    assert stored["value"].to_list() == [-1000.0, -3.0, -2.5]
+    assert stored["segment"].to_list() == ["-5", None, "DE"] and stored["environment"].to_list() == [
+        None, "production", None
+    ]  # fmt: skip
 
 
 def test_kpis_define_keeps_the_model_list_unless_told_to_follow_every_model(lake_path: Path) -> None:

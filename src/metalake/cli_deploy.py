@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from metalake.cli_common import cli_state, reports_errors
 from metalake.cli_output import OutputFormat
@@ -14,6 +16,7 @@ from metalake.kpis import DEFAULT_UNLABELED_ENVIRONMENT, Direction, KpiFileForma
 
 if TYPE_CHECKING:
     import polars as pl
+    from typer._click import Context as ClickContext  # Typer ships its own Click
 
     from metalake.deployments import Deployment
 
@@ -37,6 +40,31 @@ AtOption = Annotated[
     str | None,
     typer.Option("--at", metavar="WHEN", help="When, as ISO-8601 (e.g. 2026-03-01T12:00:00Z). Default: now."),
 ]
+NEGATIVE_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+class NegativeNumberArguments(TyperCommand):
+    """A command where a negative number in place of an argument is that argument (`observe profit -3`), where
+    Click would read it as an unknown option. A token after an option that takes a value stays that value."""
+
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
+        takes_value = {
+            name
+            for param in self.params
+            if param.param_type_name == "option" and not getattr(param, "is_flag", False)
+            for name in param.opts
+        }
+        end = args.index("--") if "--" in args else len(args)
+        kept: list[str] = []
+        numbers: list[str] = []
+        for index, token in enumerate(args[:end]):
+            is_value = index > 0 and args[index - 1] in takes_value
+            (numbers if NEGATIVE_NUMBER.fullmatch(token) and not is_value else kept).append(token)
+        if numbers:  # after `--`, where Click reads every token as an argument
+            args = [*kept, "--", *numbers, *args[end + 1 :]]
+        return super().parse_args(ctx, args)
+
+
 LIST_COLUMNS = [
     "deployment_id", "model", "version", "environment", "started_at", "ended_at", "is_active", "git_sha",
     "ci_run_id", "endpoint",
@@ -247,8 +275,7 @@ def define_kpi(
     )
 
 
-# Unknown options are passed on as arguments, so that a negative value reads as one: `observe profit -3`.
-@kpis_app.command("observe", context_settings={"ignore_unknown_options": True})
+@kpis_app.command("observe", cls=NegativeNumberArguments)
 @reports_errors
 def observe_kpi(
     ctx: typer.Context,
