@@ -42,7 +42,9 @@ bench: $(VENV)/.installed-dev ## Run the benchmarks and append their figures to 
 	$(BIN)/python bench/bench_append.py
 	$(BIN)/python bench/bench_sql_open.py
 	$(BIN)/python bench/bench_cli_start.py
+	$(BIN)/python bench/bench_tracking.py
 	$(BIN)/python bench/bench_datasets.py
+	$(BIN)/python bench/bench_kpis.py
 	$(BIN)/python bench/bench_lineage.py
 
 clean: ## Remove the virtualenv and caches

@@ -229,7 +229,7 @@ def metalake_import(lake: metalake.Lake, runs: list[RunData], flush_id: str) -> 
 
 
 def maintain_lake(root: Path) -> int:
-    """`metalake maintain` on the lake (metrics clustered by run, other tables compacted); returns tables done."""
+    """`metalake maintain` on the lake (metrics clustered by key and run, other tables compacted); returns tables done."""
     done = metalake.connect(root, actor="bench").maintain()
     return sum(1 for result in done if result.action not in ("up to date", "missing"))
 
@@ -484,7 +484,7 @@ def part_query(args: argparse.Namespace, workdir: Path) -> list[str]:
     ]
     lines = [
         f"W at {len(runs)} runs ({len(runs) * POINTS_PER_RUN:,} points). The lake is built by {build}, then "
-        f"`lake.maintain()` (= `metalake maintain`: metrics clustered by run, {maintained} tables rewritten). "
+        f"`lake.maintain()` (= `metalake maintain`: metrics clustered by key and run, {maintained} tables rewritten). "
         "The MLflow store holds the same data "
         "(log_batch); 'analyzed' is a copy of its SQLite file after `ANALYZE`. Median of "
         f"{args.repeat} warm repeats.",

@@ -10,7 +10,8 @@
 --   run_status                   the run's current status
 --   dataset, dataset_version     an input the run read (dataset_version null: not versioned in the lake)
 --   context                      its role, e.g. training or validation
---   validation_id                the latest validation of that dataset version (null: never validated)
+--   validation_id                the latest validation of that dataset version (null: never validated, or the
+--                                input has no version, so which data was read is unknown)
 --   dq_success                   whether that validation passed
 --   dq_validated_at              when it ran
 --   suite_name                   the suite it ran
@@ -44,4 +45,4 @@ FROM registry_current AS m
 LEFT JOIN runs_current AS r ON r.run_id = m.run_id
 LEFT JOIN run_inputs AS i ON i.run_id = m.run_id
 LEFT JOIN latest_validation AS q
-    ON q.dataset = i.dataset AND q.version IS NOT DISTINCT FROM i.version
+    ON q.dataset = i.dataset AND q.version = i.version  -- an unversioned input: quality unknown

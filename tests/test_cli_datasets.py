@@ -95,3 +95,29 @@ def test_every_subcommand_has_an_example(group: str) -> None:
     for command in commands[group]:
         result = CliRunner().invoke(app, [group, command, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0 and "Example: metalake" in result.output
+
+
+def test_column_names_that_look_like_markup_are_shown_as_text(lake_path: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    pq.write_table(pa.table({"[/y]": [1, 2], "[bold]x": ["a", "b"]}), folder / "part-0.parquet")
+    code, output = invoke(lake_path, "datasets", "register", "odd", str(folder))
+    assert code == 0, output
+    pq.write_table(pa.table({"[/y]": ["1", "2"], "[red]z": [1.0, 2.0]}), folder / "part-0.parquet")
+    code, output = invoke(lake_path, "datasets", "register", "odd", str(folder))
+    assert code == 0, output
+    assert "[/y]" in output and "[bold]x" in output and "[red]z" in output  # the schema changes table
+    code, output = invoke(lake_path, "datasets", "show", "odd", "--version", "2")
+    assert code == 0, output
+    assert "[/y]" in output and "[red]z" in output
+    code, output = invoke(lake_path, "datasets", "diff", "odd", "1", "2")
+    assert code == 0, output
+    assert "[/y]" in output and "[bold]x" in output
+
+
+def test_registering_the_same_content_with_a_new_description_says_so(lake_path: Path, data: Path) -> None:
+    invoke(lake_path, "datasets", "register", "orders", str(data))
+    code, output = invoke(lake_path, "datasets", "register", "orders", str(data), "-d", "all orders")
+    assert code == 0 and "Unchanged" in output and "description, owner or tags updated" in output
+    code, output = invoke(lake_path, "datasets", "register", "orders", str(data), "-d", "all orders")
+    assert code == 0 and "nothing recorded" in output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -223,3 +224,11 @@ def test_an_all_null_column_of_another_type_is_just_nulls(lake: metalake.Lake) -
     error = refused(lake, "metrics", frame)
     assert "'value': null in a required column" in str(error)
     assert "wrong type" not in str(error)
+
+
+def test_json_columns_hold_standard_json(lake: metalake.Lake) -> None:
+    lake.append(
+        "datasets", [{"dataset": "d", "tags": {"score": float("nan"), "bounds": [1.0, float("inf")]}}]
+    )
+    stored = lake.read("datasets")["tags"].item()
+    assert json.loads(stored) == {"bounds": [1.0, None], "score": None}

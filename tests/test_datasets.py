@@ -326,3 +326,116 @@ def test_object_store_files_are_read_through_pyarrow(
     assert version.fingerprint == lake.datasets.register("local", local).fingerprint
     with pytest.raises(DatasetError, match=f"Path not found: s3://{bucket}/nothing"):
         lake.datasets.register("remote", f"s3://{bucket}/nothing", storage_options=s3_server.storage_options)
+
+
+# -- review fixes ---------------------------------------------------------------------------------------------
+
+
+def test_the_version_is_claimed_before_the_description_is_written(
+    lake: metalake.Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registration that fails to record its version leaves no description behind."""
+    commit = lake._commit_prepared
+
+    def failing_versions(table: str, *args: Any, **kwargs: Any) -> Any:
+        if table == "dataset_versions":
+            raise metalake.StorageError("storage went away")
+        return commit(table, *args, **kwargs)
+
+    monkeypatch.setattr(lake, "_commit_prepared", failing_versions)
+    with pytest.raises(metalake.StorageError):
+        lake.datasets.register("d", pl.DataFrame({"x": [1]}), description="never recorded")
+    assert lake.read("datasets").is_empty() and lake.read("dataset_versions").is_empty()
+
+
+def test_same_content_with_a_new_description_records_only_the_description(lake: metalake.Lake) -> None:
+    frame = pl.DataFrame({"x": [1, 2]})
+    first = lake.datasets.register("d", frame, owner="a")
+    assert first.created and first.metadata_updated
+    again = lake.datasets.register("d", frame, description="two rows")
+    assert (again.version, again.created, again.metadata_updated) == (1, False, True)
+    same = lake.datasets.register("d", frame, description="two rows")
+    assert (same.created, same.metadata_updated) == (False, False)
+    assert lake.read("dataset_versions").height == 1 and lake.read("datasets").height == 2
+
+
+def test_a_pandas_frame_arrow_cannot_type_is_a_dataset_error(lake: metalake.Lake) -> None:
+    with pytest.raises(DatasetError, match=r"Cannot read the pandas frame as Arrow: .*astype\(str\)"):
+        lake.datasets.register("d", pd.DataFrame({"mixed": [1, "a", 2.5]}))
+    assert lake.read("datasets").is_empty()
+
+
+def test_a_relative_glob_is_recorded_absolute_and_brackets_in_a_name_are_not_a_pattern(
+    lake: metalake.Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_parquet(tmp_path / "g" / "x1.parquet", v=[1])
+    write_parquet(tmp_path / "g" / "x2.parquet", v=[2])
+    monkeypatch.chdir(tmp_path)
+    globbed = lake.datasets.register("glob", "g/x*.parquet")
+    assert globbed.source_uri == str(tmp_path.resolve() / "g" / "x*.parquet")
+    monkeypatch.chdir(tmp_path / "g")  # read back from elsewhere: the recorded pattern still finds the files
+    _, frame = lake.datasets.to_pandas("glob")
+    assert sorted(frame["v"]) == [1, 2]
+    bracketed = write_parquet(tmp_path / "a[1].parquet", v=[7])
+    version = lake.datasets.register("bracketed", bracketed)
+    assert (version.row_count, version.source_uri) == (1, str(bracketed.resolve()))
+
+
+def test_mixed_schema_json_lines_files_are_refused(lake: metalake.Lake, tmp_path: Path) -> None:
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "a.jsonl").write_text('{"id": 1, "name": "x"}\n')
+    (tmp_path / "j" / "b.jsonl").write_text('{"id": "two", "other": 3}\n')
+    with pytest.raises(
+        DatasetError,
+        match=r"must share a schema, but .*b\.jsonl differs from .*a\.jsonl: "
+        r"name missing; other only there; id is VARCHAR there, BIGINT here",
+    ):
+        lake.datasets.register("d", tmp_path / "j")
+    assert lake.read("dataset_versions").is_empty()
+    # Numbers of either kind and all-null columns are the same schema.
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "a.jsonl").write_text('{"id": 1, "score": null}\n')
+    (tmp_path / "k" / "b.jsonl").write_text('{"score": 0.5, "id": 2.5}\n')
+    assert lake.datasets.register("k", tmp_path / "k").row_count == 2
+
+
+def test_nan_statistics_are_stored_as_json_null(lake: metalake.Lake) -> None:
+    version = lake.datasets.register("n", pl.DataFrame({"x": [1.0, float("nan")], "y": [1.0, float("inf")]}))
+    assert version.profile["x"]["max"] is None and version.profile["x"]["mean"] is None
+    assert version.profile["y"]["max"] == "inf"
+    stored = lake.read("dataset_versions").row(0, named=True)["profile"]
+    assert "NaN" not in stored and "Infinity" not in stored
+    json.loads(stored, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+
+
+def test_a_projection_keeps_the_data_order_and_an_empty_one_reads_no_columns(
+    lake: metalake.Lake, tmp_path: Path
+) -> None:
+    path = write_parquet(tmp_path / "d.parquet", a=[1, 2, 3], b=["x", "y", "z"], c=[0.1, 0.2, 0.3])
+    version = lake.datasets.register("d", path)
+    assert list(lake.datasets.frame_of(version, columns=["c", "a"]).columns) == ["a", "c"]
+    nothing = lake.datasets.frame_of(version, columns=["nope"])
+    assert nothing.shape == (3, 0)
+
+
+def test_object_store_tsv_files_are_read_with_tabs(
+    lake: metalake.Lake, s3_server: Any, tmp_path: Path
+) -> None:
+    import boto3
+
+    bucket = s3_server.create_bucket()
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    local = tmp_path / "rows.tsv"
+    local.write_text("id\tname\n1\ta,b\n2\tc\n")
+    client.upload_file(str(local), bucket, "t/rows.tsv")
+    remote = lake.datasets.register(
+        "tsv", f"s3://{bucket}/t/rows.tsv", storage_options=s3_server.storage_options
+    )
+    assert remote.columns == ["id", "name"] and remote.row_count == 2
+    assert remote.profile["name"]["min"] == "a,b"

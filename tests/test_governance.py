@@ -145,3 +145,21 @@ def test_bad_policies_are_refused_by_name(
         lake.registry.use_policy(path)
     with pytest.raises(PolicyError, match="does not exist"):
         lake.registry.use_policy(tmp_path / "missing.yaml")
+
+
+def test_a_client_cannot_swap_the_lakes_policy_for_its_own(lake: metalake.Lake, policy_file: Path) -> None:
+    lake.registry.use_policy(policy_file, persist=True)
+    with pytest.raises(PolicyError, match="keeps its own policy"):
+        lake.registry.use_policy({})
+    assert set(lake.registry.policy.gates) == {"production", "staging"}
+
+
+def test_an_input_without_a_version_has_unknown_quality(lake: metalake.Lake) -> None:
+    lake.append("dq_validations", [validation("churn_train", 1, True)])
+    with lake.runs.start(experiment="churn") as run:
+        run.log_input("churn_train", path=None)  # no version: which data was read is unknown
+        run.log_metric("val_auc", 0.9)
+    version = lake.registry.register("churn", run_id=run.run_id, artifact_uri="s3://m/x").version
+    lake.registry.use_policy({"staging": {"require_passing_data_quality": True}})
+    with pytest.raises(PolicyViolation, match="churn_train was never validated"):
+        lake.registry.transition("churn", version, "staging")

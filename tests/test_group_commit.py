@@ -151,3 +151,46 @@ def test_a_flush_that_breaks_its_group_is_committed_apart_from_it(
     with pytest.raises(FlushError, match=bad.run_id):
         lake.runs.wait()
     assert set(lake.sql("select run_id from runs_current").pl()["run_id"]) == set(good)
+
+
+def test_a_run_never_shows_finished_before_an_earlier_flush_that_failed(
+    lake: metalake.Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(group_commit, "COMMIT_ATTEMPTS", 1)
+    original = metalake.Lake._commit_prepared
+    failing_keys: list[str] = []
+
+    def down_for_one_flush(self: metalake.Lake, table: str, parts: Any, **kw: Any) -> tuple[int, list[bool]]:
+        if any(key in failing_keys for key, _ in parts):
+            raise OSError("storage hiccup")
+        return original(self, table, parts, **kw)
+
+    monkeypatch.setattr(metalake.Lake, "_commit_prepared", down_for_one_flush)
+    queue = group_commit.queue_for(lake)
+    with queue._changed:  # both flushes of the run land in one group
+        run = lake.runs.start(experiment="order", flush_every_points=1)
+        run.log_metric("loss", 0.5, step=0)  # flush 1: the start event and a point
+        failing_keys.append(f"{run._queued[0].flush_id}:metrics")
+        run.log_metric("loss", 0.25, step=1)
+        run.end()  # flush 3: the finished event
+    with pytest.raises(FlushError, match=run.run_id):
+        run.wait()
+    assert lake.read("runs").is_empty(), "no event of the run may land while its first flush is parked"
+    monkeypatch.setattr(metalake.Lake, "_commit_prepared", original)
+    run.wait()  # retried in order, same keys
+    assert lake.read("metrics").height == 2
+    assert lake.sql("select status from runs_current").fetchall() == [("finished",)]
+
+
+def test_a_refused_flush_refuses_the_rest_of_its_run(lake: metalake.Lake) -> None:
+    run = lake.runs.start(experiment="order")
+    run.log_metric("k" * 300, 1.0)
+    with pytest.raises(FlushError, match="metrics"):
+        run.flush()
+    run.log_metric("loss", 0.5)
+    run.end()
+    with pytest.raises(FlushError, match=run.run_id):
+        lake.runs.wait()
+    assert lake.read("runs").is_empty() and lake.read("metrics").is_empty()
+    other = log_sweep(lake, 1)  # other runs are not affected
+    assert lake.sql("select run_id from runs_current").fetchall() == [(other[0],)]

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import great_expectations as gx
+import pandas as pd
+import pandera.errors as pandera_errors
 import pandera.pandas as pa
 import polars as pl
 import pyarrow as pa_arrow
@@ -254,3 +256,132 @@ def test_without_great_expectations_a_gx_suite_says_what_to_install(
     assert result.returncode == 0, result.stderr
     assert "pip install 'metalake[gx]'" in result.stdout and result.stdout.strip().endswith("True")
     assert people.read("dq_validations").get_column("engine").to_list() == ["pandera"]
+
+
+# -- review fixes ---------------------------------------------------------------------------------------------
+
+
+def test_a_pandera_schema_with_ordered_columns_sees_the_data_order(people: metalake.Lake) -> None:
+    wrong_order = pa.DataFrameSchema({"age": pa.Column(int), "id": pa.Column(int)}, ordered=True)
+    validation = people.quality.validate("people", suite=wrong_order)
+    ordered = next(r for r in validation.results if r["expectation_type"] == "pandera.ordered")
+    assert validation.success is False and ordered["success"] is False
+    right_order = pa.DataFrameSchema({"id": pa.Column(int), "age": pa.Column(int)}, ordered=True)
+    assert people.quality.validate("people", suite=right_order).success is True
+
+
+def test_schema_level_unique_and_strict_are_one_result_each(lake: metalake.Lake) -> None:
+    frame = pl.DataFrame({"id": [1, 1, 3], "day": [5, 5, 7], "extra": ["a", "b", "c"]})
+    lake.datasets.register("pairs", frame)
+    schema = pa.DataFrameSchema(
+        {"id": pa.Column(int), "day": pa.Column(int)}, unique=["id", "day"], strict=True
+    )
+    validation = lake.quality.validate("pairs", suite=schema, data=frame)
+    results = {r["expectation_type"]: r for r in validation.results}
+    assert len(validation.results) == 8  # presence, dtype and not-null of two columns; unique; strict
+    unique = results["pandera.unique"]
+    assert (unique["success"], unique["unexpected_count"], unique["column"]) == (False, 2, None)
+    assert unique["kwargs"] == {"columns": ["id", "day"]}
+    strict = results["pandera.strict"]
+    assert (strict["success"], strict["unexpected_count"], strict["observed_value"]) == (False, None, "extra")
+    assert lake.read("dq_results").height == 8
+
+
+def test_regex_columns_give_one_result_per_matched_column_and_check(lake: metalake.Lake) -> None:
+    frame = pl.DataFrame({"age_a": [-1, -2, -3, 4], "age_b": [1, 2, 3, -4], "name": list("abcd")})
+    lake.datasets.register("ages", frame)
+    schema = pa.DataFrameSchema(
+        {"^age_": pa.Column(int, pa.Check.ge(0), regex=True), "^zzz": pa.Column(int, regex=True)}
+    )
+    validation = lake.quality.validate("ages", suite=schema, data=frame)
+    failed = {(r["column"], r["expectation_type"]): r for r in validation.failed}
+    assert set(failed) == {
+        ("age_a", "pandera.greater_than_or_equal_to"),
+        ("age_b", "pandera.greater_than_or_equal_to"),
+        ("^zzz", "pandera.column_in_dataframe"),
+    }
+    grouped = failed[("age_a", "pandera.greater_than_or_equal_to")]
+    assert grouped["unexpected_count"] == 3 and grouped["unexpected_percent"] == 75.0
+    assert sorted(grouped["unexpected_sample"]) == [-3, -2, -1]
+    assert validation.evaluated == 9  # presence, dtype, not-null and ge for two columns; the unmatched regex
+
+
+def test_failures_of_unlisted_checks_are_one_result_per_column_and_check() -> None:
+    """A failure case no listed check claims (as a backend may report) is grouped, not one row per value."""
+    from metalake.quality import run_pandera
+    from metalake.quality_suites import load_suite
+
+    cases = [
+        {"column": "x", "check": "custom_rule", "failure_case": value, "index": index}
+        for index, value in enumerate([10, 11, 12, 13, 14, 15, 16])
+    ]
+    suite = load_suite(pa.DataFrameSchema({"x": pa.Column(int)}))
+    frame = pd.DataFrame({"x": range(10)})
+
+    class Errors(pandera_errors.SchemaErrors):
+        def __init__(self) -> None:
+            self.failure_cases = pd.DataFrame(cases)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise Errors()
+
+    object.__setattr__(suite.schema, "validate", fail)
+    results, _ = run_pandera(suite, frame)
+    custom = [r for r in results if r["expectation_type"] == "pandera.custom_rule"]
+    assert len(custom) == 1
+    assert (custom[0]["column"], custom[0]["unexpected_count"], custom[0]["unexpected_percent"]) == (
+        "x",
+        7,
+        70.0,
+    )
+    assert custom[0]["unexpected_sample"] == [10, 11, 12, 13, 14]
+
+
+def test_a_schema_whose_columns_are_all_missing_fails_them(people: metalake.Lake) -> None:
+    schema = pa.DataFrameSchema({"nope": pa.Column(int), "gone": pa.Column(str)})
+    validation = people.quality.validate("people", suite=schema)
+    assert validation.unsuccessful == validation.evaluated == 6  # presence, dtype and not-null of each
+
+
+def test_a_suite_file_that_cannot_be_read_is_a_suite_error(people: metalake.Lake, tmp_path: Path) -> None:
+    binary = tmp_path / "latin1.yaml"
+    binary.write_bytes("- expect_column_to_exist: {column: caf\xe9}\n".encode("latin-1"))
+    with pytest.raises(SuiteError, match=r"Cannot read the suite file .*latin1\.yaml: not UTF-8 text"):
+        people.quality.validate("people", suite=binary)
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    with pytest.raises(SuiteError, match="Suite file not found"):
+        people.quality.validate("people", suite=folder)
+
+
+def test_a_reused_idempotency_key_is_scoped_to_dataset_version_and_suite(
+    people: metalake.Lake, tmp_path: Path
+) -> None:
+    first = people.quality.validate(
+        "people", suite=suite_file(tmp_path, SUITE_YAML), idempotency_key="nightly"
+    )
+    assert first.deduplicated is False
+    again = people.quality.validate(
+        "people", suite=suite_file(tmp_path, SUITE_YAML), idempotency_key="nightly"
+    )
+    assert again.deduplicated is True and again.validation_id == first.validation_id
+    other_suite = suite_file(tmp_path, "- expect_column_to_exist: {column: id}\n", "other.yaml")
+    other = people.quality.validate("people", suite=other_suite, idempotency_key="nightly")
+    assert other.deduplicated is False and other.validation_id != first.validation_id
+    assert people.read("dq_validations").height == 2 and people.read("dq_results").height == 4
+
+
+def test_both_batches_are_checked_before_either_is_written(
+    people: metalake.Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepare = people._prepare
+
+    def refuse_the_header(table: str, data: object, **kwargs: object) -> object:
+        if table == "dq_validations":
+            raise metalake.ContractError(table, [])
+        return prepare(table, data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(people, "_prepare", refuse_the_header)
+    with pytest.raises(metalake.ContractError):
+        people.quality.validate("people", suite=suite_file(tmp_path, SUITE_YAML))
+    assert people.read("dq_results").is_empty() and people.read("dq_validations").is_empty()

@@ -137,3 +137,35 @@ def test_model_lineage_walks_to_the_data_quality_of_the_inputs(lake: metalake.La
         "select model, version, run_id, dataset, dataset_version, dq_success from model_lineage"
     ).fetchall()
     assert rows == [("churn", 1, run.run_id, "churn_train", 4, True)]
+
+
+def test_a_stage_name_resolves_to_the_version_that_entered_it_last(lake: metalake.Lake) -> None:
+    for index in (1, 2):
+        lake.registry.register("churn", run_id=None, artifact_uri=f"s3://m/{index}")
+    lake.registry.transition("churn", 2, "production")
+    lake.registry.transition("churn", 1, "production", reason="rollback")  # both in production now
+    assert lake.registry.get("churn", "production").version == 1
+    assert lake.registry.at("churn", datetime.now(UTC)).version == 1  # type: ignore[union-attr]
+
+
+def test_archive_others_lands_in_one_commit(lake: metalake.Lake) -> None:
+    for index in (1, 2, 3):
+        lake.registry.register("churn", run_id=None, artifact_uri=f"s3://m/{index}")
+    lake.registry.transition("churn", 1, "production")
+    lake.registry.transition("churn", 2, "production")
+    before = lake.version("model_events")
+    lake.registry.transition("churn", 3, "production", archive_others=True)
+    assert lake.version("model_events") == (before or 0) + 1
+    assert [lake.registry.get("churn", n).stage for n in (1, 2, 3)] == ["archived", "archived", "production"]
+
+
+def test_registering_again_completes_a_registration_cut_short(lake: metalake.Lake) -> None:
+    lake.append(  # as if the process died right after claiming version 1
+        "model_versions", [{"model": "churn", "version": 1, "artifact_uri": "s3://m/1"}]
+    )
+    again = lake.registry.register("churn", run_id=None, artifact_uri="s3://m/1")
+    assert again.version == 1
+    assert lake.read("models").height == 1
+    assert lake.read("model_events").filter(event_type="registered").height == 1
+    lake.registry.register("churn", run_id=None, artifact_uri="s3://m/1")
+    assert lake.read("model_events").filter(event_type="registered").height == 1, "fixed keys: written once"

@@ -89,3 +89,12 @@ def test_the_leaderboard_follows_new_runs(lake: metalake.Lake) -> None:
         best = lake.sql("select name, value from leaderboard where metric = 'auc' and direction = 'max'")
         assert best.fetchall() == [(f"v{value}", value)]
     assert lake.as_of(datetime.now(UTC)).sql("select count(*) from leaderboard").fetchall() == [(2,)]
+
+
+def test_sql_date_arithmetic_is_in_utc(lake: metalake.Lake) -> None:
+    result = lake.sql(
+        "select current_setting('TimeZone'), TIMESTAMPTZ '2026-03-30 12:00:00+00' - INTERVAL 7 DAY"
+    )
+    zone, week_before = result.fetchall()[0]
+    assert zone == "UTC"
+    assert week_before == datetime(2026, 3, 23, 12, 0, tzinfo=UTC)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal
 
 from metalake.errors import DatasetError
 
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
 FileFormat = Literal["parquet", "csv", "json"]
 SourceFormat = Literal["parquet", "csv", "json", "delta", "polars", "pandas", "arrow"]
-FILE_FORMATS: frozenset[str] = frozenset(get_args(FileFormat))
 EXTENSIONS: dict[str, FileFormat] = {
     ".parquet": "parquet",
     ".pq": "parquet",
@@ -48,7 +48,19 @@ NUMERIC_TYPES = (
     "DOUBLE",
     "DECIMAL",
 )
-ORDERED_TYPES = (*NUMERIC_TYPES, "VARCHAR", "DATE", "TIME", "TIMESTAMP", "BOOLEAN", "UUID", "INTERVAL")
+ORDERED_TYPES = (
+    *NUMERIC_TYPES,
+    "VARCHAR",
+    "DATE",
+    "TIME",
+    "TIMESTAMP",
+    "TIMESTAMP WITH TIME ZONE",
+    "BOOLEAN",
+    "UUID",
+    "INTERVAL",
+)
+# JSON types that say nothing about a column (every value null, or mixed): they match any type across files.
+UNTYPED_JSON = ("NULL", "JSON")
 SCAN_RELATION = "metalake_dataset_source"
 
 
@@ -98,6 +110,12 @@ class Scan:
     profile: dict[str, dict[str, Any]]
 
 
+def base_type(duckdb_type: str) -> str:
+    """A DuckDB type without its parameters: `DECIMAL(10,2)` -> `DECIMAL`, `TIMESTAMP_NS` -> `TIMESTAMP`."""
+    base = duckdb_type.split("(")[0].strip().upper()
+    return "TIMESTAMP" if base.startswith("TIMESTAMP") and "TIME ZONE" not in base else base
+
+
 def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
@@ -130,7 +148,14 @@ def _frame_source(frame: Any) -> Source:
         collected = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
         table, kind = collected.to_arrow(), "polars"
     elif module.startswith("pandas"):
-        table, kind = pa.Table.from_pandas(frame, preserve_index=False), "pandas"
+        try:
+            table, kind = pa.Table.from_pandas(frame, preserve_index=False), "pandas"
+        except pa.ArrowException as error:
+            raise DatasetError(
+                f"Cannot read the pandas frame as Arrow: {error}. A column that mixes types (e.g. numbers and "
+                "text in one object column) has no Arrow type: convert it first, e.g. "
+                "`frame[column] = frame[column].astype(str)`."
+            ) from error
     elif isinstance(frame, pa.RecordBatch):
         table, kind = pa.Table.from_batches([frame]), "arrow"
     elif isinstance(frame, pa.Table | ds.Dataset):
@@ -146,11 +171,11 @@ def _frame_source(frame: Any) -> Source:
 
 
 def _local_source(path: Path) -> Source:
-    if any(ch in path.name for ch in "*?["):
+    if not path.exists() and any(ch in path.name for ch in "*?["):  # an existing `a[1].parquet` is a file
         files = sorted(p for p in path.parent.glob(path.name) if p.is_file())
         if not files:
             raise DatasetError(f"No files match {path}. Check the pattern and the folder.")
-        return _files_source(str(path), files)
+        return _files_source(str(path.parent.resolve() / path.name), files)
     if not path.exists():
         raise DatasetError(
             f"Path not found: {path}. Give an existing file or folder of Parquet, CSV or JSON-lines files, "
@@ -200,6 +225,8 @@ def _files_source(uri: str, files: list[Path]) -> Source:
         stats.append((str(file.resolve()), stat.st_size, stat.st_mtime_ns))
     signature = hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:32]
     nullable = _check_parquet_schemas(files) if file_format == "parquet" else {}
+    if file_format == "json" and len(files) > 1:
+        _check_json_schemas(files)
     return Source(
         uri=uri,
         format=file_format,
@@ -235,6 +262,54 @@ def _check_parquet_schemas(files: list[Path]) -> dict[str, bool]:
     return {f.name: f.nullable for f in first}
 
 
+def _check_json_schemas(files: list[Path]) -> None:
+    """Every JSON-lines file must hold the same columns, of compatible types (DuckDB infers each file's)."""
+    import duckdb
+
+    from metalake.sql import shared_database
+
+    connection = shared_database().cursor()
+    try:
+        first: dict[str, str] | None = None
+        for file in files:
+            try:
+                rows = connection.sql(
+                    f"DESCRIBE SELECT * FROM read_json_auto({_literal(str(file))})"
+                ).fetchall()
+            except duckdb.Error as error:
+                raise DatasetError(f"Cannot read {file} as JSON lines: {_first_line(error)}") from error
+            columns = {str(r[0]): str(r[1]).strip('"') for r in rows}
+            if first is None:
+                first, first_file = columns, file
+                continue
+            differences = _json_differences(first, columns)
+            if differences:
+                raise DatasetError(
+                    f"Files of one dataset version must share a schema, but {file} differs from {first_file}: "
+                    f"{'; '.join(differences)}. Register them as separate datasets, or rewrite them with one "
+                    "schema."
+                )
+    finally:
+        connection.close()
+
+
+def _json_differences(first: Mapping[str, str], other: Mapping[str, str]) -> list[str]:
+    """Columns only one file has, and columns whose inferred types differ (all numbers count as one type)."""
+
+    def family(duckdb_type: str) -> str:
+        base = base_type(duckdb_type)
+        return "number" if base in NUMERIC_TYPES else base
+
+    differences = [f"{name} missing" for name in first if name not in other]
+    differences += [f"{name} only there" for name in other if name not in first]
+    for name in first.keys() & other.keys():
+        old, new = first[name], other[name]
+        if old in UNTYPED_JSON or new in UNTYPED_JSON or family(old) == family(new):
+            continue
+        differences.append(f"{name} is {new} there, {old} here")
+    return differences
+
+
 def _schema_text(schema: Any) -> str:
     return "(" + ", ".join(f"{f.name} {f.type}" for f in schema) + ")"
 
@@ -250,12 +325,15 @@ def delta_source(
     try:
         options = dict(storage_options) if storage_options else None
         table = DeltaTable(uri, version=version, storage_options=options)
+        version = table.version()
+        actions = table.get_add_actions(flatten=True)
+        sizes = [int(size) for size in pa.table(actions).column("size_bytes").to_pylist()]
+        dataset = table.to_pyarrow_dataset()
     except (DeltaError, OSError) as error:
-        raise DatasetError(f"Cannot open the Delta table at {uri}: {error}") from error
-    version = table.version()
-    actions = table.get_add_actions(flatten=True)
-    sizes = [int(size) for size in pa.table(actions).column("size_bytes").to_pylist()]
-    dataset = table.to_pyarrow_dataset()
+        raise DatasetError(
+            f"Cannot open the Delta table at {uri}: {error}. Check the path and the credentials; a table "
+            "written with newer Delta features needs a newer deltalake package."
+        ) from error
     return Source(
         uri=uri,
         format="delta",
@@ -296,9 +374,8 @@ def _remote_source(uri: str, storage_options: Mapping[str, str] | None) -> Sourc
     if len(formats) != 1 or None in formats:
         raise DatasetError(f"{uri} mixes file formats or has unknown extensions; a version is one format.")
     file_format: FileFormat = formats.pop()  # type: ignore[assignment]
-    arrow_format = {"parquet": "parquet", "csv": "csv", "json": "json"}[file_format]
     try:
-        dataset = ds.dataset(paths, format=arrow_format, filesystem=filesystem)
+        dataset = ds.dataset(paths, format=_arrow_file_format(file_format, paths, uri), filesystem=filesystem)
     except (OSError, pa.ArrowException) as error:
         raise DatasetError(f"Cannot read {uri}: {error}") from error
     sizes = [i.size for i in filesystem.get_file_info(paths)]
@@ -314,6 +391,22 @@ def _remote_source(uri: str, storage_options: Mapping[str, str] | None) -> Sourc
         arrow=dataset,
         nullable={f.name: f.nullable for f in dataset.schema},
     )
+
+
+def _arrow_file_format(file_format: FileFormat, paths: list[str], uri: str) -> Any:
+    """How pyarrow reads the files: `.tsv` files with tabs. Its CSV type inference is not DuckDB's sniffer."""
+    import pyarrow.csv as pa_csv
+    import pyarrow.dataset as ds
+
+    if file_format != "csv":
+        return file_format
+    tab_separated = {Path(p).suffix.lower() == ".tsv" for p in paths}
+    if len(tab_separated) > 1:
+        raise DatasetError(
+            f"{uri} mixes .tsv and .csv files; a version is read with one delimiter. Register them separately."
+        )
+    delimiter = "\t" if tab_separated.pop() else ","
+    return ds.CsvFileFormat(parse_options=pa_csv.ParseOptions(delimiter=delimiter))
 
 
 def _arrow_filesystem(uri: str, storage_options: Mapping[str, str] | None) -> tuple[Any, str]:
@@ -374,7 +467,7 @@ def profile_select(select: str, schema: list[ColumnSchema], *, fingerprint: bool
     parts = ["count(*)"]
     for column in schema:
         name = quote(column.name)
-        base = _base_type(column.type)
+        base = base_type(column.type)
         parts.append(f"count({name})")
         parts.append(f"approx_count_distinct({name})")
         if base in ORDERED_TYPES:
@@ -385,11 +478,6 @@ def profile_select(select: str, schema: list[ColumnSchema], *, fingerprint: bool
         every_column = ", ".join(quote(c.name) for c in schema)
         parts += [f"sum(hash({every_column}))::VARCHAR", f"bit_xor(hash({every_column}))::VARCHAR"]
     return f"SELECT {', '.join(parts)} FROM ({select})"
-
-
-def _base_type(duckdb_type: str) -> str:
-    base = duckdb_type.split("(")[0].strip().upper()
-    return "TIMESTAMP" if base.startswith("TIMESTAMP") else base
 
 
 def scan_source(source: Source) -> Scan:
@@ -408,7 +496,7 @@ def scan_source(source: Source) -> Scan:
     row_count = int(values.pop(0))
     profile: dict[str, dict[str, Any]] = {}
     for column in schema:
-        base = _base_type(column.type)
+        base = base_type(column.type)
         non_null = int(values.pop(0))
         stats: dict[str, Any] = {
             "type": column.type,
@@ -419,7 +507,7 @@ def scan_source(source: Source) -> Scan:
             stats["min"], stats["max"] = _json_value(values.pop(0)), _json_value(values.pop(0))
         if base in NUMERIC_TYPES:
             mean = values.pop(0)
-            stats["mean"] = None if mean is None else float(mean)
+            stats["mean"] = None if mean is None else _json_value(float(mean))
         profile[column.name] = stats
     hash_sum, hash_xor = values
     schema_text = json.dumps([[c.name, c.type] for c in schema])
@@ -428,6 +516,9 @@ def scan_source(source: Source) -> Scan:
 
 
 def _json_value(value: Any) -> Any:
+    """A statistic as a standard JSON value: NaN becomes null, infinities the text `inf` or `-inf`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if hasattr(value, "isoformat"):

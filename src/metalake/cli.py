@@ -442,7 +442,7 @@ def maintain(
         ),
     ] = None,
 ) -> None:
-    """Rewrite tables for fast reads (metrics sorted by run, small files merged, checkpoints), apply retention.
+    """Rewrite tables for fast reads (metrics clustered by key and run, small files merged), apply retention.
 
     Retention never removes what a named snapshot, a non-archived model version or its run still needs. Writers
     may keep appending while it runs. On object stores, run it from one job at a time.
@@ -506,6 +506,7 @@ def demo(
 
 def _register_subcommands() -> None:
     from metalake.cli_datasets import datasets_app, quality_app
+    from metalake.cli_deploy import deploy_app, kpis_app
     from metalake.cli_import import import_app
     from metalake.cli_lineage import lineage_app, serve
     from metalake.cli_models import models_app
@@ -516,6 +517,8 @@ def _register_subcommands() -> None:
     app.add_typer(quality_app, name="quality")
     app.add_typer(import_app, name="import")
     app.add_typer(models_app, name="models")
+    app.add_typer(deploy_app, name="deploy")
+    app.add_typer(kpis_app, name="kpis")
     app.add_typer(lineage_app, name="lineage")
     app.command("serve")(serve)
 

@@ -55,9 +55,14 @@ def register(
     version = lake.datasets.register(name, path, description=description, owner=owner, tags=tags)
     console = stdout_console()
     if not version.created:
+        recorded = (
+            "no new version; description, owner or tags updated"
+            if version.metadata_updated
+            else "nothing recorded"
+        )
         console.print(
             f"Unchanged: {escape(path)} holds the same content as [bold]{escape(name)}[/] "
-            f"version {version.version}; nothing recorded.",
+            f"version {version.version}; {recorded}.",
             soft_wrap=True,
         )
         return
@@ -183,7 +188,9 @@ def _profile_table(found: DatasetVersion) -> Table:
         table.add_column(heading, justify="left" if heading == "type" else "right")
     for column in found.schema:
         stats = found.profile.get(column["name"], {})
-        table.add_row(column["name"], *(cell(stats.get(key, column.get(key))) for key in PROFILE_COLUMNS))
+        table.add_row(
+            cell(column["name"]), *(cell(stats.get(key, column.get(key))) for key in PROFILE_COLUMNS)
+        )
     return table
 
 
@@ -193,12 +200,14 @@ def _changes_table(changes: list[SchemaChange], title: str) -> Table:
 
     from metalake.cli_output import cell
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     for heading in ("column", "change", "old type", "new type", "breaking"):
         table.add_column(heading)
     for change in changes:
         breaking = Text("yes", style="bold red") if change.breaking else Text("no")
-        table.add_row(change.column, change.change, cell(change.old_type), cell(change.new_type), breaking)
+        table.add_row(
+            cell(change.column), cell(change.change), cell(change.old_type), cell(change.new_type), breaking
+        )
     return table
 
 
@@ -293,7 +302,7 @@ def _results_table(results: list[dict[str, Any]], title: str) -> Table:
 
     from metalake.cli_output import cell
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")  # a suite's name is not markup
     for heading in (
         "expectation",
         "column",
@@ -314,7 +323,7 @@ def _results_table(results: list[dict[str, Any]], title: str) -> Table:
             details = json.loads(details)
         observed = result["observed_value"] if result["observed_value"] is not None else details.get("error")
         table.add_row(
-            result["expectation_type"],
+            cell(result["expectation_type"]),
             cell(result["column"]),
             outcome,
             cell(observed),

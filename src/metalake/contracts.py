@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -261,10 +262,20 @@ def _as_text(value: Any) -> str | None:
 def _as_json(value: Any) -> str | None:
     if isinstance(value, str):
         return value
-    try:
-        return json.dumps(value, default=str, sort_keys=True)
+    try:  # standard JSON only: NaN and infinities become null, as JSON has no such numbers
+        return json.dumps(_finite(value), default=str, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError):
         return None
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _as_int(value: Any) -> int | None:

@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from metalake._profile import ColumnSchema, Scan, Source, resolve_source, scan_source, source_relation
+from metalake._profile import (
+    ColumnSchema,
+    Scan,
+    Source,
+    base_type,
+    resolve_source,
+    scan_source,
+    source_relation,
+)
 from metalake.errors import DatasetError, DatasetNotFound
 
 if TYPE_CHECKING:
@@ -77,6 +85,8 @@ class DatasetVersion:
     run_id: str | None = None
     # False when `register` found the same content already recorded and returned that version.
     created: bool = field(default=True, compare=False)
+    # True when `register` recorded a new description, owner or tags for the dataset.
+    metadata_updated: bool = field(default=False, compare=False)
 
     @property
     def breaking(self) -> bool:
@@ -113,7 +123,7 @@ def schema_changes(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, 
         if name not in new_types:
             changes.append(SchemaChange(name, "removed", old_type, None, breaking=True))
         elif new_types[name] != old_type:
-            widening = _base(new_types[name]) in _WIDENINGS.get(_base(old_type), set())
+            widening = base_type(new_types[name]) in _WIDENINGS.get(base_type(old_type), set())
             changes.append(
                 SchemaChange(name, "type_changed", old_type, new_types[name], breaking=not widening)
             )
@@ -121,11 +131,6 @@ def schema_changes(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, 
         if name not in old_types:
             changes.append(SchemaChange(name, "added", None, new_type, breaking=False))
     return changes
-
-
-def _base(duckdb_type: str) -> str:
-    base = duckdb_type.split("(")[0].strip().upper()
-    return "TIMESTAMP" if base.startswith("TIMESTAMP") and "TIME ZONE" not in duckdb_type.upper() else base
 
 
 def check_dataset_name(name: str) -> None:
@@ -159,8 +164,11 @@ class Datasets:
 
         The data is streamed once (DuckDB) for its row count, content fingerprint and per-column profile.
         Content that is already a version of the dataset returns that version (`.created` is False) and
-        writes nothing. Version numbers are claimed with an idempotency key per (dataset, version), so two
-        concurrent registrations never put different contents under one number: the loser takes the next.
+        records no version; a new description, owner or tags is still recorded (`.metadata_updated`).
+        Version numbers are claimed with an idempotency key per (dataset, version), so two concurrent
+        registrations never put different contents under one number: the loser takes the next. Both rows
+        (the version, then the dataset's description) are checked against their contracts before either is
+        written.
         """
         check_dataset_name(name)
         if self._lake.read_only:
@@ -176,39 +184,45 @@ class Datasets:
                 f"{source_info.uri} holds no rows: an empty dataset is not registered. "
                 "Check the path, or that the job that writes the data has finished."
             )
-        self._record_dataset(name, description=description, owner=owner, tags=tags)
+        description_row = self._dataset_row(name, description=description, owner=owner, tags=tags)
         for _ in range(REGISTER_ATTEMPTS):
             versions = self._version_rows(name)
-            for row in versions:
-                if row["fingerprint"] == scan.fingerprint:
-                    return _version_from_row(row, created=False)
+            existing = next((r for r in versions if r["fingerprint"] == scan.fingerprint), None)
+            if existing is not None:
+                updated = self._commit_dataset_row(name, description_row)
+                return _version_from_row(existing, created=False, metadata_updated=updated)
             previous = versions[-1] if versions else None
             row = _version_row(name, previous, source_info, scan, run_id)
-            commit = self._lake._append(
+            prepared = self._lake._prepare(VERSIONS_TABLE, [row])
+            _, written = self._lake._commit_prepared(
                 VERSIONS_TABLE,
-                [row],
-                idempotency_key=f"dataset_version:{name}:{row['version']}",
+                [(f"dataset_version:{name}:{row['version']}", prepared)],
                 operation="register_dataset",
                 reason=f"register {name} v{row['version']} from {source_info.uri}",
             )
-            if not commit.deduplicated:
+            if written[0]:
+                updated = self._commit_dataset_row(name, description_row)
                 stored = next(r for r in self._version_rows(name) if r["version"] == row["version"])
-                return _version_from_row(stored, created=True)  # as recorded: with recorded_at and _by
+                # As recorded: with recorded_at and recorded_by.
+                return _version_from_row(stored, created=True, metadata_updated=updated)
             # Another writer claimed this version number first: look again (it may be our content).
         raise DatasetError(
             f"Could not claim a version number for dataset {name!r} after {REGISTER_ATTEMPTS} attempts: "
             "too many concurrent registrations. Try again."
         )
 
-    def _record_dataset(
+    def _dataset_row(
         self,
         name: str,
         *,
         description: str | None,
         owner: str | None,
         tags: Mapping[str, str] | None,
-    ) -> None:
-        """A `datasets` row when the dataset is new or its description, owner or tags change."""
+    ) -> tuple[str, Any] | None:
+        """The `datasets` row to write (idempotency key, batch checked against the contract), or None.
+
+        A row is due when the dataset is new or its description, owner or tags change.
+        """
         import polars as pl
 
         rows = self._lake.read(DATASETS_TABLE, where=pl.col("dataset") == name).sort("recorded_at")
@@ -223,16 +237,19 @@ class Datasets:
             given = {key: value for key, value in wanted.items() if value is not None}
             stored = {**current, "tags": json.loads(current["tags"]) if current["tags"] else None}
             if all(stored.get(key) == value for key, value in given.items()):
-                return
+                return None
             wanted = {key: stored.get(key) if value is None else value for key, value in wanted.items()}
         digest = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
-        self._lake._append(
-            DATASETS_TABLE,
-            [wanted],
-            idempotency_key=f"dataset:{name}:{rows.height}:{digest}",
-            operation="register_dataset",
-            reason=f"describe dataset {name}",
+        return f"dataset:{name}:{rows.height}:{digest}", self._lake._prepare(DATASETS_TABLE, [wanted])
+
+    def _commit_dataset_row(self, name: str, prepared: tuple[str, Any] | None) -> bool:
+        """Write the prepared `datasets` row; True when it was written (not there already)."""
+        if prepared is None:
+            return False
+        _, written = self._lake._commit_prepared(
+            DATASETS_TABLE, [prepared], operation="register_dataset", reason=f"describe dataset {name}"
         )
+        return written[0]
 
     def resolve_input(
         self, name: str, *, version: int | None = None, path: str | None = None
@@ -363,11 +380,16 @@ class Datasets:
         storage_options: Mapping[str, str] | None = None,
     ) -> pd.DataFrame:
         """`to_pandas` for a version already looked up. Read through Arrow: much faster than row conversion."""
+        import pandas as pd
+
         source = self._source_of(dataset_version, data, storage_options)
-        available = set(dataset_version.columns)
-        wanted = None if columns is None else [c for c in dict.fromkeys(columns) if c in available]
-        with source_relation(source) as (connection, _):
-            result = connection.sql(source.read_sql(wanted or None)).arrow()
+        # The data's own column order, whatever order `columns` has: a suite may check the order.
+        wanted = None if columns is None else [c for c in dataset_version.columns if c in set(columns)]
+        with source_relation(source) as (connection, select):
+            if wanted == []:  # none of the columns exist: the rows, without columns
+                counted = connection.sql(f"SELECT count(*) FROM ({select})").fetchall()
+                return pd.DataFrame(index=pd.RangeIndex(int(counted[0][0])))
+            result = connection.sql(source.read_sql(wanted)).arrow()
             table = result.read_all() if hasattr(result, "read_all") else result
         frame: pd.DataFrame = table.to_pandas()
         return frame
@@ -437,7 +459,9 @@ def _load_json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _version_from_row(row: Mapping[str, Any], *, created: bool) -> DatasetVersion:
+def _version_from_row(
+    row: Mapping[str, Any], *, created: bool, metadata_updated: bool = False
+) -> DatasetVersion:
     changes = _load_json(row.get("schema_changes"))
     return DatasetVersion(
         name=row["dataset"],
@@ -457,4 +481,5 @@ def _version_from_row(row: Mapping[str, Any], *, created: bool) -> DatasetVersio
         recorded_by=row.get("recorded_by"),
         run_id=row.get("run_id"),
         created=created,
+        metadata_updated=metadata_updated,
     )

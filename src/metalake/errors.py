@@ -251,6 +251,46 @@ class MissingExtraError(MetalakeError, ImportError):
     code = "missing_extra"
 
 
+class DeploymentError(MetalakeError):
+    """A deployment recorded or ended in a way the deployment history does not allow."""
+
+    code = "deployment_error"
+
+
+class DeploymentNotFound(DeploymentError, KeyError):
+    """A deployment id that was never recorded."""
+
+    code = "deployment_not_found"
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class KpiError(MetalakeError, ValueError):
+    """A KPI definition or observation that cannot be recorded as given."""
+
+    code = "kpi_error"
+
+
+class KpiNotFound(KpiError, KeyError):
+    """A KPI name that was never defined; the message lists the defined ones."""
+
+    code = "kpi_not_found"
+
+    def __init__(self, names: Iterable[str], known: Iterable[str]):
+        self.names = sorted(names)
+        self.known = sorted(known)
+        listing = ", ".join(self.known) if self.known else "none yet"
+        unknown = ", ".join(repr(name) for name in self.names)
+        super().__init__(
+            f"Unknown KPI(s) {unknown}. Defined KPIs: {listing}. "
+            "Define it first: lake.kpis.define(name, unit=..., direction=...) or `metalake kpis define`."
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class LineageError(MetalakeError, ValueError):
     """A lineage request that cannot be answered or done as asked (bad node id, unreadable event file, ...)."""
 

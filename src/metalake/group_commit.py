@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from metalake.errors import ContractError, FlushError
 
@@ -38,15 +38,24 @@ COMMIT_ATTEMPTS = 4
 IDLE_SECONDS = 2.0  # the committer thread ends after this long with nothing to do (restarted on demand)
 
 
+FlushState = Literal["queued", "committed", "refused", "parked"]
+
+
 @dataclass(eq=False)
 class QueuedFlush:
-    """One flush of one run: rows by table (run events under "runs"), committed with other runs' flushes."""
+    """One flush of one run: rows by table (run events under "runs"), committed with other runs' flushes.
+
+    States: queued (waiting or being committed), committed, refused (a contract refused it, or an earlier flush
+    of its run was refused: for good), parked (storage trouble: queued again, same keys, at the next submit or
+    wait). `done` is set whenever the flush leaves the queued state.
+    """
 
     flush_id: str
     run_id: str
     tables: dict[str, Any]
     points: int = 0
     done: threading.Event = field(default_factory=threading.Event)
+    state: FlushState = "queued"
     error: BaseException | None = None
     attempts: int = 0
 
@@ -55,7 +64,12 @@ class QueuedFlush:
 
 
 class FlushQueue:
-    """The flushes waiting for one lake's committer thread."""
+    """The flushes waiting for one lake's committer thread.
+
+    A run's flushes commit in the order they were made: once one of them is parked, the later ones wait behind
+    it, and once one is refused, the later ones are refused too (so no reader sees a run finished without its
+    earlier facts).
+    """
 
     def __init__(self, lake: Lake):
         self.lake = lake
@@ -64,11 +78,12 @@ class FlushQueue:
         self._queued_points = 0
         self._changed = threading.Condition()
         self._unreported: list[QueuedFlush] = []
-        self._parked: list[QueuedFlush] = []  # failed on storage errors: queued again at the next submit/wait
+        self._parked: list[QueuedFlush] = []
+        self._refused_runs: dict[str, BaseException] = {}
         self._worker: threading.Thread | None = None
 
     def submit(self, flush: QueuedFlush) -> None:
-        """Queue a flush; waits only while the queue holds more than MAX_QUEUED_POINTS metric points."""
+        """Queue a flush (parked ones first); waits only while more than MAX_QUEUED_POINTS points are queued."""
         with self._changed:
             while self._queue and self._queued_points + flush.points > MAX_QUEUED_POINTS:
                 self._changed.wait()
@@ -78,7 +93,7 @@ class FlushQueue:
         parked, self._parked = self._parked, []
         self._unreported = [flush for flush in self._unreported if flush not in parked]
         for flush in parked:
-            flush.error = None
+            flush.state, flush.error = "queued", None
             flush.done = threading.Event()
         return parked
 
@@ -97,29 +112,36 @@ class FlushQueue:
         return bool(self._queue or self._in_flight or self._parked)
 
     def settle(self, *, retry_parked: bool = False) -> list[QueuedFlush]:
-        """Wait until everything queued so far is committed (or has failed); returns what was waited for."""
+        """Wait until everything queued so far is committed, refused or parked; returns what was waited for."""
         with self._changed:
             if retry_parked:
                 self._enqueue(self._requeue_parked())
             waiting = [*self._in_flight, *self._queue]
         for flush in waiting:
-            flush.done.wait()
+            self._settled(flush)
         return waiting
 
+    def _settled(self, flush: QueuedFlush) -> FlushState:
+        """Wait until the flush leaves the queued state (it may be queued again by another thread meanwhile)."""
+        while True:
+            flush.done.wait()
+            with self._changed:
+                if flush.state != "queued":
+                    return flush.state
+
     def wait(self, flushes: Sequence[QueuedFlush] | None = None) -> None:
-        """Wait for some flushes (default: all queued) and raise FlushError if any of them, or any earlier
-        flush nobody waited for, failed."""
+        """Retry parked flushes, wait for some flushes (default: all), and raise FlushError if any of them (or,
+        by default, any earlier flush nobody waited for) is not committed."""
         if flushes is None:
             self.settle(retry_parked=True)
             with self._changed:
-                failed, self._unreported = self._unreported, []
+                failed = [flush for flush in self._unreported if flush.state != "committed"]
+                self._unreported = []
         else:
             with self._changed:
                 self._enqueue(self._requeue_parked())
-            for flush in flushes:
-                flush.done.wait()
+            failed = [flush for flush in flushes if self._settled(flush) != "committed"]
             with self._changed:
-                failed = [flush for flush in flushes if flush.error is not None]
                 self._unreported = [flush for flush in self._unreported if flush not in failed]
         if failed:
             raise _flush_error(failed)
@@ -133,33 +155,57 @@ class FlushQueue:
                     self._changed.wait(IDLE_SECONDS)
                     if not self._queue:
                         self._worker = None
+                        _forget_if_idle(self)
                         return
                 group = list(self._queue)
                 self._queue.clear()
                 self._in_flight = group
-            self._commit_with_retries(group)
+                parked_runs = {flush.run_id for flush in self._parked}
+                refused_runs = dict(self._refused_runs)
+            for flush in group:  # a run's later flushes never overtake an earlier one that did not commit
+                if flush.run_id in refused_runs:
+                    flush.error = _earlier_refused(flush, refused_runs[flush.run_id])
+                elif flush.run_id in parked_runs:
+                    flush.error = FlushError(
+                        f"an earlier flush of run {flush.run_id} is waiting to be retried"
+                    )
+            self._commit_with_retries([flush for flush in group if flush.error is None])
             with self._changed:
                 self._queued_points -= sum(flush.points for flush in group)
                 self._in_flight = []
-                failed = [flush for flush in group if flush.error is not None]
-                self._unreported += failed
-                self._parked += [flush for flush in failed if not isinstance(flush.error, ContractError)]
+                for flush in group:
+                    self._settle_state(flush)
                 self._changed.notify_all()
             for flush in group:
                 flush.done.set()
+
+    def _settle_state(self, flush: QueuedFlush) -> None:
+        """Committed, refused (for good: a contract, or an earlier refused flush of the run) or parked."""
+        if flush.error is None:
+            flush.state = "committed"
+            return
+        self._unreported.append(flush)
+        if isinstance(flush.error, ContractError) or flush.run_id in self._refused_runs:
+            flush.state = "refused"
+            self._refused_runs.setdefault(flush.run_id, flush.error)
+        else:
+            flush.state = "parked"
+            self._parked.append(flush)
 
     def _commit_with_retries(self, group: list[QueuedFlush]) -> None:
         """The group, retried; if it keeps failing, each flush once on its own, so one bad flush fails alone."""
         error = self._attempt(group, COMMIT_ATTEMPTS)
         if error is None:
             return
-        if len(group) == 1:
-            group[0].error = group[0].error or error
-            return
+        failed_runs: dict[str, BaseException] = {}
         for flush in group:
-            alone = self._attempt([flush], 1)
-            if alone is not None:
-                flush.error = flush.error or alone
+            if flush.error is None and flush.run_id in failed_runs:
+                flush.error = FlushError(f"an earlier flush of run {flush.run_id} was not committed")
+            elif flush.error is None:
+                alone = self._attempt([flush], 1) if len(group) > 1 else error
+                flush.error = alone
+            if flush.error is not None:
+                failed_runs.setdefault(flush.run_id, flush.error)
 
     def _attempt(self, group: list[QueuedFlush], attempts: int) -> Exception | None:
         """Commit the group's flushes (those not refused yet); returns the last error if every attempt failed."""
@@ -176,12 +222,19 @@ class FlushQueue:
         return None
 
     def _commit_group(self, group: list[QueuedFlush]) -> None:
-        """Contracts for every table first (a refused flush drops out whole), then facts, then run events."""
+        """Contracts for every table first (a refused flush drops out whole, with its run's later flushes),
+        then facts side by side, then run events."""
         _add_metric_summaries(group)
         tables = sorted({table for flush in group for table in flush.tables} - {RUNS_TABLE})
         prepared: dict[str, dict[QueuedFlush, pa.Table]] = {}
         for table in [*tables, RUNS_TABLE]:
             prepared[table] = self._prepare(table, [flush for flush in group if table in flush.tables])
+        refused: dict[str, BaseException] = {}
+        for flush in group:
+            if flush.error is None and flush.run_id in refused:
+                flush.error = _earlier_refused(flush, refused[flush.run_id])
+            if flush.error is not None:
+                refused.setdefault(flush.run_id, flush.error)
         live = [flush for flush in group if flush.error is None]
         may_exist = any(flush.attempts for flush in live)
 
@@ -263,16 +316,25 @@ def _each_side_by_side(action: Callable[[str], None], tables: list[str]) -> None
         for table in tables:
             action(table)
         return
-    try:
-        futures = [_table_committers().submit(action, table) for table in tables]
-    except RuntimeError:  # interpreter shutdown: thread pools take no more work, commit one by one
-        for table in tables:
-            action(table)
-        return
+    futures = []
+    for index, table in enumerate(tables):
+        try:
+            futures.append(_table_committers().submit(action, table))
+        except RuntimeError:  # interpreter shutdown: thread pools take no more work; the rest one by one
+            for remaining in tables[index:]:
+                action(remaining)
+            break
     errors = [future.exception() for future in futures]
     for error in errors:
         if error is not None:
             raise error
+
+
+def _earlier_refused(flush: QueuedFlush, cause: BaseException) -> ContractError | FlushError:
+    """The refusal of a run's later flush: the same contract error, so the run stays refused."""
+    if isinstance(cause, ContractError):
+        return cause
+    return FlushError(f"an earlier flush of run {flush.run_id} was refused: {cause}")
 
 
 def _flush_error(failed: list[QueuedFlush]) -> FlushError:
@@ -288,17 +350,27 @@ def _flush_error(failed: list[QueuedFlush]) -> FlushError:
 
 _QUEUES: dict[int, FlushQueue] = {}
 _QUEUES_LOCK = threading.Lock()
+_EXIT_HOOKED = False
 
 
 def queue_for(lake: Lake) -> FlushQueue:
     """The lake's flush queue (created on first use; drained at interpreter exit)."""
+    global _EXIT_HOOKED
     with _QUEUES_LOCK:
         queue = _QUEUES.get(id(lake))
         if queue is None or queue.lake is not lake:
-            if not _QUEUES:
+            if not _EXIT_HOOKED:
                 atexit.register(_drain_at_exit)
+                _EXIT_HOOKED = True
             queue = _QUEUES[id(lake)] = FlushQueue(lake)
         return queue
+
+
+def _forget_if_idle(queue: FlushQueue) -> None:
+    """Drop an idle queue with nothing to retry or report, so a Lake that logged runs can be freed."""
+    with _QUEUES_LOCK:
+        if not queue.busy and not queue._unreported and _QUEUES.get(id(queue.lake)) is queue:
+            del _QUEUES[id(queue.lake)]
 
 
 def release_queue(lake: Lake) -> None:
@@ -331,5 +403,5 @@ def _drain_at_exit() -> None:
     for queue in queues:
         try:
             queue.wait()
-        except FlushError as error:
+        except Exception as error:  # at exit, say what was lost rather than fail the interpreter's shutdown
             print(f"metalake: {error}", file=sys.stderr)

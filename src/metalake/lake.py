@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from deltalake import DeltaTable
 
     from metalake.datasets import Datasets
+    from metalake.deployments import Deployments
     from metalake.governance import Policy
+    from metalake.kpis import Kpis
     from metalake.lineage import Lineage
     from metalake.quality import Quality
     from metalake.registry import Registry
@@ -189,6 +191,20 @@ class Lake:
         from metalake.quality import Quality
 
         return Quality(self)
+
+    @property
+    def deployments(self) -> Deployments:
+        """Deployments of model versions: `lake.deployments.record(model, version, environment)`, `end`, `list`."""
+        from metalake.deployments import Deployments
+
+        return Deployments(self)
+
+    @property
+    def kpis(self) -> Kpis:
+        """Business and online KPIs: `lake.kpis.define(...)`, `observe`, `ingest`, `impact` of deployments."""
+        from metalake.kpis import Kpis
+
+        return Kpis(self)
 
     @property
     def lineage(self) -> Lineage:
@@ -538,7 +554,7 @@ class Lake:
 
         In order: drop the metric points of archived runs older than `metric_history_days` (never those of a
         run behind a non-archived model version; summaries stay); cluster tables with `cluster_by` (metrics by
-        run) and compact the rest; delete files unreferenced for more than `vacuum_days`, except those that
+        key and run) and compact the rest; delete files unreferenced for more than `vacuum_days`, except those that
         named snapshots pin. Run it from one job at a time on object stores (on local disk a lock file
         serializes it); writers may keep appending. `dry_run=True` only reports what would be done.
         """

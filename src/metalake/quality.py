@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
     from metalake.lake import Lake
 
 SAMPLE_SIZE = 5
+# pandera checks about the frame's columns rather than its rows: they have no per-row counts.
+SCHEMA_LEVEL_CHECKS = (
+    "column_in_dataframe",
+    "dtype",
+    "strict",
+    "column_in_schema",
+    "ordered",
+    "column_ordered",
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,9 @@ class Validation:
     duration_ms: float
     validated_at: datetime
     results: list[dict[str, Any]] = field(default_factory=list)
+    # True when the idempotency key had already recorded this validation: nothing new was written, and the
+    # recorded outcome is the one `lake.quality.results(validation_id)` returns.
+    deduplicated: bool = False
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -101,8 +114,11 @@ class Quality:
         `suite` is a GX ExpectationSuite, a path to a GX suite JSON file or to a YAML list of expectations,
         or a pandera schema (object, or YAML file). The suite is checked first: an expectation GX does not
         know is refused by name and nothing is recorded. An expectation on a column the data lacks fails; it
-        does not stop the others. `data` is needed only for versions registered from an in-memory frame. With
-        `idempotency_key`, a retried call records the validation once.
+        does not stop the others. `data` is needed only for versions registered from an in-memory frame.
+
+        With `idempotency_key`, a retried call records the validation once (`.deduplicated` is True on the
+        retry); the key is scoped to the dataset, version and suite, so reusing it for another of them
+        records that one. Without a key every call is a new validation.
         """
         loaded = load_suite(suite)
         started = time.perf_counter()
@@ -118,7 +134,10 @@ class Quality:
         duration_ms = (time.perf_counter() - started) * 1000
         successful = sum(1 for r in results if r["success"])
         validation = Validation(
-            validation_id=_validation_id(idempotency_key, validated_at),
+            validation_id=_validation_id(
+                idempotency_key and f"{name}:{dataset_version.version}:{loaded.hash}:{idempotency_key}",
+                validated_at,
+            ),
             dataset=name,
             version=dataset_version.version,
             suite_name=loaded.name,
@@ -133,17 +152,19 @@ class Quality:
             validated_at=validated_at,
             results=results,
         )
-        self._record(validation, run_id, idempotency_key)
-        return validation
+        recorded = self._record(validation, run_id)
+        return validation if recorded else replace(validation, deduplicated=True)
 
-    def _record(self, validation: Validation, run_id: str | None, idempotency_key: str | None) -> None:
-        """Results first, the validation row last: a reader never sees a validation without its results."""
-        key = idempotency_key or validation.validation_id
+    def _record(self, validation: Validation, run_id: str | None) -> bool:
+        """Results first, the validation row last: a reader never sees a validation without its results.
+
+        Both batches are checked against their contracts before either is written. Each commit's key derives
+        from the validation id, so a retry under the same idempotency key writes only what is missing. Returns
+        False when the validation row was already recorded.
+        """
+        key = validation.validation_id
         reason = f"validate {validation.dataset} v{validation.version} with {validation.suite_name}"
         results = [{"validation_id": validation.validation_id, **row} for row in validation.results]
-        self._lake._append(
-            "dq_results", results, idempotency_key=f"dq:{key}:results", operation="validate", reason=reason
-        )
         header = {
             name: getattr(validation, name)
             for name in (
@@ -162,13 +183,15 @@ class Quality:
                 "validated_at",
             )
         }
-        self._lake._append(
-            "dq_validations",
-            [{**header, "run_id": run_id}],
-            idempotency_key=f"dq:{key}:validation",
-            operation="validate",
-            reason=reason,
+        prepared_results = self._lake._prepare("dq_results", results)
+        prepared_header = self._lake._prepare("dq_validations", [{**header, "run_id": run_id}])
+        self._lake._commit_prepared(
+            "dq_results", [(f"dq:{key}:results", prepared_results)], operation="validate", reason=reason
         )
+        _, written = self._lake._commit_prepared(
+            "dq_validations", [(f"dq:{key}:validation", prepared_header)], operation="validate", reason=reason
+        )
+        return written[0]
 
     # -- reading --------------------------------------------------------------------------------------------
 
@@ -294,6 +317,11 @@ def _percent_or_none(value: Any) -> float | None:
 # -- pandera --------------------------------------------------------------------------------------------------
 
 
+def _index_key(index: Any) -> Any:
+    """A failure case's row index as a set member (a multi-index may come as a list)."""
+    return index if isinstance(index, Hashable) else json.dumps(_json_safe(index))
+
+
 def run_pandera(suite: Suite, frame: pd.DataFrame) -> tuple[list[dict[str, Any]], str]:
     """Validate with a pandera schema (lazily, every failure at once); one result row per column check."""
     import pandera
@@ -317,27 +345,27 @@ def run_pandera(suite: Suite, frame: pd.DataFrame) -> tuple[list[dict[str, Any]]
     present = set(frame.columns)
     results = []
     claimed: set[int] = set()
-    for column, label, kind, kwargs in _pandera_checks(schema):
+    for column, label, kind, kwargs in _pandera_checks(schema, [str(c) for c in frame.columns]):
         matching = [
             i
             for i, case in enumerate(failures)
             if str(case.get("check")) == label and _concerns(case, column, label)
         ]
         claimed.update(matching)
-        values = [failures[i].get("failure_case") for i in matching]
-        result = _pandera_result(column, kind, kwargs, values, rows)
+        result = _pandera_result(column, kind, kwargs, [failures[i] for i in matching], rows)
         if column is not None and column not in present:
             # pandera reports the missing column once; every check on it fails with it.
             result |= {"success": False, "unexpected_count": None, "unexpected_percent": None}
             result["details"] = {"error": f"column {column!r} is missing from the data"}
         results.append(result)
-    for index, case in enumerate(failures):  # failures of checks the schema does not list (e.g. strict)
+    # Failures of checks the schema does not list: one result per (column, check), however many values fail.
+    leftovers: dict[tuple[str | None, str], list[Mapping[str, Any]]] = {}
+    for index, case in enumerate(failures):
         if index not in claimed:
-            results.append(
-                _pandera_result(
-                    case.get("column"), str(case.get("check")), {}, [case.get("failure_case")], rows
-                )
-            )
+            column = None if case.get("column") is None else str(case.get("column"))
+            leftovers.setdefault((column, str(case.get("check"))), []).append(case)
+    for (column, check), cases in leftovers.items():
+        results.append(_pandera_result(column, check, {}, cases, rows))
     return results, str(pandera.__version__)
 
 
@@ -350,22 +378,40 @@ def _concerns(case: Mapping[str, Any], column: str | None, label: str) -> bool:
     return bool(case.get("column") == column)
 
 
-def _pandera_checks(schema: Any) -> list[tuple[str | None, str, str, dict[str, Any]]]:
-    """(column, label in failure cases, check name, arguments) for every check the schema makes."""
+def _pandera_checks(schema: Any, present: list[str]) -> list[tuple[str | None, str, str, dict[str, Any]]]:
+    """(column, label in failure cases, check name, arguments) for every check the schema makes.
+
+    A regex column's checks apply to every data column its pattern matches (as pandera does, `re.match`).
+    """
     checks: list[tuple[str | None, str, str, dict[str, Any]]] = []
-    for name, column in schema.columns.items():
-        name = str(name)
-        checks.append((name, "column_in_dataframe", "column_in_dataframe", {}))
-        if column.dtype is not None:
-            checks.append((name, f"dtype('{column.dtype}')", "dtype", {"dtype": str(column.dtype)}))
-        if not column.nullable:
-            checks.append((name, "not_nullable", "not_nullable", {}))
-        if column.unique:
-            checks.append((name, "field_uniqueness", "field_uniqueness", {}))
-        for check in column.checks:
-            checks.append((name, _check_label(check), str(check.name), _json_safe(check.statistics or {})))
+    for key, column in schema.columns.items():
+        names = [str(key)]
+        if getattr(column, "regex", False):
+            names = [c for c in present if re.match(str(key), c)]
+            if not names:
+                label = f"no_regex_column_match('{key}')"
+                checks.append((str(key), label, "column_in_dataframe", {"regex": str(key)}))
+        for name in names:
+            checks.append((name, "column_in_dataframe", "column_in_dataframe", {}))
+            if column.dtype is not None:
+                checks.append((name, f"dtype('{column.dtype}')", "dtype", {"dtype": str(column.dtype)}))
+            if not column.nullable:
+                checks.append((name, "not_nullable", "not_nullable", {}))
+            if column.unique:
+                checks.append((name, "field_uniqueness", "field_uniqueness", {}))
+            for check in column.checks:
+                statistics = _json_safe(check.statistics or {})
+                checks.append((name, _check_label(check), str(check.name), statistics))
     for check in schema.checks or []:
         checks.append((None, _check_label(check), str(check.name), _json_safe(check.statistics or {})))
+    unique = getattr(schema, "unique", None)
+    if unique:
+        fields = [unique] if isinstance(unique, str) else [str(c) for c in unique]
+        checks.append((None, "multiple_fields_uniqueness", "unique", {"columns": fields}))
+    if getattr(schema, "strict", False):
+        checks.append((None, "column_in_schema", "strict", {"strict": _json_safe(schema.strict)}))
+    if getattr(schema, "ordered", False):
+        checks.append((None, "column_ordered", "ordered", {}))
     return checks
 
 
@@ -378,16 +424,25 @@ def _check_label(check: Any) -> str:
 
 
 def _pandera_result(
-    column: str | None, kind: str, kwargs: dict[str, Any], failed_values: list[Any], rows: int
+    column: str | None, kind: str, kwargs: dict[str, Any], cases: list[Mapping[str, Any]], rows: int
 ) -> dict[str, Any]:
-    """One result row; schema-level checks (presence, dtype) have no per-row counts."""
-    row_level = kind not in ("column_in_dataframe", "dtype")
-    unexpected = len(failed_values)
+    """One result row from a check's failure cases; unexpected_count counts failing rows, not values.
+
+    A schema-level `unique` names each failing row once per column: rows are told apart by their index.
+    """
+    row_level = kind not in SCHEMA_LEVEL_CHECKS and not kind.startswith("dtype(")
+    failed_values = [case.get("failure_case") for case in cases]
+    indexes = {_index_key(case["index"]) for case in cases if case.get("index") is not None}
+    unexpected = len(indexes) if indexes else len(cases)
+    if not row_level and failed_values:
+        observed = _observed_text(failed_values[0] if len(failed_values) == 1 else failed_values)
+    else:
+        observed = None
     return {
         "expectation_type": f"pandera.{kind}",
         "column": column,
-        "success": not failed_values,
-        "observed_value": None if row_level or not failed_values else _observed_text(failed_values[0]),
+        "success": not cases,
+        "observed_value": observed,
         "unexpected_count": unexpected if row_level else None,
         "unexpected_percent": min(100.0, 100.0 * unexpected / rows) if row_level and rows else None,
         "severity": "critical",

@@ -66,9 +66,7 @@ class Suite:
     def needed_columns(self, available: list[str]) -> list[str] | None:
         """The columns the suite reads (None: all of them), so validation loads no more than it needs."""
         if self.engine == "pandera":
-            if getattr(self.schema, "strict", False) or getattr(self.schema, "checks", None):
-                return None
-            return [str(c) for c in self.schema.columns]
+            return _pandera_columns(self.schema)
         needed: list[str] = []
         for expectation in self.expectations:
             if "row_condition" in expectation.kwargs:  # a condition may name any column
@@ -80,6 +78,23 @@ class Suite:
             needed += expectation.columns
         present = [c for c in dict.fromkeys(needed) if c in available]
         return present or available[:1]
+
+
+def _pandera_columns(schema: Any) -> list[str] | None:
+    """The columns a pandera schema reads; None when it looks at the whole frame.
+
+    That is when it checks the frame's column names or their order, gives every column a type, or matches
+    columns by regex.
+    """
+    whole_frame = ("strict", "checks", "ordered", "unique_column_names", "add_missing_columns", "dtype")
+    if any(getattr(schema, option, None) for option in whole_frame):
+        return None
+    if any(getattr(column, "regex", False) for column in schema.columns.values()):
+        return None
+    unique = getattr(schema, "unique", None) or []
+    return list(
+        dict.fromkeys([*(str(c) for c in schema.columns), *([unique] if isinstance(unique, str) else unique)])
+    )
 
 
 def definition_hash(payload: Any) -> str:
@@ -109,7 +124,17 @@ def _is_pandera_model(value: Any) -> bool:
 def _suite_from_file(path: Path) -> Suite:
     if not path.is_file():
         raise SuiteError(f"Suite file not found: {path}. Give a .json GX suite or a .yaml/.yml file.")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = (
+            (error.strerror or str(error))
+            if isinstance(error, OSError)
+            else f"not UTF-8 text ({error.reason})"
+        )
+        raise SuiteError(
+            f"Cannot read the suite file {path}: {reason}. Give a readable UTF-8 .json, .yaml or .yml file."
+        ) from error
     if path.suffix.lower() == ".json":
         try:
             document = json.loads(text)

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from metalake.errors import ModelNotFound, PolicyViolation, RegistryError
+from metalake.errors import ModelNotFound, PolicyError, PolicyViolation, RegistryError
 from metalake.governance import GateContext, InputQuality, Policy, load_policy, parse_policy
 from metalake.tracking import new_run_id
 
@@ -86,7 +86,8 @@ class Registry:
                 (versions["run_id"].eq_missing(run_id)) & (versions["artifact_uri"] == artifact_uri)
             )
             if not same.is_empty():
-                return self.get(model, max(same["version"].to_list()))
+                number = max(same["version"].to_list())
+                break  # registered before (maybe by a run cut short): finish what it may have left undone
             number = max(versions["version"].to_list(), default=0) + 1
             row = {
                 "model": model,
@@ -109,14 +110,17 @@ class Registry:
                 break
         else:
             raise RegistryError(f"Could not claim a version number for {model!r}; try again.")
-        if number == 1:
-            self._lake.append(
-                "models",
-                [{"model": model, "owner": (card or {}).get("owner")}],
-                operation="register_model",
-                idempotency_key=f"model:{model}",
-            )
-        self._event(model, number, "registered", reason=description)
+        # Fixed keys: a registration retried after a crash writes the missing rows, never a second copy.
+        self._lake.append(
+            "models",
+            [{"model": model, "owner": (card or {}).get("owner")}],
+            operation="register_model",
+            idempotency_key=f"model:{model}",
+        )
+        self._append_events(
+            [self._event_row(model, number, "registered", reason=description)],
+            idempotency_key=f"model_event:registered:{model}:{number}",
+        )
         return self.get(model, number)
 
     def set_alias(self, model: str, alias: str, version: int, *, reason: str | None = None) -> ModelVersion:
@@ -182,19 +186,24 @@ class Registry:
             stages = self._state(model)[0]
             others = [number for number, now in stages.items() if now == stage and number != version]
         overridden = [failure.rule for failure in failures]
-        self._event(
-            model,
-            version,
-            "stage_transition",
-            stage=stage,
-            reason=reason,
-            override=bool(overridden),
-            overridden_rules=json.dumps(overridden) if overridden else None,
-        )
-        for number in others:
-            self._event(
+        rows = [
+            self._event_row(
+                model,
+                version,
+                "stage_transition",
+                stage=stage,
+                reason=reason,
+                override=bool(overridden),
+                overridden_rules=json.dumps(overridden) if overridden else None,
+            )
+        ]
+        rows += [
+            self._event_row(
                 model, number, "stage_transition", stage="archived", reason=f"replaced by version {version}"
             )
+            for number in others
+        ]
+        self._append_events(rows)  # the move and the archiving of the others land in one commit
         return self.get(model, version)
 
     def archive(self, model: str, version: int, *, reason: str | None = None) -> ModelVersion:
@@ -236,6 +245,11 @@ class Registry:
     def use_policy(self, policy: str | Path | Mapping[str, Any] | Policy, *, persist: bool = False) -> Policy:
         """Enforce a policy in this process; `persist=True` stores it in the lake, so every client enforces it."""
         loaded = policy if isinstance(policy, Policy) else load_policy(policy)
+        if not persist and self._stored_policy() is not None:
+            raise PolicyError(
+                "This lake keeps its own policy, which every client enforces; change it for everyone with "
+                "use_policy(path, persist=True) (`metalake models policy set FILE`), which is recorded."
+            )
         if persist:
             self._lake.append(
                 "policies",
@@ -247,18 +261,23 @@ class Registry:
 
     @property
     def policy(self) -> Policy:
-        """The policy in force: set by use_policy in this process, else the one stored in the lake, else none."""
-        if self._lake._registry_policy is not None:
-            return self._lake._registry_policy
+        """The policy in force: the one stored in the lake, else the one set by use_policy here, else none."""
+        stored = self._stored_policy()
+        if stored is not None:
+            return stored
+        return self._lake._registry_policy or Policy()
+
+    def _stored_policy(self) -> Policy | None:
         import polars as pl
 
         stored = self._lake.read("policies", where=pl.col("policy") == POLICY_NAME)
         if stored.is_empty():
-            return Policy()
+            return None
         latest = stored.sort("recorded_at").row(-1, named=True)
-        return parse_policy(
+        policy = parse_policy(
             json.loads(latest["document"]), f"lake policy (stored {latest['recorded_at']:%Y-%m-%d})"
         )
+        return policy if policy.gates else None  # an empty stored policy lifts the lake's gates
 
     # -- internals ------------------------------------------------------------------------------------------
 
@@ -343,8 +362,9 @@ class Registry:
             return aliases[key]
         if key in STAGES:
             in_stage = [number for number, stage in stages.items() if stage == key]
-            if in_stage:
-                return max(in_stage)
+            if in_stage:  # the latest to enter the stage, as `at` answers
+                entered = self._entered_at(model, datetime.now(UTC))
+                return max(in_stage, key=lambda n: (entered.get(n, datetime.min.replace(tzinfo=UTC)), n))
             raise ModelNotFound(f"Model {model!r} has no version in stage {key!r}.")
         known_aliases = ", ".join(sorted(aliases)) or "none"
         raise ModelNotFound(
@@ -392,9 +412,9 @@ class Registry:
     def _input_quality(self, dataset: str, version: int | None) -> InputQuality:
         import polars as pl
 
-        condition = pl.col("dataset") == dataset
-        if version is not None:
-            condition = condition & (pl.col("version") == version)
+        if version is None:  # which data the run read is unknown, so is its quality (as in model_lineage)
+            return InputQuality(dataset, None, None)
+        condition = (pl.col("dataset") == dataset) & (pl.col("version") == version)
         validations = self._lake.read("dq_validations", where=condition)
         if validations.is_empty():
             return InputQuality(dataset, version, None)
@@ -402,22 +422,27 @@ class Registry:
         return InputQuality(dataset, version, bool(latest["success"]))
 
     def _event(self, model: str, version: int | None, event_type: str, **fields: Any) -> None:
-        event_id = new_run_id()
+        self._append_events([self._event_row(model, version, event_type, **fields)])
+
+    @staticmethod
+    def _event_row(model: str, version: int | None, event_type: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "event_id": new_run_id(),
+            "model": model,
+            "version": version,
+            "event_type": event_type,
+            "event_time": datetime.now(UTC),
+            **fields,
+        }
+
+    def _append_events(self, rows: list[dict[str, Any]], *, idempotency_key: str | None = None) -> None:
+        """Append model events in one commit (keyed by the first event's id unless a fixed key is given)."""
         self._lake.append(
             "model_events",
-            [
-                {
-                    "event_id": event_id,
-                    "model": model,
-                    "version": version,
-                    "event_type": event_type,
-                    "event_time": datetime.now(UTC),
-                    **fields,
-                }
-            ],
-            operation=event_type,
-            reason=fields.get("reason"),
-            idempotency_key=f"model_event:{event_id}",
+            rows,
+            operation=str(rows[0]["event_type"]),
+            reason=rows[0].get("reason"),
+            idempotency_key=idempotency_key or f"model_event:{rows[0]['event_id']}",
         )
 
 

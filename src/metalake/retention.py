@@ -8,6 +8,7 @@ that model's lineage. Only raw points go; the run, its params, tags and metric s
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -84,7 +85,7 @@ def vacuum(lake: Lake, specs: list[TableSpec], days: float, *, dry_run: bool) ->
         started = datetime.now(UTC)
         files = lake._store.vacuum(
             spec.name,
-            retention_hours=max(0, int(days * 24)),
+            retention_hours=math.ceil(days * 24),
             keep_versions=pinned.get(spec.name, []),
             dry_run=dry_run,
             actor=lake.actor,

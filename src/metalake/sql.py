@@ -103,10 +103,17 @@ def view_order(views: Mapping[str, ViewDefinition], wanted: Iterable[str]) -> li
 
 @cache
 def shared_database() -> duckdb.DuckDBPyConnection:
-    """The process's in-memory DuckDB database; sessions take cursors on it (free) and create only TEMP objects."""
+    """The process's in-memory DuckDB database; sessions take cursors on it (free) and create only TEMP objects.
+
+    Its time zone is UTC, like every timestamp in the lake, so date arithmetic (`ts - INTERVAL 7 DAY`) never
+    follows a local calendar across daylight-saving changes.
+    """
     import duckdb
 
-    return duckdb.connect()
+    database = duckdb.connect()
+    with contextlib.suppress(duckdb.Error):  # without the ICU extension, DuckDB has no time zones to set
+        database.execute("SET GLOBAL TimeZone = 'UTC'")
+    return database
 
 
 @dataclass(frozen=True)

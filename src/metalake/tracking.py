@@ -236,8 +236,8 @@ class Run:
 
     def wait(self) -> None:
         """Wait until this run's flushes are committed; raises FlushError if one could not be."""
-        queued, self._queued = self._queued, []
-        queue_for(self.lake).wait(queued)
+        queue_for(self.lake).wait(self._queued)
+        self._queued = []
 
     def __enter__(self) -> Run:
         return self
@@ -266,7 +266,7 @@ class Run:
         flush = QueuedFlush(flush_id, self.run_id, tables, points)
         queue = queue_for(self.lake)
         queue.submit(flush)
-        self._queued = [queued for queued in self._queued if not queued.done.is_set()] + [flush]
+        self._queued = [queued for queued in self._queued if queued.state != "committed"] + [flush]
         if wait:
             self.wait()
 

@@ -1,0 +1,550 @@
+"""Business and online KPIs: `lake.kpis.define(...)`, `observe`, bulk `observe_many`/`ingest`, and `impact`, the
+KPI before and after each deployment (the view `model_kpi_impact`, with a window of your choice)."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+
+from metalake.errors import IngestError, KpiError, KpiNotFound, ViewError
+from metalake.moments import parse_duration, utc_moment
+
+if TYPE_CHECKING:
+    import os
+
+    import polars as pl
+
+    from metalake.lake import Commit, Lake
+
+Direction = Literal["higher_is_better", "lower_is_better"]
+DIRECTIONS: tuple[str, ...] = get_args(Direction)
+KpiFileFormat = Literal["csv", "parquet", "jsonl", "json"]
+KPI_FILE_FORMATS: tuple[str, ...] = get_args(KpiFileFormat)
+FILE_EXTENSIONS: dict[str, KpiFileFormat] = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+}
+
+KPIS_TABLE = "kpis"
+OBSERVATIONS_TABLE = "kpi_observations"
+IMPACT_VIEW = "model_kpi_impact"
+OBSERVATION_COLUMNS = ("kpi", "value", "observed_at", "segment", "environment", "source")
+MAX_NAME_LENGTH = 250
+MAX_UNIT_LENGTH = 32
+DEFAULT_IMPACT_WINDOW = timedelta(days=7)
+# Where observations without an environment count (see sql/model_kpi_impact.sql).
+DEFAULT_UNLABELED_ENVIRONMENT = "production"
+# The one line of sql/model_kpi_impact.sql that fixes its settings; `impact()` binds other values in its place.
+# The window is exact microseconds: an INTERVAL in days would follow the session time zone's calendar (DST).
+SETTINGS_LINE = (
+    f"SELECT to_microseconds({DEFAULT_IMPACT_WINDOW // timedelta(microseconds=1)}) AS impact_window, "
+    f"'{DEFAULT_UNLABELED_ENVIRONMENT}' AS unlabeled_environment"
+)
+BOUND_SETTINGS_LINE = (
+    "SELECT to_microseconds(CAST($window_us AS BIGINT)) AS impact_window, "
+    "CAST($unlabeled_environment AS VARCHAR) AS unlabeled_environment"
+)
+DEFINITIONS_SQL = f"""
+select
+    kpi,
+    arg_max_null(unit, recorded_at) as unit,
+    arg_max_null(direction, recorded_at) as direction,
+    arg_max_null(description, recorded_at) as description,
+    arg_max_null(owner, recorded_at) as owner,
+    arg_max_null(models, recorded_at) as models,
+    arg_max_null(tags, recorded_at) as tags
+from {KPIS_TABLE}
+group by kpi
+"""
+SAMPLE_ROWS = 5
+
+
+@dataclass(frozen=True)
+class Kpi:
+    """A KPI's current definition. `models` empty: its impact is shown for deployments of every model."""
+
+    name: str
+    unit: str | None
+    direction: Direction | None
+    description: str | None = None
+    owner: str | None = None
+    models: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class Kpis:
+    """`lake.kpis`: define KPIs, record their observed values, and see how deployments moved them."""
+
+    def __init__(self, lake: Lake):
+        self._lake = lake
+
+    # -- definitions ----------------------------------------------------------------------------------------
+
+    def define(
+        self,
+        name: str,
+        *,
+        unit: str,
+        direction: Direction,
+        description: str | None = None,
+        owner: str | None = None,
+        models: Iterable[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Kpi:
+        """Define a KPI, or update its definition (the latest one is current).
+
+        On an update, `description`, `owner`, `models` and `tags` left as None keep their current values; pass
+        `models=[]` to make the KPI follow every model again. Defining a KPI exactly as it is writes nothing.
+        """
+        _check_name(name)
+        if direction not in DIRECTIONS:
+            raise KpiError(
+                f"KPI direction {direction!r} is not one of {', '.join(DIRECTIONS)}: say which way is better."
+            )
+        if (
+            not isinstance(unit, str)
+            or not unit.strip()
+            or unit != unit.strip()
+            or len(unit) > MAX_UNIT_LENGTH
+        ):
+            raise KpiError(
+                f"KPI unit {unit!r} must be short text (1 to {MAX_UNIT_LENGTH} characters, no surrounding "
+                "spaces), e.g. '%', 'EUR', 'ms' or 'count'."
+            )
+        current = self._definitions().get(name)
+        wanted = Kpi(
+            name=name,
+            unit=unit,
+            direction=direction,
+            description=description if description is not None or current is None else current.description,
+            owner=owner if owner is not None or current is None else current.owner,
+            models=_model_names(models) if models is not None else (current.models if current else ()),
+            tags=_tags(tags) if tags is not None else (current.tags if current else {}),
+        )
+        if wanted == current:
+            return wanted
+        self._lake.append(
+            KPIS_TABLE,
+            [
+                {
+                    "kpi": wanted.name,
+                    "unit": wanted.unit,
+                    "direction": wanted.direction,
+                    "description": wanted.description,
+                    "owner": wanted.owner,
+                    "models": list(wanted.models),
+                    "tags": dict(wanted.tags) or None,
+                }
+            ],
+            operation="kpi_define",
+            reason=f"{'redefine' if current else 'define'} KPI {name}",
+        )
+        return wanted
+
+    def get(self, name: str) -> Kpi:
+        """A KPI's current definition; KpiNotFound lists the defined KPIs."""
+        definitions = self._definitions()
+        if name not in definitions:
+            raise KpiNotFound([name], definitions)
+        return definitions[name]
+
+    def list(self) -> pl.DataFrame:
+        """Every KPI with its current definition and observation figures (the view `kpis_current`)."""
+        frame: pl.DataFrame = self._lake.sql("select * from kpis_current order by kpi").pl()
+        return _utc(frame)
+
+    def _definitions(self) -> dict[str, Kpi]:
+        rows = self._lake.sql(DEFINITIONS_SQL).fetchall()
+        return {
+            kpi: Kpi(
+                name=kpi,
+                unit=unit,
+                direction=cast("Direction | None", direction),
+                description=description,
+                owner=owner,
+                models=tuple(json.loads(models)) if models else (),
+                tags=json.loads(tags) if tags else {},
+            )
+            for kpi, unit, direction, description, owner, models, tags in rows
+        }
+
+    # -- observations ---------------------------------------------------------------------------------------
+
+    def observe(
+        self,
+        name: str,
+        value: float,
+        *,
+        at: datetime | date | str | None = None,
+        segment: str | None = None,
+        environment: str | None = None,
+        source: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Commit:
+        """Record one observed value of a defined KPI at `at` (default now), for a segment and environment."""
+        return self.observe_many(
+            [
+                {
+                    "kpi": name,
+                    "value": value,
+                    "observed_at": datetime.now(UTC) if at is None else _moment(at),
+                    "segment": segment,
+                    "environment": environment,
+                    "source": source,
+                }
+            ],
+            reason=f"observe KPI {name}",
+            idempotency_key=idempotency_key,
+        )
+
+    def observe_many(
+        self,
+        data: Any,
+        *,
+        source: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Commit:
+        """Record many observations in one commit: all of them, or none when one is refused.
+
+        `data` is a polars, pandas or pyarrow frame, or a list of dicts, with columns kpi, value and observed_at
+        (default now), and optionally segment, environment and source (default `source`). Every row is checked
+        first: KPIs must be defined, values finite numbers, times readable; the error lists what failed.
+        """
+        import polars as pl
+
+        frame = _as_frame(data)
+        if frame.is_empty():
+            raise KpiError("No observations given: nothing to record.")
+        unknown_columns = [c for c in frame.columns if c not in OBSERVATION_COLUMNS]
+        missing = [c for c in ("kpi", "value") if c not in frame.columns]
+        if unknown_columns or missing:
+            raise KpiError(
+                f"Observations need columns kpi and value (missing: {', '.join(missing) or 'none'}); "
+                f"unknown: {', '.join(unknown_columns) or 'none'}. Allowed: {', '.join(OBSERVATION_COLUMNS)}."
+            )
+        if "observed_at" not in frame.columns:
+            frame = frame.with_columns(pl.lit(datetime.now(UTC)).alias("observed_at"))
+        if "source" not in frame.columns:
+            frame = frame.with_columns(pl.lit(source, dtype=pl.String).alias("source"))
+        elif source is not None:
+            frame = frame.with_columns(pl.col("source").fill_null(source))
+        frame = frame.with_columns(
+            _numbers(frame.get_column("value")), _times(frame.get_column("observed_at"))
+        )
+        known = self._definitions()
+        names = frame.get_column("kpi").drop_nulls().unique().to_list()
+        undefined = [name for name in names if name not in known]
+        if undefined:
+            raise KpiNotFound(undefined, known)
+        commit: Commit = self._lake.append(
+            OBSERVATIONS_TABLE,
+            frame,
+            operation="kpi_observe",
+            reason=reason or f"observe {frame.height:,} KPI value(s)",
+            idempotency_key=idempotency_key,
+        )
+        return commit
+
+    def ingest(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        file_format: KpiFileFormat | None = None,
+        source: str | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Commit:
+        """Record every observation in a CSV, Parquet or JSON-lines file in one commit (all or nothing).
+
+        Columns as for `observe_many`. `source` defaults to the file name. The idempotency key defaults to the
+        file's SHA-256, so ingesting the same file again writes nothing (`Commit.deduplicated`).
+        """
+        file = Path(path)
+        chosen = file_format or FILE_EXTENSIONS.get(file.suffix.lower())
+        if chosen is None or chosen not in KPI_FILE_FORMATS:
+            raise IngestError(
+                f"Cannot tell the format of {file.name}: name it .csv, .parquet, .jsonl or .json, or pass "
+                f"file_format= one of {', '.join(KPI_FILE_FORMATS)}."
+            )
+        if not file.is_file():
+            raise IngestError(
+                f"{file} is not a file: give a CSV, Parquet or JSON-lines file of observations."
+            )
+        frame = _read_observations(file, chosen)
+        key = idempotency_key or f"kpi-ingest:{_file_digest(file)}"
+        return self.observe_many(
+            frame, source=source or file.name, reason=reason or f"ingest {file.name}", idempotency_key=key
+        )
+
+    # -- impact ---------------------------------------------------------------------------------------------
+
+    def impact(
+        self,
+        model: str | None = None,
+        kpi: str | None = None,
+        *,
+        window: timedelta | str = DEFAULT_IMPACT_WINDOW,
+        environment: str | None = None,
+        deployment_id: str | None = None,
+        unlabeled_environment: str | None = DEFAULT_UNLABELED_ENVIRONMENT,
+    ) -> pl.DataFrame:
+        """Did the deployments help? The view `model_kpi_impact`, computed with `window` ("12h", "7d", "2w").
+
+        For each deployment and each KPI that follows its model: the KPI mean in the window before the
+        deployment and in the window after it (cut at its end), the change, whether it went the KPI's way, the
+        version's offline metrics and its training data quality. Observations without an environment count for
+        deployments to `unlabeled_environment` only (None: for none). See the view's header for the exact rules.
+        """
+        duration = parse_duration(window, what="Impact window", error=KpiError)
+        if unlabeled_environment is not None and (
+            not isinstance(unlabeled_environment, str) or not unlabeled_environment.strip()
+        ):
+            raise KpiError(
+                f"unlabeled_environment names the environment where observations without one count, e.g. "
+                f"'production', or is None to count them nowhere; not {unlabeled_environment!r}."
+            )
+        filters = {"model": model, "kpi": kpi, "environment": environment, "deployment_id": deployment_id}
+        from_view = (
+            duration == DEFAULT_IMPACT_WINDOW and unlabeled_environment == DEFAULT_UNLABELED_ENVIRONMENT
+        )
+        return self._impact(duration, unlabeled_environment, filters, from_view=from_view)
+
+    def _impact(
+        self,
+        duration: timedelta,
+        unlabeled_environment: str | None,
+        filters: Mapping[str, str | None],
+        *,
+        from_view: bool,
+    ) -> pl.DataFrame:
+        """Impact rows from the materialized view (its settings are the defaults), or from the view's query with
+        the settings bound (`from_view=False`); the tests hold the two to the same result."""
+        from metalake.sql import bundled_views
+
+        params: dict[str, Any] = {}
+        if from_view:
+            source = IMPACT_VIEW
+        else:
+            definition = bundled_views()[IMPACT_VIEW]
+            if definition.select.count(SETTINGS_LINE) != 1:
+                raise ViewError(
+                    f"{definition.path} must set its window and unlabeled environment in exactly one line "
+                    f"{SETTINGS_LINE!r}, so that lake.kpis.impact(window=...) can bind others."
+                )
+            source = f"({definition.select.replace(SETTINGS_LINE, BOUND_SETTINGS_LINE)}\n) as impact"
+            params["window_us"] = duration // timedelta(microseconds=1)
+            params["unlabeled_environment"] = unlabeled_environment
+        clauses = []
+        for column, value in filters.items():
+            if value is not None:
+                clauses.append(f"{column} = ${column}")
+                params[column] = value
+        where = f"where {' and '.join(clauses)}" if clauses else ""
+        frame: pl.DataFrame = self._lake.sql(
+            f"select * from {source} {where} order by deployed_at, deployment_id, kpi, segment nulls first",
+            params or None,
+        ).pl()
+        return _utc(frame)
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not name.strip() or name != name.strip() or len(name) > MAX_NAME_LENGTH:
+        raise KpiError(
+            f"A KPI name is text of 1 to {MAX_NAME_LENGTH} characters without surrounding spaces, not {name!r}."
+        )
+
+
+def _model_names(models: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(models, str):
+        raise KpiError(f"models takes a list of model names, e.g. models=[{models!r}], not one string.")
+    names = tuple(dict.fromkeys(models))
+    bad = [m for m in names if not isinstance(m, str) or not m.strip()]
+    if bad:
+        raise KpiError(f"Model names must be non-empty text; got {bad!r}.")
+    return names
+
+
+def _tags(tags: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(tags, Mapping):
+        raise KpiError(f"tags takes a mapping of text to text, not {type(tags).__name__}.")
+    return {str(key): str(value) for key, value in tags.items()}
+
+
+def _moment(value: datetime | date | str) -> datetime:
+    return utc_moment(value, what="Observation time", error=KpiError)
+
+
+def _as_frame(data: Any) -> pl.DataFrame:
+    import polars as pl
+
+    if isinstance(data, pl.DataFrame):
+        return data
+    if isinstance(data, pl.LazyFrame):
+        return data.collect()
+    if isinstance(data, list | tuple):
+        if not all(isinstance(row, Mapping) for row in data):
+            raise KpiError("Observations as a list must be dicts with keys kpi, value, observed_at, ...")
+        return _frame_from_rows(data)
+    module = type(data).__module__
+    if module.startswith("pandas"):
+        from_pandas: pl.DataFrame = pl.from_pandas(data)
+        return from_pandas
+    if module.startswith("pyarrow"):
+        converted = pl.from_arrow(data)
+        if isinstance(converted, pl.DataFrame):
+            return converted
+    raise KpiError(
+        f"Cannot read observations from {type(data).__name__}: give a polars, pandas or pyarrow frame, or a "
+        "list of dicts."
+    )
+
+
+def _frame_from_rows(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+    """Rows may mix types in a column (a datetime here, ISO text there): times and values are read one by one."""
+    import polars as pl
+
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    columns = {name: [row.get(name) for row in rows] for name in names}
+    if "value" in columns:
+        columns["value"] = _row_values(columns["value"])
+    if "observed_at" in columns:
+        columns["observed_at"] = _row_moments(columns["observed_at"])
+    return pl.DataFrame([pl.Series(name, values, strict=False) for name, values in columns.items()])
+
+
+def _row_values(values: builtins.list[Any]) -> builtins.list[float | None]:
+    converted: builtins.list[float | None] = []
+    bad: builtins.list[tuple[int, Any]] = []
+    for row, value in enumerate(values):
+        number: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value.strip())
+        if number is None and value is not None:
+            bad.append((row, value))
+        converted.append(number)
+    _refuse(bad, "the value is not a number")
+    return converted
+
+
+def _row_moments(values: builtins.list[Any]) -> builtins.list[datetime | None]:
+    converted: builtins.list[datetime | None] = []
+    bad: builtins.list[tuple[int, Any]] = []
+    for row, value in enumerate(values):
+        moment = None
+        if value is not None:
+            try:
+                moment = _moment(value)
+            except KpiError:
+                bad.append((row, value))
+        converted.append(moment)
+    _refuse(bad, "observed_at is not an ISO-8601 time or a datetime")
+    return converted
+
+
+def _numbers(values: pl.Series) -> pl.Series:
+    """KPI values as float64; text that is not a number, and NaN or infinite values, are refused with rows."""
+    import polars as pl
+
+    if values.dtype == pl.String:
+        converted = values.str.strip_chars().cast(pl.Float64, strict=False)
+        _refuse_rows(values.is_not_null() & converted.is_null(), values, "is not a number")
+        values = converted
+    elif values.dtype == pl.Boolean or not (values.dtype.is_numeric() or values.dtype == pl.Null):
+        raise KpiError(f"KPI values must be numbers, not {values.dtype}.")
+    values = values.cast(pl.Float64)
+    _refuse_rows(values.is_not_null() & ~values.is_finite(), values, "is not a finite number")
+    return values
+
+
+def _times(values: pl.Series) -> pl.Series:
+    """observed_at as UTC microseconds; text is parsed by polars when one format fits, else by the contract."""
+    import polars as pl
+
+    if isinstance(values.dtype, pl.Datetime):
+        zoned = values.dt.replace_time_zone("UTC") if values.dtype.time_zone is None else values
+        return zoned.dt.convert_time_zone("UTC").cast(pl.Datetime("us", "UTC"))
+    if values.dtype == pl.String:
+        try:
+            parsed = values.str.strip_chars().str.to_datetime(time_unit="us", strict=False)
+        except pl.exceptions.PolarsError:
+            return values
+        if (values.is_not_null() & parsed.is_null()).any():
+            return values  # the contract parses value by value and names the rows it cannot read
+        return _times(parsed)
+    return values
+
+
+def _refuse_rows(mask: pl.Series, values: pl.Series, problem: str) -> None:
+    if mask.any():
+        rows = mask.arg_true().to_list()
+        _refuse([(row, values[row]) for row in rows[:SAMPLE_ROWS]], f"the value {problem}", len(rows))
+
+
+def _refuse(bad: Sequence[tuple[int, Any]], problem: str, count: int | None = None) -> None:
+    """Raise KpiError naming a few refused rows (0-based, as in the frame given) and how many there are."""
+    if not bad:
+        return
+    sample = ", ".join(f"row {row}: {value!r}" for row, value in bad[:SAMPLE_ROWS])
+    total = len(bad) if count is None else count
+    raise KpiError(f"{total:,} KPI observation(s) refused: {problem} ({sample}). Nothing was written.")
+
+
+def _read_observations(file: Path, file_format: KpiFileFormat) -> pl.DataFrame:
+    import polars as pl
+
+    text_columns = {"kpi": pl.String, "segment": pl.String, "environment": pl.String, "source": pl.String}
+    try:
+        if file_format == "csv":
+            # All text, typed by observe_many: polars' inference guesses wrong on late values and is slow on times.
+            frame = pl.read_csv(file, infer_schema=False)
+        elif file_format == "parquet":
+            frame = pl.read_parquet(file)
+        elif file_format == "json" and file.read_bytes().lstrip().startswith(b"["):
+            frame = pl.read_json(file, infer_schema_length=None)
+        else:
+            columns = pl.read_ndjson(file, infer_schema_length=None).columns
+            overrides = {c: t for c, t in text_columns.items() if c in columns}
+            frame = pl.read_ndjson(file, schema_overrides=overrides, infer_schema_length=None)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise IngestError(f"Cannot read {file} as {file_format}: {first_line}") from error
+    if frame.is_empty():
+        raise IngestError(f"{file} holds no observations: nothing to ingest.")
+    return frame
+
+
+def _file_digest(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _utc(frame: pl.DataFrame) -> pl.DataFrame:
+    """Timestamps as DuckDB returns them carry its zone name (Etc/UTC); metalake shows them as UTC."""
+    import polars as pl
+
+    return frame.with_columns(
+        pl.col(name).dt.convert_time_zone("UTC")
+        for name, dtype in frame.schema.items()
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
+    )

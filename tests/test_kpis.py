@@ -1,0 +1,417 @@
+"""KPIs: definitions (latest wins), observations (one, many, files; all or nothing), and model_kpi_impact."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import metalake
+from metalake.errors import IngestError, KpiError, KpiNotFound, MetalakeError
+from metalake.kpis import DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT, Kpi
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+pytestmark = pytest.mark.filterwarnings("ignore::metalake.deployments.UnregisteredModelVersionWarning")
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def defined(lake: metalake.Lake) -> metalake.Lake:
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better", models=["churn"], owner="growth")
+    return lake
+
+
+# -- definitions ------------------------------------------------------------------------------------------------
+
+
+def test_define_get_and_list(defined: metalake.Lake) -> None:
+    kpi = defined.kpis.get("conversion")
+    assert kpi == Kpi("conversion", "%", "higher_is_better", None, "growth", ("churn",), {})
+    listed = defined.kpis.list().row(0, named=True)
+    assert listed["kpi"] == "conversion" and json.loads(listed["models"]) == ["churn"]
+    assert listed["observations"] == 0 and listed["last_value"] is None
+
+
+def test_redefining_updates_and_the_latest_definition_wins(defined: metalake.Lake) -> None:
+    defined.kpis.define(
+        "conversion", unit="ratio", direction="higher_is_better", description="orders / visits"
+    )
+    kpi = defined.kpis.get("conversion")
+    assert kpi.unit == "ratio" and kpi.description == "orders / visits"
+    assert kpi.owner == "growth" and kpi.models == ("churn",)  # left out: kept
+    defined.kpis.define("conversion", unit="ratio", direction="higher_is_better", models=[])
+    assert defined.kpis.get("conversion").models == ()  # follows every model again
+    row = defined.kpis.list().row(0, named=True)
+    assert (
+        row["unit"] == "ratio" and json.loads(row["models"]) == [] and row["updated_at"] > row["defined_at"]
+    )
+    version = defined.version("kpis")
+    defined.kpis.define("conversion", unit="ratio", direction="higher_is_better")  # unchanged: no write
+    assert defined.version("kpis") == version
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"unit": "%", "direction": "up"}, "not one of higher_is_better, lower_is_better"),
+        ({"unit": "", "direction": "higher_is_better"}, "KPI unit ''"),
+        ({"unit": "x" * 40, "direction": "higher_is_better"}, "1 to 32 characters"),
+        ({"unit": "%", "direction": "higher_is_better", "models": "churn"}, r"models=\['churn'\]"),
+    ],
+)
+def test_bad_definitions_are_refused(lake: metalake.Lake, options: dict[str, object], message: str) -> None:
+    with pytest.raises(KpiError, match=message):
+        lake.kpis.define("conversion", **options)  # type: ignore[arg-type]
+    with pytest.raises(KpiError, match="KPI name"):
+        lake.kpis.define(" conversion", unit="%", direction="higher_is_better")
+    assert lake.version("kpis") is None or lake.read("kpis").is_empty()
+
+
+# -- observations -----------------------------------------------------------------------------------------------
+
+
+def test_observe_records_a_value_in_utc(defined: metalake.Lake) -> None:
+    commit = defined.kpis.observe("conversion", 3, at=datetime(2026, 3, 1, 12), segment="country=DE")
+    assert commit.rows == 1 and commit.operation == "kpi_observe"
+    row = defined.read("kpi_observations").row(0, named=True)
+    assert row["value"] == 3.0 and row["observed_at"] == datetime(2026, 3, 1, 12, tzinfo=UTC)
+    assert row["segment"] == "country=DE"
+    assert defined.kpis.list()["last_value"][0] == 3.0
+
+
+def test_observing_an_undefined_kpi_names_the_defined_ones(defined: metalake.Lake) -> None:
+    with pytest.raises(KpiNotFound, match=r"Unknown KPI\(s\) 'revenue'\. Defined KPIs: conversion") as raised:
+        defined.kpis.observe("revenue", 1.0)
+    assert isinstance(raised.value, KeyError) and isinstance(raised.value, MetalakeError)
+    with pytest.raises(KpiNotFound, match="Defined KPIs: none yet"):
+        metalake.connect(defined.uri + "-other").kpis.observe("revenue", 1.0)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, "high"])
+def test_values_must_be_finite_numbers(defined: metalake.Lake, value: object) -> None:
+    with pytest.raises(KpiError, match=r"refused|must be numbers"):
+        defined.kpis.observe("conversion", value)  # type: ignore[arg-type]
+    assert defined.read("kpi_observations").is_empty()
+
+
+def test_observe_many_writes_everything_or_nothing(defined: metalake.Lake) -> None:
+    rows = [
+        {"kpi": "conversion", "value": 1.5, "observed_at": "2026-03-01T00:00:00Z"},
+        {"kpi": "conversion", "value": 2, "observed_at": T0 + DAY, "environment": "production"},
+    ]
+    commit = defined.kpis.observe_many(rows, source="warehouse")
+    assert commit.rows == 2
+    stored = defined.read("kpi_observations").sort("observed_at")
+    assert stored["value"].to_list() == [1.5, 2.0] and stored["source"].to_list() == ["warehouse"] * 2
+    version = defined.version("kpi_observations")
+    bad = [*rows, {"kpi": "revenue", "value": 1.0, "observed_at": T0}]
+    with pytest.raises(KpiNotFound, match="'revenue'"):
+        defined.kpis.observe_many(bad)
+    with pytest.raises(KpiError, match="unknown: colour"):
+        defined.kpis.observe_many([{**rows[0], "colour": "red"}])
+    with pytest.raises(KpiError, match=r"observed_at is not an ISO-8601 time .*row 1: 'last tuesday'"):
+        defined.kpis.observe_many([rows[0], {**rows[0], "observed_at": "last tuesday"}])
+    with pytest.raises(metalake.ContractError, match="observed_at"):
+        defined.kpis.observe_many(
+            pl.DataFrame({"kpi": ["conversion"], "value": [1.0], "observed_at": ["soon"]})
+        )
+    assert defined.version("kpi_observations") == version
+
+
+def test_bulk_ingest_of_100k_rows_is_one_fast_commit(defined: metalake.Lake) -> None:
+    n = 100_000
+    frame = pl.DataFrame(
+        {
+            "kpi": ["conversion"] * n,
+            "value": [float(i % 100) for i in range(n)],
+            "observed_at": pl.datetime_range(T0, T0 + timedelta(seconds=n - 1), "1s", eager=True),
+        }
+    )
+    started = time.perf_counter()
+    commit = defined.kpis.observe_many(frame)
+    elapsed = time.perf_counter() - started
+    assert commit.rows == n and defined.history("kpi_observations").height == 2  # create + one append
+    assert elapsed < 1, f"100k observations took {elapsed:.2f}s"  # README: under a second
+
+
+def test_ingest_reads_csv_jsonl_and_parquet_once_each(defined: metalake.Lake, tmp_path: Path) -> None:
+    csv_file = tmp_path / "obs.csv"
+    csv_file.write_text(
+        "kpi,value,observed_at,segment\n"
+        "conversion,1.5,2026-03-01T00:00:00Z,\n"
+        "conversion, 2.5 ,2026-03-02T00:00:00Z,country=DE\n"
+    )
+    commit = defined.kpis.ingest(csv_file)
+    assert commit.rows == 2 and commit.operation == "kpi_observe"
+    assert defined.kpis.ingest(csv_file).deduplicated  # the same file again: nothing written
+    jsonl_file = tmp_path / "obs.jsonl"
+    jsonl_file.write_text('{"kpi": "conversion", "value": 3, "observed_at": "2026-03-03T00:00:00+01:00"}\n')
+    assert defined.kpis.ingest(jsonl_file).rows == 1
+    parquet_file = tmp_path / "obs.parquet"
+    pl.DataFrame({"kpi": ["conversion"], "value": [4.0], "observed_at": [T0]}).write_parquet(parquet_file)
+    assert defined.kpis.ingest(parquet_file, source="nightly").rows == 1
+    stored = defined.read("kpi_observations").sort("observed_at", "value")
+    assert stored["value"].to_list() == [1.5, 4.0, 2.5, 3.0]
+    assert stored["segment"].to_list() == [None, None, "country=DE", None]
+    assert stored["source"].to_list() == ["obs.csv", "nightly", "obs.csv", "obs.jsonl"]
+    assert stored["observed_at"][3] == datetime(2026, 3, 2, 23, tzinfo=UTC)
+
+
+def test_ingest_refuses_a_bad_file_whole(defined: metalake.Lake, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("kpi,value,observed_at\nconversion,1,2026-03-01\nconversion,n/a,2026-03-02\n")
+    with pytest.raises(
+        KpiError, match=r"1 KPI observation\(s\) refused: the value is not a number \(row 1: 'n/a'\)"
+    ):
+        defined.kpis.ingest(bad)
+    assert defined.read("kpi_observations").is_empty()
+    with pytest.raises(IngestError, match="Cannot tell the format"):
+        defined.kpis.ingest(tmp_path / "obs.txt")
+    with pytest.raises(IngestError, match="is not a file"):
+        defined.kpis.ingest(tmp_path / "missing.csv")
+
+
+# -- impact -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rollout(lake: metalake.Lake) -> metalake.Lake:
+    """churn v1 in production from T0, replaced by v2 at T0 + 10 days; one observation a day at noon.
+
+    Day d holds d while v1 serves (days 0-9) and 20 + d while v2 serves (days 10-16); a staging value and a
+    segment sit around the switch.
+    """
+    lake.deployments.record("churn", 1, "production", at=T0)
+    lake.deployments.record("churn", 2, "production", at=T0 + 10 * DAY)
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better", models=["churn"])
+    lake.kpis.define("latency_ms", unit="ms", direction="lower_is_better")  # no models: follows every model
+    lake.kpis.define("fraud_rate", unit="%", direction="lower_is_better", models=["fraud"])
+    rows = []
+    for day in range(17):
+        value = float(day if day < 10 else 20 + day)
+        noon = T0 + day * DAY + timedelta(hours=12)
+        rows += [
+            {"kpi": "conversion", "value": value, "observed_at": noon},
+            {"kpi": "latency_ms", "value": value, "observed_at": noon, "environment": "production"},
+            {"kpi": "fraud_rate", "value": value, "observed_at": noon},
+        ]
+    rows += [
+        {"kpi": "conversion", "value": 1000.0, "observed_at": T0 + 9 * DAY, "environment": "staging"},
+        {"kpi": "conversion", "value": 50.0, "observed_at": T0 + 9 * DAY, "segment": "country=DE"},
+        {"kpi": "conversion", "value": 60.0, "observed_at": T0 + 10 * DAY, "segment": "country=DE"},
+    ]
+    lake.kpis.observe_many(rows)
+    return lake
+
+
+def row_for(frame: pl.DataFrame, version: int, kpi: str, segment: str | None = None) -> dict[str, object]:
+    chosen = frame.filter(
+        (pl.col("version") == version)
+        & (pl.col("kpi") == kpi)
+        & (pl.col("segment").is_null() if segment is None else pl.col("segment") == segment)
+    )
+    assert chosen.height == 1, chosen
+    return chosen.row(0, named=True)
+
+
+def test_impact_compares_the_week_before_and_after_a_deployment(rollout: metalake.Lake) -> None:
+    impact = rollout.kpis.impact(model="churn")
+    second = row_for(impact, 2, "conversion")
+    assert second["before_count"] == 7 and second["before_mean"] == 6.0  # days 3-9; staging left out
+    assert second["after_count"] == 7 and second["after_mean"] == 33.0  # days 10-16
+    assert second["change"] == 27.0 and second["relative_change"] == 4.5 and second["improved"] is True
+    assert second["previous_version"] == 1 and second["window_s"] == 7 * 86400
+    assert second["before_from"] == T0 + 3 * DAY and second["after_until"] == T0 + 17 * DAY
+    first = row_for(impact, 1, "conversion")
+    assert first["before_count"] == 0 and first["before_mean"] is None and first["improved"] is None
+    assert first["after_count"] == 7 and first["after_mean"] == 3.0  # days 0-6
+
+
+def test_impact_follows_the_kpi_direction_and_its_models(rollout: metalake.Lake) -> None:
+    impact = rollout.kpis.impact()
+    latency = row_for(impact, 2, "latency_ms")
+    assert latency["change"] == 27.0 and latency["improved"] is False  # lower is better: worse
+    assert set(impact["kpi"].unique()) == {"conversion", "latency_ms"}  # fraud_rate follows only "fraud"
+    assert rollout.kpis.impact(kpi="fraud_rate").is_empty()
+
+
+def test_impact_compares_each_segment_on_its_own(rollout: metalake.Lake) -> None:
+    segment = row_for(rollout.kpis.impact(), 2, "conversion", "country=DE")
+    assert (segment["before_mean"], segment["after_mean"], segment["improved"]) == (50.0, 60.0, True)
+
+
+def test_the_window_is_configurable(rollout: metalake.Lake) -> None:
+    two_days = rollout.kpis.impact(kpi="conversion", window="2d")
+    second = row_for(two_days, 2, "conversion")
+    assert (second["before_count"], second["before_mean"]) == (2, 8.5)  # days 8-9
+    assert (second["after_count"], second["after_mean"]) == (2, 30.5)  # days 10-11
+    assert second["window_s"] == 2 * 86400
+    long = rollout.kpis.impact(kpi="conversion", window=timedelta(days=14))
+    first = row_for(long, 1, "conversion")
+    assert first["after_count"] == 10 and first["after_until"] == T0 + 10 * DAY  # cut at v1's end
+    second = row_for(long, 2, "conversion")
+    assert second["before_count"] == 10 and second["before_from"] == T0  # not before v1 started
+    with pytest.raises(KpiError, match="not a duration"):
+        rollout.kpis.impact(window="7x")
+    with pytest.raises(KpiError, match="longer than zero"):
+        rollout.kpis.impact(window="0d")
+
+
+IMPACT_ORDER = ["deployment_id", "kpi", "segment"]
+
+
+@pytest.mark.parametrize("time_zone", ["UTC", "America/New_York"])
+def test_the_bound_query_and_the_view_agree_at_the_default_settings(
+    rollout: metalake.Lake, time_zone: str
+) -> None:
+    rollout.sql(f"SET TimeZone = '{time_zone}'")  # a fixed test value; New York moves its clocks on 8 March
+    view = rollout.kpis.impact()  # the defaults: the materialized view
+    bound = rollout.kpis._impact(
+        DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT, {}, from_view=False
+    )  # the view's query, with the settings bound as parameters
+    assert view.height > 0
+    assert view.sort(IMPACT_ORDER, nulls_last=False).equals(bound.sort(IMPACT_ORDER, nulls_last=False))
+    second = row_for(view, 2, "conversion")
+    assert second["before_from"] == T0 + 3 * DAY  # exactly 7 x 24 h before, across the clock change
+    assert rollout.kpis.impact(window="168h").equals(view)
+
+
+def test_the_default_window_is_exact_under_a_local_time_zone(rollout: metalake.Lake) -> None:
+    """The same comparison in a process whose local time zone (TZ) is not UTC."""
+    script = f"""
+import polars as pl
+import metalake
+from metalake.kpis import DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT
+lake = metalake.connect({rollout.uri!r})
+order = {IMPACT_ORDER!r}
+view = lake.kpis.impact().sort(order, nulls_last=False)
+bound = lake.kpis._impact(DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT, {{}}, from_view=False)
+assert view.equals(bound.sort(order, nulls_last=False))
+row = view.filter((pl.col("version") == 2) & (pl.col("kpi") == "conversion") & pl.col("segment").is_null())
+print(row["before_from"][0].isoformat())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "TZ": "America/New_York"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (T0 + 3 * DAY).isoformat()
+
+
+def test_after_a_canary_the_rollout_is_compared_with_the_old_version(lake: metalake.Lake) -> None:
+    lake.deployments.record("churn", 1, "production", at=T0)
+    lake.deployments.record("churn", 2, "production", at=T0 + 10 * DAY, replace_active=False)  # canary
+    lake.deployments.record("churn", 2, "production", at=T0 + 12 * DAY)  # full rollout
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better")
+    lake.kpis.observe_many(
+        [{"kpi": "conversion", "value": float(day), "observed_at": T0 + day * DAY} for day in range(16)]
+    )
+    impact = lake.kpis.impact()
+    rollout = impact.filter(pl.col("deployed_at") == T0 + 12 * DAY).row(0, named=True)
+    assert rollout["previous_version"] == 1  # not the canary
+    assert rollout["before_from"] == T0 + 5 * DAY  # the week before, not just the canary's two days
+    assert (rollout["before_count"], rollout["before_mean"]) == (7, 8.0)  # days 5-11
+
+
+def test_the_before_window_never_reaches_back_past_an_earlier_end(lake: metalake.Lake) -> None:
+    first = lake.deployments.record("churn", 1, "production", at=T0)
+    lake.deployments.end(first.deployment_id, at=T0 + 5 * DAY, reason="incident")
+    lake.deployments.record("churn", 2, "production", at=T0 + 10 * DAY)
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better")
+    lake.kpis.observe_many(
+        [{"kpi": "conversion", "value": float(day), "observed_at": T0 + day * DAY} for day in range(14)]
+    )
+    second = row_for(lake.kpis.impact(), 2, "conversion")
+    assert second["previous_version"] is None  # it replaced nothing: nothing served
+    assert (
+        second["before_from"] == T0 + 5 * DAY and second["before_count"] == 5
+    )  # days 5-9, not v1's days 3-4
+
+
+def test_unlabeled_observations_count_for_production_only(lake: metalake.Lake) -> None:
+    from metalake.cli_deploy import impact_summary
+
+    lake.deployments.record("churn", 1, "staging", at=T0 + 10 * DAY)
+    lake.deployments.record("churn", 1, "production", at=T0 + 10 * DAY)
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better")
+    lake.kpis.observe_many(  # production traffic, not labeled with an environment
+        [{"kpi": "conversion", "value": float(day), "observed_at": T0 + day * DAY} for day in range(20)]
+    )
+    impact = lake.kpis.impact()
+    staging = impact.filter(pl.col("environment") == "staging").row(0, named=True)
+    assert (staging["before_count"], staging["after_count"], staging["improved"]) == (0, 0, None)
+    production = impact.filter(pl.col("environment") == "production").row(0, named=True)
+    assert (production["before_count"], production["after_count"]) == (7, 7)
+    verdicts = dict(zip(impact["environment"], impact_summary(impact)["verdict"], strict=True))
+    assert verdicts == {"staging": "not enough data", "production": "better"}
+    elsewhere = lake.kpis.impact(unlabeled_environment="staging")
+    assert elsewhere.filter(pl.col("environment") == "staging")["after_count"].to_list() == [7]
+    nowhere = lake.kpis.impact(unlabeled_environment=None)
+    assert nowhere["after_count"].to_list() == [0, 0]
+    with pytest.raises(KpiError, match="unlabeled_environment"):
+        lake.kpis.impact(unlabeled_environment=" ")
+
+
+def test_impact_shows_offline_metrics_and_training_data_quality(rollout: metalake.Lake) -> None:
+    with rollout.runs.start(experiment="churn", wait=True) as run:
+        run.log_metric("val_auc", 0.91)
+        run.log_input("churn_train", version=2)
+        run.log_input("churn_holdout", version=1)
+    rollout.append(
+        "model_versions", [{"model": "churn", "version": 2, "run_id": run.run_id, "artifact_uri": "s3://m/2"}]
+    )
+    validation = {"engine": "pandera", "suite_name": "schema", "unsuccessful": 0}
+    rollout.append(
+        "dq_validations",
+        [
+            {**validation, "validation_id": "v1", "dataset": "churn_train", "version": 2, "success": False,
+             "evaluated": 10, "successful": 6, "unsuccessful": 4, "validated_at": T0},
+            {**validation, "validation_id": "v2", "dataset": "churn_train", "version": 2, "success": True,
+             "evaluated": 10, "successful": 10, "validated_at": T0 + DAY},
+            {**validation, "validation_id": "v3", "dataset": "churn_train", "version": 1, "success": False,
+             "evaluated": 10, "successful": 0, "unsuccessful": 10, "validated_at": T0},
+        ],
+    )  # fmt: skip
+    impact = rollout.kpis.impact(kpi="conversion")
+    second = row_for(impact, 2, "conversion")
+    assert second["registered"] and second["run_id"] == run.run_id
+    assert second["offline_metrics"] == {"val_auc": 0.91}
+    assert second["training_inputs"] == 2 and second["validated_inputs"] == 1  # the holdout is not validated
+    assert (
+        second["training_data_ok"] is True and second["training_data_pass_rate"] == 1.0
+    )  # latest validation
+    first = row_for(impact, 1, "conversion")
+    assert not first["registered"] and first["offline_metrics"] is None and first["training_data_ok"] is None
+    assert rollout.sql(
+        "select offline_metrics['val_auc'] from model_kpi_impact where version = 2"
+    ).fetchall()[0] == (0.91,)
+
+
+def test_an_unversioned_training_input_has_unknown_quality(rollout: metalake.Lake) -> None:
+    with rollout.runs.start(experiment="churn", wait=True) as run:
+        run.log_input("churn_raw")  # which version it read is unknown
+    rollout.append(
+        "model_versions", [{"model": "churn", "version": 2, "run_id": run.run_id, "artifact_uri": "s3://m/2"}]
+    )
+    rollout.append(  # a validation of some unversioned churn_raw: not necessarily the data the run read
+        "dq_validations",
+        [
+            {"validation_id": "v1", "dataset": "churn_raw", "version": None, "engine": "pandera",
+             "suite_name": "schema", "success": False, "evaluated": 10, "successful": 0, "unsuccessful": 10,
+             "validated_at": T0},
+        ],
+    )  # fmt: skip
+    second = row_for(rollout.kpis.impact(kpi="conversion"), 2, "conversion")
+    assert (second["training_inputs"], second["validated_inputs"]) == (1, 0)
+    assert second["training_data_ok"] is None and second["training_data_pass_rate"] is None
