@@ -189,20 +189,8 @@ def test_one_graph_from_raw_table_to_deployment(lake: metalake.Lake) -> None:
     with lake.runs.start(experiment="churn") as run:
         run.log_input("train", context="training")  # links the version the pipeline reported
     model = lake.registry.register("churn", run_id=run.run_id, artifact_uri="s3://models/churn/1")
-    lake.append(
-        "deployments",
-        [
-            {
-                "deployment_id": "dep-1",
-                "model": "churn",
-                "version": model.version,
-                "environment": "production",
-                "event_type": "start",
-                "at": datetime.now(UTC),
-            }
-        ],
-    )
-    deployment = "deployment:production/dep-1"
+    deployed = lake.deployments.record("churn", model.version, "production")
+    deployment = f"deployment:production/{deployed.deployment_id}"
     upstream = lake.lineage.upstream(deployment)
     chain = [
         (deployment, "model:churn/1"),
