@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from metalake.errors import InvalidEvent, LineageError
-from metalake.openlineage_events import Event, EventRows, canonical_json, parse_event
+from metalake.openlineage_events import (
+    EDGE_COLUMNS,
+    EVENT_COLUMNS,
+    RUN_COLUMNS,
+    Event,
+    EventRows,
+    canonical_json,
+    parse_event,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -184,29 +192,35 @@ class Lineage:
                     "run_id": quality.run_id,
                 }
             )
-        tables = {
-            EVENTS_TABLE: rows.events,
-            "pipeline_runs": rows.pipeline_runs,
-            "pipelines": pipelines,
-            "lineage_edges": rows.edges,
-            "dq_results": results,
-            "dq_validations": validations,
-        }
-        return {table: self._typed_frame(table, records) for table, records in tables.items() if records}
+        tables = {"pipelines": pipelines, "dq_results": results, "dq_validations": validations}
+        frames = {table: self._typed_frame(table, records) for table, records in tables.items() if records}
+        for table, names, tuples in (
+            (EVENTS_TABLE, EVENT_COLUMNS, rows.events),
+            ("pipeline_runs", RUN_COLUMNS, rows.pipeline_runs),
+            ("lineage_edges", EDGE_COLUMNS, rows.edges),
+        ):
+            if tuples:
+                frames[table] = self._typed_columns(
+                    table, dict(zip(names, map(list, zip(*tuples, strict=True)), strict=True))
+                )
+        return frames
 
     def _typed_frame(self, table: str, records: list[dict[str, Any]]) -> pl.DataFrame:
+        return self._typed_columns(table, {name: [r[name] for r in records] for name in records[0]})
+
+    def _typed_columns(self, table: str, columns: dict[str, list[Any]]) -> pl.DataFrame:
+        """Columns of Python values as a frame of the table's types (the fast path of the contract check)."""
         import polars as pl
 
         from metalake.contracts import polars_dtype
 
-        spec = self._lake.spec(table)
-        columns = [c for c in spec.columns if c.name in records[0]]
+        specs = [c for c in self._lake.spec(table).columns if c.name in columns]
         # Timestamps come as epoch microseconds: building a column of datetime objects costs far more.
         times = [
-            c.name for c in columns if c.type == "timestamp[us, UTC]" and isinstance(records[0][c.name], int)
+            c.name for c in specs if c.type == "timestamp[us, UTC]" and isinstance(columns[c.name][0], int)
         ]
-        schema = {c.name: pl.Int64() if c.name in times else polars_dtype(c.type) for c in columns}
-        frame = pl.from_dicts(records, schema=schema)
+        schema = {c.name: pl.Int64() if c.name in times else polars_dtype(c.type) for c in specs}
+        frame = pl.DataFrame({c.name: columns[c.name] for c in specs}, schema=schema)
         return frame.with_columns(pl.col(name).cast(pl.Datetime("us", "UTC")) for name in times)
 
     def _current_pipelines(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:

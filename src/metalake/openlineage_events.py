@@ -246,14 +246,58 @@ class QualityFacets:
     observation: int | None = None  # index of the same event's observation of the dataset, for its version
 
 
+# Columns of the row tuples EventRows builds (tuples: much cheaper than dicts for hundreds of thousands of rows).
+EVENT_COLUMNS = (
+    "event_id",
+    "event_kind",
+    "event_type",
+    "event_time",
+    "run_id",
+    "job_namespace",
+    "job_name",
+    "dataset",
+    "producer",
+    "schema_url",
+    "payload",
+)
+RUN_COLUMNS = (
+    "event_id",
+    "run_id",
+    "namespace",
+    "job_name",
+    "state",
+    "event_time",
+    "parent_run_id",
+    "parent_job",
+    "facets",
+    "producer",
+)
+EDGE_COLUMNS = (
+    "edge_id",
+    "source_node",
+    "target_node",
+    "edge_type",
+    "run_id",
+    "source_version",
+    "target_version",
+    "source_field",
+    "target_field",
+    "transformation",
+    "event_time",
+)
+
+
 @dataclass
 class EventRows:
-    """The rows a batch of checked events adds, by table; dataset versions are filled in by the caller."""
+    """The rows a batch of checked events adds, by table; dataset versions are filled in by the caller.
 
-    events: list[dict[str, Any]] = field(default_factory=list)
-    pipeline_runs: list[dict[str, Any]] = field(default_factory=list)
+    events, pipeline_runs and edges are tuples in the order of EVENT_COLUMNS, RUN_COLUMNS and EDGE_COLUMNS.
+    """
+
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    pipeline_runs: list[tuple[Any, ...]] = field(default_factory=list)
     pipelines: dict[tuple[str, str], tuple[datetime, Mapping[str, Any]]] = field(default_factory=dict)
-    edges: list[dict[str, Any]] = field(default_factory=list)
+    edges: list[tuple[Any, ...]] = field(default_factory=list)
     observations: list[DatasetObservation] = field(default_factory=list)
     quality: list[QualityFacets] = field(default_factory=list)
     # (edge index, "source" | "target", observation index): versions to fill once observations are resolved
@@ -267,39 +311,75 @@ class EventRows:
         run_id = run.get("runId")
         state = (payload.get("eventType") or "OTHER") if event.kind == "run" else None
         dataset = payload.get("dataset") or {}
+        producer = payload.get("producer")
         self.events.append(
-            {
-                "event_id": event.event_id,
-                "event_kind": event.kind,
-                "event_type": state,
-                "event_time": event.event_us,
-                "run_id": run_id,
-                "job_namespace": job.get("namespace"),
-                "job_name": job.get("name"),
-                "dataset": f"{dataset['namespace']}/{dataset['name']}" if dataset else None,
-                "producer": payload.get("producer"),
-                "schema_url": payload.get("schemaURL"),
-                "payload": event.canonical,
-            }
+            (
+                event.event_id,
+                event.kind,
+                state,
+                event.event_us,
+                run_id,
+                job.get("namespace"),
+                job.get("name"),
+                f"{dataset['namespace']}/{dataset['name']}" if dataset else None,
+                producer,
+                payload.get("schemaURL"),
+                event.canonical,
+            )
         )
         if job:
             self._add_pipeline(job, event.event_time)
         if event.kind == "run":
-            self._add_run(event, run, job, str(state), payload.get("producer"))
+            self._add_run(event, run, job, str(state), producer)
         if event.kind == "dataset":
             self._observe(event, dataset, None, "facets")
             return
         job_node = f"job:{job['namespace']}/{job['name']}"
+        edge_id = event.event_id[:40]
         for index, dataset_in in enumerate(payload.get("inputs") or []):
             source = dataset_node(dataset_in["namespace"], dataset_in["name"])
-            edge = self._edge(event, index, source, job_node, "input", run_id)
-            observed = self._version_end(event, dataset_in, run_id, edge, "source")
-            self._add_quality(event, dataset_in, run_id, index, observed, payload.get("producer"))
+            version = _dataset_version(dataset_in)
+            self.edges.append(
+                (
+                    f"{edge_id}:{index}",
+                    source,
+                    job_node,
+                    "input",
+                    run_id,
+                    version,
+                    None,
+                    None,
+                    None,
+                    None,
+                    event.event_us,
+                )
+            )
+            observed = self._observe(event, dataset_in, run_id, "facets")
+            if observed is not None:
+                self.versioned_ends.append((len(self.edges) - 1, "source", observed))
+            self._add_quality(event, dataset_in, run_id, index, observed, producer)
         for index, dataset_out in enumerate(payload.get("outputs") or []):
             target = dataset_node(dataset_out["namespace"], dataset_out["name"])
-            edge = self._edge(event, 1000 + index, job_node, target, "output", run_id)
-            observed = self._version_end(event, dataset_out, run_id, edge, "target")
-            self._add_quality(event, dataset_out, run_id, 1000 + index, observed, payload.get("producer"))
+            version = _dataset_version(dataset_out)
+            self.edges.append(
+                (
+                    f"{edge_id}:{1000 + index}",
+                    job_node,
+                    target,
+                    "output",
+                    run_id,
+                    None,
+                    version,
+                    None,
+                    None,
+                    None,
+                    event.event_us,
+                )
+            )
+            observed = self._observe(event, dataset_out, run_id, "facets")
+            if observed is not None:
+                self.versioned_ends.append((len(self.edges) - 1, "target", observed))
+            self._add_quality(event, dataset_out, run_id, 1000 + index, observed, producer)
             self._add_column_lineage(event, dataset_out, target, run_id, index)
 
     def _add_pipeline(self, job: Mapping[str, Any], event_time: datetime) -> None:
@@ -336,55 +416,22 @@ class EventRows:
         parent = facets.get("parent") or {}
         parent_run = (parent.get("run") or {}).get("runId")
         parent_job = parent.get("job") or {}
+        # parent has its own columns; the raw event in lineage_events keeps every facet
+        other = {k: v for k, v in facets.items() if k != "parent"}
         self.pipeline_runs.append(
-            {
-                "event_id": event.event_id,
-                "run_id": run["runId"],
-                "namespace": job["namespace"],
-                "job_name": job["name"],
-                "state": state,
-                "event_time": event.event_us,
-                "parent_run_id": parent_run if isinstance(parent_run, str) else None,
-                "parent_job": f"{parent_job['namespace']}/{parent_job['name']}"
-                if _named(parent_job)
-                else None,
-                # parent has its own columns; the raw event in lineage_events keeps every facet
-                "facets": canonical_json(other)
-                if (other := {k: v for k, v in facets.items() if k != "parent"})
-                else None,
-                "producer": producer,
-            }
+            (
+                event.event_id,
+                run["runId"],
+                job["namespace"],
+                job["name"],
+                state,
+                event.event_us,
+                parent_run if isinstance(parent_run, str) else None,
+                f"{parent_job['namespace']}/{parent_job['name']}" if _named(parent_job) else None,
+                canonical_json(other) if other else None,
+                producer,
+            )
         )
-
-    def _edge(
-        self, event: Event, index: int, source: str, target: str, edge_type: str, run_id: str | None
-    ) -> dict[str, Any]:
-        edge: dict[str, Any] = {
-            "edge_id": f"{event.event_id[:40]}:{index}",
-            "source_node": source,
-            "target_node": target,
-            "edge_type": edge_type,
-            "run_id": run_id,
-            "source_version": None,
-            "target_version": None,
-            "source_field": None,
-            "target_field": None,
-            "transformation": None,
-            "event_time": event.event_us,
-        }
-        self.edges.append(edge)
-        return edge
-
-    def _version_end(
-        self, event: Event, dataset: Mapping[str, Any], run_id: str | None, edge: dict[str, Any], end: str
-    ) -> int | None:
-        facets = dataset.get("facets") or {}
-        version = (facets.get("version") or {}).get("datasetVersion")
-        edge[f"{end}_version"] = str(version) if version is not None else None
-        observed = self._observe(event, dataset, run_id, "facets")
-        if observed is not None:
-            self.versioned_ends.append((len(self.edges) - 1, end, observed))
-        return observed
 
     def _observe(
         self, event: Event, dataset: Mapping[str, Any], run_id: str | None, facet_key: str
@@ -503,19 +550,28 @@ class EventRows:
                     else spec.get("transformationType")
                 )
                 count += 1
-                edge = self._edge(
-                    event,
-                    100_000 * (index + 1) + count,
-                    dataset_node(source_field["namespace"], source_field["name"]),
-                    target,
-                    "column",
-                    run_id,
+                self.edges.append(
+                    (
+                        f"{event.event_id[:40]}:{100_000 * (index + 1) + count}",
+                        dataset_node(source_field["namespace"], source_field["name"]),
+                        target,
+                        "column",
+                        run_id,
+                        None,
+                        None,
+                        str(source_field.get("field")),
+                        str(target_field),
+                        kind,
+                        event.event_us,
+                    )
                 )
-                edge.update(
-                    source_field=str(source_field.get("field")),
-                    target_field=str(target_field),
-                    transformation=kind,
-                )
+
+
+def _dataset_version(dataset: Mapping[str, Any]) -> str | None:
+    """The datasetVersion facet's value, as text."""
+    facets = dataset.get("facets")
+    version = (facets.get("version") or {}).get("datasetVersion") if facets else None
+    return None if version is None else str(version)
 
 
 def _has_quality_facets(dataset: Mapping[str, Any]) -> bool:
