@@ -102,3 +102,17 @@ def test_serve_without_fastapi_says_what_to_install(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 1
     assert "pip install 'metalake[server]'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_field_of_the_wrong_shape_is_a_readable_line_error(lake_path: Path, tmp_path: Path) -> None:
+    events_file = tmp_path / "events.jsonl"
+    write_with_file_transport(events_file, airflow_dag())
+    with events_file.open("a") as handle:
+        handle.write(
+            '{"eventTime": "2026-01-01T00:00:00Z", "eventType": "COMPLETE", "schemaURL": 3,'
+            ' "run": {"runId": "01234567-89ab-cdef-0123-456789abcdef"}, "job": {"namespace": "n", "name": "j"}}\n'
+        )
+    result = run(lake_path, "lineage", "ingest", str(events_file))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "line 5" in result.output and "schemaURL must be a string" in result.output
+    assert metalake.connect(lake_path).read("lineage_events").height == 0

@@ -320,3 +320,62 @@ def test_quality_metrics_and_job_facet_changes(lake: metalake.Lake) -> None:
         ("daily_features.extract", "Builds the daily features."),
         ("daily_features.join", "Builds the daily features."),
     ]
+
+
+def _job_event(facets: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "eventTime": "2026-01-01T00:00:00Z",
+        "producer": "p",
+        "eventType": "COMPLETE",
+        "run": {"runId": str(uuid.uuid4())},
+        "job": {"namespace": "ns", "name": "job", "facets": facets},
+    }
+
+
+def _output_event(facets: dict[str, Any], key: str = "facets") -> dict[str, Any]:
+    return {
+        **_job_event({}),
+        "outputs": [{"namespace": "ns", "name": "out", key: facets}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("broken", "reason"),
+    [
+        ({**_job_event({}), "schemaURL": 3}, "schemaURL must be a string"),
+        (_job_event({"ownership": {"owners": [{"name": 7}]}}), r"owners\[0\].name must be a string"),
+        (_job_event({"ownership": {"owners": "alice"}}), "owners must be a list"),
+        (_job_event({"jobType": {"jobType": ["DAG"]}}), "jobType.jobType must be a string"),
+        (_job_event({"documentation": {"description": 1}}), "documentation must be a string"),
+        (_job_event({"tags": {"tags": 5}}), "tags.tags must be a list"),
+        (
+            _output_event(
+                {"dataQualityAssertions": {"assertions": [{"success": True, "column": 5}]}}, "inputFacets"
+            ),
+            r"assertions\[0\].column must be a string",
+        ),
+        (_output_event({"dataQualityAssertions": {"assertions": 5}}), "assertions must be a list"),
+        (_output_event({"dataQualityMetrics": {"columnMetrics": {"a": [1]}}}), "columnMetrics must be"),
+        (
+            _output_event({"columnLineage": {"fields": {"a": [{"namespace": "n"}]}}}),
+            "fields.a must be an object",
+        ),
+        (_output_event({"columnLineage": {"fields": ["a"]}}), "columnLineage.fields must be an object"),
+        (
+            _output_event({"columnLineage": {"fields": {"a": {"inputFields": [{"transformations": 3}]}}}}),
+            "transformations must be a list",
+        ),
+        (_output_event({"schema": {"fields": "a,b"}}), "schema.fields must be a list"),
+        (_output_event({"outputStatistics": 3}, "outputFacets"), "outputFacets must be an object"),
+        (
+            {**_job_event({}), "run": {"runId": str(uuid.uuid4()), "facets": {"parent": {"job": [1]}}}},
+            "parent.job",
+        ),
+    ],
+)
+def test_a_field_of_the_wrong_shape_is_refused_before_anything_is_written(
+    lake: metalake.Lake, broken: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(InvalidEvent, match=reason):
+        lake.lineage.ingest([broken])
+    assert lake.read("lineage_events").height == 0

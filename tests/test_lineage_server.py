@@ -135,6 +135,10 @@ def test_answers_201_400_and_401(start_server: Callable[..., Server]) -> None:
     invalid = requests.post(url, data=json.dumps({**event, "eventType": "DONE"}), headers=auth, timeout=10)
     assert invalid.status_code == 400
     assert invalid.json()["error"] == "invalid_event" and "'DONE'" in invalid.json()["message"]
+    owners = {"ownership": {"owners": [{"name": 7}]}}
+    poison = {**event, "job": {**event["job"], "facets": {**event["job"].get("facets", {}), **owners}}}
+    refused = requests.post(url, data=json.dumps(poison), headers=auth, timeout=10)
+    assert refused.status_code == 400 and "owners[0].name must be a string" in refused.json()["message"]
     garbage = requests.post(url, data=b"{oops", headers=auth, timeout=10)
     assert garbage.status_code == 400 and "not valid JSON" in garbage.json()["message"]
 
@@ -192,3 +196,68 @@ def test_concurrent_clients_share_group_commits(start_server: Callable[..., Serv
     health = server.health()
     assert health["committed"] == len(events) and health["commits"] < len(events) / 2
     server.stop()
+
+
+def test_a_poison_event_is_dead_lettered_and_later_events_commit(
+    lake: metalake.Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metalake.lineage import Lineage
+    from metalake.openlineage_events import parse_event
+    from metalake.server import GroupCommitter
+
+    good = [parse_event(Serde.to_dict(event)) for event in airflow_dag()]
+    poison = parse_event(Serde.to_dict(spark_events()[0]))
+    derive = Lineage._ingest_new
+
+    def fails_on_poison(self: Lineage, checked: Any) -> Any:
+        if any(event.event_id == poison.event_id for event in checked):
+            raise TypeError("unhashable type: 'list'")  # a row that cannot be built
+        return derive(self, checked)
+
+    monkeypatch.setattr(Lineage, "_ingest_new", fails_on_poison)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    # a spool left by a stopped server, poison inside: the server still starts
+    (spool / "1.jsonl").write_text(good[0].canonical + "\n" + poison.canonical + "\n")
+    committer = GroupCommitter(lake, spool, commit_interval=0.05)
+    committer.start()
+    assert lake.read("lineage_events").height == 1
+    committer.submit([good[1], poison])
+    waiter = committer.submit(good[2:], wait=True)
+    assert waiter is not None
+    with pytest.raises(metalake.MetalakeError, match="dead-letter"):
+        waiter.result(timeout=30)  # its segment held the poison event
+    committer.stop()
+    stored = set(lake.read("lineage_events")["event_id"])
+    assert stored == {event.event_id for event in good}
+    dead = (spool / "dead-letter" / "events.jsonl").read_text().splitlines()
+    assert dead == [poison.canonical, poison.canonical]
+    reasons = (spool / "dead-letter" / "reasons.jsonl").read_text()
+    assert "TypeError" in reasons and committer.dead_letters == 2
+    assert list(spool.glob("*.jsonl")) == []
+
+
+def test_a_transient_failure_keeps_the_events_for_a_retry(
+    lake: metalake.Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metalake.errors import StorageError
+    from metalake.lineage import Lineage
+    from metalake.openlineage_events import parse_event
+    from metalake.server import GroupCommitter
+
+    events = [parse_event(Serde.to_dict(event)) for event in airflow_dag()]
+    derive = Lineage._ingest_new
+    failures = [StorageError("the store is away")]
+
+    def fails_once(self: Lineage, checked: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return derive(self, checked)
+
+    monkeypatch.setattr(Lineage, "_ingest_new", fails_once)
+    committer = GroupCommitter(lake, tmp_path / "spool", commit_interval=0.05)
+    committer.start()
+    committer.submit(events)
+    committer.stop()
+    assert lake.read("lineage_events").height == len(events)
+    assert committer.dead_letters == 0 and not (tmp_path / "spool" / "dead-letter").exists()

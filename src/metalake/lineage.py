@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from metalake.errors import InvalidEvent, LineageError
+from metalake.errors import InvalidEvent, LineageError, MetalakeError
 from metalake.openlineage_events import (
     EDGE_COLUMNS,
     EVENT_COLUMNS,
@@ -44,6 +44,12 @@ UNLIMITED_DEPTH = 1_000_000
 # Commit order: derived facts first, the raw events last. An event is "seen" once it is in lineage_events, so a
 # batch interrupted midway is derived again in full when it is sent again.
 COMMIT_ORDER = ("dq_results", "dq_validations", "pipelines", "pipeline_runs", "lineage_edges", EVENTS_TABLE)
+
+
+class VersionClaimConflict(LineageError):
+    """Concurrent writers kept taking the dataset version numbers this ingest claimed: sending again may pass."""
+
+    code = "version_claim_conflict"
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,16 @@ class Lineage:
     def ingest_checked(self, checked: Sequence[Event]) -> IngestResult:
         """`ingest` for events that `parse_event` already checked (the HTTP server checks them on arrival)."""
         with _no_cyclic_gc():
-            return self._ingest_new(checked)
+            try:
+                return self._ingest_new(checked)
+            except (MetalakeError, OSError):
+                raise
+            except Exception as error:  # a bug in deriving rows: say which batch, keep the cause
+                raise LineageError(
+                    f"Could not derive rows from {len(checked)} OpenLineage event(s): "
+                    f"{type(error).__name__}: {error}. Nothing of the batch's events was recorded as seen; "
+                    "report it with the events."
+                ) from error
 
     def _ingest_new(self, checked: Sequence[Event]) -> IngestResult:
         unique = list({event.event_id: event for event in checked}.values())
@@ -272,7 +287,7 @@ class Lineage:
                     continue  # another writer claimed a number first: look again
             self._fill_versions(rows, versions, prepared)
             return len(new_rows)
-        raise LineageError(
+        raise VersionClaimConflict(
             "Could not claim dataset version numbers after several attempts: too many concurrent writers. "
             "Send the batch again; events already stored are not written twice."
         )

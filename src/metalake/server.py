@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from metalake.errors import InvalidEvent, LineageError, MetalakeError, MissingExtraError
+from metalake.errors import InvalidEvent, LineageError, MetalakeError, MissingExtraError, StorageError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -37,6 +37,7 @@ LINEAGE_PATH = "/api/v1/lineage"
 DEFAULT_COMMIT_INTERVAL = 0.5
 MAX_BATCH_EVENTS = 20_000
 RETRY_SECONDS = 1.0
+DEAD_LETTER_DIR = "dead-letter"  # in the spool folder: events that can never be ingested, and why
 log = logging.getLogger("metalake.server")
 
 
@@ -50,6 +51,13 @@ def import_server_libraries() -> None:
             f"`metalake serve` needs FastAPI and uvicorn ({error.name} is not installed). "
             "Install them with: pip install 'metalake[server]'"
         ) from None
+
+
+def is_transient(error: BaseException) -> bool:
+    """A failure that may pass when retried (storage, lost commit races), unlike a bad event or a bug."""
+    from metalake.lineage import VersionClaimConflict
+
+    return isinstance(error, StorageError | OSError | VersionClaimConflict) or type(error) is MetalakeError
 
 
 def default_spool_dir(lake_uri: str) -> Path:
@@ -83,6 +91,7 @@ class GroupCommitter:
         self._thread: threading.Thread | None = None
         self.committed_events = 0
         self.commits = 0
+        self.dead_letters = 0
 
     def start(self) -> None:
         """Commit what a previous server left in the spool, then start the committer thread."""
@@ -107,9 +116,44 @@ class GroupCommitter:
                         f"{error} Move {segment} out of the spool folder to start the server without it."
                     ) from None
                 log.warning("dropped the unfinished last line of %s", segment)
-        result = self._lake.lineage.ingest_checked(events)
-        log.warning("replayed %s: %d new event(s) of %d", segment.name, result.new, result.received)
+        refused = self._ingest_isolating(events)
+        log.warning("replayed %s: %d event(s), %d dead-lettered", segment.name, len(events), len(refused))
         segment.unlink()
+
+    def _ingest_isolating(self, events: "Sequence[Event]") -> set[str]:
+        """Ingest events; one that can never be ingested goes to the dead-letter file, the others are committed.
+
+        A failure that may pass (storage, a lost commit race) is raised: the spool keeps the events for a retry.
+        Any other failure splits the batch in halves until the event that causes it is alone. Returns the ids of
+        the dead-lettered events.
+        """
+        if not events:
+            return set()
+        try:
+            self._lake.lineage.ingest_checked(events)
+            return set()
+        except Exception as error:
+            if is_transient(error):
+                raise
+            if len(events) == 1:
+                self._dead_letter(events[0], error)
+                return {events[0].event_id}
+        middle = len(events) // 2
+        return self._ingest_isolating(events[:middle]) | self._ingest_isolating(events[middle:])
+
+    def _dead_letter(self, event: "Event", error: BaseException) -> None:
+        """Keep an event that cannot be ingested (and why) in DEAD_LETTER_DIR of the spool, out of the replay."""
+        import json
+
+        folder = self._spool / DEAD_LETTER_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / "events.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(event.canonical + "\n")
+        reason = {"event_id": event.event_id, "error": f"{type(error).__name__}: {error}"}
+        with (folder / "reasons.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(reason) + "\n")
+        self.dead_letters += 1
+        log.error("dead-lettered lineage event %s into %s: %s", event.event_id, folder, error)
 
     def submit(self, events: "Sequence[Event]", *, wait: bool = False) -> "Future[None] | None":
         """Spool and queue events; with `wait`, a future that completes when their group commit lands."""
@@ -154,7 +198,7 @@ class GroupCommitter:
             return True
         events = [event for segment in segments for event in segment.events]
         try:
-            self._lake.lineage.ingest_checked(events)
+            refused = self._ingest_isolating(events)
         except Exception as error:  # the thread must live on: the spool keeps the events for a retry
             log.error("could not commit %d lineage event(s), will retry: %s", len(events), error)
             failure = error if isinstance(error, MetalakeError) else LineageError(f"commit failed: {error}")
@@ -167,9 +211,20 @@ class GroupCommitter:
             self._pending = [s for s in self._pending if s not in segments]
         for segment in segments:
             segment.path.unlink(missing_ok=True)
+            dead = [e.event_id for e in segment.events if e.event_id in refused]
             for waiter in segment.waiters:
-                waiter.set_result(None)
-        self.committed_events += len(events)
+                if (
+                    dead
+                ):  # the segment's requests are not told apart: each may resend (stored events are kept once)
+                    waiter.set_exception(
+                        LineageError(
+                            f"event(s) {', '.join(dead)} could not be ingested and were moved to "
+                            f"{self._spool / DEAD_LETTER_DIR}; the other events were committed."
+                        )
+                    )
+                else:
+                    waiter.set_result(None)
+        self.committed_events += len(events) - len(refused)
         self.commits += 1
         return True
 
@@ -244,6 +299,7 @@ def create_app(
             "queued": committer.queued,
             "committed": committer.committed_events,
             "commits": committer.commits,
+            "dead_letters": committer.dead_letters,
         }
 
     return app
