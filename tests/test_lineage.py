@@ -379,3 +379,28 @@ def test_a_field_of_the_wrong_shape_is_refused_before_anything_is_written(
     with pytest.raises(InvalidEvent, match=reason):
         lake.lineage.ingest([broken])
     assert lake.read("lineage_events").height == 0
+
+
+def test_a_crash_before_the_events_commit_then_regrouped_events_derive_rows_once(
+    lake: metalake.Lake, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = as_dicts(airflow_dag()) + as_dicts(spark_events())
+    commit = lake._commit_prepared
+    crashes = [RuntimeError("killed")]
+
+    def crash_before_events(table: str, *args: Any, **kwargs: Any) -> Any:
+        if table == "lineage_events" and crashes:
+            raise crashes.pop()
+        return commit(table, *args, **kwargs)
+
+    monkeypatch.setattr(lake, "_commit_prepared", crash_before_events)
+    with pytest.raises(LineageError):
+        lake.lineage.ingest(events)
+    assert lake.read("lineage_events").height == 0 and lake.read("pipeline_runs").height > 0
+    for event in events:  # sent again one by one: other batch keys
+        lake.lineage.ingest([event])
+
+    clean = metalake.connect(tmp_path / "clean")
+    clean.lineage.ingest(events)
+    for table in ("lineage_events", "pipeline_runs", "lineage_edges", "dq_validations", "dq_results"):
+        assert lake.read(table).height == clean.read(table).height > 0, table

@@ -52,6 +52,15 @@ class VersionClaimConflict(LineageError):
     code = "version_claim_conflict"
 
 
+# (table, id column, time column): derived rows whose id is stored are not written again
+DERIVED_IDS = (
+    ("pipeline_runs", "event_id", "event_time"),
+    ("lineage_edges", "edge_id", "event_time"),
+    ("dq_validations", "validation_id", "validated_at"),
+    ("dq_results", "validation_id", None),
+)
+
+
 @dataclass(frozen=True)
 class IngestResult:
     """What one ingest did: events received, how many were new, and the rows derived from them."""
@@ -137,6 +146,7 @@ class Lineage:
         frames = self._frames(rows)
         prepared = {table: self._lake._prepare(table, frame) for table, frame in frames.items()}
         versions_written = self._record_dataset_versions(rows, batch_key, prepared)
+        self._drop_already_derived(prepared, new)
         reason = f"ingest {len(new)} OpenLineage event(s)"
         for table in COMMIT_ORDER:
             if table in prepared and prepared[table].num_rows:
@@ -172,6 +182,32 @@ class Lineage:
             .collect()
         )
         return set(found.get_column("event_id").to_list())
+
+    def _drop_already_derived(self, prepared: dict[str, pa.Table], new: Sequence[Event]) -> None:
+        """Leave out derived rows already stored: an ingest that crashed after the derived commits, before the
+        lineage_events one, left them, and the batch key does not match when the events are sent regrouped.
+
+        Derived ids come from the event id (run rows carry it, edge and validation ids start with it), so a
+        stored id means the same event's row; the event time range lets Parquet statistics skip files.
+        """
+        import polars as pl
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        low = min(e.event_time for e in new)
+        high = max(e.event_time for e in new)
+        for table, column, time_column in DERIVED_IDS:
+            if table not in prepared or not prepared[table].num_rows:
+                continue
+            ids = pc.unique(prepared[table].column(column)).to_pylist()
+            where = pl.col(column).is_in(ids)
+            if time_column is not None:
+                where = pl.col(time_column).is_between(low, high) & where
+            found = self._lake.scan(table).filter(where).select(column).unique().collect()
+            if found.height:
+                stored = pa.array(found.get_column(column).to_list(), pa.string())
+                keep = pc.invert(pc.is_in(prepared[table].column(column), value_set=stored))
+                prepared[table] = prepared[table].filter(keep)
 
     def _frames(self, rows: EventRows) -> dict[str, pl.DataFrame]:
         """The derived rows as typed frames (the fast path of the contract check), dataset versions excluded."""
