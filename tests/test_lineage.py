@@ -404,3 +404,11 @@ def test_a_crash_before_the_events_commit_then_regrouped_events_derive_rows_once
     clean.lineage.ingest(events)
     for table in ("lineage_events", "pipeline_runs", "lineage_edges", "dq_validations", "dq_results"):
         assert lake.read(table).height == clean.read(table).height > 0, table
+
+
+def test_an_event_nested_too_deeply_is_invalid_not_a_crash(lake: metalake.Lake) -> None:
+    deep: dict[str, Any] = {}
+    for _ in range(100_000):
+        deep = {"x": deep}
+    with pytest.raises(InvalidEvent, match="nested too deeply"):
+        lake.lineage.ingest([_job_event({"custom": deep})])

@@ -261,3 +261,50 @@ def test_a_transient_failure_keeps_the_events_for_a_retry(
     committer.stop()
     assert lake.read("lineage_events").height == len(events)
     assert committer.dead_letters == 0 and not (tmp_path / "spool" / "dead-letter").exists()
+
+
+def test_oversized_bodies_gzip_bombs_and_deep_nesting_are_refused(
+    start_server: Callable[..., Server],
+) -> None:
+    from metalake.lineage import MAX_PAYLOAD_BYTES
+
+    server = start_server()
+    url = f"{server.url}/api/v1/lineage"
+    json_headers = {"Content-Type": "application/json"}
+    too_big = requests.post(url, data=b" " * (MAX_PAYLOAD_BYTES + 1), headers=json_headers, timeout=30)
+    assert too_big.status_code == 413 and too_big.json()["error"] == "payload_too_large"
+
+    bomb = gzip.compress(b" " * (MAX_PAYLOAD_BYTES + 1024))  # a few KB that inflate past the cap
+    assert len(bomb) < 100_000
+    inflated = requests.post(url, data=bomb, headers={**json_headers, "Content-Encoding": "gzip"}, timeout=30)
+    assert inflated.status_code == 413
+
+    event = Serde.to_dict(airflow_dag()[0])
+    for depth in (100_000, 900):
+        deep = {**event, "run": {**event["run"], "facets": {"x": {"y": "[" * depth + "]" * depth}}}}
+        nested = json.dumps(deep).replace('"[', "[").replace(']"', "]")
+        refused = requests.post(url, data=nested, headers=json_headers, timeout=30)
+        assert refused.status_code in (201, 400), (depth, refused.text)
+        if depth == 100_000:
+            assert refused.status_code == 400 and refused.json()["error"] == "invalid_event"
+    assert requests.post(url, json=event, timeout=10).status_code == 201
+    server.stop()
+
+
+def test_bearer_token_any_case_and_health_shows_the_lake_only_with_it(
+    start_server: Callable[..., Server],
+) -> None:
+    server = start_server("--token", TOKEN)
+    url = f"{server.url}/api/v1/lineage"
+    event = Serde.to_dict(airflow_dag()[0])
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        answer = requests.post(url, json=event, headers={"Authorization": f"{scheme} {TOKEN}"}, timeout=10)
+        assert answer.status_code == 201, scheme
+    for wrong in (f"Basic {TOKEN}", "Bearer nope", TOKEN, f"Bearer {TOKEN}x"):
+        assert requests.post(url, json=event, headers={"Authorization": wrong}, timeout=10).status_code == 401
+    assert "lake" not in server.health()
+    with_token = requests.get(
+        f"{server.url}/api/v1/health", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+    ).json()
+    assert with_token["lake"] == str(metalake.connect(server.lake_path).uri)
+    server.stop()

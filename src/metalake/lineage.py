@@ -52,6 +52,23 @@ class VersionClaimConflict(LineageError):
     code = "version_claim_conflict"
 
 
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024  # of one POST body, after gunzip
+
+
+class PayloadTooLarge(InvalidEvent):
+    """A request body larger than the server takes (HTTP 413)."""
+
+    code = "payload_too_large"
+
+    def __init__(self, max_bytes: int, *, source: str = "request"):
+        super().__init__(
+            0,
+            f"the body is larger than {max_bytes // (1024 * 1024)} MiB (uncompressed): "
+            "send the events in several requests",
+            source=source,
+        )
+
+
 # (table, id column, time column): derived rows whose id is stored are not written again
 DERIVED_IDS = (
     ("pipeline_runs", "event_id", "event_time"),
@@ -491,19 +508,32 @@ def _sum_results(results: Sequence[IngestResult]) -> IngestResult:
     return IngestResult(**{name: sum(getattr(r, name) for r in results) for name in fields})
 
 
-def read_events_payload(body: bytes, *, gzipped: bool, source: str = "request") -> list[Any]:
-    """A POST body (one event, or a JSON list of events), gunzipped when the client compressed it."""
-    import gzip
+def read_events_payload(
+    body: bytes, *, gzipped: bool, source: str = "request", max_bytes: int = MAX_PAYLOAD_BYTES
+) -> list[Any]:
+    """A POST body (one event, or a JSON list of events), gunzipped when the client compressed it.
+
+    The gunzipped body may not pass `max_bytes` (PayloadTooLarge): a few kilobytes of gzip can hold gigabytes.
+    """
+    import zlib
+
+    import orjson
 
     if gzipped:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            body = gzip.decompress(body)
-        except (OSError, EOFError) as error:
+            body = inflater.decompress(body, max_bytes + 1)
+            complete = inflater.eof
+        except zlib.error as error:
             raise InvalidEvent(
                 0, f"the body says gzip but cannot be decompressed ({error})", source=source
             ) from None
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(max_bytes, source=source)
+        if not complete:
+            raise InvalidEvent(0, "the body says gzip but the gzip stream is cut short", source=source)
     try:
-        payload = json.loads(body)
+        payload = orjson.loads(body)  # refuses nesting deeper than 1024, unlike a recursion error
     except ValueError as error:
         raise InvalidEvent(0, f"the body is not valid JSON ({error})", source=source) from None
     items = payload if isinstance(payload, list) else [payload]

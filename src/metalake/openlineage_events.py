@@ -144,7 +144,10 @@ def parse_event(raw: Any, position: int = 0, *, source: str = "batch", keep_payl
     else:
         raise fail("it is neither a RunEvent (run, job), a DatasetEvent (dataset) nor a JobEvent (job)")
     _check_row_fields(payload, kind, fail)
-    canonical = canonical_json(payload)
+    try:
+        canonical = canonical_json(payload)
+    except RecursionError:
+        raise fail("it is nested too deeply to store: flatten its facets") from None
     event_id = hashlib.sha256(canonical.encode()).hexdigest()
     kept = payload if keep_payload else None
     return Event(event_id, kind, event_time, kept, canonical, (event_time - _EPOCH) // _MICROSECOND)

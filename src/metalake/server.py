@@ -15,6 +15,7 @@ next one.
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -249,7 +250,7 @@ def create_app(
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
-    from metalake.lineage import read_events_payload
+    from metalake.lineage import MAX_PAYLOAD_BYTES, PayloadTooLarge, read_events_payload
     from metalake.openlineage_events import parse_event
 
     committer = GroupCommitter(
@@ -267,19 +268,32 @@ def create_app(
     app = FastAPI(title="metalake", lifespan=lifespan)
     app.state.committer = committer
 
+    def authorized(request: Request) -> bool:
+        """No token set, or `Authorization: Bearer TOKEN` (the scheme in any case), compared in constant time."""
+        if token is None:
+            return True
+        scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
     def refusal(status: int, code: str, message: str) -> JSONResponse:
         return JSONResponse(status_code=status, content={"error": code, "message": message})
 
     @app.post(LINEAGE_PATH, status_code=201)
     async def receive_lineage(request: Request) -> Any:
         """Accept one OpenLineage event (or a JSON list of them), as the openlineage HttpTransport sends them."""
-        if token is not None and request.headers.get("authorization", "") != f"Bearer {token}":
+        if not authorized(request):
             return refusal(401, "unauthorized", "Send the server's token as `Authorization: Bearer TOKEN`.")
-        body = await request.body()
+        body = bytearray()
+        async for chunk in request.stream():  # read up to the cap only, whatever Content-Length says
+            body += chunk
+            if len(body) > MAX_PAYLOAD_BYTES:
+                return refusal(413, PayloadTooLarge.code, str(PayloadTooLarge(MAX_PAYLOAD_BYTES)))
         gzipped = request.headers.get("content-encoding", "").lower() == "gzip"
         try:
-            raws = read_events_payload(body, gzipped=gzipped)
+            raws = read_events_payload(bytes(body), gzipped=gzipped)
             events = [parse_event(raw, position, source="request") for position, raw in enumerate(raws)]
+        except PayloadTooLarge as error:
+            return refusal(413, error.code, str(error))
         except InvalidEvent as error:
             return refusal(400, error.code, str(error))
         waiter = committer.submit(events, wait=ack == "committed")
@@ -291,16 +305,18 @@ def create_app(
         return {"accepted": len(events), "event_ids": [event.event_id for event in events]}
 
     @app.get("/api/v1/health")
-    async def health() -> dict[str, Any]:
-        """Liveness, and how many events wait for their group commit."""
-        return {
+    async def health(request: Request) -> dict[str, Any]:
+        """Liveness, and how many events wait for their group commit; the lake's URI only with the token."""
+        status: dict[str, Any] = {
             "status": "ok",
-            "lake": lake.uri,
             "queued": committer.queued,
             "committed": committer.committed_events,
             "commits": committer.commits,
             "dead_letters": committer.dead_letters,
         }
+        if authorized(request):
+            status["lake"] = lake.uri
+        return status
 
     return app
 
