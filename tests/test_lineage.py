@@ -412,3 +412,16 @@ def test_an_event_nested_too_deeply_is_invalid_not_a_crash(lake: metalake.Lake) 
         deep = {"x": deep}
     with pytest.raises(InvalidEvent, match="nested too deeply"):
         lake.lineage.ingest([_job_event({"custom": deep})])
+
+
+@pytest.mark.parametrize("order", ["in order", "reversed"])
+def test_the_current_pipeline_is_the_one_of_the_latest_event(lake: metalake.Lake, order: str) -> None:
+    older = {**_job_event({"documentation": {"description": "old"}}), "eventTime": "2026-01-01T00:00:00Z"}
+    newer = {**_job_event({"documentation": {"description": "new"}}), "eventTime": "2026-01-02T00:00:00Z"}
+    for event in [older, newer] if order == "in order" else [newer, older]:
+        lake.lineage.ingest([event])
+    current = lake.sql(
+        "select arg_max(description, recorded_at), arg_max(description, event_time) from pipelines"
+    ).fetchall()
+    assert current == [("new", "new")]
+    assert lake.read("pipelines").height == (2 if order == "in order" else 1)

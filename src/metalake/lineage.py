@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -232,7 +233,12 @@ class Lineage:
         pipelines = [
             row
             for key, row in rows.pipeline_rows().items()
-            if key not in current or (row["facets"] is not None and current[key] != row["facets"])
+            if key not in current
+            or (
+                row["facets"] is not None
+                and current[key][0] != row["facets"]
+                and (current[key][1] is None or row["event_time"] >= current[key][1])  # older news: skip
+            )
         ]
         results, validations = [], []
         for quality in rows.quality:
@@ -291,22 +297,32 @@ class Lineage:
         frame = pl.DataFrame({c.name: columns[c.name] for c in specs}, schema=schema)
         return frame.with_columns(pl.col(name).cast(pl.Datetime("us", "UTC")) for name in times)
 
-    def _current_pipelines(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
-        """The latest stored facets of these jobs (jobs never stored are absent)."""
+    def _current_pipelines(
+        self, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str | None, datetime | None]]:
+        """The current stored facets of these jobs and the time of the event that reported them.
+
+        Current is the row of the latest event (rows written before event_time was stored come first, by
+        recorded_at); jobs never stored are absent.
+        """
         import polars as pl
 
         if not keys:
             return {}
         names = sorted({name for _, name in keys})
+        scan = self._lake.scan("pipelines")
+        if "event_time" not in scan.collect_schema().names():  # a table written before the column was added
+            scan = scan.with_columns(pl.lit(None, pl.Datetime("us", "UTC")).alias("event_time"))
         stored = (
-            self._lake.scan("pipelines")
-            .filter(pl.col("name").is_in(names))
-            .sort("recorded_at")
+            scan.filter(pl.col("name").is_in(names))
+            .sort("event_time", "recorded_at", nulls_last=False)
             .group_by("namespace", "name")
-            .agg(pl.col("facets").last())
+            .agg(pl.col("facets").last(), pl.col("event_time").last())
             .collect()
         )
-        return {(r["namespace"], r["name"]): r["facets"] for r in stored.iter_rows(named=True)}
+        return {
+            (r["namespace"], r["name"]): (r["facets"], r["event_time"]) for r in stored.iter_rows(named=True)
+        }
 
     def _record_dataset_versions(self, rows: EventRows, batch_key: str, prepared: dict[str, pa.Table]) -> int:
         """Find or claim the dataset version of every schema observation; fill edge and validation versions.

@@ -485,7 +485,7 @@ class EventRows:
     def pipeline_rows(self) -> dict[tuple[str, str], dict[str, Any]]:
         """The newest facts reported about each job of the batch, facets and tags as JSON text."""
         rows = {}
-        for key, (_, job) in self.pipelines.items():
+        for key, (event_time, job) in self.pipelines.items():
             facets = job.get("facets") or {}
             job_type = facets.get("jobType") or {}
             owners = (facets.get("ownership") or {}).get("owners") or []
@@ -499,6 +499,7 @@ class EventRows:
                 "owner": owners[0].get("name") if owners and isinstance(owners[0], dict) else None,
                 "tags": canonical_json(tag_map) if tag_map else None,
                 "facets": canonical_json(facets) if facets else None,
+                "event_time": event_time,
             }
         return rows
 
