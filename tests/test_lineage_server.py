@@ -308,3 +308,27 @@ def test_bearer_token_any_case_and_health_shows_the_lake_only_with_it(
     ).json()
     assert with_token["lake"] == str(metalake.connect(server.lake_path).uri)
     server.stop()
+
+
+def test_a_second_server_on_the_same_spool_refuses_to_start(
+    lake: metalake.Lake, tmp_path: Path, start_server: Callable[..., Server]
+) -> None:
+    from metalake.server import GroupCommitter
+
+    first = GroupCommitter(lake, tmp_path / "shared")
+    first.start()
+    second = GroupCommitter(lake, tmp_path / "shared")
+    with pytest.raises(metalake.MetalakeError, match="Another metalake server uses the spool folder"):
+        second.start()
+    first.stop()
+    second.start()  # free again once the first stopped
+    second.stop()
+
+    running = start_server()  # spool: tmp_path / "spool"
+    command = [sys.executable, "-m", "metalake.cli", "--lake", str(running.lake_path), "serve"]
+    command += ["--port", str(_free_port()), "--spool", str(tmp_path / "spool")]
+    refused = subprocess.run(command, capture_output=True, timeout=60, text=True)
+    assert refused.returncode != 0
+    assert "Another metalake server uses the spool folder" in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stdout + refused.stderr
+    running.stop()

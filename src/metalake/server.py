@@ -38,6 +38,7 @@ LINEAGE_PATH = "/api/v1/lineage"
 DEFAULT_COMMIT_INTERVAL = 0.5
 MAX_BATCH_EVENTS = 20_000
 RETRY_SECONDS = 1.0
+LOCK_FILE = "server.lock"  # in the spool folder, held (flock) by the server that uses it
 DEAD_LETTER_DIR = "dead-letter"  # in the spool folder: events that can never be ingested, and why
 log = logging.getLogger("metalake.server")
 
@@ -93,9 +94,34 @@ class GroupCommitter:
         self.committed_events = 0
         self.commits = 0
         self.dead_letters = 0
+        self._lock_file: IO[str] | None = None
+
+    def lock(self) -> None:
+        """Take the spool folder for this server: a second server on it would commit and delete its segments.
+
+        LineageError when another process holds it. The lock goes with the process (or `stop`).
+        """
+        if self._lock_file is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:  # not on POSIX: no lock
+            return
+        self._spool.mkdir(parents=True, exist_ok=True)
+        handle = (self._spool / LOCK_FILE).open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise LineageError(
+                f"Another metalake server uses the spool folder {self._spool}. Stop it, or give this one its "
+                "own folder with --spool."
+            ) from None
+        self._lock_file = handle
 
     def start(self) -> None:
         """Commit what a previous server left in the spool, then start the committer thread."""
+        self.lock()
         self._spool.mkdir(parents=True, exist_ok=True)
         for leftover in sorted(self._spool.glob("*.jsonl")):
             self._replay(leftover)
@@ -235,6 +261,9 @@ class GroupCommitter:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
 
 
 def create_app(
@@ -336,6 +365,7 @@ def serve(
     import uvicorn
 
     app = create_app(lake, spool_dir=spool_dir, token=token, ack=ack, commit_interval=commit_interval)
+    app.state.committer.lock()  # before listening: a clear error when another server has the spool
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     except OSError as error:
