@@ -382,11 +382,27 @@ class Lineage:
             latest[r["dataset"]] = (int(r["version"]), json.loads(r["schema"] or "[]"))
         versions: list[int] = []
         new_rows: list[dict[str, Any]] = []
+        seen: dict[str, list[tuple[datetime, list[dict[str, Any]]]]] = {}  # by dataset: (time, schema)
+        loaded = False  # the stored versions' times, read once and only when a stored version exists
         for observation in sorted(rows.observations, key=lambda o: o.event_time):
             key = (observation.dataset, observation.fingerprint)
             if key not in by_fingerprint:
                 number, previous_schema = latest.get(observation.dataset, (0, []))
-                changes = None if number == 0 else schema_changes(previous_schema, observation.schema)
+                if number and not loaded:
+                    for dataset, times in self._observed_versions(rows, stored).items():
+                        seen.setdefault(dataset, []).extend(times)
+                    loaded = True
+                observed = seen.setdefault(observation.dataset, [])
+                late = bool(observed) and observation.event_time < max(t for t, _ in observed)
+                # Numbers follow arrival; the changes are against the version observed just before in time.
+                earlier = [(t, schema) for t, schema in observed if t <= observation.event_time]
+                if earlier:
+                    changes = schema_changes(max(earlier, key=lambda e: e[0])[1], observation.schema)
+                elif late or number == 0:
+                    changes = None
+                else:  # no stored version has a known time: the latest by number
+                    changes = schema_changes(previous_schema, observation.schema)
+                observed.append((observation.event_time, observation.schema))
                 by_fingerprint[key] = number + 1
                 latest[observation.dataset] = (number + 1, observation.schema)
                 new_rows.append(
@@ -406,7 +422,8 @@ class Lineage:
                             f" (datasetVersion {observation.dataset_version})"
                             if observation.dataset_version
                             else ""
-                        ),
+                        )
+                        + (", older than the dataset's latest observed schema" if late else ""),
                         "schema_changes": None
                         if changes is None
                         else canonical_json([c.__dict__ for c in changes]),
@@ -414,6 +431,49 @@ class Lineage:
                 )
         versions = [by_fingerprint[(o.dataset, o.fingerprint)] for o in rows.observations]
         return versions, new_rows
+
+    def _observed_versions(
+        self, rows: EventRows, stored: list[dict[str, Any]]
+    ) -> dict[str, list[tuple[datetime, list[dict[str, Any]]]]]:
+        """When each stored version of these datasets was first seen in an event, with its schema.
+
+        The time comes from the input and output edges that carry the version (versions only a DatasetEvent or
+        `lake.datasets.register` reported have none and are left out).
+        """
+        import polars as pl
+
+        datasets = {o.node: o.dataset for o in rows.observations}
+        edges = self._lake.scan("lineage_edges").filter(pl.col("edge_type").is_in(["input", "output"]))
+        ends = pl.concat(
+            [
+                edges.filter(pl.col("source_node").is_in(list(datasets))).select(
+                    pl.col("source_node").alias("node"),
+                    pl.col("source_version").alias("version"),
+                    "event_time",
+                ),
+                edges.filter(pl.col("target_node").is_in(list(datasets))).select(
+                    pl.col("target_node").alias("node"),
+                    pl.col("target_version").alias("version"),
+                    "event_time",
+                ),
+            ]
+        )
+        first_seen = (
+            ends.filter(pl.col("version").str.contains(r"^[0-9]+$"))
+            .group_by("node", "version")
+            .agg(pl.col("event_time").min())
+            .collect()
+        )
+        times = {
+            (datasets[r["node"]], int(r["version"])): r["event_time"]
+            for r in first_seen.iter_rows(named=True)
+        }
+        observed: dict[str, list[tuple[datetime, list[dict[str, Any]]]]] = {}
+        for r in stored:
+            moment = times.get((r["dataset"], int(r["version"])))
+            if moment is not None:
+                observed.setdefault(r["dataset"], []).append((moment, json.loads(r["schema"] or "[]")))
+        return observed
 
     def _fill_versions(self, rows: EventRows, versions: list[int], prepared: dict[str, pa.Table]) -> None:
         """Put the resolved dataset versions on the edges and validations already prepared."""
