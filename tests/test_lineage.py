@@ -344,6 +344,7 @@ def _output_event(facets: dict[str, Any], key: str = "facets") -> dict[str, Any]
     ("broken", "reason"),
     [
         ({**_job_event({}), "schemaURL": 3}, "schemaURL must be a string"),
+        ({**_job_event({}), "eventType": ["COMPLETE"]}, "eventType"),
         (_job_event({"ownership": {"owners": [{"name": 7}]}}), r"owners\[0\].name must be a string"),
         (_job_event({"ownership": {"owners": "alice"}}), "owners must be a list"),
         (_job_event({"jobType": {"jobType": ["DAG"]}}), "jobType.jobType must be a string"),

@@ -130,7 +130,7 @@ def parse_event(raw: Any, position: int = 0, *, source: str = "batch", keep_payl
             raise fail(f"run.runId {run['runId']!r} is not a UUID")
         _check_job(payload.get("job"), fail)
         state = payload.get("eventType")
-        if state is not None and state not in RUN_STATES:
+        if state is not None and (not isinstance(state, str) or state not in RUN_STATES):
             raise fail(f"eventType {state!r} is not one of {', '.join(sorted(RUN_STATES))}")
         _check_facets(run.get("facets"), "run.facets", fail)
         _check_datasets(payload, fail)
