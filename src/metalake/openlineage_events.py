@@ -16,6 +16,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
 from metalake.errors import InvalidEvent
+from metalake.openlineage_checks import (
+    FACET_KEYS,
+    check_dataset,
+    check_datasets,
+    check_facets,
+    check_job,
+    check_row_fields,
+    is_named,
+)
 
 EventKind = Literal["run", "dataset", "job"]
 RunState = Literal["START", "RUNNING", "COMPLETE", "FAIL", "ABORT", "OTHER"]
@@ -25,7 +34,6 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_FACET_KEYS = ("inputFacets", "outputFacets", "facets")
 _SEVERITIES = {
     "error": "critical",
     "critical": "critical",
@@ -128,22 +136,22 @@ def parse_event(raw: Any, position: int = 0, *, source: str = "batch", keep_payl
             raise fail("run.runId is missing: a RunEvent needs run: {runId: UUID}")
         if not _UUID.fullmatch(run["runId"]):
             raise fail(f"run.runId {run['runId']!r} is not a UUID")
-        _check_job(payload.get("job"), fail)
+        check_job(payload.get("job"), fail)
         state = payload.get("eventType")
         if state is not None and (not isinstance(state, str) or state not in RUN_STATES):
             raise fail(f"eventType {state!r} is not one of {', '.join(sorted(RUN_STATES))}")
-        _check_facets(run.get("facets"), "run.facets", fail)
-        _check_datasets(payload, fail)
+        check_facets(run.get("facets"), "run.facets", fail)
+        check_datasets(payload, fail)
     elif "dataset" in payload:
         kind = "dataset"
-        _check_dataset(payload["dataset"], "dataset", fail)
+        check_dataset(payload["dataset"], "dataset", fail)
     elif "job" in payload:
         kind = "job"
-        _check_job(payload["job"], fail)
-        _check_datasets(payload, fail)
+        check_job(payload["job"], fail)
+        check_datasets(payload, fail)
     else:
         raise fail("it is neither a RunEvent (run, job), a DatasetEvent (dataset) nor a JobEvent (job)")
-    _check_row_fields(payload, kind, fail)
+    check_row_fields(payload, kind, fail)
     try:
         canonical = canonical_json(payload)
     except RecursionError:
@@ -161,137 +169,6 @@ def _parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _check_job(job: Any, fail: Any) -> None:
-    if not isinstance(job, dict) or not _named(job):
-        raise fail("job needs a non-empty namespace and name")
-    _check_facets(job.get("facets"), "job.facets", fail)
-
-
-def _check_datasets(payload: Mapping[str, Any], fail: Any) -> None:
-    for side in ("inputs", "outputs"):
-        datasets = payload.get(side)
-        if datasets is None:
-            continue
-        if not isinstance(datasets, list):
-            raise fail(f"{side} must be a list of datasets")
-        for index, dataset in enumerate(datasets):
-            _check_dataset(dataset, f"{side}[{index}]", fail)
-            facet_key = "inputFacets" if side == "inputs" else "outputFacets"
-            _check_facets(dataset.get(facet_key), f"{side}[{index}].{facet_key}", fail)
-
-
-def _check_dataset(dataset: Any, where: str, fail: Any) -> None:
-    if not isinstance(dataset, dict) or not _named(dataset):
-        raise fail(f"{where} needs a non-empty namespace and name")
-    _check_facets(dataset.get("facets"), f"{where}.facets", fail)
-
-
-def _check_facets(facets: Any, where: str, fail: Any) -> None:
-    if facets is None:
-        return
-    if type(facets) is dict:
-        for value in facets.values():
-            if type(value) is not dict:
-                break
-        else:
-            return
-    raise fail(f"{where} must be an object of facet objects")
-
-
-def _check_row_fields(payload: Mapping[str, Any], kind: EventKind, fail: Any) -> None:
-    """Every field that feeds a row has the shape the row needs: an event that passes is always ingestible."""
-    _optional_text(payload.get("schemaURL"), "schemaURL", fail)
-    job = payload.get("job")
-    if isinstance(job, dict):
-        _check_job_facets(job.get("facets") or {}, fail)
-    run = payload.get("run")
-    if isinstance(run, dict):
-        parent = (run.get("facets") or {}).get("parent") or {}
-        for part in ("run", "job"):
-            if parent.get(part) is not None and not isinstance(parent[part], dict):
-                raise fail(f"run.facets.parent.{part} must be an object")
-        _optional_text((parent.get("run") or {}).get("runId"), "run.facets.parent.run.runId", fail)
-    if kind == "dataset":
-        _check_dataset_facets(payload["dataset"], "dataset", fail)
-        return
-    for side in ("inputs", "outputs"):
-        for index, dataset in enumerate(payload.get(side) or []):
-            _check_dataset_facets(dataset, f"{side}[{index}]", fail)
-
-
-def _check_job_facets(facets: Mapping[str, Any], fail: Any) -> None:
-    job_type = facets.get("jobType") or {}
-    for key in ("jobType", "processingType"):
-        _optional_text(job_type.get(key), f"job.facets.jobType.{key}", fail)
-    _optional_text((facets.get("documentation") or {}).get("description"), "job.facets.documentation", fail)
-    owners = (facets.get("ownership") or {}).get("owners")
-    _optional_list(owners, "job.facets.ownership.owners", fail)
-    if owners and isinstance(owners[0], dict):
-        _optional_text(owners[0].get("name"), "job.facets.ownership.owners[0].name", fail)
-    _optional_list((facets.get("tags") or {}).get("tags"), "job.facets.tags.tags", fail)
-
-
-def _check_dataset_facets(dataset: Mapping[str, Any], where: str, fail: Any) -> None:
-    for key in _FACET_KEYS:
-        _check_facets(dataset.get(key), f"{where}.{key}", fail)
-    for key in _FACET_KEYS:
-        facets = dataset.get(key) or {}
-        at = f"{where}.{key}"
-        schema = facets.get("schema") or {}
-        _optional_list(schema.get("fields"), f"{at}.schema.fields", fail)
-        assertions = (facets.get("dataQualityAssertions") or {}).get("assertions")
-        _optional_list(assertions, f"{at}.dataQualityAssertions.assertions", fail)
-        for number, assertion in enumerate(assertions or []):
-            if isinstance(assertion, dict):
-                name = f"{at}.dataQualityAssertions.assertions[{number}]"
-                for field_name in ("column", "assertion", "severity"):
-                    _optional_text(assertion.get(field_name), f"{name}.{field_name}", fail)
-        column_metrics = (facets.get("dataQualityMetrics") or {}).get("columnMetrics")
-        if column_metrics is not None and not (
-            isinstance(column_metrics, dict)
-            and all(isinstance(m, dict | None) for m in column_metrics.values())
-        ):
-            raise fail(f"{at}.dataQualityMetrics.columnMetrics must be an object of column -> metrics object")
-        fields = (facets.get("columnLineage") or {}).get("fields")
-        if fields is None:
-            continue
-        if not isinstance(fields, dict):
-            raise fail(f"{at}.columnLineage.fields must be an object of column -> {{inputFields: [...]}}")
-        for target, spec in fields.items():
-            name = f"{at}.columnLineage.fields.{target}"
-            if spec is None:
-                continue
-            if not isinstance(spec, dict):
-                raise fail(f"{name} must be an object with inputFields: [...]")
-            _optional_text(spec.get("transformationType"), f"{name}.transformationType", fail)
-            _optional_list(spec.get("inputFields"), f"{name}.inputFields", fail)
-            for number, source in enumerate(spec.get("inputFields") or []):
-                if isinstance(source, dict):
-                    transformations = source.get("transformations")
-                    _optional_list(transformations, f"{name}.inputFields[{number}].transformations", fail)
-                    if transformations and isinstance(transformations[0], dict):
-                        _optional_text(
-                            transformations[0].get("type"),
-                            f"{name}.inputFields[{number}].transformations[0].type",
-                            fail,
-                        )
-
-
-def _optional_text(value: Any, where: str, fail: Any) -> None:
-    if value is not None and not isinstance(value, str):
-        raise fail(f"{where} must be a string, got {type(value).__name__} {value!r}")
-
-
-def _optional_list(value: Any, where: str, fail: Any) -> None:
-    if value is not None and not isinstance(value, list):
-        raise fail(f"{where} must be a list, got {type(value).__name__}")
-
-
-def _named(thing: Mapping[str, Any]) -> bool:
-    namespace, name = thing.get("namespace"), thing.get("name")
-    return type(namespace) is str and type(name) is str and namespace != "" and name != ""
 
 
 def dataset_node(namespace: str, name: str) -> str:
@@ -521,7 +398,7 @@ class EventRows:
                 state,
                 event.event_us,
                 parent_run if isinstance(parent_run, str) else None,
-                f"{parent_job['namespace']}/{parent_job['name']}" if _named(parent_job) else None,
+                f"{parent_job['namespace']}/{parent_job['name']}" if is_named(parent_job) else None,
                 canonical_json(other) if other else None,
                 producer,
             )
@@ -635,7 +512,7 @@ class EventRows:
         count = 0
         for target_field, spec in fields.items():
             for source_field in (spec or {}).get("inputFields") or []:
-                if not isinstance(source_field, dict) or not _named(source_field):
+                if not isinstance(source_field, dict) or not is_named(source_field):
                     continue
                 transformations = source_field.get("transformations") or []
                 kind = (
@@ -670,7 +547,7 @@ def _dataset_version(dataset: Mapping[str, Any]) -> str | None:
 
 def _has_quality_facets(dataset: Mapping[str, Any]) -> bool:
     """A cheap test before looking for the facets (called for every dataset of every event)."""
-    for key in _FACET_KEYS:
+    for key in FACET_KEYS:
         facets = dataset.get(key)
         if facets and ("dataQualityAssertions" in facets or "dataQualityMetrics" in facets):
             return True
@@ -679,7 +556,7 @@ def _has_quality_facets(dataset: Mapping[str, Any]) -> bool:
 
 def _quality_facet(dataset: Mapping[str, Any], name: str) -> dict[str, Any]:
     """A data-quality facet, found where producers put it: inputFacets (the spec), outputFacets or facets."""
-    for key in _FACET_KEYS:
+    for key in FACET_KEYS:
         facets = dataset.get(key)
         if facets and isinstance(facets.get(name), dict):
             return facets[name]  # type: ignore[no-any-return]
