@@ -13,8 +13,9 @@ import typer
 
 from metalake._version import __version__
 from metalake.cli_common import CliState, cli_state, reports_errors
-from metalake.cli_output import EXTENSION_FORMATS, INPUT_FORMATS, InputFormat, OutputFormat
+from metalake.cli_output import OutputFormat
 from metalake.errors import IngestError, MetalakeError
+from metalake.file_formats import EXTENSION_FORMATS, INPUT_FORMATS, InputFormat
 
 if TYPE_CHECKING:
     from metalake.lake import Lake

@@ -12,7 +12,8 @@ from typer.core import TyperCommand
 
 from metalake.cli_common import cli_state, reports_errors
 from metalake.cli_output import OutputFormat
-from metalake.kpis import DEFAULT_UNLABELED_ENVIRONMENT, Direction, KpiFileFormat
+from metalake.file_formats import InputFormat
+from metalake.kpis import DEFAULT_UNLABELED_ENVIRONMENT, Direction
 
 if TYPE_CHECKING:
     import polars as pl
@@ -305,7 +306,7 @@ def ingest_kpis(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON-lines file.", show_default=False)],
     file_format: Annotated[
-        KpiFileFormat | None, typer.Option("--format", help="File format. Default: from the extension.")
+        InputFormat | None, typer.Option("--format", help="File format. Default: from the extension.")
     ] = None,
     source: Annotated[str | None, typer.Option("--source", help="Default: the file name.")] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why, recorded with the commit.")] = None,

@@ -27,19 +27,10 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from metalake.catalog import TableSpec
+    from metalake.file_formats import InputFormat
 
 OutputFormat = Literal["table", "csv", "json", "parquet"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
-InputFormat = Literal["csv", "parquet", "jsonl", "json"]
-INPUT_FORMATS: tuple[str, ...] = get_args(InputFormat)
-EXTENSION_FORMATS: dict[str, InputFormat] = {
-    ".csv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "json",
-}
 MAX_CELL_CHARS = 200
 BATCH_ROWS = 100_000
 # The stdlib csv module refuses fields over 128 KiB by default; a JSON column can hold more than that.

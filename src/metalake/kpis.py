@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from metalake.errors import IngestError, KpiError, KpiNotFound, ViewError
+from metalake.file_formats import EXTENSION_FORMATS, INPUT_FORMATS, InputFormat
 from metalake.moments import parse_duration, utc_moment
 
 if TYPE_CHECKING:
@@ -25,16 +26,6 @@ if TYPE_CHECKING:
 
 Direction = Literal["higher_is_better", "lower_is_better"]
 DIRECTIONS: tuple[str, ...] = get_args(Direction)
-KpiFileFormat = Literal["csv", "parquet", "jsonl", "json"]
-KPI_FILE_FORMATS: tuple[str, ...] = get_args(KpiFileFormat)
-FILE_EXTENSIONS: dict[str, KpiFileFormat] = {
-    ".csv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "json",
-}
 
 KPIS_TABLE = "kpis"
 OBSERVATIONS_TABLE = "kpi_observations"
@@ -261,7 +252,7 @@ class Kpis:
         self,
         path: str | os.PathLike[str],
         *,
-        file_format: KpiFileFormat | None = None,
+        file_format: InputFormat | None = None,
         source: str | None = None,
         reason: str | None = None,
         idempotency_key: str | None = None,
@@ -272,11 +263,11 @@ class Kpis:
         file's SHA-256, so ingesting the same file again writes nothing (`Commit.deduplicated`).
         """
         file = Path(path)
-        chosen = file_format or FILE_EXTENSIONS.get(file.suffix.lower())
-        if chosen is None or chosen not in KPI_FILE_FORMATS:
+        chosen = file_format or EXTENSION_FORMATS.get(file.suffix.lower())
+        if chosen is None or chosen not in INPUT_FORMATS:
             raise IngestError(
                 f"Cannot tell the format of {file.name}: name it .csv, .parquet, .jsonl or .json, or pass "
-                f"file_format= one of {', '.join(KPI_FILE_FORMATS)}."
+                f"file_format= one of {', '.join(INPUT_FORMATS)}."
             )
         if not file.is_file():
             raise IngestError(
@@ -507,7 +498,7 @@ def _refuse(bad: Sequence[tuple[int, Any]], problem: str, count: int | None = No
     raise KpiError(f"{total:,} KPI observation(s) refused: {problem} ({sample}). Nothing was written.")
 
 
-def _read_observations(file: Path, file_format: KpiFileFormat) -> pl.DataFrame:
+def _read_observations(file: Path, file_format: InputFormat) -> pl.DataFrame:
     import polars as pl
 
     text_columns = {"kpi": pl.String, "segment": pl.String, "environment": pl.String, "source": pl.String}
