@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from metalake.errors import ModelNotFound, PolicyError, PolicyViolation, RegistryError
 from metalake.governance import GateContext, InputQuality, Policy, load_policy, parse_policy
+from metalake.moments import utc_moment
 from metalake.tracking import new_run_id
 
 if TYPE_CHECKING:
@@ -231,7 +232,7 @@ class Registry:
 
         Answered from the append-only events, so later changes never alter the answer about a past moment.
         """
-        moment = _as_moment(when)
+        moment = utc_moment(when, what="when", error=RegistryError)
         stages, aliases = self._state(model, until=moment)
         candidates = [number for number, now in stages.items() if now == stage]
         if not candidates:
@@ -452,16 +453,3 @@ def _as_json(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, default=str)
-
-
-def _as_moment(when: datetime | date | str) -> datetime:
-    if isinstance(when, datetime):
-        return when if when.tzinfo else when.replace(tzinfo=UTC)
-    if isinstance(when, date):
-        return datetime(when.year, when.month, when.day, tzinfo=UTC)
-    try:
-        return _as_moment(datetime.fromisoformat(when.strip().replace("Z", "+00:00")))
-    except ValueError:
-        raise RegistryError(
-            f"{when!r} is not a date or time; use ISO-8601, e.g. 2026-03-01 or 2026-03-01T12:00Z."
-        ) from None
