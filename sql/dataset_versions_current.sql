@@ -1,11 +1,12 @@
 -- dataset_versions_current: what is the latest version of every dataset, and what is it?
 --
--- One row per dataset: its highest version from dataset_versions, with the dataset's current description, owner
--- and tags (the latest datasets row) and the number of versions so far.
+-- One row per dataset: its current version from dataset_versions (the one seen last: observed_at for versions
+-- reported by OpenLineage events, which may arrive out of order, else recorded_at; usually the highest number),
+-- with the dataset's current description, owner and tags (the latest datasets row) and the number of versions.
 --
 -- Columns:
 --   dataset          dataset name
---   version          latest version number
+--   version          current version number (the version seen last)
 --   versions         how many versions the dataset has
 --   row_count        rows in the latest version
 --   bytes            size of the latest version in bytes
@@ -21,12 +22,18 @@
 --   registered_at    when the latest version was registered
 --   registered_by    who registered it
 WITH latest AS (
-    SELECT
-        dataset,
-        max(version) AS version,
-        count(*) AS versions
-    FROM dataset_versions
-    GROUP BY dataset
+    SELECT dataset, version, versions
+    FROM (
+        SELECT
+            dataset,
+            version,
+            count(*) OVER (PARTITION BY dataset) AS versions,
+            row_number() OVER (
+                PARTITION BY dataset ORDER BY coalesce(observed_at, recorded_at) DESC, version DESC
+            ) AS recency
+        FROM dataset_versions
+    ) AS ranked
+    WHERE recency = 1
 ),
 about AS (
     SELECT

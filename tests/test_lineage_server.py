@@ -266,7 +266,7 @@ def test_a_transient_failure_keeps_the_events_for_a_retry(
 def test_oversized_bodies_gzip_bombs_and_deep_nesting_are_refused(
     start_server: Callable[..., Server],
 ) -> None:
-    from metalake.lineage import MAX_PAYLOAD_BYTES
+    from metalake.server import MAX_PAYLOAD_BYTES
 
     server = start_server()
     url = f"{server.url}/api/v1/lineage"

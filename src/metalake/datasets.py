@@ -83,6 +83,8 @@ class DatasetVersion:
     recorded_at: datetime | None = None
     recorded_by: str | None = None
     run_id: str | None = None
+    # When an OpenLineage event first reported this version's schema (None: seen when recorded)
+    observed_at: datetime | None = None
     # False when `register` found the same content already recorded and returned that version.
     created: bool = field(default=True, compare=False)
     # True when `register` recorded a new description, owner or tags for the dataset.
@@ -276,7 +278,7 @@ class Datasets:
         if not rows:
             raise DatasetNotFound(name, self.names())
         if version is None:
-            return _version_from_row(rows[-1], created=False)
+            return _version_from_row(max(rows, key=_seen_order), created=False)
         for row in rows:
             if row["version"] == version:
                 return _version_from_row(row, created=False)
@@ -459,6 +461,11 @@ def _load_json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def _seen_order(row: Mapping[str, Any]) -> tuple[datetime, int]:
+    """The current version is the one seen last: OpenLineage events may report an older schema after a newer one."""
+    return (row.get("observed_at") or row["recorded_at"], row["version"])
+
+
 def _version_from_row(
     row: Mapping[str, Any], *, created: bool, metadata_updated: bool = False
 ) -> DatasetVersion:
@@ -480,6 +487,7 @@ def _version_from_row(
         recorded_at=row.get("recorded_at"),
         recorded_by=row.get("recorded_by"),
         run_id=row.get("run_id"),
+        observed_at=row.get("observed_at"),
         created=created,
         metadata_updated=metadata_updated,
     )

@@ -12,15 +12,19 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from metalake.errors import InvalidEvent, LineageError, MetalakeError
+from metalake.errors import LineageError, MetalakeError
+from metalake.lineage_versions import (
+    record_dataset_versions,
+    typed_columns,
+    typed_frame,
+)
 from metalake.openlineage_events import (
     EDGE_COLUMNS,
     EVENT_COLUMNS,
@@ -40,34 +44,10 @@ if TYPE_CHECKING:
 Direction = Literal["upstream", "downstream"]
 NODE = re.compile(r"(dataset|job|run|model|deployment):.+")
 EVENTS_TABLE = "lineage_events"
-VERSION_CLAIM_ATTEMPTS = 10
 UNLIMITED_DEPTH = 1_000_000
 # Commit order: derived facts first, the raw events last. An event is "seen" once it is in lineage_events, so a
 # batch interrupted midway is derived again in full when it is sent again.
 COMMIT_ORDER = ("dq_results", "dq_validations", "pipelines", "pipeline_runs", "lineage_edges", EVENTS_TABLE)
-
-
-class VersionClaimConflict(LineageError):
-    """Concurrent writers kept taking the dataset version numbers this ingest claimed: sending again may pass."""
-
-    code = "version_claim_conflict"
-
-
-MAX_PAYLOAD_BYTES = 16 * 1024 * 1024  # of one POST body, after gunzip
-
-
-class PayloadTooLarge(InvalidEvent):
-    """A request body larger than the server takes (HTTP 413)."""
-
-    code = "payload_too_large"
-
-    def __init__(self, max_bytes: int, *, source: str = "request"):
-        super().__init__(
-            0,
-            f"the body is larger than {max_bytes // (1024 * 1024)} MiB (uncompressed): "
-            "send the events in several requests",
-            source=source,
-        )
 
 
 # (table, id column, time column): derived rows whose id is stored are not written again
@@ -163,7 +143,7 @@ class Lineage:
         batch_key = hashlib.sha256(" ".join(sorted(e.event_id for e in new)).encode()).hexdigest()[:32]
         frames = self._frames(rows)
         prepared = {table: self._lake._prepare(table, frame) for table, frame in frames.items()}
-        versions_written = self._record_dataset_versions(rows, batch_key, prepared)
+        versions_written = record_dataset_versions(self._lake, rows, batch_key, prepared)
         self._drop_already_derived(prepared, new)
         reason = f"ingest {len(new)} OpenLineage event(s)"
         for table in COMMIT_ORDER:
@@ -185,31 +165,25 @@ class Lineage:
         )
 
     def _stored_ids(self, events: Sequence[Event]) -> set[str]:
-        """Ids of these events already in lineage_events; the time range lets Parquet statistics skip files."""
+        """Ids of these events already in lineage_events."""
         import polars as pl
 
         if not events:
             return set()
         low = min(e.event_time for e in events)
         high = max(e.event_time for e in events)
-        ids = [e.event_id for e in events]
-        found = (
-            self._lake.scan(EVENTS_TABLE)
-            .filter(pl.col("event_time").is_between(low, high) & pl.col("event_id").is_in(ids))
-            .select("event_id")
-            .collect()
-        )
-        return set(found.get_column("event_id").to_list())
+        ids = pl.Series("event_id", [e.event_id for e in events], pl.String)
+        found = self._stored_among(EVENTS_TABLE, ids, "event_time", low, high)
+        return set(found.to_list())
 
     def _drop_already_derived(self, prepared: dict[str, pa.Table], new: Sequence[Event]) -> None:
         """Leave out derived rows already stored: an ingest that crashed after the derived commits, before the
         lineage_events one, left them, and the batch key does not match when the events are sent regrouped.
 
         Derived ids come from the event id (run rows carry it, edge and validation ids start with it), so a
-        stored id means the same event's row; the event time range lets Parquet statistics skip files.
+        stored id means the same event's row.
         """
         import polars as pl
-        import pyarrow as pa
         import pyarrow.compute as pc
 
         low = min(e.event_time for e in new)
@@ -217,15 +191,27 @@ class Lineage:
         for table, column, time_column in DERIVED_IDS:
             if table not in prepared or not prepared[table].num_rows:
                 continue
-            ids = pc.unique(prepared[table].column(column)).to_pylist()
-            where = pl.col(column).is_in(ids)
-            if time_column is not None:
-                where = pl.col(time_column).is_between(low, high) & where
-            found = self._lake.scan(table).filter(where).select(column).unique().collect()
-            if found.height:
-                stored = pa.array(found.get_column(column).to_list(), pa.string())
-                keep = pc.invert(pc.is_in(prepared[table].column(column), value_set=stored))
+            ids = pl.Series(column, prepared[table].column(column), pl.String)
+            found = self._stored_among(table, ids, time_column, low, high)
+            if len(found):
+                keep = pc.invert(pc.is_in(prepared[table].column(column), value_set=found.to_arrow()))
                 prepared[table] = prepared[table].filter(keep)
+
+    def _stored_among(
+        self, table: str, ids: pl.Series, time_column: str | None, low: datetime, high: datetime
+    ) -> pl.Series:
+        """Which of `ids` the table holds. The time range lets Parquet statistics skip files; the ids are
+        matched by a hash join (a filter listing hundreds of thousands of ids costs far more to evaluate).
+        """
+        import polars as pl
+
+        column = str(ids.name)
+        scan = self._lake.scan(table)
+        if time_column is not None:
+            scan = scan.filter(pl.col(time_column).is_between(low, high))
+        wanted = pl.LazyFrame({column: ids.unique()})
+        found = scan.select(column).join(wanted, on=column, how="semi").unique().collect()
+        return found.get_column(column)
 
     def _frames(self, rows: EventRows) -> dict[str, pl.DataFrame]:
         """The derived rows as typed frames (the fast path of the contract check), dataset versions excluded."""
@@ -267,35 +253,19 @@ class Lineage:
                 }
             )
         tables = {"pipelines": pipelines, "dq_results": results, "dq_validations": validations}
-        frames = {table: self._typed_frame(table, records) for table, records in tables.items() if records}
+        frames = {
+            table: typed_frame(self._lake, table, records) for table, records in tables.items() if records
+        }
         for table, names, tuples in (
             (EVENTS_TABLE, EVENT_COLUMNS, rows.events),
             ("pipeline_runs", RUN_COLUMNS, rows.pipeline_runs),
             ("lineage_edges", EDGE_COLUMNS, rows.edges),
         ):
             if tuples:
-                frames[table] = self._typed_columns(
-                    table, dict(zip(names, map(list, zip(*tuples, strict=True)), strict=True))
+                frames[table] = typed_columns(
+                    self._lake, table, dict(zip(names, map(list, zip(*tuples, strict=True)), strict=True))
                 )
         return frames
-
-    def _typed_frame(self, table: str, records: list[dict[str, Any]]) -> pl.DataFrame:
-        return self._typed_columns(table, {name: [r[name] for r in records] for name in records[0]})
-
-    def _typed_columns(self, table: str, columns: dict[str, list[Any]]) -> pl.DataFrame:
-        """Columns of Python values as a frame of the table's types (the fast path of the contract check)."""
-        import polars as pl
-
-        from metalake.contracts import polars_dtype
-
-        specs = [c for c in self._lake.spec(table).columns if c.name in columns]
-        # Timestamps come as epoch microseconds: building a column of datetime objects costs far more.
-        times = [
-            c.name for c in specs if c.type == "timestamp[us, UTC]" and isinstance(columns[c.name][0], int)
-        ]
-        schema = {c.name: pl.Int64() if c.name in times else polars_dtype(c.type) for c in specs}
-        frame = pl.DataFrame({c.name: columns[c.name] for c in specs}, schema=schema)
-        return frame.with_columns(pl.col(name).cast(pl.Datetime("us", "UTC")) for name in times)
 
     def _current_pipelines(
         self, keys: list[tuple[str, str]]
@@ -323,178 +293,6 @@ class Lineage:
         return {
             (r["namespace"], r["name"]): (r["facets"], r["event_time"]) for r in stored.iter_rows(named=True)
         }
-
-    def _record_dataset_versions(self, rows: EventRows, batch_key: str, prepared: dict[str, pa.Table]) -> int:
-        """Find or claim the dataset version of every schema observation; fill edge and validation versions.
-
-        A version is identified by its fingerprint (schema and datasetVersion facet): a schema seen before maps
-        to its version, a new one becomes the dataset's next version, claimed with the same per-(dataset,
-        version) idempotency key as `lake.datasets.register`, so concurrent writers never share a number.
-        """
-        if not rows.observations:
-            return 0
-        for _ in range(VERSION_CLAIM_ATTEMPTS):
-            versions, new_rows = self._assign_versions(rows)
-            if new_rows:
-                table = self._lake._prepare(
-                    "dataset_versions", self._typed_frame("dataset_versions", new_rows)
-                )
-                parts = [
-                    (f"dataset_version:{row['dataset']}:{row['version']}", table.slice(i, 1))
-                    for i, row in enumerate(new_rows)
-                ]
-                # The numbers were free in the state just read, which the commit starts from: a writer that
-                # claims one since makes this commit conflict, and the retry checks every key.
-                _, written = self._lake._commit_prepared(
-                    "dataset_versions",
-                    parts,
-                    operation="ingest_lineage",
-                    reason=f"lineage batch {batch_key}",
-                    keys_may_exist=False,
-                )
-                if not all(written):
-                    continue  # another writer claimed a number first: look again
-            self._fill_versions(rows, versions, prepared)
-            return len(new_rows)
-        raise VersionClaimConflict(
-            "Could not claim dataset version numbers after several attempts: too many concurrent writers. "
-            "Send the batch again; events already stored are not written twice."
-        )
-
-    def _assign_versions(self, rows: EventRows) -> tuple[list[int], list[dict[str, Any]]]:
-        import polars as pl
-
-        from metalake.datasets import schema_changes
-
-        names = sorted({o.dataset for o in rows.observations})
-        stored = (
-            self._lake.read(
-                "dataset_versions",
-                columns=["dataset", "version", "fingerprint", "schema"],
-                where=pl.col("dataset").is_in(names),
-            )
-            .sort("version")
-            .to_dicts()
-        )
-        by_fingerprint = {(r["dataset"], r["fingerprint"]): int(r["version"]) for r in stored}
-        latest: dict[str, tuple[int, list[dict[str, Any]]]] = {}
-        for r in stored:
-            latest[r["dataset"]] = (int(r["version"]), json.loads(r["schema"] or "[]"))
-        versions: list[int] = []
-        new_rows: list[dict[str, Any]] = []
-        seen: dict[str, list[tuple[datetime, list[dict[str, Any]]]]] = {}  # by dataset: (time, schema)
-        loaded = False  # the stored versions' times, read once and only when a stored version exists
-        for observation in sorted(rows.observations, key=lambda o: o.event_time):
-            key = (observation.dataset, observation.fingerprint)
-            if key not in by_fingerprint:
-                number, previous_schema = latest.get(observation.dataset, (0, []))
-                if number and not loaded:
-                    for dataset, times in self._observed_versions(rows, stored).items():
-                        seen.setdefault(dataset, []).extend(times)
-                    loaded = True
-                observed = seen.setdefault(observation.dataset, [])
-                late = bool(observed) and observation.event_time < max(t for t, _ in observed)
-                # Numbers follow arrival; the changes are against the version observed just before in time.
-                earlier = [(t, schema) for t, schema in observed if t <= observation.event_time]
-                if earlier:
-                    changes = schema_changes(max(earlier, key=lambda e: e[0])[1], observation.schema)
-                elif late or number == 0:
-                    changes = None
-                else:  # no stored version has a known time: the latest by number
-                    changes = schema_changes(previous_schema, observation.schema)
-                observed.append((observation.event_time, observation.schema))
-                by_fingerprint[key] = number + 1
-                latest[observation.dataset] = (number + 1, observation.schema)
-                new_rows.append(
-                    {
-                        "dataset": observation.dataset,
-                        "version": number + 1,
-                        "fingerprint": observation.fingerprint,
-                        "row_count": observation.row_count,
-                        "bytes": observation.bytes,
-                        "file_count": observation.file_count,
-                        "schema": canonical_json(observation.schema),
-                        "source_uri": observation.source_uri,
-                        "source_format": "openlineage",
-                        "run_id": observation.run_id,
-                        "description": "schema reported in an OpenLineage event"
-                        + (
-                            f" (datasetVersion {observation.dataset_version})"
-                            if observation.dataset_version
-                            else ""
-                        )
-                        + (", older than the dataset's latest observed schema" if late else ""),
-                        "schema_changes": None
-                        if changes is None
-                        else canonical_json([c.__dict__ for c in changes]),
-                    }
-                )
-        versions = [by_fingerprint[(o.dataset, o.fingerprint)] for o in rows.observations]
-        return versions, new_rows
-
-    def _observed_versions(
-        self, rows: EventRows, stored: list[dict[str, Any]]
-    ) -> dict[str, list[tuple[datetime, list[dict[str, Any]]]]]:
-        """When each stored version of these datasets was first seen in an event, with its schema.
-
-        The time comes from the input and output edges that carry the version (versions only a DatasetEvent or
-        `lake.datasets.register` reported have none and are left out).
-        """
-        import polars as pl
-
-        datasets = {o.node: o.dataset for o in rows.observations}
-        edges = self._lake.scan("lineage_edges").filter(pl.col("edge_type").is_in(["input", "output"]))
-        ends = pl.concat(
-            [
-                edges.filter(pl.col("source_node").is_in(list(datasets))).select(
-                    pl.col("source_node").alias("node"),
-                    pl.col("source_version").alias("version"),
-                    "event_time",
-                ),
-                edges.filter(pl.col("target_node").is_in(list(datasets))).select(
-                    pl.col("target_node").alias("node"),
-                    pl.col("target_version").alias("version"),
-                    "event_time",
-                ),
-            ]
-        )
-        first_seen = (
-            ends.filter(pl.col("version").str.contains(r"^[0-9]+$"))
-            .group_by("node", "version")
-            .agg(pl.col("event_time").min())
-            .collect()
-        )
-        times = {
-            (datasets[r["node"]], int(r["version"])): r["event_time"]
-            for r in first_seen.iter_rows(named=True)
-        }
-        observed: dict[str, list[tuple[datetime, list[dict[str, Any]]]]] = {}
-        for r in stored:
-            moment = times.get((r["dataset"], int(r["version"])))
-            if moment is not None:
-                observed.setdefault(r["dataset"], []).append((moment, json.loads(r["schema"] or "[]")))
-        return observed
-
-    def _fill_versions(self, rows: EventRows, versions: list[int], prepared: dict[str, pa.Table]) -> None:
-        """Put the resolved dataset versions on the edges and validations already prepared."""
-        import pyarrow as pa
-
-        if "lineage_edges" in prepared and rows.versioned_ends:
-            edges = prepared["lineage_edges"]
-            columns = {end: edges.column(f"{end}_version").to_pylist() for end in ("source", "target")}
-            for edge_index, end, observation in rows.versioned_ends:
-                columns[end][edge_index] = str(versions[observation])
-            for end, values in columns.items():
-                name = f"{end}_version"
-                edges = edges.set_column(
-                    edges.schema.get_field_index(name), name, pa.array(values, pa.string())
-                )
-            prepared["lineage_edges"] = edges
-        if "dq_validations" in prepared:
-            table = prepared["dq_validations"]
-            filled = [None if q.observation is None else versions[q.observation] for q in rows.quality]
-            index = table.schema.get_field_index("version")
-            prepared["dq_validations"] = table.set_column(index, "version", pa.array(filled, pa.int64()))
 
     # -- the graph ------------------------------------------------------------------------------------------
 
@@ -582,37 +380,3 @@ def check_node(node: str) -> None:
 def _sum_results(results: Sequence[IngestResult]) -> IngestResult:
     fields = IngestResult.__dataclass_fields__
     return IngestResult(**{name: sum(getattr(r, name) for r in results) for name in fields})
-
-
-def read_events_payload(
-    body: bytes, *, gzipped: bool, source: str = "request", max_bytes: int = MAX_PAYLOAD_BYTES
-) -> list[Any]:
-    """A POST body (one event, or a JSON list of events), gunzipped when the client compressed it.
-
-    The gunzipped body may not pass `max_bytes` (PayloadTooLarge): a few kilobytes of gzip can hold gigabytes.
-    """
-    import zlib
-
-    import orjson
-
-    if gzipped:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            body = inflater.decompress(body, max_bytes + 1)
-            complete = inflater.eof
-        except zlib.error as error:
-            raise InvalidEvent(
-                0, f"the body says gzip but cannot be decompressed ({error})", source=source
-            ) from None
-        if len(body) > max_bytes:
-            raise PayloadTooLarge(max_bytes, source=source)
-        if not complete:
-            raise InvalidEvent(0, "the body says gzip but the gzip stream is cut short", source=source)
-    try:
-        payload = orjson.loads(body)  # refuses nesting deeper than 1024, unlike a recursion error
-    except ValueError as error:
-        raise InvalidEvent(0, f"the body is not valid JSON ({error})", source=source) from None
-    items = payload if isinstance(payload, list) else [payload]
-    if not all(isinstance(item, Mapping) for item in items):
-        raise InvalidEvent(0, "the body must be a JSON object (one event) or a list of them", source=source)
-    return items

@@ -20,9 +20,9 @@ from metalake.openlineage_checks import (
     FACET_KEYS,
     check_dataset,
     check_datasets,
+    check_event_fields,
     check_facets,
     check_job,
-    check_row_fields,
     is_named,
 )
 
@@ -151,7 +151,7 @@ def parse_event(raw: Any, position: int = 0, *, source: str = "batch", keep_payl
         check_datasets(payload, fail)
     else:
         raise fail("it is neither a RunEvent (run, job), a DatasetEvent (dataset) nor a JobEvent (job)")
-    check_row_fields(payload, kind, fail)
+    check_event_fields(payload, kind, fail)
     try:
         canonical = canonical_json(payload)
     except RecursionError:
@@ -272,11 +272,12 @@ class EventRows:
     quality: list[QualityFacets] = field(default_factory=list)
     # (edge index, "source" | "target", observation index): versions to fill once observations are resolved
     versioned_ends: list[tuple[int, str, int]] = field(default_factory=list)
-    _identities: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    # (namespace, name) -> (schema fields, datasetVersion, observation index) of each distinct schema seen
+    _schemas_seen: dict[tuple[str, str], list[tuple[Any, Any, int]]] = field(default_factory=dict)
 
     def add(self, event: Event) -> None:
         payload = event.content
-        job = payload.get("job") or {}
+        job = (payload.get("job") or {}) if event.kind != "dataset" else {}
         run = payload.get("run") or {}
         run_id = run.get("runId")
         state = (payload.get("eventType") or "OTHER") if event.kind == "run" else None
@@ -414,12 +415,13 @@ class EventRows:
             return None
         namespace, name = str(dataset["namespace"]), str(dataset["name"])
         version = (facets.get("version") or {}).get("datasetVersion")
-        # Producers repeat a dataset's schema in every event, in the same key order: one observation per distinct
-        # schema (the earliest, as events are added in time order), hashed once.
-        memo_key = (namespace, name, repr(schema_facet["fields"]), repr(version))
-        known = self._identities.get(memo_key)
-        if known is not None:
-            return known
+        # Producers repeat a dataset's schema in every event: one observation per distinct schema (the earliest,
+        # as events are added in time order), hashed once. Comparing with the few schemas seen is cheap.
+        fields = schema_facet["fields"]
+        seen = self._schemas_seen.setdefault((namespace, name), [])
+        for seen_fields, seen_version, index in seen:
+            if seen_fields == fields and seen_version == version and type(seen_version) is type(version):
+                return index
         schema = _flatten_fields(schema_facet["fields"])
         identity = canonical_json({"schema": schema, "datasetVersion": version})
         stats = (dataset.get("outputFacets") or {}).get("outputStatistics") or {}
@@ -439,7 +441,7 @@ class EventRows:
                 dataset_version=None if version is None else str(version),
             )
         )
-        self._identities[memo_key] = len(self.observations) - 1
+        seen.append((fields, version, len(self.observations) - 1))
         return len(self.observations) - 1
 
     def _add_quality(

@@ -19,7 +19,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,57 @@ DEAD_LETTER_DIR = "dead-letter"  # in the spool folder: events that can never be
 log = logging.getLogger("metalake.server")
 
 
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024  # of one POST body, after gunzip
+
+
+class PayloadTooLarge(InvalidEvent):
+    """A request body larger than the server takes (HTTP 413)."""
+
+    code = "payload_too_large"
+
+    def __init__(self, max_bytes: int, *, source: str = "request"):
+        super().__init__(
+            0,
+            f"the body is larger than {max_bytes // (1024 * 1024)} MiB (uncompressed): "
+            "send the events in several requests",
+            source=source,
+        )
+
+
+def read_events_payload(
+    body: bytes, *, gzipped: bool, source: str = "request", max_bytes: int = MAX_PAYLOAD_BYTES
+) -> list[Any]:
+    """A POST body (one event, or a JSON list of events), gunzipped when the client compressed it.
+
+    The gunzipped body may not pass `max_bytes` (PayloadTooLarge): a few kilobytes of gzip can hold gigabytes.
+    """
+    import zlib
+
+    import orjson
+
+    if gzipped:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            body = inflater.decompress(body, max_bytes + 1)
+            complete = inflater.eof
+        except zlib.error as error:
+            raise InvalidEvent(
+                0, f"the body says gzip but cannot be decompressed ({error})", source=source
+            ) from None
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(max_bytes, source=source)
+        if not complete:
+            raise InvalidEvent(0, "the body says gzip but the gzip stream is cut short", source=source)
+    try:
+        payload = orjson.loads(body)  # refuses nesting deeper than 1024, unlike a recursion error
+    except ValueError as error:
+        raise InvalidEvent(0, f"the body is not valid JSON ({error})", source=source) from None
+    items = payload if isinstance(payload, list) else [payload]
+    if not all(isinstance(item, Mapping) for item in items):
+        raise InvalidEvent(0, "the body must be a JSON object (one event) or a list of them", source=source)
+    return items
+
+
 def import_server_libraries() -> None:
     """Fail early, with the extra to install, when FastAPI or uvicorn is missing."""
     try:
@@ -57,7 +108,7 @@ def import_server_libraries() -> None:
 
 def is_transient(error: BaseException) -> bool:
     """A failure that may pass when retried (storage, lost commit races), unlike a bad event or a bug."""
-    from metalake.lineage import VersionClaimConflict
+    from metalake.lineage_versions import VersionClaimConflict
 
     return isinstance(error, StorageError | OSError | VersionClaimConflict) or type(error) is MetalakeError
 
@@ -279,7 +330,6 @@ def create_app(
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
-    from metalake.lineage import MAX_PAYLOAD_BYTES, PayloadTooLarge, read_events_payload
     from metalake.openlineage_events import parse_event
 
     committer = GroupCommitter(
