@@ -491,9 +491,15 @@ def demo(
         ),
     ] = None,
 ) -> None:
-    """Fill a lake with sample experiments, runs, metrics and a model, then show views, time travel and audit.
+    """Build a realistic lake from real scikit-learn data and models, then show what it answers.
 
-    Run it again to add another round. It ignores $METALAKE_URI, so sample rows never land in a real lake.
+    One round registers datasets (and a broken delivery) and validates them with Great Expectations, trains
+    scikit-learn models with per-iteration metrics, promotes the best under a policy (and shows a refused
+    promotion), records deployments, KPI observations and OpenLineage ETL runs, and pins a snapshot
+    demo-round-N. Then it prints the leaderboard, the data-quality scorecard and the KPI impact.
+
+    Run it again to add another round. It needs the demo extra (pip install 'metalake[demo]') and ignores
+    $METALAKE_URI, so sample rows never land in a real lake.
 
     Example: metalake demo --lake ./demo-lake
     """
