@@ -493,13 +493,13 @@ def demo(
 ) -> None:
     """Build a realistic lake from real scikit-learn data and models, then show what it answers.
 
-    One round registers datasets (and a broken delivery) and validates them with Great Expectations, trains
-    scikit-learn models with per-iteration metrics, promotes the best under a policy (and shows a refused
-    promotion), records deployments, KPI observations and OpenLineage ETL runs, and pins a snapshot
-    demo-round-N. Then it prints the leaderboard, the data-quality scorecard and the KPI impact.
+    Registers datasets and a broken delivery, validated with Great Expectations; trains scikit-learn models.
 
-    Run it again to add another round. It needs the demo extra (pip install 'metalake[demo]') and ignores
-    $METALAKE_URI, so sample rows never land in a real lake.
+    Promotes the best under a policy (and shows a refused promotion); records deployments and KPIs.
+
+    Records the ETL runs as OpenLineage events, pins a snapshot demo-round-N, prints the main views.
+
+    Run it again to add a round. Needs the demo extra: pip install 'metalake\\[demo]'. Ignores $METALAKE_URI.
 
     Example: metalake demo --lake ./demo-lake
     """
