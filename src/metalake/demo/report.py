@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import polars as pl
     from rich.console import Console
 
+    from metalake.demo.rounds import DemoRound
     from metalake.errors import PolicyViolation
     from metalake.lake import Lake
 
@@ -52,9 +53,7 @@ def refusal(console: Console, violation: PolicyViolation) -> None:
     )
 
 
-def show(
-    lake: Lake, console: Console, lake_uri: str, round_number: int, deployment_ids: Sequence[str]
-) -> None:
+def show(lake: Lake, console: Console, lake_uri: str, written: DemoRound) -> None:
     """Print the three views the round feeds, then the next commands."""
     console.print(
         frame_table(
@@ -69,32 +68,35 @@ def show(
     )
     console.print(
         frame_table(
-            _query(lake, IMPACT_SQL, [list(deployment_ids)]),
-            title=f"Model KPI impact of round {round_number} (view model_kpi_impact): 7 days before vs after",
+            _query(lake, IMPACT_SQL, [list(written.deployment_ids)]),
+            title=f"Model KPI impact of round {written.round} (view model_kpi_impact): 7 days before vs after",
         )
     )
-    next_commands(console, lake_uri, round_number)
+    next_commands(console, lake_uri, written)
 
 
 def _query(lake: Lake, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
     return fetch_frame(lake.sql(sql, params))
 
 
-def next_commands(console: Console, lake_uri: str, round_number: int) -> None:
+def next_commands(console: Console, lake_uri: str, written: DemoRound) -> None:
     from rich.markup import escape
 
     base = f"metalake --lake {shlex.quote(lake_uri)}"
+    production = written.production["tumor-classifier"]
+    versions = written.dataset_versions
     commands = [
         f'{base} runs list --experiment tumor-classification --order-by "metrics.val_auc desc"',
         f"{base} datasets history breast_cancer",
+        f"{base} datasets diff breast_cancer {versions['breast_cancer']} {versions['breast_cancer:broken']}",
         f"{base} quality report breast_cancer",
         f"{base} models show tumor-classifier production",
         f"{base} models list",
-        f"{base} lineage show model:tumor-classifier/1 --upstream",
+        f"{base} lineage show model:tumor-classifier/{production} --upstream",
         f"{base} deploy list --env production",
         f"{base} kpis impact --model tumor-classifier",
         f'{base} sql "select model, version, stage, valid_from, valid_to from model_stage_history order by valid_from"',
-        f'{base} sql "select dataset, latest_success, trend from dq_scorecard" --as-of demo-round-{round_number}',
+        f'{base} sql "select dataset, latest_success, trend from dq_scorecard" --as-of {written.snapshot}',
         f"{base} demo    # another round: new data, new models, a new production version",
     ]
     console.print("\n[bold]Next commands to try:[/]")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,9 +91,10 @@ def run_demo(lake_uri: str, console: Console, *, actor: str | None = None) -> De
     with _progress(console) as steps:
         result = _write_round(lake, steps, number, snapshot)
     seconds = time.perf_counter() - began
-    report.show(lake, console, lake_uri, result.round, result.deployment_ids)
+    report.show(lake, console, lake_uri, result)
     console.print(f"\nRound {number} written in {seconds:.1f} s.")
-    return DemoRound(**{**result.__dict__, "seconds": seconds})
+    lake.close()
+    return replace(result, seconds=seconds)
 
 
 def next_round(lake: Lake) -> tuple[int, str]:
