@@ -94,7 +94,7 @@ def next_commands(console: Console, lake_uri: str, written: DemoRound) -> None:
         f"{base} models list",
         f"{base} lineage show model:tumor-classifier/{production} --upstream",
         f"{base} deploy list --env production",
-        f"{base} kpis impact --model tumor-classifier",
+        f"{base} kpis impact --model tumor-classifier --env production",
         f'{base} sql "select model, version, stage, valid_from, valid_to from model_stage_history order by valid_from"',
         f'{base} sql "select dataset, latest_success, trend from dq_scorecard" --as-of {written.snapshot}',
         f"{base} demo    # another round: new data, new models, a new production version",
