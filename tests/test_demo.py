@@ -138,6 +138,12 @@ def test_the_best_models_reach_production_and_the_broken_one_is_refused(demo: De
     assert "Promotion refused: tumor-classifier v2 -> staging" in demo.output
     assert "breast_cancer v2 failed its latest validation" in demo.output
     assert len(rows(lake, "select * from policies")) == 1
+    approvals = rows(
+        lake,
+        "select recorded_by from model_events where model = 'tumor-classifier' and version = 1 "
+        "and stage = 'production'",
+    )
+    assert approvals == [{"recorded_by": "release-manager"}]  # the policy wants a distinct approver
 
 
 def test_deployments_kpis_and_their_impact(demo: Demo) -> None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 TUMOR_MODEL = "tumor-classifier"
 WINE_MODEL = "wine-cultivar"
 MIN_VAL_AUC = 0.97
+REVIEWER = "release-manager"
 POLICY_YAML = f"""\
 # Gates for entering a stage (metalake models policy show). Stored in the lake: every client enforces them.
 staging:
@@ -35,6 +36,7 @@ staging:
   require_metrics: {{val_auc: ">= {MIN_VAL_AUC}"}}
 production:
   require_previous_stage: staging
+  require_distinct_approver: true          # whoever registered the version cannot also approve it
   require_card_fields: [owner, intended_use]
   require_passing_data_quality: true
   require_metrics: {{val_auc: ">= {MIN_VAL_AUC}"}}
@@ -133,19 +135,31 @@ def register(lake: Lake, model: str, trained: TrainedModel, round_number: int) -
 
 
 def promote(lake: Lake, version: ModelVersion, round_number: int) -> None:
-    """staging, then production (archiving the version it replaces), and the `champion` alias."""
-    registry = lake.registry
-    registry.transition(
+    """staging, then production (archiving the version it replaces), and the `champion` alias.
+
+    The move to production is a reviewer's (the policy wants a second pair of eyes), so it goes through a lake
+    opened as that reviewer: the registry records who approved it.
+    """
+    import metalake
+
+    lake.registry.transition(
         version.model, version.version, "staging", reason=f"best candidate of round {round_number}"
     )
-    registry.transition(
+    reviewer = metalake.connect(lake.uri, actor=reviewer_of(lake.actor))
+    reviewer.registry.transition(
         version.model,
         version.version,
         "production",
-        reason=f"passed staging checks in round {round_number}",
+        reason=f"reviewed the staging checks of round {round_number}",
         archive_others=True,
     )
-    registry.set_alias(version.model, "champion", version.version, reason="now in production")
+    reviewer.registry.set_alias(version.model, "champion", version.version, reason="now in production")
+    reviewer.close()
+
+
+def reviewer_of(actor: str) -> str:
+    """Who approves production moves: anyone but the actor who registered the version."""
+    return REVIEWER if actor != REVIEWER else f"{REVIEWER}-deputy"
 
 
 def try_staging(lake: Lake, version: ModelVersion) -> PolicyViolation | None:

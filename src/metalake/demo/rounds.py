@@ -207,13 +207,15 @@ class _Round:
 
 
 def _write_round(lake: Lake, steps: _Steps, number: int, snapshot: str) -> DemoRound:
+    from rich.markup import escape
+
     files = data.demo_files(lake)
     this = _Round(lake, steps, files, number)
 
     steps.start("Loading scikit-learn datasets as deliveries")
     deliveries = data.prepare_deliveries(files, number)
     suites = data.write_suites(files, deliveries)
-    steps.say(f"  files in {files.sources}")
+    steps.say(f"  files in {escape(str(files.sources))}")
 
     steps.start("Registering datasets, with the ETL runs that produced them (OpenLineage)")
     clean, holdout, wine = (this.register(d) for d in (deliveries.clean, deliveries.holdout, deliveries.wine))
@@ -243,7 +245,7 @@ def _write_round(lake: Lake, steps: _Steps, number: int, snapshot: str) -> DemoR
 
     steps.start("Registering the best models and promoting them under the policy")
     if business.ensure_policy(lake, files):
-        steps.say(f"  stored the policy {files.sources / 'policy.yaml'} in the lake")
+        steps.say(f"  stored the policy {escape(str(files.sources / 'policy.yaml'))} in the lake")
     best_tumor = max(tumor_runs, key=lambda trained: trained.val_auc)
     best_wine = max(wine_runs, key=lambda trained: trained.val_auc)
     promoted: dict[str, ModelVersion] = {}
@@ -253,7 +255,7 @@ def _write_round(lake: Lake, steps: _Steps, number: int, snapshot: str) -> DemoR
         promoted[model] = version
         steps.say(
             f"  {model} v{version.version} ({best.kind}, val_auc {best.val_auc:.4f}): "
-            "none -> staging -> production, alias champion"
+            f"none -> staging -> production (approved by {business.reviewer_of(lake.actor)}), alias champion"
         )
 
     steps.start("A broken delivery arrives")
