@@ -84,11 +84,7 @@ class Delivery:
     dataset: str
     path: Path
     frame: pd.DataFrame
-    defects: tuple[str, ...] = ()
-
-    @property
-    def broken(self) -> bool:
-        return bool(self.defects)
+    defects: tuple[str, ...] = ()  # what is wrong with it; empty for a clean delivery
 
 
 @dataclass(frozen=True)
