@@ -18,11 +18,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
 	@touch $(VENV)/.installed $@
 
-demo: $(VENV)/.installed ## Create .venv, install, run the end-to-end demo on a local lake
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(VENV)/.installed $(VENV)/.installed-demo $@
+
+demo: $(VENV)/.installed-demo ## Create .venv, install with the demo extra, build a demo lake from real data and models
 	$(BIN)/metalake --lake $(DEMO_LAKE) demo
 
 test: $(VENV)/.installed-dev ## Create .venv with dev extras, lint, run the whole test suite

@@ -478,45 +478,6 @@ def test_snapshot_and_snapshots(with_params: metalake.Lake, lake_path: Path) -> 
     assert_fails(run(lake_path, "snapshot", "bad name!"), 2, "not a valid snapshot name")
 
 
-# -- demo ---------------------------------------------------------------------------------------------------
-
-
-def test_demo_twice_on_the_same_lake(lake_path: Path) -> None:
-    first = run(lake_path, "demo")  # the global --lake picks the demo's lake
-    assert_ok(first)
-    for fragment in (
-        "runs_current",
-        "metric_summary",
-        "audit_log",
-        "as of demo-round-1",
-        "Next commands to try",
-    ):
-        assert fragment in first.stdout
-    second = CliRunner().invoke(app, ["demo", "--lake", str(lake_path)], env={"COLUMNS": "200"})
-    assert_ok(second)
-    assert "as of demo-round-2" in second.stdout
-    lake = metalake.connect(lake_path)
-    assert set(lake.snapshots().get_column("snapshot")) == {"demo-round-1", "demo-round-2"}
-    runs = lake.sql(
-        "select status, count(*) as n from runs_current group by status order by status"
-    ).fetchall()
-    assert runs == [("failed", 2), ("finished", 10)]
-    assert sorted(lake.read("model_versions").get_column("version").to_list()) == [1, 2]
-    as_of_first = lake.as_of("demo-round-1").sql("select count(*) from runs_current").fetchall()
-    assert as_of_first == [(5,)]
-
-
-def test_demo_never_writes_to_the_lake_in_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    real_lake = tmp_path / "real"
-    result = CliRunner().invoke(app, ["demo"], env={"METALAKE_URI": str(real_lake), "COLUMNS": "200"})
-    assert_ok(result)
-    assert (tmp_path / "demo-lake" / "runs").is_dir()
-    assert not real_lake.exists()
-
-
 # -- help and start-up ----------------------------------------------------------------------------------------
 
 

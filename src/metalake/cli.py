@@ -491,9 +491,15 @@ def demo(
         ),
     ] = None,
 ) -> None:
-    """Fill a lake with sample experiments, runs, metrics and a model, then show views, time travel and audit.
+    """Build a realistic lake from real scikit-learn data and models, then show what it answers.
 
-    Run it again to add another round. It ignores $METALAKE_URI, so sample rows never land in a real lake.
+    Registers datasets and a broken delivery, validated with Great Expectations; trains scikit-learn models.
+
+    Promotes the best under a policy (and shows a refused promotion); records deployments and KPIs.
+
+    Records the ETL runs as OpenLineage events, pins a snapshot demo-round-N, prints the main views.
+
+    Run it again to add a round. Needs the demo extra: pip install 'metalake\\[demo]'. Ignores $METALAKE_URI.
 
     Example: metalake demo --lake ./demo-lake
     """
