@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 DEMO_LAKE ?= ./demo-lake
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint format bench clean
+.PHONY: help demo test lint format strip-notebooks bench clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,14 +33,18 @@ test: $(VENV)/.installed-dev ## Create .venv with dev extras, lint, run the whol
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest
 
-lint: $(VENV)/.installed-dev ## ruff format --check, ruff check, mypy on src/
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/ruff check src tests bench
+lint: $(VENV)/.installed-dev ## ruff format --check, ruff check, mypy on src/, notebooks without outputs
+	$(BIN)/ruff format --check src tests bench notebooks
+	$(BIN)/ruff check src tests bench notebooks
 	$(BIN)/mypy
+	$(BIN)/python notebooks/strip.py --check
 
 format: $(VENV)/.installed-dev ## Apply ruff formatting and fixes
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench notebooks
+	$(BIN)/ruff check --fix src tests bench notebooks
+
+strip-notebooks: $(VENV)/.installed-dev ## Remove outputs from notebooks/*.ipynb before committing them
+	$(BIN)/python notebooks/strip.py
 
 bench: $(VENV)/.installed-dev ## Run the benchmarks and append their figures to bench/RESULTS.md
 	$(BIN)/python bench/bench_append.py
