@@ -476,3 +476,24 @@ def test_both_arrival_orders_give_the_same_current_schema(lake_path: Any, tmp_pa
         "select description from dataset_versions where dataset = 'ns/out' and version = 2"
     ).fetchall()[0]
     assert "older than" in description
+
+
+def test_two_processes_ingesting_the_same_events_store_each_once(tmp_path: Any) -> None:
+    from workers import ingest_lineage, run_in_processes
+
+    events = [Serde.to_json(event) for _ in range(6) for event in airflow_dag()]
+    uri = str(tmp_path / "lake")
+    metalake.connect(uri)
+    # grouped differently, so the two jobs' batches (and their idempotency keys) never match
+    new = run_in_processes(ingest_lineage, [(uri, events, 7), (uri, events[::-1], 5)])
+    assert sum(new) == len(events)
+    lake = metalake.connect(uri)
+    for table, column in (
+        ("lineage_events", "event_id"),
+        ("pipeline_runs", "event_id"),
+        ("lineage_edges", "edge_id"),
+        ("dq_validations", "validation_id"),
+    ):
+        ids = lake.read(table, columns=[column]).get_column(column)
+        assert ids.len() == ids.n_unique() > 0, table
+    assert lake.read("lineage_events").height == len(events)

@@ -219,3 +219,11 @@ def register_versions(uri: str, model: str, worker: str, count: int, start: Any)
         lake.registry.register(model, run_id=None, artifact_uri=f"s3://models/{worker}/{index}").version
         for index in range(count)
     ]
+
+
+def ingest_lineage(uri: str, events: list[str], batch: int, start: Any) -> int:
+    """Ingest OpenLineage events (JSON text) in batches of `batch`, as a second ingesting job would."""
+    lake = metalake.connect(uri, actor="ingest")
+    _warm_up()
+    start.wait(START_TIMEOUT_S)
+    return sum(lake.lineage.ingest(events[i : i + batch]).new for i in range(0, len(events), batch))

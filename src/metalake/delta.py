@@ -42,6 +42,7 @@ COMMIT_ATTEMPTS = 12
 COMPACT_EVERY = 20
 COMPACT_TARGET_BYTES = 1024 * 1024
 COMPACTION_LOCK = "_metalake_compaction.lock"
+INGEST_LOCK = "_metalake_ingest.lock"
 LOG_CLOCK_SLACK_NS = 100_000_000
 MAINTENANCE_OPERATIONS = frozenset({"maintain", "cluster"})  # auto-compaction ("compact") is not one
 CLUSTERED_ROW_GROUP_ROWS = 16_384
@@ -343,14 +344,25 @@ class DeltaStore:
 
     @contextmanager
     def _compaction_lock(self, table: str, *, wait: bool) -> Iterator[bool]:
-        """One compacting process per table on local disk (an flock on a file in the table folder)."""
+        """One compacting process per table on local disk."""
+        with self.table_lock(table, COMPACTION_LOCK, wait=wait) as locked:
+            yield locked
+
+    @contextmanager
+    def table_lock(self, table: str, lock_name: str, *, wait: bool = True) -> Iterator[bool]:
+        """Hold an flock on `lock_name` in the table's folder: one holder across processes on local disk.
+
+        Yields False when `wait` is off and another process holds it. Object stores have no such lock: there
+        it yields True at once, and the caller's commits must stay safe without it.
+        """
         if not self.location.is_local:
             yield True
             return
         import fcntl
 
-        lock_path = Path(self.location.table_uri(table)) / COMPACTION_LOCK
-        with open(lock_path, "a") as lock:
+        folder = Path(self.location.table_uri(table))
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / lock_name, "a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:

@@ -117,7 +117,11 @@ class Lineage:
 
     def ingest_checked(self, checked: Sequence[Event]) -> IngestResult:
         """`ingest` for events that `parse_event` already checked (the HTTP server checks them on arrival)."""
-        with _no_cyclic_gc():
+        from metalake.delta import INGEST_LOCK
+
+        # One ingest at a time per lake on local disk, across processes: between looking up which events are
+        # stored and committing them, another ingest of the same events would store them twice.
+        with _no_cyclic_gc(), self._lake._store.table_lock(EVENTS_TABLE, INGEST_LOCK):
             try:
                 return self._ingest_new(checked)
             except (MetalakeError, OSError):
