@@ -17,7 +17,7 @@ from metalake.duckdb_export import EXPORT_TABLE, export_duckdb
 from metalake.errors import ExportError, ViewExportError
 from metalake.sql import bundled_views, load_views
 from metalake.view_dialects import EXPORT_DIALECTS
-from metalake.views_export import INDEX_FILE, TABLES_FILE, export_views, transpile_view
+from metalake.views_export import INDEX_FILE, ORDER_FILE, TABLES_FILE, export_views, transpile_view
 
 # Functions the exported SQL may call that sqlglot does not know by name; anything else anonymous would be a
 # DuckDB function left untranslated.
@@ -144,6 +144,7 @@ def test_cli_writes_one_documented_file_per_view_and_the_order(dialect: str, tmp
     assert listed[0] == TABLES_FILE
     assert set(listed[1:]) == {f"{name}.sql" for name in bundled_views() if name != "audit_log"}
     assert listed.index("runs_current.sql") < listed.index("model_lineage.sql")  # dependencies first
+    assert (out / ORDER_FILE).read_text().split() == listed
     text = (out / "runs_current.sql").read_text()
     assert text.startswith("-- runs_current: what is the current state of every run?")
     assert "CREATE OR REPLACE VIEW runs_current AS" in text
