@@ -14,8 +14,8 @@ SELECT
     dataset,
     version,
     registered_at,
-    epoch_us(now() - registered_at) / 1e6 AS age_seconds,
-    epoch_us(now() - registered_at) / 3.6e9 AS age_hours,
-    epoch_us(now() - registered_at) / 8.64e10 AS age_days,
+    date_diff('microsecond', registered_at, now()) / 1e6 AS age_seconds,
+    date_diff('microsecond', registered_at, now()) / 3.6e9 AS age_hours,
+    date_diff('microsecond', registered_at, now()) / 8.64e10 AS age_days,
     owner
 FROM dataset_versions_current

@@ -56,7 +56,7 @@ SELECT
     v.source_format,
     v.delta_version,
     coalesce(
-        list_bool_or(list_transform(from_json(v.schema_changes, '[{"breaking": "BOOLEAN"}]'), lambda c: c.breaking)),
+        array_length(list_filter(from_json(v.schema_changes, '[{"breaking": "BOOLEAN"}]'), lambda c: c.breaking)) > 0,
         false
     ) AS breaking_change,
     a.description,

@@ -67,23 +67,45 @@ superseded AS (
         AND s.started_at > e.started_at
     GROUP BY e.deployment_id
 ),
-windows AS (
+cuts AS (
     SELECT
-        e.* EXCLUDE (ended_at, end_reason),
+        e.*,
         coalesce(s.superseded_at < e.ended_at, s.superseded_at IS NOT NULL) AS cut_by_later_start,
-        CASE WHEN cut_by_later_start THEN s.superseded_at ELSE e.ended_at END AS ended_at,
-        CASE
-            WHEN cut_by_later_start THEN 'replaced by deployment ' || s.superseded_by
-            ELSE e.end_reason
-        END AS end_reason,
+        s.superseded_at,
         s.superseded_by
     FROM events AS e
     LEFT JOIN superseded AS s USING (deployment_id)
 ),
+windows AS (
+    SELECT
+        deployment_id,
+        model,
+        version,
+        environment,
+        started_at,
+        CASE WHEN cut_by_later_start THEN superseded_at ELSE ended_at END AS ended_at,
+        endpoint,
+        git_sha,
+        ci_run_id,
+        pipeline_run,
+        start_reason,
+        CASE
+            WHEN cut_by_later_start THEN 'replaced by deployment ' || superseded_by
+            ELSE end_reason
+        END AS end_reason,
+        replace_active,
+        replaces,
+        deployed_by,
+        recorded_at,
+        cut_by_later_start,
+        superseded_by
+    FROM cuts
+),
 candidates AS (
-    SELECT deployment_id, unnest(from_json(replaces, '["VARCHAR"]')) AS replaced_id
-    FROM events
-    WHERE replaces IS NOT NULL
+    SELECT e.deployment_id, r.replaced_id
+    FROM events AS e
+    CROSS JOIN unnest(from_json(e.replaces, '["VARCHAR"]')) AS r(replaced_id)
+    WHERE e.replaces IS NOT NULL
     UNION
     SELECT superseded_by AS deployment_id, deployment_id AS replaced_id
     FROM windows
@@ -117,7 +139,7 @@ SELECT
     w.environment,
     w.started_at,
     w.ended_at,
-    epoch_us(w.ended_at - w.started_at) / 1e6 AS duration_s,
+    date_diff('microsecond', w.started_at, w.ended_at) / 1e6 AS duration_s,
     w.ended_at IS NULL AS is_active,
     w.endpoint,
     w.git_sha,

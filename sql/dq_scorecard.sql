@@ -29,7 +29,7 @@ recent AS (
     SELECT
         dataset,
         count(*) AS recent_validations,
-        avg(CASE WHEN success THEN 1.0 ELSE 0.0 END) AS recent_success_rate,
+        avg(CASE WHEN success THEN CAST(1 AS DOUBLE) ELSE 0 END) AS recent_success_rate,
         list(pass_rate ORDER BY recency DESC) AS recent_pass_rates,
         avg(pass_rate) FILTER (WHERE recency > 1) AS earlier_pass_rate
     FROM ranked

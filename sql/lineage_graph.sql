@@ -97,7 +97,7 @@ deployed AS (
     GROUP BY model, version, environment, deployment_id
 )
 SELECT * FROM openlineage
-UNION ALL BY NAME SELECT * FROM run_reads
-UNION ALL BY NAME SELECT * FROM run_writes
-UNION ALL BY NAME SELECT * FROM trained
-UNION ALL BY NAME SELECT * FROM deployed
+UNION ALL SELECT * FROM run_reads
+UNION ALL SELECT * FROM run_writes
+UNION ALL SELECT * FROM trained
+UNION ALL SELECT * FROM deployed

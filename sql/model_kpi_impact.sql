@@ -145,7 +145,7 @@ SELECT
     ob.segment,
     l.unit,
     l.direction,
-    epoch(l.impact_window) AS window_s,
+    date_diff('microsecond', l.started_at, l.started_at + l.impact_window) / 1e6 AS window_s,
     l.before_from,
     l.after_until,
     ob.before_mean,

@@ -5,16 +5,16 @@
 -- one row with null dataset columns.
 --
 -- Columns:
---   model, version, stage        the model version and its current stage
---   run_id, experiment, run_name the run that trained it
---   run_status                   the run's current status
---   dataset, dataset_version     an input the run read (dataset_version null: not versioned in the lake)
---   context                      its role, e.g. training or validation
---   validation_id                the latest validation of that dataset version (null: never validated, or the
---                                input has no version, so which data was read is unknown)
---   dq_success                   whether that validation passed
---   dq_validated_at              when it ran
---   suite_name                   the suite it ran
+--   model, version, stage          the model version and its current stage
+--   run_id, experiment, run_name   the run that trained it
+--   run_status                     the run's current status
+--   dataset, dataset_version       an input the run read (dataset_version null: not versioned in the lake)
+--   context                        its role, e.g. training or validation
+--   validation_id                  the latest validation of that dataset version (null: never validated, or the
+--                                  input has no version, so which data was read is unknown)
+--   dq_success                     whether that validation passed
+--   dq_validated_at                when it ran
+--   suite_name                     the suite it ran
 WITH latest_validation AS (
     SELECT
         dataset,

@@ -36,9 +36,10 @@ SELECT
     arg_max(state, {'terminal': terminal, 't': event_time, 'rank': rank, 'e': event_id}) AS state,
     coalesce(min(event_time) FILTER (WHERE state = 'START'), min(event_time)) AS start_time,
     max(event_time) FILTER (WHERE terminal) AS end_time,
-    epoch_us(
+    date_diff(
+        'microsecond',
+        coalesce(min(event_time) FILTER (WHERE state = 'START'), min(event_time)),
         max(event_time) FILTER (WHERE terminal)
-        - coalesce(min(event_time) FILTER (WHERE state = 'START'), min(event_time))
     ) / 1e6 AS duration_s,
     arg_max(parent_run_id, event_time) AS parent_run_id,
     arg_max(parent_job, event_time) AS parent_job,

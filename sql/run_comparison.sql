@@ -28,6 +28,12 @@ SELECT
     f."key",
     f."value",
     TRY_CAST(f."value" AS DOUBLE) AS number,
-    count(DISTINCT f."value") OVER (PARTITION BY r.experiment, f.kind, f."key") > 1 AS differs_in_experiment
+    -- two distinct values exactly when the smallest and the largest differ (DISTINCT is not allowed in windows
+    -- on Spark or Trino)
+    coalesce(
+        min(f."value") OVER (PARTITION BY r.experiment, f.kind, f."key")
+            <> max(f."value") OVER (PARTITION BY r.experiment, f.kind, f."key"),
+        false
+    ) AS differs_in_experiment
 FROM facts AS f
 JOIN runs_current AS r USING (run_id)

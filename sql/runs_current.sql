@@ -32,7 +32,7 @@ SELECT
     arg_max_null(status, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS status,
     min(start_time) AS start_time,
     arg_max_null(end_time, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS end_time,
-    epoch_us(arg_max_null(end_time, {'t': event_time, 'r': recorded_at, 'e': event_id}) - min(start_time)) / 1e6
+    date_diff('microsecond', min(start_time), arg_max_null(end_time, {'t': event_time, 'r': recorded_at, 'e': event_id})) / 1e6
         AS duration_s,
     arg_max(parent_run_id, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS parent_run_id,
     arg_max("user", {'t': event_time, 'r': recorded_at, 'e': event_id}) AS "user",
@@ -47,7 +47,7 @@ SELECT
     arg_max_null(error_type, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS error_type,
     arg_max_null(error_message, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS error_message,
     count(*) AS event_count,
-    max({'t': event_time, 'r': recorded_at, 'e': event_id}).e AS last_event_id,
+    arg_max(event_id, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS last_event_id,
     max(event_time) AS last_event_time,
     arg_max_null(recorded_at, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS recorded_at,
     arg_max_null(recorded_by, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS recorded_by

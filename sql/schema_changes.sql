@@ -16,28 +16,21 @@
 --   recorded_at       when the version was registered
 --   recorded_by       who registered it
 SELECT
-    dataset,
-    version,
-    version - 1 AS previous_version,
+    v.dataset,
+    v.version,
+    v.version - 1 AS previous_version,
     c.change_record."column" AS column_name,
     c.change_record.change AS change,
     c.change_record.old_type AS old_type,
     c.change_record.new_type AS new_type,
     c.change_record.breaking AS breaking,
-    recorded_at,
-    recorded_by
-FROM (
-    SELECT
-        dataset,
-        version,
-        recorded_at,
-        recorded_by,
-        unnest(
-            from_json(
-                schema_changes,
-                '[{"column": "VARCHAR", "change": "VARCHAR", "old_type": "VARCHAR", "new_type": "VARCHAR", "breaking": "BOOLEAN"}]'
-            )
-        ) AS change_record
-    FROM dataset_versions
-    WHERE schema_changes IS NOT NULL
-) AS c
+    v.recorded_at,
+    v.recorded_by
+FROM dataset_versions AS v
+CROSS JOIN unnest(
+    from_json(
+        v.schema_changes,
+        '[{"column": "VARCHAR", "change": "VARCHAR", "old_type": "VARCHAR", "new_type": "VARCHAR", "breaking": "BOOLEAN"}]'
+    )
+) AS c(change_record)
+WHERE v.schema_changes IS NOT NULL

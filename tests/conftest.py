@@ -103,3 +103,14 @@ def s3_server() -> Iterator[S3Server]:
 @pytest.fixture
 def s3_lake_uri(s3_server: S3Server) -> str:
     return f"s3://{s3_server.create_bucket()}/lake"
+
+
+@pytest.fixture(scope="module")
+def sample_lake(tmp_path_factory: pytest.TempPathFactory) -> metalake.Lake:
+    """A lake with rows for every view (tests/sample_lake.py), built once per test module; do not write to it."""
+    from sample_lake import fill_sample_lake
+
+    folder = tmp_path_factory.mktemp("sample")
+    lake = metalake.connect(folder / "lake", actor="tester")
+    fill_sample_lake(lake, folder)
+    return lake

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 import metalake
 from metalake.errors import ViewError
-from metalake.sql import SqlSession, bundled_views, load_views, view_order
+from metalake.sql import SqlSession, ViewDefinition, bundled_views, load_views, view_order
 
 REQUIRED_VIEWS = {"runs_current", "metric_summary", "audit_log"}
 
@@ -98,3 +99,31 @@ def test_sql_date_arithmetic_is_in_utc(lake: metalake.Lake) -> None:
     zone, week_before = result.fetchall()[0]
     assert zone == "UTC"
     assert week_before == datetime(2026, 3, 23, 12, 0, tzinfo=UTC)
+
+
+# One entry of a view's `Columns:` list: three spaces, the column name(s), then (after two spaces) the meaning.
+COLUMN_ENTRY = re.compile(r"^--   (?P<names>\w+(?:, \w+)*)(?:\s{2,}\S.*)?$")
+
+
+def documented_columns(view: ViewDefinition) -> list[str]:
+    header = view.header
+    start = header.index("-- Columns:")
+    names: list[str] = []
+    for line in header[start + 1 :]:
+        entry = COLUMN_ENTRY.match(line)
+        if entry:
+            names += entry["names"].split(", ")
+    return names
+
+
+@pytest.mark.parametrize("name", sorted(bundled_views()))
+def test_every_view_says_what_it_answers_and_lists_its_real_columns(
+    sample_lake: metalake.Lake, name: str
+) -> None:
+    view = bundled_views()[name]
+    question = view.documentation.splitlines()[0]
+    assert question.startswith(f"{name}: ") and len(question) > len(name) + 10, f"{view.path}: first line"
+    assert "-- Columns:" in view.header, f"{view.path} needs a Columns: list in its header"
+    relation = sample_lake.sql(f"select * from {name}")
+    assert documented_columns(view) == relation.columns, f"{view.path}: Columns: list"
+    assert relation.fetchall(), f"the sample lake should give {name} rows"

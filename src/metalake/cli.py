@@ -514,6 +514,7 @@ def demo(
 def _register_subcommands() -> None:
     from metalake.cli_datasets import datasets_app, quality_app
     from metalake.cli_deploy import deploy_app, kpis_app
+    from metalake.cli_export import export_app, views_app
     from metalake.cli_import import import_app
     from metalake.cli_lineage import lineage_app, serve
     from metalake.cli_models import models_app
@@ -527,6 +528,8 @@ def _register_subcommands() -> None:
     app.add_typer(deploy_app, name="deploy")
     app.add_typer(kpis_app, name="kpis")
     app.add_typer(lineage_app, name="lineage")
+    app.add_typer(views_app, name="views")
+    app.add_typer(export_app, name="export")
     app.command("serve")(serve)
 
 

@@ -316,3 +316,23 @@ class InvalidEvent(LineageError):
             "Fix or drop that event (spec: https://openlineage.io/spec/2-0-2/OpenLineage.json) and send "
             "the batch again; events already stored are not written twice."
         )
+
+
+class ExportError(MetalakeError):
+    """An export (views for another engine, a DuckDB file) that cannot be written as asked; nothing was written."""
+
+    code = "export_error"
+
+
+class ViewExportError(ExportError):
+    """A view uses a construct that cannot be carried to another SQL dialect without changing its answer."""
+
+    code = "view_not_portable"
+
+    def __init__(self, view: str, dialect: str, construct: str, reason: str):
+        self.view, self.dialect, self.construct = view, dialect, construct
+        super().__init__(
+            f"View {view!r} cannot be exported to {dialect}: {construct}: {reason}. Nothing was written. "
+            f"Rewrite sql/{view}.sql with a construct that both DuckDB and {dialect} support, or teach "
+            "metalake.view_dialects the translation."
+        )
