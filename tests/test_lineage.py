@@ -127,6 +127,38 @@ def test_duplicates_and_any_arrival_order_give_the_same_result(lake_path: Any, t
     assert shuffled.lineage.ingest(events).new == 0
 
 
+@pytest.mark.parametrize("chunk_events", [4, 1000])
+def test_a_file_in_any_order_with_repeated_lines_gives_the_same_result(
+    tmp_path: Any, chunk_events: int
+) -> None:
+    events = as_dicts(airflow_dag() + airflow_dag() + spark_events())
+    in_order = metalake.connect(tmp_path / "in-order")
+    in_order.lineage.ingest(events)
+    scrambled = events * 2
+    random.Random(11).shuffle(scrambled)
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(event) + "\n" for event in scrambled))
+    from_file = metalake.connect(tmp_path / "from-file")
+    result = from_file.lineage.ingest_file(path, chunk_events=chunk_events)
+
+    assert (result.received, result.new) == (len(scrambled), len(events))
+    assert from_file.read("lineage_events").height == len(events)
+    assert current_runs(from_file).equals(current_runs(in_order))
+    drop = ["last_seen"]
+    assert graph(from_file).drop(drop).equals(graph(in_order).drop(drop))
+    # one chunk: each version is first seen where it is in time order; several: where it is in arrival order
+    first = ", observed_at, run_id" if chunk_events > len(scrambled) else ""
+    seen = f"select dataset, fingerprint{first} from dataset_versions order by all"
+    assert from_file.sql(seen).fetchall() == in_order.sql(seen).fetchall()
+    current = "select dataset, fingerprint from dataset_versions_current order by all"
+    assert from_file.sql(current).fetchall() == in_order.sql(current).fetchall()
+    jobs = "select namespace, name, arg_max(facets, event_time) from pipelines group by all order by all"
+    assert from_file.sql(jobs).fetchall() == in_order.sql(jobs).fetchall()
+    checks = "select dataset, success, evaluated, validated_at from dq_validations order by all"
+    assert from_file.sql(checks).fetchall() == in_order.sql(checks).fetchall()
+    assert from_file.lineage.ingest_file(path).new == 0
+
+
 def test_a_late_start_does_not_reopen_a_finished_run(lake: metalake.Lake) -> None:
     start, complete = as_dicts(airflow_dag())[:2]
     lake.lineage.ingest([complete])

@@ -32,6 +32,7 @@ from metalake.openlineage_events import (
     Event,
     EventRows,
     canonical_json,
+    check_event,
     parse_event,
 )
 
@@ -100,35 +101,57 @@ class Lineage:
             raise LineageError(
                 f"{file} is not a file: give a JSONL file of OpenLineage events, one per line."
             )
-        checked: list[Event] = []
         source = f"file {file}"
+        chunks: list[tuple[list[Event], EventRows]] = []
         with file.open("rb") as handle, _no_cyclic_gc():
+            events: list[Event] = []
+            rows = EventRows()
             for number, line in enumerate(handle):
-                if line.strip():
-                    # kept as text: parsed again only if it turns out to be new
-                    checked.append(parse_event(line, number, source=source, keep_payload=False))
-            return self._ingest_chunks(checked, chunk_events)
-
-    def _ingest_chunks(self, checked: list[Event], chunk_events: int) -> IngestResult:
-        totals = [
-            self.ingest_checked(checked[i : i + chunk_events]) for i in range(0, len(checked), chunk_events)
-        ]
+                if not line.strip():
+                    continue
+                # rows are built while the event is parsed; the event keeps only its text
+                event, payload = check_event(line, number, source=source)
+                events.append(event)
+                rows.add(event, payload)
+                if len(events) == chunk_events:
+                    chunks.append((events, rows))
+                    events, rows = [], EventRows()
+            if events:
+                chunks.append((events, rows))
+            totals = [self._ingest_chunk(events, rows) for events, rows in chunks]
         return _sum_results(totals) if totals else IngestResult(0, 0, 0, 0, 0, 0, 0)
 
     def ingest_checked(self, checked: Sequence[Event]) -> IngestResult:
         """`ingest` for events that `parse_event` already checked (the HTTP server checks them on arrival)."""
+        with self._ingest_turn(len(checked)):
+            return self._ingest_new(checked)
+
+    def _ingest_chunk(self, events: list[Event], rows: EventRows) -> IngestResult:
+        """Commit a chunk of a file whose rows were built as it was read; when some of its events are stored
+        already (the file was ingested before, in part), its new events' rows are built again on their own.
+        """
+        with self._ingest_turn(len(events)):
+            unique = list({event.event_id: event for event in events}.values())
+            if self._stored_ids(unique):
+                return self._ingest_new(events)
+            return self._commit_rows(len(events), unique, rows)
+
+    @contextlib.contextmanager
+    def _ingest_turn(self, count: int) -> Iterator[None]:
+        """One ingest at a time per lake on local disk, across processes (between looking up which events are
+        stored and committing them, another ingest of the same events would store them twice); a bug in
+        deriving rows is reported with the batch size, its cause kept.
+        """
         from metalake.delta import INGEST_LOCK
 
-        # One ingest at a time per lake on local disk, across processes: between looking up which events are
-        # stored and committing them, another ingest of the same events would store them twice.
         with _no_cyclic_gc(), self._lake._store.table_lock(EVENTS_TABLE, INGEST_LOCK):
             try:
-                return self._ingest_new(checked)
+                yield
             except (MetalakeError, OSError):
                 raise
-            except Exception as error:  # a bug in deriving rows: say which batch, keep the cause
+            except Exception as error:
                 raise LineageError(
-                    f"Could not derive rows from {len(checked)} OpenLineage event(s): "
+                    f"Could not derive rows from {count} OpenLineage event(s): "
                     f"{type(error).__name__}: {error}. Nothing of the batch's events was recorded as seen; "
                     "report it with the events."
                 ) from error
@@ -144,6 +167,10 @@ class Lineage:
         rows = EventRows()
         for event in new:
             rows.add(event)
+        return self._commit_rows(len(checked), new, rows)
+
+    def _commit_rows(self, received: int, new: Sequence[Event], rows: EventRows) -> IngestResult:
+        """Write the rows of events not stored yet: derived tables first, the raw events last."""
         batch_key = hashlib.sha256(" ".join(sorted(e.event_id for e in new)).encode()).hexdigest()[:32]
         frames = self._frames(rows)
         prepared = {table: self._lake._prepare(table, frame) for table, frame in frames.items()}
@@ -159,9 +186,9 @@ class Lineage:
                     reason=reason,
                 )
         return IngestResult(
-            received=len(checked),
+            received=received,
             new=len(new),
-            duplicates=len(checked) - len(new),
+            duplicates=received - len(new),
             pipeline_runs=len(rows.pipeline_runs),
             edges=len(rows.edges),
             dataset_versions=versions_written,

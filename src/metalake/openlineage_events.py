@@ -114,6 +114,16 @@ def parse_event(raw: Any, position: int = 0, *, source: str = "batch", keep_payl
 
     `keep_payload=False` keeps only the canonical text (see `Event.content`): less memory for large files.
     """
+    event, payload = check_event(raw, position, source=source)
+    if not keep_payload:
+        return event
+    return Event(event.event_id, event.kind, event.event_time, payload, event.canonical, event.event_us)
+
+
+def check_event(raw: Any, position: int = 0, *, source: str = "batch") -> tuple[Event, dict[str, Any]]:
+    """`parse_event` that returns the event without its payload, and the payload beside it: a caller that
+    builds the event's rows at once (`EventRows.add(event, payload)`) need not keep it, nor parse it again.
+    """
     payload = as_mapping(raw, position, source)
 
     def fail(reason: str) -> InvalidEvent:
@@ -157,8 +167,7 @@ def parse_event(raw: Any, position: int = 0, *, source: str = "batch", keep_payl
     except RecursionError:
         raise fail("it is nested too deeply to store: flatten its facets") from None
     event_id = hashlib.sha256(canonical.encode()).hexdigest()
-    kept = payload if keep_payload else None
-    return Event(event_id, kind, event_time, kept, canonical, (event_time - _EPOCH) // _MICROSECOND)
+    return Event(event_id, kind, event_time, None, canonical, (event_time - _EPOCH) // _MICROSECOND), payload
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -198,6 +207,7 @@ class DatasetObservation:
     bytes: int | None = None
     file_count: int | None = None
     dataset_version: str | None = None
+    event_id: str = ""  # of the event that reported it: ties in event time go to the smaller id
 
 
 @dataclass
@@ -274,21 +284,31 @@ class EventRows:
     versioned_ends: list[tuple[int, str, int]] = field(default_factory=list)
     # (namespace, name) -> (schema fields, datasetVersion, observation index) of each distinct schema seen
     _schemas_seen: dict[tuple[str, str], list[tuple[Any, Any, int]]] = field(default_factory=dict)
+    _event_ids: set[str] = field(default_factory=set)
 
-    def add(self, event: Event) -> None:
-        payload = event.content
-        job = (payload.get("job") or {}) if event.kind != "dataset" else {}
+    def add(self, event: Event, payload: Mapping[str, Any] | None = None) -> None:
+        """The rows of one event (`payload`: its content, when the caller still has it). Events may come in any
+        order; an event already added is skipped. Runs for every event of a batch: kept lean.
+        """
+        if event.event_id in self._event_ids:
+            return
+        self._event_ids.add(event.event_id)
+        if payload is None:
+            payload = event.content
+        kind = event.kind
+        job = (payload.get("job") or {}) if kind != "dataset" else {}
         run = payload.get("run") or {}
         run_id = run.get("runId")
-        state = (payload.get("eventType") or "OTHER") if event.kind == "run" else None
+        state = (payload.get("eventType") or "OTHER") if kind == "run" else None
         dataset = payload.get("dataset") or {}
         producer = payload.get("producer")
+        event_us = event.event_us
         self.events.append(
             (
                 event.event_id,
-                event.kind,
+                kind,
                 state,
-                event.event_us,
+                event_us,
                 run_id,
                 job.get("namespace"),
                 job.get("name"),
@@ -300,39 +320,42 @@ class EventRows:
         )
         if job:
             self._add_pipeline(job, event.event_time)
-        if event.kind == "run":
+        if kind == "run":
             self._add_run(event, run, job, str(state), producer)
-        if event.kind == "dataset":
-            self._observe(event, dataset, None, "facets")
+        if kind == "dataset":
+            self._observe(event, dataset, None)
             return
         job_node = f"job:{job['namespace']}/{job['name']}"
         edge_id = event.event_id[:40]
-        for index, dataset_in in enumerate(payload.get("inputs") or []):
-            source = dataset_node(dataset_in["namespace"], dataset_in["name"])
-            version = _dataset_version(dataset_in)
-            self.edges.append(
+        edges = self.edges
+        for index, dataset_in in enumerate(payload.get("inputs") or ()):
+            facets = dataset_in.get("facets")
+            version = (facets.get("version") or {}).get("datasetVersion") if facets else None
+            edges.append(
                 (
                     f"{edge_id}:{index}",
-                    source,
+                    f"dataset:{dataset_in['namespace']}/{dataset_in['name']}",
                     job_node,
                     "input",
                     run_id,
-                    version,
+                    None if version is None else str(version),
                     None,
                     None,
                     None,
                     None,
-                    event.event_us,
+                    event_us,
                 )
             )
-            observed = self._observe(event, dataset_in, run_id, "facets")
+            observed = self._observe(event, dataset_in, run_id) if facets and "schema" in facets else None
             if observed is not None:
-                self.versioned_ends.append((len(self.edges) - 1, "source", observed))
-            self._add_quality(event, dataset_in, run_id, index, observed, producer)
-        for index, dataset_out in enumerate(payload.get("outputs") or []):
-            target = dataset_node(dataset_out["namespace"], dataset_out["name"])
-            version = _dataset_version(dataset_out)
-            self.edges.append(
+                self.versioned_ends.append((len(edges) - 1, "source", observed))
+            if _has_quality_facets(dataset_in):
+                self._add_quality(event, dataset_in, run_id, index, observed, producer)
+        for index, dataset_out in enumerate(payload.get("outputs") or ()):
+            facets = dataset_out.get("facets")
+            version = (facets.get("version") or {}).get("datasetVersion") if facets else None
+            target = f"dataset:{dataset_out['namespace']}/{dataset_out['name']}"
+            edges.append(
                 (
                     f"{edge_id}:{1000 + index}",
                     job_node,
@@ -340,24 +363,26 @@ class EventRows:
                     "output",
                     run_id,
                     None,
-                    version,
+                    None if version is None else str(version),
                     None,
                     None,
                     None,
-                    event.event_us,
+                    event_us,
                 )
             )
-            observed = self._observe(event, dataset_out, run_id, "facets")
+            observed = self._observe(event, dataset_out, run_id) if facets and "schema" in facets else None
             if observed is not None:
-                self.versioned_ends.append((len(self.edges) - 1, "target", observed))
-            self._add_quality(event, dataset_out, run_id, 1000 + index, observed, producer)
-            self._add_column_lineage(event, dataset_out, target, run_id, index)
+                self.versioned_ends.append((len(edges) - 1, "target", observed))
+            if _has_quality_facets(dataset_out):
+                self._add_quality(event, dataset_out, run_id, 1000 + index, observed, producer)
+            if facets and "columnLineage" in facets:
+                self._add_column_lineage(event, dataset_out, target, run_id, index)
 
     def _add_pipeline(self, job: Mapping[str, Any], event_time: datetime) -> None:
         """Remember the job as the newest event reporting its facets describes it (rows are built once, later)."""
         key = (job["namespace"], job["name"])
         known = self.pipelines.get(key)
-        if known is None or (job.get("facets") and event_time >= known[0]):
+        if known is None or (job.get("facets") and (event_time >= known[0] or not known[1].get("facets"))):
             self.pipelines[key] = (event_time, job)
 
     def pipeline_rows(self) -> dict[tuple[str, str], dict[str, Any]]:
@@ -405,22 +430,23 @@ class EventRows:
             )
         )
 
-    def _observe(
-        self, event: Event, dataset: Mapping[str, Any], run_id: str | None, facet_key: str
-    ) -> int | None:
+    def _observe(self, event: Event, dataset: Mapping[str, Any], run_id: str | None) -> int | None:
         """A dataset observation when the event carries its schema facet; returns its index."""
-        facets = dataset.get(facet_key) or {}
+        facets = dataset.get("facets") or {}
         schema_facet = facets.get("schema")
         if not isinstance(schema_facet, dict) or not isinstance(schema_facet.get("fields"), list):
             return None
         namespace, name = str(dataset["namespace"]), str(dataset["name"])
         version = (facets.get("version") or {}).get("datasetVersion")
-        # Producers repeat a dataset's schema in every event: one observation per distinct schema (the earliest,
-        # as events are added in time order), hashed once. Comparing with the few schemas seen is cheap.
+        # Producers repeat a dataset's schema in every event: one observation per distinct schema, the earliest
+        # in event time, hashed once. Comparing with the few schemas seen is cheap.
         fields = schema_facet["fields"]
         seen = self._schemas_seen.setdefault((namespace, name), [])
         for seen_fields, seen_version, index in seen:
             if seen_fields == fields and seen_version == version and type(seen_version) is type(version):
+                first = self.observations[index]
+                if (event.event_time, event.event_id) < (first.event_time, first.event_id):  # out of order
+                    first.event_time, first.event_id, first.run_id = event.event_time, event.event_id, run_id
                 return index
         schema = _flatten_fields(schema_facet["fields"])
         identity = canonical_json({"schema": schema, "datasetVersion": version})
@@ -439,6 +465,7 @@ class EventRows:
                 bytes=_int(stats.get("size", metrics.get("bytes"))),
                 file_count=_int(stats.get("fileCount", metrics.get("fileCount"))),
                 dataset_version=None if version is None else str(version),
+                event_id=event.event_id,
             )
         )
         seen.append((fields, version, len(self.observations) - 1))
@@ -453,8 +480,6 @@ class EventRows:
         observed: int | None,
         producer: str | None,
     ) -> None:
-        if not _has_quality_facets(dataset):
-            return
         assertions = _quality_facet(dataset, "dataQualityAssertions").get("assertions") or []
         metrics = _quality_facet(dataset, "dataQualityMetrics")
         results = []
@@ -538,13 +563,6 @@ class EventRows:
                         event.event_us,
                     )
                 )
-
-
-def _dataset_version(dataset: Mapping[str, Any]) -> str | None:
-    """The datasetVersion facet's value, as text."""
-    facets = dataset.get("facets")
-    version = (facets.get("version") or {}).get("datasetVersion") if facets else None
-    return None if version is None else str(version)
 
 
 def _has_quality_facets(dataset: Mapping[str, Any]) -> bool:
