@@ -1,4 +1,4 @@
-"""Shared fixtures: real lakes under tmp_path, and a real S3-compatible server (moto) on 127.0.0.1."""
+"""Shared fixtures: real lakes under tmp_path, the demo lake, and a real S3-compatible server (moto) on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import metalake
+
+if TYPE_CHECKING:
+    from demo_lake import DemoLake
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +37,14 @@ def lake_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def lake(lake_path: Path) -> metalake.Lake:
     return metalake.connect(lake_path, actor="tester")
+
+
+@pytest.fixture(scope="session")
+def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> DemoLake:
+    """Two rounds of `metalake demo`, built once per session: tests that use it must not write to it."""
+    from demo_lake import build_demo_lake  # the CLI and the demo load only in sessions that need them
+
+    return build_demo_lake(tmp_path_factory.mktemp("demo") / "demo-lake")
 
 
 def _free_port() -> int:

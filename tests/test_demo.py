@@ -1,54 +1,32 @@
-"""`metalake demo` on a real lake under tmp_path: round 1 in-process through `run_demo`, round 2 through the CLI.
+"""`metalake demo` on the session's demo lake (`demo_lake` in conftest.py): round 1 in-process through
+`run_demo`, round 2 through the CLI, both written before the first test reads it.
 
-Round-1 facts are read through `lake.as_of("demo-round-1")`, so they hold whichever tests run first.
+Round-1 facts are read through `lake.as_of("demo-round-1")`; the tests only read the lake, which the notebook
+tests share.
 """
 
 from __future__ import annotations
 
-import io
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import pytest
-from rich.console import Console
+from demo_lake import DemoLake
 from typer.testing import CliRunner, Result
 
 import metalake
 from metalake.cli import app
-from metalake.demo import DemoRound, run_demo
 
 RAW_BIOPSIES = "dataset:postgres://clinic-db:5432/pathology.biopsies"
-
-
-@dataclass(frozen=True)
-class Demo:
-    path: Path
-    first: DemoRound
-    output: str
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    path = tmp_path_factory.mktemp("demo") / "demo-lake"
-    buffer = io.StringIO()
-    first = run_demo(str(path), Console(file=buffer, width=200, highlight=False), actor="tester")
-    return Demo(path, first, buffer.getvalue())
-
-
-@pytest.fixture(scope="module")
-def second(demo: Demo) -> Result:
-    """Round 2, through the command line, on the same lake."""
-    return invoke("--lake", str(demo.path), "demo")
 
 
 def invoke(*args: str) -> Result:
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "METALAKE_ACTOR": "tester"})
 
 
-def round_one(demo: Demo) -> metalake.Lake:
-    return metalake.connect(demo.path).as_of("demo-round-1")
+def round_one(demo_lake: DemoLake) -> metalake.Lake:
+    return metalake.connect(demo_lake.path).as_of("demo-round-1")
 
 
 def rows(lake: metalake.Lake, sql: str) -> list[dict[str, object]]:
@@ -58,10 +36,10 @@ def rows(lake: metalake.Lake, sql: str) -> list[dict[str, object]]:
 # -- round 1 --------------------------------------------------------------------------------------------------
 
 
-def test_datasets_and_the_broken_delivery_that_fails_validation(demo: Demo) -> None:
-    lake = round_one(demo)
-    assert demo.first.round == 1 and demo.first.snapshot == "demo-round-1"
-    assert demo.first.dataset_versions == {
+def test_datasets_and_the_broken_delivery_that_fails_validation(demo_lake: DemoLake) -> None:
+    lake = round_one(demo_lake)
+    assert demo_lake.first.round == 1 and demo_lake.first.snapshot == "demo-round-1"
+    assert demo_lake.first.dataset_versions == {
         "breast_cancer": 1,
         "breast_cancer:broken": 2,
         "breast_cancer_holdout": 1,
@@ -81,14 +59,14 @@ def test_datasets_and_the_broken_delivery_that_fails_validation(demo: Demo) -> N
     assert {"expect_table_columns_to_match_set", "expect_column_values_to_not_be_null"} <= failed
     scorecard = {r["dataset"]: r for r in rows(lake, "select * from dq_scorecard")}
     assert scorecard["breast_cancer"]["latest_success"] is False
-    assert (demo.path / "sources" / "breast_cancer").is_dir()
+    assert (demo_lake.path / "sources" / "breast_cancer").is_dir()
     # The ETL's raw table changed schema with the broken delivery: a breaking change upstream.
     changes = rows(lake, "select * from schema_changes where dataset like 'postgres://%'")
     assert any(change["breaking"] for change in changes)
 
 
-def test_runs_log_real_per_iteration_curves(demo: Demo) -> None:
-    lake = round_one(demo)
+def test_runs_log_real_per_iteration_curves(demo_lake: DemoLake) -> None:
+    lake = round_one(demo_lake)
     runs = rows(lake, "select run_id, experiment, name, status from runs_current order by name")
     assert {r["name"] for r in runs} == {
         "r1-sgd-logreg",
@@ -117,8 +95,8 @@ def test_runs_log_real_per_iteration_curves(demo: Demo) -> None:
     assert details.artifacts and details.artifacts[0]["name"] == "model"
 
 
-def test_the_best_models_reach_production_and_the_broken_one_is_refused(demo: Demo) -> None:
-    lake = round_one(demo)
+def test_the_best_models_reach_production_and_the_broken_one_is_refused(demo_lake: DemoLake) -> None:
+    lake = round_one(demo_lake)
     registry = {
         (r["model"], r["version"]): r
         for r in rows(lake, "select model, version, stage, aliases from registry_current")
@@ -127,16 +105,16 @@ def test_the_best_models_reach_production_and_the_broken_one_is_refused(demo: De
     assert registry[("tumor-classifier", 1)]["aliases"] == ["champion"]
     assert registry[("wine-cultivar", 1)]["stage"] == "production"
     assert registry[("tumor-classifier", 2)]["stage"] == "none"
-    assert demo.first.refused is not None
-    model, version, rules = demo.first.refused
+    assert demo_lake.first.refused is not None
+    model, version, rules = demo_lake.first.refused
     assert (model, version) == ("tumor-classifier", 2)
     assert set(rules) == {"require_passing_data_quality", "require_metrics"}
     events = rows(
         lake, "select event_type from model_events where model = 'tumor-classifier' and version = 2"
     )
     assert events == [{"event_type": "registered"}]  # the refused move wrote nothing
-    assert "Promotion refused: tumor-classifier v2 -> staging" in demo.output
-    assert "breast_cancer v2 failed its latest validation" in demo.output
+    assert "Promotion refused: tumor-classifier v2 -> staging" in demo_lake.first_output
+    assert "breast_cancer v2 failed its latest validation" in demo_lake.first_output
     assert len(rows(lake, "select * from policies")) == 1
     approvals = rows(
         lake,
@@ -146,15 +124,15 @@ def test_the_best_models_reach_production_and_the_broken_one_is_refused(demo: De
     assert approvals == [{"recorded_by": "release-manager"}]  # the policy wants a distinct approver
 
 
-def test_deployments_kpis_and_their_impact(demo: Demo) -> None:
-    lake = round_one(demo)
+def test_deployments_kpis_and_their_impact(demo_lake: DemoLake) -> None:
+    lake = round_one(demo_lake)
     deployments = rows(lake, "select * from deployments_current order by started_at")
-    assert len(deployments) == 6 == len(demo.first.deployment_ids)
+    assert len(deployments) == 6 == len(demo_lake.first.deployment_ids)
     environments = {(d["model"], d["version"], d["environment"], d["is_active"]) for d in deployments}
     assert ("tumor-classifier", 1, "production", True) in environments
     assert ("tumor-classifier", 2, "shadow", False) in environments
     observations = rows(lake, "select count(*) as n from kpi_observations")
-    assert observations == [{"n": demo.first.kpi_observations}]
+    assert observations == [{"n": demo_lake.first.kpi_observations}]
     impact = rows(
         lake,
         "select * from model_kpi_impact where kpi = 'malignant_recall' and environment <> 'staging' "
@@ -165,11 +143,11 @@ def test_deployments_kpis_and_their_impact(demo: Demo) -> None:
     assert rollout["training_data_ok"] is True
     assert shadow["environment"] == "shadow" and shadow["improved"] is False
     assert shadow["training_data_ok"] is False
-    assert "Model KPI impact of round 1" in demo.output
+    assert "Model KPI impact of round 1" in demo_lake.first_output
 
 
-def test_lineage_walks_from_a_deployment_to_the_raw_table(demo: Demo) -> None:
-    lake = round_one(demo)
+def test_lineage_walks_from_a_deployment_to_the_raw_table(demo_lake: DemoLake) -> None:
+    lake = round_one(demo_lake)
     upstream = lake.lineage.upstream("model:tumor-classifier/1")
     nodes = set(upstream.get_column("source_node").to_list())
     assert {"dataset:metalake/breast_cancer", "job:clinic-etl/export_biopsies", RAW_BIOPSIES} <= nodes
@@ -184,19 +162,19 @@ def test_lineage_walks_from_a_deployment_to_the_raw_table(demo: Demo) -> None:
     assert RAW_BIOPSIES in set(walk.get_column("source_node").to_list())
 
 
-def test_output_shows_the_views_and_next_commands(demo: Demo) -> None:
+def test_output_shows_the_views_and_next_commands(demo_lake: DemoLake) -> None:
     for fragment in (
         "Leaderboard (view leaderboard)",
         "Data quality (view dq_scorecard)",
         "Next commands to try",
     ):
-        assert fragment in demo.output
-    snapshots = metalake.connect(demo.path).snapshots()
+        assert fragment in demo_lake.first_output
+    snapshots = metalake.connect(demo_lake.path).snapshots()
     assert "demo-round-1" in snapshots.get_column("snapshot").to_list()
 
 
-def test_the_next_commands_it_suggests_work(demo: Demo) -> None:
-    listed = demo.output.split("Next commands to try:")[1].strip().splitlines()
+def test_the_next_commands_it_suggests_work(demo_lake: DemoLake) -> None:
+    listed = demo_lake.first_output.split("Next commands to try:")[1].strip().splitlines()
     commands = [shlex.split(line.split("    #")[0]) for line in listed if line.strip().startswith("metalake")]
     assert len(commands) >= 8
     for command in commands:
@@ -209,11 +187,11 @@ def test_the_next_commands_it_suggests_work(demo: Demo) -> None:
 # -- round 2 --------------------------------------------------------------------------------------------------
 
 
-def test_a_second_round_adds_data_models_and_a_new_production_version(demo: Demo, second: Result) -> None:
-    assert second.exit_code == 0, second.output
-    assert "round 2" in second.output and "Promotion refused" in second.output
-    assert "wine v1: 178 rows (unchanged content: the same version)" in second.output
-    lake = metalake.connect(demo.path)
+def test_a_second_round_adds_data_models_and_a_new_production_version(demo_lake: DemoLake) -> None:
+    assert demo_lake.second.exit_code == 0, demo_lake.second.output
+    assert "round 2" in demo_lake.second.output and "Promotion refused" in demo_lake.second.output
+    assert "wine v1: 178 rows (unchanged content: the same version)" in demo_lake.second.output
+    lake = metalake.connect(demo_lake.path)
     assert {"demo-round-1", "demo-round-2"} <= set(lake.snapshots().get_column("snapshot").to_list())
     versions = rows(
         lake, "select dataset, version, row_count from dataset_versions order by dataset, version"
@@ -245,11 +223,11 @@ def test_a_second_round_adds_data_models_and_a_new_production_version(demo: Demo
     assert active[-1]["version"] == 3 and len(active) == 4  # canary and rollout per round
 
 
-def test_round_one_is_unchanged_as_of_its_snapshot(demo: Demo, second: Result) -> None:
-    assert second.exit_code == 0
-    past = round_one(demo)
+def test_round_one_is_unchanged_as_of_its_snapshot(demo_lake: DemoLake) -> None:
+    assert demo_lake.second.exit_code == 0
+    past = round_one(demo_lake)
     assert rows(past, "select count(*) as n from runs_current") == [{"n": 6}]
-    now = metalake.connect(demo.path)
+    now = metalake.connect(demo_lake.path)
     assert now.kpis.list().height == 4
     frame = now.sql("select * from model_kpi_impact").pl()
     assert isinstance(frame, pl.DataFrame) and frame.height > 0

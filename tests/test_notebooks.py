@@ -1,23 +1,22 @@
 """The notebooks run top to bottom (nbclient) on fresh lakes, draw their plots, and are committed without outputs.
 
-Each notebook runs on three lakes: the story lake, which holds every kind of fact the notebooks tell about; the
-lake `metalake demo` writes; and an empty lake, on which every notebook must still run and say what is missing.
+Each notebook runs on two lakes: the demo lake (two rounds of `metalake demo`, the session's `demo_lake`), whose
+story the notebooks must tell, and an empty lake, on which every notebook must still run and say what is
+missing.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from notebook_lake import build_notebook_lake
-from typer.testing import CliRunner
+from demo_lake import DemoLake
 
 import metalake
-from metalake.cli import app
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -27,56 +26,20 @@ pytest.importorskip("matplotlib")
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOK_FILES = sorted(NOTEBOOKS.glob("*.ipynb"))
 CELL_TIMEOUT_S = 120
-
-
-def build_story_lake(path: Path) -> Path:
-    """The lake the notebooks are written for: datasets with a failing validation, runs with curves and params,
-    models moved through stages under a policy, deployments, KPI observations around them, a snapshot.
-
-    `metalake demo` writes runs, metrics, a staged model and a snapshot, but no datasets, validations,
-    deployments or KPIs yet, so this lake comes from `notebook_lake`, written through the same public API.
-    Once the demo writes those facts too, `build_demo_lake` takes this function's place.
-    """
-    return build_notebook_lake(path)
-
-
-def build_demo_lake(path: Path) -> Path:
-    """What `metalake demo --lake PATH` writes: the lake the notebooks open by default."""
-    result = CliRunner().invoke(app, ["demo", "--lake", str(path)], env={"COLUMNS": "200"})
-    assert result.exit_code == 0, result.output
-    return path
-
-
-def build_empty_lake(path: Path) -> Path:
-    metalake.connect(path).close()
-    return path
-
-
-LAKES: dict[str, Callable[[Path], Path]] = {
-    "story": build_story_lake,
-    "demo": build_demo_lake,
-    "empty": build_empty_lake,
-}
-# On the demo lake, the notebooks whose facts every demo writes (runs with metrics, commits) must draw.
-DRAWS_ON_DEMO = {"01_experiments", "03_audit"}
+LAKE_KINDS = ("demo", "empty")
+PLOTS_ON_DEMO = {"01_experiments": 3, "02_trust": 3, "03_audit": 4}
 
 
 class NotebookRunner:
-    """Builds each kind of lake once under `root` and runs each notebook on it once, keeping the result."""
+    """Runs each notebook once on each kind of lake, keeping the executed notebook."""
 
-    def __init__(self, root: Path):
-        self.root = root
-        self.lakes: dict[str, Path] = {}
+    def __init__(self, lakes: dict[str, Path]):
+        self.lakes = lakes
         self.executed: dict[tuple[str, str], Any] = {}
-
-    def lake(self, kind: str) -> Path:
-        if kind not in self.lakes:
-            self.lakes[kind] = LAKES[kind](self.root / kind)
-        return self.lakes[kind]
 
     def run(self, kind: str, stem: str) -> Any:
         if (kind, stem) not in self.executed:
-            self.executed[kind, stem] = execute(NOTEBOOKS / f"{stem}.ipynb", self.lake(kind))
+            self.executed[kind, stem] = execute(NOTEBOOKS / f"{stem}.ipynb", self.lakes[kind])
         return self.executed[kind, stem]
 
 
@@ -100,8 +63,11 @@ def execute(notebook_path: Path, lake_uri: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def runner(tmp_path_factory: pytest.TempPathFactory) -> NotebookRunner:
-    return NotebookRunner(tmp_path_factory.mktemp("notebook-lakes"))
+def runner(demo_lake: DemoLake, tmp_path_factory: pytest.TempPathFactory) -> NotebookRunner:
+    assert demo_lake.second.exit_code == 0, demo_lake.second.output
+    empty = tmp_path_factory.mktemp("notebooks") / "empty-lake"
+    metalake.connect(empty).close()
+    return NotebookRunner({"demo": demo_lake.path, "empty": empty})
 
 
 def outputs(notebook: Any, kind: str) -> list[Any]:
@@ -121,44 +87,77 @@ def text_of(notebook: Any) -> str:
     return "\n".join(parts)
 
 
+def line_with(fragment: str, text: str) -> str:
+    """The line of the notebook's text that holds `fragment`."""
+    found = [line for line in text.splitlines() if fragment in line]
+    assert found, f"no line holds {fragment!r}"
+    return found[0]
+
+
 def test_there_are_the_three_notebooks() -> None:
     assert [path.stem for path in NOTEBOOK_FILES] == ["01_experiments", "02_trust", "03_audit"]
 
 
 @pytest.mark.parametrize("stem", [path.stem for path in NOTEBOOK_FILES])
-@pytest.mark.parametrize("kind", list(LAKES))
+@pytest.mark.parametrize("kind", LAKE_KINDS)
 def test_notebook_runs_and_draws(runner: NotebookRunner, kind: str, stem: str) -> None:
     executed = runner.run(kind, stem)
     assert not outputs(executed, "error")
-    assert f"Reading the lake at {runner.lake(kind)}" in text_of(executed)
+    assert f"Reading the lake at {runner.lakes[kind]}" in text_of(executed)
     images = outputs(executed, "image/png")
-    if kind == "story" or (kind == "demo" and stem in DRAWS_ON_DEMO):
-        assert images, f"{stem} drew no plot on the {kind} lake"
-    if kind == "empty":
+    if kind == "demo":  # every section draws
+        assert len(images) == PLOTS_ON_DEMO[stem], f"{stem} drew {len(images)} plot(s) on the demo lake"
+    else:
         assert not images, f"{stem} drew a plot of nothing"
 
 
-def test_the_experiments_notebook_ranks_and_explains(runner: NotebookRunner) -> None:
-    text = text_of(runner.run("story", "01_experiments"))
-    assert "Following **churn-model** (8 finished runs), ranked by **val_auc** (higher is better)" in text
-    assert "leads churn-model with val_auc =" in text
-    assert "moves val_auc the most" in text
+def test_the_experiments_notebook_ranks_and_sets_broken_data_apart(runner: NotebookRunner) -> None:
+    text = text_of(runner.run("demo", "01_experiments"))
+    assert (
+        "Following **tumor-classification** (8 finished runs), ranked by **val_auc** (higher is better)"
+        in text
+    )
+    leader = re.search(r"\*\*(\S+)\*\* leads tumor-classification with val_auc = ", text)
+    assert leader and "nightly-retrain" not in leader[1]
+    assert "(r1-nightly-retrain) is" in text and "it read breast_cancer v2, which failed validation" in text
+    assert "2 run(s) read data that failed validation (r2-nightly-retrain, r1-nightly-retrain)" in text
+    effects = line_with("moves val_auc the most", text)
+    assert "model_type" in effects and "Left out: 2 run(s) that read data which failed validation" in effects
 
 
 def test_the_trust_notebook_traces_the_failing_dataset_to_the_kpi(runner: NotebookRunner) -> None:
-    text = text_of(runner.run("story", "02_trust"))
-    assert "**customers v3** failed its latest validation" in text
-    assert "the version(s) trained on data that failed validation (v3) score" in text
-    assert "**overriding the policy**" in text
-    assert "the deployment of **v3**, trained on data that failed validation, moved it" in text
+    text = text_of(runner.run("demo", "02_trust"))
+    assert "**breast_cancer v4** failed its latest validation (`breast_cancer`, great_expectations)" in text
+    offline = line_with("the version(s) trained on data that failed validation (v2, v4) score", text)
+    assert (
+        offline.startswith("**tumor-classifier**") and "worse than the versions trained on passing" in offline
+    )
+    assert "The lake's policy requires passing data quality to enter production and staging" in text
+    assert "**tumor-classifier v2** never reached production" in text
+    assert "**tumor-classifier v4** never reached production" in text
+    recall = line_with("- **malignant_recall** (higher is better)", text)
+    assert "the shadow deployment of **v2** moved it from" in recall
+    assert "the shadow deployment of **v4** moved it from" in recall
+    assert recall.count(": worse") == 2
 
 
 def test_the_audit_notebook_answers_from_the_snapshot_and_the_past(runner: NotebookRunner) -> None:
-    text = text_of(runner.run("story", "03_audit"))
-    assert "Snapshot **release-1** was pinned by reviewer@example.com" in text
-    assert "In production: churn-model: v1 → v2." in text
-    assert "the snapshot's own `registry_current` agrees" in text
-    assert "**churn-model v1** was serving in production" in text
+    text = text_of(runner.run("demo", "03_audit"))
+    assert "The most active actor is **tester**" in text and "then **release-manager**" in text
+    assert "**tumor-classifier** had 5 stage change(s) by 2 person(s)" in text
+    assert "Snapshot **demo-round-1** was pinned by tester" in text
+    assert "In production: tumor-classifier: v1 → v3; wine-cultivar: v1 → v2." in text
+    assert "**tumor-classifier v1** was in production (moved there by release-manager" in text
+    assert "At snapshot demo-round-1, `registry.at` says v1 was in production; the snapshot's own " in text
+    assert "`registry_current` agrees" in text
+    serving = re.search(r"On (\S+ \S+) UTC, \*\*tumor-classifier v(\d)\*\* was serving in production", text)
+    assert serving and serving[2] == "1"
+    round_two = metalake.connect(runner.lakes["demo"]).deployments.list(
+        "production", model="tumor-classifier"
+    )
+    assert serving[1] < f"{round_two.get_column('started_at').max():%Y-%m-%d %H:%M}"  # a date in the past
+    assert "Upstream of `model:tumor-classifier/3`" in text
+    assert "`dataset:postgres://clinic-db:5432/pathology.biopsies`" in text
 
 
 def test_on_an_empty_lake_the_notebooks_say_what_is_missing(runner: NotebookRunner) -> None:
