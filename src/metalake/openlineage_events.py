@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 from metalake.errors import InvalidEvent
 from metalake.openlineage_checks import (
@@ -44,9 +44,11 @@ _SEVERITIES = {
 }
 
 
-@dataclass(frozen=True)
-class Event:
-    """One checked OpenLineage event: its content id, kind, time, and the event itself."""
+class Event(NamedTuple):
+    """One checked OpenLineage event: its content id, kind, time, and the event itself.
+
+    A named tuple: made once per event of a file, it costs a fraction of a frozen dataclass.
+    """
 
     event_id: str
     kind: EventKind
@@ -114,16 +116,6 @@ def parse_event(raw: Any, position: int = 0, *, source: str = "batch", keep_payl
 
     `keep_payload=False` keeps only the canonical text (see `Event.content`): less memory for large files.
     """
-    event, payload = check_event(raw, position, source=source)
-    if not keep_payload:
-        return event
-    return Event(event.event_id, event.kind, event.event_time, payload, event.canonical, event.event_us)
-
-
-def check_event(raw: Any, position: int = 0, *, source: str = "batch") -> tuple[Event, dict[str, Any]]:
-    """`parse_event` that returns the event without its payload, and the payload beside it: a caller that
-    builds the event's rows at once (`EventRows.add(event, payload)`) need not keep it, nor parse it again.
-    """
     payload = as_mapping(raw, position, source)
 
     def fail(reason: str) -> InvalidEvent:
@@ -167,7 +159,8 @@ def check_event(raw: Any, position: int = 0, *, source: str = "batch") -> tuple[
     except RecursionError:
         raise fail("it is nested too deeply to store: flatten its facets") from None
     event_id = hashlib.sha256(canonical.encode()).hexdigest()
-    return Event(event_id, kind, event_time, None, canonical, (event_time - _EPOCH) // _MICROSECOND), payload
+    kept = payload if keep_payload else None
+    return Event(event_id, kind, event_time, kept, canonical, (event_time - _EPOCH) // _MICROSECOND)
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -286,15 +279,14 @@ class EventRows:
     _schemas_seen: dict[tuple[str, str], list[tuple[Any, Any, int]]] = field(default_factory=dict)
     _event_ids: set[str] = field(default_factory=set)
 
-    def add(self, event: Event, payload: Mapping[str, Any] | None = None) -> None:
-        """The rows of one event (`payload`: its content, when the caller still has it). Events may come in any
-        order; an event already added is skipped. Runs for every event of a batch: kept lean.
+    def add(self, event: Event) -> None:
+        """The rows of one event. Events may come in any order; an event already added is skipped. Runs for
+        every event of a batch: kept lean.
         """
         if event.event_id in self._event_ids:
             return
         self._event_ids.add(event.event_id)
-        if payload is None:
-            payload = event.content
+        payload = event.content
         kind = event.kind
         job = (payload.get("job") or {}) if kind != "dataset" else {}
         run = payload.get("run") or {}
