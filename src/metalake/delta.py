@@ -530,3 +530,22 @@ def _backoff(attempt: int) -> None:
 
 
 __all__ = ["CommitInfo", "DeltaStore", "StorageError", "TableMaintenance"]
+
+
+def files_may_hold(table: DeltaTable, column: str, low: datetime, high: datetime) -> bool:
+    """Whether a file of the table may hold rows whose `column` is within [low, high], by the statistics in
+    the Delta log (a file without them may): answers in a millisecond where a scan costs tens of them.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if actions.num_rows == 0:
+        return False
+    if f"min.{column}" not in actions.column_names or f"max.{column}" not in actions.column_names:
+        return True
+    smallest, largest = actions[f"min.{column}"], actions[f"max.{column}"]
+    low_value = pa.scalar(low, smallest.type)
+    high_value = pa.scalar(high, largest.type)
+    apart = pc.or_(pc.less(largest, low_value), pc.greater(smallest, high_value))
+    return not pc.all(pc.fill_null(apart, False)).as_py()

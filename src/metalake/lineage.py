@@ -219,7 +219,13 @@ class Lineage:
         """
         import polars as pl
 
+        from metalake.delta import files_may_hold
+
         column = str(ids.name)
+        if time_column is not None:
+            loaded = self._lake._delta_table(table)
+            if loaded is None or not files_may_hold(loaded, time_column, low, high):
+                return pl.Series(column, [], pl.String)
         scan = self._lake.scan(table)
         if time_column is not None:
             scan = scan.filter(pl.col(time_column).is_between(low, high))
