@@ -25,15 +25,8 @@ from metalake.lineage_versions import (
     typed_columns,
     typed_frame,
 )
-from metalake.openlineage_events import (
-    EDGE_COLUMNS,
-    EVENT_COLUMNS,
-    RUN_COLUMNS,
-    Event,
-    EventRows,
-    canonical_json,
-    parse_event,
-)
+from metalake.openlineage_events import Event, canonical_json, parse_event
+from metalake.openlineage_rows import EDGE_COLUMNS, EVENT_COLUMNS, RUN_COLUMNS, EventRows
 
 if TYPE_CHECKING:
     import polars as pl

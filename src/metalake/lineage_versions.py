@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from metalake.errors import LineageError
-from metalake.openlineage_events import EventRows, canonical_json
+from metalake.openlineage_events import canonical_json
+from metalake.openlineage_rows import EventRows
 
 if TYPE_CHECKING:
     import polars as pl
