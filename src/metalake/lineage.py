@@ -14,7 +14,7 @@ import gc
 import hashlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -101,11 +101,35 @@ class Lineage:
                     # kept as text: parsed again only if it turns out to be new (measured: no slower than
                     # building its rows at once, and far less memory until then)
                     checked.append(parse_event(line, number, source=source, keep_payload=False))
-            totals = [
-                self.ingest_checked(checked[i : i + chunk_events])
-                for i in range(0, len(checked), chunk_events)
-            ]
-        return _sum_results(totals) if totals else IngestResult(0, 0, 0, 0, 0, 0, 0)
+        with self._ingest_turn(len(checked)):
+            return self._ingest_in_chunks(checked, chunk_events)
+
+    def _ingest_in_chunks(self, checked: list[Event], chunk_events: int) -> IngestResult:
+        """The new events in time order, chunk by chunk: a thread commits a chunk while the next one's rows are
+        built (commits spend most of their time in delta-rs, outside the interpreter lock). At most one chunk
+        waits, so memory stays bounded; a failed chunk stops the ones after it.
+        """
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        unique = list({event.event_id: event for event in checked}.values())
+        stored = self._stored_ids(unique)
+        new = sorted(
+            (e for e in unique if e.event_id not in stored), key=lambda e: (e.event_time, e.event_id)
+        )
+        results: list[IngestResult] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="metalake-lineage") as committer:
+            pending: list[Future[IngestResult]] = []
+            for start in range(0, len(new), chunk_events):
+                chunk = new[start : start + chunk_events]
+                rows = EventRows()
+                for event in chunk:
+                    rows.add(event)
+                if pending:
+                    results.append(pending.pop().result())
+                pending.append(committer.submit(self._commit_rows, len(chunk), chunk, rows))
+            results += [future.result() for future in pending]
+        total = _sum_results(results) if results else IngestResult(0, 0, 0, 0, 0, 0, 0)
+        return replace(total, received=len(checked), duplicates=len(checked) - total.new)
 
     def ingest_checked(self, checked: Sequence[Event]) -> IngestResult:
         """`ingest` for events that `parse_event` already checked (the HTTP server checks them on arrival)."""
