@@ -2,7 +2,8 @@
 
 Each notebook runs on two lakes: the demo lake (two rounds of `metalake demo`, the session's `demo_lake`), whose
 story the notebooks must tell, and an empty lake, on which every notebook must still run and say what is
-missing.
+missing. Where there is no lake at all, a notebook stops in its first cell and creates none. The checks read the
+structure of the notebooks' sentences, not the demo's numbers or dates, which may change.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import importlib.util
 import os
 import re
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -44,14 +46,23 @@ class NotebookRunner:
 
 
 def execute(notebook_path: Path, lake_uri: Path) -> Any:
-    """Run a notebook in a fresh kernel of this interpreter, from the notebooks folder, on `lake_uri`."""
+    """The notebook, run on `lake_uri` (see `run`)."""
+    notebook = nbformat.read(notebook_path, as_version=4)
+    run(notebook, lake_uri)
+    return notebook
+
+
+def run(notebook: Any, lake_uri: Path) -> None:
+    """Run a notebook in place in a fresh kernel of this interpreter, from the notebooks folder, on `lake_uri`.
+
+    Like Jupyter's "Run All", it stops at the first cell that raises (nbclient's CellExecutionError).
+    """
     package_root = str(Path(metalake.__file__).resolve().parents[1])  # the kernel imports this metalake
     with pytest.MonkeyPatch.context() as environment:
         environment.setenv("METALAKE_URI", str(lake_uri))
         environment.setenv(
             "PYTHONPATH", os.pathsep.join(filter(None, [package_root, os.getenv("PYTHONPATH")]))
         )
-        notebook = nbformat.read(notebook_path, as_version=4)
         client = nbclient.NotebookClient(
             notebook,
             timeout=CELL_TIMEOUT_S,
@@ -59,7 +70,15 @@ def execute(notebook_path: Path, lake_uri: Path) -> Any:
             resources={"metadata": {"path": str(NOTEBOOKS)}},
         )
         client.execute()
-    return notebook
+
+
+def load_shared() -> ModuleType:
+    """notebooks/_shared.py, the module the notebooks import from their folder."""
+    spec = importlib.util.spec_from_file_location("notebooks_shared", NOTEBOOKS / "_shared.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +183,70 @@ def test_on_an_empty_lake_the_notebooks_say_what_is_missing(runner: NotebookRunn
     assert "This lake has no finished runs yet" in text_of(runner.run("empty", "01_experiments"))
     assert "No dataset has been validated in this lake" in text_of(runner.run("empty", "02_trust"))
     assert "This lake has no named snapshot." in text_of(runner.run("empty", "03_audit"))
+
+
+def test_a_notebook_stops_in_its_first_cell_where_there_is_no_lake(tmp_path: Path) -> None:
+    missing = tmp_path / "no-lake"
+    notebook = nbformat.read(NOTEBOOKS / "01_experiments.ipynb", as_version=4)
+    with pytest.raises(nbclient.exceptions.CellExecutionError):
+        run(notebook, missing)
+    [error] = outputs(notebook, "error")
+    assert error["ename"] == "FileNotFoundError"
+    assert f"There is no metalake lake at {missing}, where $METALAKE_URI points" in error["evalue"]
+    ran = [cell for cell in notebook.cells if cell.get("execution_count")]
+    assert ran == [notebook.cells[1]]
+    assert not missing.exists()
+
+
+def test_without_metalake_uri_the_notebooks_want_the_demo_lake_and_do_not_create_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = load_shared()
+    monkeypatch.setattr(shared, "DEMO_LAKE", tmp_path / "demo-lake")
+    with pytest.raises(FileNotFoundError, match=r"There is no demo lake at .*: build it with `make demo`"):
+        shared.open_lake()
+    assert not (tmp_path / "demo-lake").exists()
+    metalake.connect(tmp_path / "demo-lake").close()  # an empty lake opens: the notebooks say what it lacks
+    lake = shared.open_lake()
+    assert lake.uri == str(tmp_path / "demo-lake")
+    lake.close()
+
+
+@pytest.mark.parametrize(
+    ("metric", "direction"),
+    [
+        ("val_auc", "max"),
+        ("val_accuracy", "max"),
+        ("val_malignant_recall", "max"),
+        ("f1_score", "max"),
+        ("val_loss", "min"),
+        ("train_loss", "min"),
+        ("valLoss", "min"),
+        ("val_false_alarm_rate", "min"),
+        ("false_negative_rate", "min"),
+        ("miss_rate", "min"),
+        ("error_rate", "min"),
+        ("test_rmse", "min"),
+        ("p95_latency_ms", "min"),
+        ("neg_mean_squared_error", "max"),  # scikit-learn negates errors so that higher is better
+    ],
+)
+def test_a_metric_name_says_which_way_is_better(metric: str, direction: str) -> None:
+    assert load_shared().direction_of(metric) == direction
+
+
+def test_the_main_metric_is_a_held_out_score() -> None:
+    main_metric = load_shared().main_metric
+    logged = [
+        "train_loss",
+        "val_false_alarm_rate",
+        "val_malignant_recall",
+        "val_accuracy",
+        "val_auc",
+        "val_loss",
+    ]
+    assert main_metric(logged) == "val_auc"
+    assert main_metric(["train_accuracy", "test_loss"]) == "test_loss"
 
 
 def test_committed_notebooks_carry_no_outputs() -> None:
