@@ -140,8 +140,28 @@ def test_the_experiments_notebook_ranks_and_sets_broken_data_apart(runner: Noteb
     assert leader and "nightly-retrain" not in leader[1]
     assert "(r1-nightly-retrain) is" in text and "it read breast_cancer v2, which failed validation" in text
     assert "2 run(s) read data that failed validation (r2-nightly-retrain, r1-nightly-retrain)" in text
-    effects = line_with("moves val_auc the most", text)
-    assert "model_type" in effects and "Left out: 2 run(s) that read data which failed validation" in effects
+    assert "Left out: 2 run(s) that read data which failed validation." in text
+
+
+def test_the_experiments_notebook_takes_parameter_effects_within_a_model_type(runner: NotebookRunner) -> None:
+    text = text_of(runner.run("demo", "01_experiments"))
+    between = line_with("Between model types: **model_type** moves val_auc by ", text)
+    # learning_rate means something else in each model: it splits the runs as model_type does, and is no finding
+    alias = (
+        "learning_rate splits the runs exactly as model_type does: it is the model type under another name"
+    )
+    assert alias in between
+    assert "moves val_auc the most" not in between and "**learning_rate**" not in text
+    within = line_with("Within one model type: **", text)
+    headline = re.match(
+        r"Within one model type: \*\*(\w+)\*\* moves val_auc the most, by \d\.\d{4} on average over the "
+        r"(\d+) model type\(s\) where it varies \(the most for [\w-]+: \d\.\d{4}\); its larger value scores "
+        r"better in (\d+) of them\.",
+        within,
+    )
+    assert headline, within
+    assert headline[1] == "train_rows" and int(headline[3]) <= int(headline[2])  # the seed is named last
+    assert "seed splits the runs exactly as train_rows does within each model type" in within
 
 
 def test_the_trust_notebook_traces_the_failing_dataset_to_the_kpi(runner: NotebookRunner) -> None:
