@@ -186,17 +186,47 @@ def test_the_audit_notebook_answers_from_the_snapshot_and_the_past(runner: Noteb
     assert "**tumor-classifier** had 5 stage change(s) by 2 person(s)" in text
     assert "Snapshot **demo-round-1** was pinned by tester" in text
     assert "In production: tumor-classifier: v1 → v3; wine-cultivar: v1 → v2." in text
-    assert "**tumor-classifier v1** was in production (moved there by release-manager" in text
-    assert "At snapshot demo-round-1, `registry.at` says v1 was in production; the snapshot's own " in text
-    assert "`registry_current` agrees" in text
-    serving = re.search(r"On (\S+ \S+) UTC, \*\*tumor-classifier v(\d)\*\* was serving in production", text)
-    assert serving and serving[2] == "1"
-    round_two = metalake.connect(runner.lakes["demo"]).deployments.list(
-        "production", model="tumor-classifier"
+    assert (
+        "At snapshot demo-round-1, the snapshot's own `registry_current` agrees with `registry.at`." in text
     )
-    assert serving[1] < f"{round_two.get_column('started_at').max():%Y-%m-%d %H:%M}"  # a date in the past
     assert "Upstream of `model:tumor-classifier/3`" in text
     assert "`dataset:postgres://clinic-db:5432/pathology.biopsies`" in text
+
+
+def test_the_audit_notebook_asks_the_registry_and_the_deployments_at_the_same_moments(
+    runner: NotebookRunner,
+) -> None:
+    text = text_of(runner.run("demo", "03_audit"))
+    moment = r"\d\. At (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC, "
+    serving = r"(\*\*tumor-classifier v\d+\*\* was serving|no version of tumor-classifier was serving) in production"
+    verdict = r"(They agree\.|\*\*They disagree\.\*\*)$"
+    # the demo dates deployments on a simulated calendar before the real time of its registry decisions
+    deployed = line_with("the middle of the longest production deployment that has ended (v", text)
+    assert re.match(moment, deployed), deployed
+    assert (
+        ": the registry had **no version of tumor-classifier in production** (its first production decision was "
+        "recorded later, on " in deployed
+    )
+    assert re.search(
+        r"UTC\), and \*\*tumor-classifier v\d+\*\* was serving in production \(deployment ", deployed
+    )
+    assert deployed.endswith("**They disagree.**")
+    decided = line_with("the middle of the registry's first production period that has ended (v1)", text)
+    pinned = line_with("the pin of snapshot demo-round-1", text)
+    for line in (decided, pinned):
+        assert re.match(moment, line) and re.search(verdict, line), line
+        assert (
+            "the registry had **tumor-classifier v1** in production (moved there by release-manager: " in line
+        )
+        assert re.search(serving, line), line
+    first_deployment = re.search(
+        r"The two clocks do not line up here: the first production deployment of tumor-classifier started on "
+        r"(\S+ \S+) UTC, before the registry recorded any production decision for it \((\S+ \S+) UTC\)\.",
+        text,
+    )
+    assert first_deployment and first_deployment[1] < first_deployment[2]
+    asked_at = [found[1] for found in (re.match(moment, deployed), re.match(moment, decided)) if found]
+    assert len(asked_at) == 2 and asked_at[0] < asked_at[1]
 
 
 def test_on_an_empty_lake_the_notebooks_say_what_is_missing(runner: NotebookRunner) -> None:
