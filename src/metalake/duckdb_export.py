@@ -115,7 +115,7 @@ def _check_moment(lake: Lake, label: str, at: datetime, now: datetime) -> None:
     if started is not None and at < started:
         raise ExportError(
             f"Cannot export the lake as of {label}: the lake starts at "
-            f"{started.astimezone(UTC).isoformat(sep=' ', timespec='milliseconds')} (its first commit), so the "
+            f"{started.astimezone(UTC):%Y-%m-%d %H:%M:%S}.{started.microsecond // 1000:03d} UTC (its first commit), so the "
             "file would hold no rows. Give a later time or a snapshot name."
         )
 
