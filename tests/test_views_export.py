@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
 import sqlglot
+from conftest import S3Server
 from sqlglot import exp
-from test_cli import assert_ok, run
+from test_cli import assert_fails, assert_ok, run
 
 import metalake
-from metalake.duckdb_export import EXPORT_TABLE, export_duckdb
+from metalake.duckdb_export import EXPORT_TABLE, export_duckdb, lake_started_at
 from metalake.errors import ExportError, ViewExportError
 from metalake.sql import bundled_views, load_views
 from metalake.view_dialects import EXPORT_DIALECTS
-from metalake.views_export import INDEX_FILE, ORDER_FILE, TABLES_FILE, export_views, transpile_view
+from metalake.views_export import (
+    INDEX_FILE,
+    ORDER_FILE,
+    TABLES_FILE,
+    export_views,
+    table_location_base,
+    transpile_view,
+)
 
 # Functions the exported SQL may call that sqlglot does not know by name; anything else anonymous would be a
 # DuckDB function left untranslated.
@@ -134,9 +144,11 @@ def test_unknown_dialect_is_refused_with_the_valid_ones(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("dialect", EXPORT_DIALECTS)
-def test_cli_writes_one_documented_file_per_view_and_the_order(dialect: str, tmp_path: Path) -> None:
+def test_cli_writes_one_documented_file_per_view_and_the_order(
+    dialect: str, lake: metalake.Lake, tmp_path: Path
+) -> None:
     out = tmp_path / "views"
-    result = run(tmp_path / "lake", "views", "export", "--dialect", dialect, "--output", str(out))
+    result = run(lake.uri, "views", "export", "--dialect", dialect, "--output", str(out))
     assert_ok(result)
     assert "audit_log" in result.output  # not exported, and said so
     index = (out / INDEX_FILE).read_text()
@@ -150,7 +162,7 @@ def test_cli_writes_one_documented_file_per_view_and_the_order(dialect: str, tmp
     assert "CREATE OR REPLACE VIEW runs_current AS" in text
     assert "metalake: materialize" not in text
     tables = (out / TABLES_FILE).read_text()
-    assert f"{(tmp_path / 'lake').resolve()}/runs'" in tables
+    assert f"'file://{(tmp_path / 'lake').resolve()}/runs'" in tables
 
 
 def test_cli_table_locations_default_to_a_placeholder(tmp_path: Path) -> None:
@@ -175,6 +187,139 @@ def test_cli_unknown_dialect_lists_the_valid_ones_without_traceback(tmp_path: Pa
     assert "'spark', 'databricks', 'trino'" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("./lake", "file://{cwd}/lake"),
+        ("lake/", "file://{cwd}/lake"),
+        ("file://./lake", "file://{cwd}/lake"),
+        ("file:///data/lake", "file:///data/lake"),
+        ("s3://bucket/lake/", "s3://bucket/lake"),
+        (
+            "abfss://container@account.dfs.core.windows.net/lake",
+            "abfss://container@account.dfs.core.windows.net/lake",
+        ),
+        ("dbfs:/mnt/lake", "dbfs:/mnt/lake"),
+        (None, "<LAKE_URI>"),
+    ],
+)
+def test_table_locations_are_absolute_uris_for_local_paths(
+    given: str | None, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert table_location_base(given) == expected.format(cwd=tmp_path.resolve())
+
+
+def test_cli_relative_lake_uri_becomes_an_absolute_file_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from metalake.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["views", "export", "-d", "spark", "-o", "out", "--lake-uri", "./lake"])
+    assert_ok(result)
+    tables = (tmp_path / "out" / TABLES_FILE).read_text()
+    assert f"LOCATION 'file://{tmp_path.resolve()}/lake/runs';" in tables
+    assert "file://./" not in tables
+
+
+def registered_locations(text: str, dialect: str) -> dict[str, str]:
+    """Each table of a 00_tables.sql and its location, as sqlglot parses the file in `dialect`."""
+    if dialect != "trino":
+        return {
+            tree.this.name: location.this.this
+            for tree in sqlglot.parse(text, read=dialect)
+            if tree is not None and (location := tree.find(exp.LocationProperty)) is not None
+        }
+    # sqlglot keeps a CALL as an unparsed command: read the procedure's arguments as a function call's
+    calls = [line.removeprefix("CALL ") for line in text.splitlines() if line.startswith("CALL ")]
+    arguments = [
+        {
+            kwarg.this.name: kwarg.expression.this
+            for kwarg in sqlglot.parse_one(f"SELECT {call}", read=dialect).find_all(exp.Kwarg)
+        }
+        for call in calls
+    ]
+    return {args["table_name"]: args["table_location"] for args in arguments}
+
+
+@pytest.mark.parametrize("dialect", EXPORT_DIALECTS)
+def test_table_locations_with_quotes_and_backslashes_read_back_exactly(dialect: str, tmp_path: Path) -> None:
+    # Trino doubles a quote; Spark reads 'it''s' as 'it' 's' joined ("its"), so it needs \'
+    lake = tmp_path / "it's a \\ lake"
+    result = export_views(tmp_path / "out", dialect, lake_uri=str(lake))
+    text = (tmp_path / "out" / TABLES_FILE).read_text()
+    assert registered_locations(text, dialect) == {
+        table: f"file://{lake.resolve()}/{table}" for table in result.tables
+    }
+
+
+def test_output_under_a_file_is_an_error_without_traceback(lake: metalake.Lake, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    result = run(lake.uri, "views", "export", "-d", "spark", "-o", str(tmp_path / "notes.txt" / "sub"))
+    assert_fails(result, 1, "Cannot write the views export", "notes.txt is a file, not a folder")
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_a_write_that_fails_midway_removes_what_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = Path.write_text
+    calls = []
+
+    def write_until_the_disk_is_full(path: Path, text: str, *args: object, **kwargs: object) -> int:
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_write(path, text, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "write_text", write_until_the_disk_is_full)
+    with pytest.raises(ExportError, match="No space left on device"):
+        export_views(tmp_path / "out", "spark")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_non_empty_folder_is_refused_unless_forced(lake: metalake.Lake, tmp_path: Path) -> None:
+    out = tmp_path / "views"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    result = run(lake.uri, "views", "export", "-d", "spark", "-o", str(out))
+    assert_fails(result, 1, "is not empty", "notes.txt", "--force")
+    assert [path.name for path in out.iterdir()] == ["notes.txt"]  # nothing written
+    assert_ok(run(lake.uri, "views", "export", "-d", "spark", "-o", str(out), "--force"))
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "runs_current.sql").exists()
+
+
+def test_force_removes_the_files_of_the_previous_export_and_no_others(tmp_path: Path) -> None:
+    out = tmp_path / "views"
+    export_views(out, "spark")
+    # as if an older export had a view that has since been renamed, next to the user's own files
+    (out / "old_view.sql").write_text("CREATE OR REPLACE VIEW old_view AS SELECT 1;")
+    (out / ORDER_FILE).write_text((out / ORDER_FILE).read_text() + "old_view.sql\n../outside.sql\n")
+    (tmp_path / "outside.sql").write_text("not ours")
+    (out / "mine.sql").write_text("SELECT 'mine';")
+    with pytest.raises(ExportError, match="is not empty"):
+        export_views(out, "spark")
+    result = export_views(out, "trino", force=True)
+    assert not (out / "old_view.sql").exists()
+    assert (out / "mine.sql").read_text() == "SELECT 'mine';"
+    assert (tmp_path / "outside.sql").read_text() == "not ours"
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        [*(path.name for path in result.files), INDEX_FILE, ORDER_FILE, "mine.sql"]
+    )
+    assert "register_table" in (out / TABLES_FILE).read_text()
+
+
+def test_views_export_refuses_a_global_lake_that_does_not_exist(tmp_path: Path) -> None:
+    result = run(tmp_path / "no-lake", "views", "export", "-d", "spark", "-o", str(tmp_path / "out"))
+    assert_fails(result, 1, "No lake at", "no-lake")
+    assert not (tmp_path / "no-lake").exists()
+    assert not (tmp_path / "out").exists()
 
 
 # -- metalake export duckdb ---------------------------------------------------------------------------------
@@ -238,3 +383,93 @@ def test_duckdb_export_refuses_an_existing_file_unless_forced(lake: metalake.Lak
     with open_export(target) as database:
         assert database.sql("select count(*) from runs_current").fetchall() == [(0,)]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["lake", "lake.duckdb"]  # no partial file left
+
+
+def test_connect_without_create_opens_only_an_existing_lake(lake: metalake.Lake, tmp_path: Path) -> None:
+    assert metalake.connect(lake.uri, create=False).uri == lake.uri
+    with pytest.raises(metalake.LakeNotFound, match="No lake at") as raised:
+        metalake.connect(tmp_path / "missing" / "lake", create=False)
+    assert raised.value.uri == str(tmp_path / "missing" / "lake")
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(metalake.LakeNotFound):
+        metalake.connect(tmp_path / "empty", create=False)
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_duckdb_export_refuses_a_lake_that_does_not_exist(tmp_path: Path) -> None:
+    result = run(tmp_path / "no-lake", "export", "duckdb", str(tmp_path / "lake.duckdb"))
+    assert_fails(result, 1, "No lake at", "metalake init")
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_duckdb_export_refuses_a_time_before_the_lake_began(lake: metalake.Lake, tmp_path: Path) -> None:
+    started = lake_started_at(lake)
+    assert started is not None
+    result = run(lake.uri, "export", "duckdb", str(tmp_path / "old.duckdb"), "--as-of", "2020-01-01")
+    assert_fails(
+        result, 1, "as of 2020-01-01T00:00:00+00:00", f"the lake starts at {started:%Y-%m-%d %H:%M:%S}"
+    )
+    assert not (tmp_path / "old.duckdb").exists()
+    with pytest.raises(ExportError, match="the lake starts at"):
+        export_duckdb(lake, tmp_path / "old.duckdb", as_of=started - timedelta(milliseconds=1))
+    assert export_duckdb(lake, tmp_path / "first.duckdb", as_of=started).as_of == started.isoformat()
+
+
+def test_duckdb_export_refuses_a_time_in_the_future(lake: metalake.Lake, tmp_path: Path) -> None:
+    result = run(lake.uri, "export", "duckdb", str(tmp_path / "next.duckdb"), "--as-of", "2030-01-01")
+    assert_fails(result, 1, "as of 2030-01-01T00:00:00+00:00: that is in the future", "now is ")
+    assert not (tmp_path / "next.duckdb").exists()
+
+
+def test_duckdb_export_as_of_a_snapshot_is_not_checked_against_the_clock(
+    lake: metalake.Lake, tmp_path: Path
+) -> None:
+    lake.snapshot("v1")
+    assert export_duckdb(lake, tmp_path / "v1.duckdb", as_of="v1").as_of == "snapshot v1"
+
+
+def test_duckdb_export_under_a_file_is_an_error_without_traceback(
+    lake: metalake.Lake, tmp_path: Path
+) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    result = run(lake.uri, "export", "duckdb", str(tmp_path / "notes.txt" / "lake.duckdb"))
+    assert_fails(result, 1, "notes.txt is a file, not a folder")
+
+
+def test_duckdb_export_file_system_errors_leave_the_old_file_and_no_partial(
+    lake: metalake.Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import metalake.duckdb_export as module
+
+    target = tmp_path / "out" / "lake.duckdb"
+    target.parent.mkdir()
+    target.write_text("old")
+
+    def disk_full(source: object, destination: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(module.os, "replace", disk_full)
+    with pytest.raises(ExportError, match=f"Cannot write {re.escape(str(target))}: No space left on device"):
+        export_duckdb(lake, target, force=True)
+    assert [path.name for path in target.parent.iterdir()] == ["lake.duckdb"]
+    assert target.read_text() == "old"
+    monkeypatch.undo()
+
+    def cannot_open(path: str, *args: object, **kwargs: object) -> None:
+        raise duckdb.IOException(f'IO Error: Cannot open file "{path}": Permission denied')
+
+    monkeypatch.setattr(duckdb, "connect", cannot_open)
+    result = run(lake.uri, "export", "duckdb", str(target), "--force")
+    assert_fails(result, 1, "Cannot write", "Permission denied", "Nothing was written")
+    assert target.read_text() == "old"
+
+
+def test_connect_without_create_refuses_an_object_store_path_without_a_lake(
+    s3_server: S3Server, s3_lake_uri: str
+) -> None:
+    options = s3_server.storage_options
+    with pytest.raises(metalake.LakeNotFound, match=re.escape(s3_lake_uri)):
+        metalake.connect(s3_lake_uri, storage_options=options, create=False)
+    metalake.connect(s3_lake_uri, storage_options=options)
+    assert metalake.connect(s3_lake_uri, storage_options=options, create=False).uri == s3_lake_uri

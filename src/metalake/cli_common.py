@@ -26,10 +26,10 @@ class CliState:
     actor: str | None
     lake_on_command_line: bool = False
 
-    def connect(self) -> Lake:
+    def connect(self, *, create: bool = True) -> Lake:
         import metalake
 
-        return metalake.connect(self.lake_uri, actor=self.actor)
+        return metalake.connect(self.lake_uri, actor=self.actor, create=create)
 
 
 def cli_state(ctx: typer.Context) -> CliState:

@@ -41,30 +41,34 @@ def export_views_command(
             "--lake-uri",
             metavar="URI",
             show_default=False,
-            help="Lake location written into 00_tables.sql. Default: the global --lake or $METALAKE_URI if set, "
+            help="Lake location written into 00_tables.sql, as the engine sees it (a local path becomes an "
+            "absolute file:// URI). Default: the global --lake or $METALAKE_URI if set (it must be a lake), "
             "else the placeholder <LAKE_URI>.",
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Write into a folder that is not empty: the files of a previous export there (its order.txt) "
+            "are removed first, other files kept.",
+        ),
+    ] = False,
 ) -> None:
     """Write every view as NAME.sql for Spark, Databricks or Trino, to run over the same Delta tables there.
 
-    Each file is a CREATE OR REPLACE VIEW with the view's documentation. 00_tables.sql registers the lake's Delta
-    tables under their own names (Spark/Databricks: CREATE TABLE ... USING DELTA LOCATION; Trino: the Delta Lake
-    connector's register_table); README.md lists the files in the order they must be run, since views read
-    views. DuckDB-only constructs are translated so that answers stay the same; a view that cannot be is an
-    error, and nothing is written.
+    Each file is a CREATE OR REPLACE VIEW with the view's documentation. 00_tables.sql registers the lake's Delta tables under their own names (Spark/Databricks: CREATE TABLE ... USING DELTA LOCATION; Trino: the Delta Lake connector's register_table); README.md lists the files in the order they must be run, since views read views. DuckDB-only constructs are translated so that answers stay the same; a view that cannot be is an error, and nothing is written.
 
     Example: metalake views export --dialect spark --output spark_views --lake-uri s3://bucket/lake
     """
     from rich.markup import escape
 
     from metalake.cli_output import stdout_console
-    from metalake.storage import resolve
     from metalake.views_export import export_views
 
     state = cli_state(ctx)
-    location = lake_uri or (resolve(state.lake_uri).uri if state.lake_uri else None)
-    result = export_views(output, dialect, lake_uri=location)
+    location = lake_uri or (state.connect(create=False).uri if state.lake_uri else None)
+    result = export_views(output, dialect, lake_uri=location, force=force)
     console = stdout_console()
     console.print(
         f"Wrote {len(result.views)} views and {len(result.tables)} table registrations for {dialect} to "
@@ -90,9 +94,9 @@ def export_duckdb_command(
 ) -> None:
     """Write a DuckDB file with every table (a copy of its rows, now or as of WHEN) and every view over them.
 
-    BI tools and notebooks open it with plain DuckDB, without metalake or access to the lake. Views that metalake
-    materializes are tables in the file; the table metalake_export says where the copy came from: lake, as_of,
-    exported_at and each table's Delta version and row count.
+    BI tools and notebooks open it with plain DuckDB, without metalake or access to the lake. Views that metalake materializes are tables in the file; the table metalake_export says where the copy came from: lake, as_of, exported_at and each table's Delta version and row count.
+
+    The lake must exist (nothing is created), and WHEN must lie between the lake's first commit and now.
 
     Example: metalake export duckdb lake.duckdb --as-of paper-v1
     """
@@ -101,7 +105,7 @@ def export_duckdb_command(
     from metalake.cli_output import stdout_console
     from metalake.duckdb_export import export_duckdb
 
-    lake = cli_state(ctx).connect()
+    lake = cli_state(ctx).connect(create=False)
     result = export_duckdb(lake, file, as_of=as_of, force=force)
     moment = f"as of {result.as_of}" if result.as_of else f"as of {result.exported_at:%Y-%m-%d %H:%M:%S} UTC"
     rows = sum(count for name, count in result.table_rows.items() if name in result.table_versions)

@@ -133,6 +133,19 @@ class StorageError(MetalakeError):
     code = "storage_error"
 
 
+class LakeNotFound(StorageError):
+    """No lake at the URI, and the caller asked not to create one (`connect(uri, create=False)`)."""
+
+    code = "lake_not_found"
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        super().__init__(
+            f"No lake at {uri}; nothing was created there. Check the path (--lake or $METALAKE_URI), or create "
+            "the lake first: `metalake init` or `metalake.connect(uri)`."
+        )
+
+
 class QueryError(MetalakeError):
     """A SQL query or a filter expression that DuckDB or polars refused."""
 

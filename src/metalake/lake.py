@@ -16,6 +16,7 @@ from metalake.catalog_store import CATALOG_TABLE, sync_catalog
 from metalake.contracts import conform
 from metalake.delta import EVOLVED_PROPERTY, CommitInfo, DeltaStore, TableMaintenance
 from metalake.errors import (
+    LakeNotFound,
     MetalakeError,
     QueryError,
     ReadOnlyLakeError,
@@ -86,14 +87,17 @@ def connect(
     storage_options: Mapping[str, str] | None = None,
     actor: str | None = None,
     extra_specs: str | os.PathLike[str] | None = None,
+    create: bool = True,
 ) -> Lake:
     """Open the lake at `uri` (default `$METALAKE_URI`, else ./lake), creating it if needed.
 
     `uri` is a local folder or an object-store URI (s3://, gs://, az://, file://). `extra_specs` is a folder of
     the user's own table specs; they are stored in the lake, so later readers need not pass it again.
+    `create=False` opens only an existing lake and raises LakeNotFound otherwise, leaving nothing behind: for
+    readers such as the exports, where a mistyped path should not become an empty lake.
     """
     location = resolve(uri, storage_options)
-    if location.is_local:
+    if create and location.is_local:
         try:
             Path(location.uri).mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -103,8 +107,17 @@ def connect(
             ) from error
     who = actor or default_actor()
     store = DeltaStore(location)
+    if not create and not _holds_lake(location, store):
+        raise LakeNotFound(location.uri)
     specs = sync_catalog(store, Path(extra_specs) if extra_specs is not None else None, who)
     return Lake(location, who, specs, store)
+
+
+def _holds_lake(location: Location, store: DeltaStore) -> bool:
+    """Whether the location holds a lake (its catalog table); looks without creating anything."""
+    if location.is_local and not Path(location.uri).is_dir():
+        return False
+    return store.load(CATALOG_TABLE) is not None
 
 
 class Lake:

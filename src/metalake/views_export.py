@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ TABLES_FILE = "00_tables.sql"
 INDEX_FILE = "README.md"
 ORDER_FILE = "order.txt"
 LAKE_URI_PLACEHOLDER = "<LAKE_URI>"
+EXPORTED_FILE = re.compile(r"[A-Za-z0-9_]+\.sql")
 ENGINE_NAMES = {"spark": "Spark SQL", "databricks": "Databricks SQL", "trino": "Trino"}
 
 
@@ -83,12 +85,16 @@ def export_views(
     *,
     lake_uri: str | None = None,
     views: Mapping[str, ViewDefinition] | None = None,
+    force: bool = False,
 ) -> ViewsExport:
     """Write every view as `NAME.sql`, the table registrations as 00_tables.sql, and the order to run them in as
     README.md (with each view's question) and order.txt (one file name a line).
 
     Every view is transpiled before anything is written, so a view that cannot be exported leaves the folder as
-    it was. `lake_uri` fills the tables' LOCATION (else the placeholder <LAKE_URI>).
+    it was. A folder that is not empty is refused unless `force`; then the files that a previous export listed
+    in its order.txt are removed first (so no view that was dropped since lingers), and no other file. `lake_uri`
+    fills the tables' LOCATION (a local path becomes an absolute file:// URI; default: the placeholder
+    <LAKE_URI>).
     """
     target = check_dialect(dialect)
     folder = Path(folder)
@@ -110,14 +116,91 @@ def export_views(
     }
     table_names = [path.stem for path in spec_files(bundled_dir("tables"))]
     tables = sorted(set().union(*(referenced_names(definitions[n].select, table_names) for n in exported)))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / TABLES_FILE).write_text(_table_registrations(target, tables, lake_uri or LAKE_URI_PLACEHOLDER))
-    for name, statement in statements.items():
-        (folder / f"{name}.sql").write_text(statement)
     result = ViewsExport(target, folder, exported, tables, skipped)
-    (folder / INDEX_FILE).write_text(_index(result, definitions))
-    (folder / ORDER_FILE).write_text("".join(f"{path.name}\n" for path in result.files))
+    contents = {
+        TABLES_FILE: _table_registrations(target, tables, table_location_base(lake_uri)),
+        **{f"{name}.sql": statement for name, statement in statements.items()},
+        INDEX_FILE: _index(result, definitions),
+        ORDER_FILE: "".join(f"{path.name}\n" for path in result.files),
+    }
+    _clear_previous_export(folder, force=force)
+    _write_files(folder, contents)
     return result
+
+
+def table_location_base(lake_uri: str | None) -> str:
+    """The lake's location as the other engine reads it: a local path becomes an absolute `file://` URI.
+
+    Spark (Hadoop's file system) and Trino's Hadoop-based file system take `file:///abs/path` with the path as
+    it is: Hadoop does not percent-decode, so `Path.as_uri()` would turn a space into a folder named `%20`. A
+    relative path is resolved here, on the machine that runs the export, since `file://./lake` would make `.`
+    the host. Any other URI (s3://, abfss://, dbfs:/, ...) is the engine's business and is kept as given.
+    """
+    if lake_uri is None or lake_uri.strip() in ("", LAKE_URI_PLACEHOLDER):
+        return LAKE_URI_PLACEHOLDER
+    text = lake_uri.strip()
+    if text.lower().startswith("file://"):
+        text = text[len("file://") :]
+    elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", text):  # a scheme; one letter would be a Windows drive
+        return text.rstrip("/")
+    path = Path(text).expanduser().resolve().as_posix()
+    return "file://" + (path if path.startswith("/") else f"/{path}")
+
+
+def _clear_previous_export(folder: Path, *, force: bool) -> None:
+    """Refuse a non-empty folder unless `force`; then remove the files its previous export listed."""
+    try:
+        present = sorted(entry.name for entry in folder.iterdir()) if folder.is_dir() else []
+    except OSError as error:
+        raise _write_error(folder, error) from error
+    if not present:
+        return
+    if not force:
+        shown = ", ".join(present[:3]) + (", ..." if len(present) > 3 else "")
+        raise ExportError(
+            f"{folder} is not empty ({len(present)} entries: {shown}); nothing was written. Give a new folder, "
+            f"or add --force (force=True) to replace a previous export there: the files its {ORDER_FILE} lists "
+            "are removed first, other files are kept (unless the export writes one of the same name)."
+        )
+    order_file = folder / ORDER_FILE
+    if not order_file.is_file():
+        return  # not an export of ours: nothing to remove; files of the same names are replaced
+    try:
+        listed = order_file.read_text(encoding="utf-8", errors="replace").split()
+        # only plain .sql names straight in the folder: a doctored order.txt must not reach other files
+        for name in [*(name for name in listed if EXPORTED_FILE.fullmatch(name)), INDEX_FILE, ORDER_FILE]:
+            (folder / name).unlink(missing_ok=True)
+    except OSError as error:
+        raise _write_error(folder, error) from error
+
+
+def _write_files(folder: Path, contents: Mapping[str, str]) -> None:
+    """Write the files; on a file-system error, remove those already written and raise ExportError."""
+    written: list[Path] = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in contents.items():
+            path = folder / name
+            path.write_text(text, encoding="utf-8")
+            written.append(path)
+    except OSError as error:
+        for path in written:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise _write_error(folder, error) from error
+
+
+def _write_error(folder: Path, error: OSError) -> ExportError:
+    """The OSError as an ExportError naming the folder, the file and the reason."""
+    where = Path(error.filename) if error.filename else folder
+    reason = error.strerror or str(error)
+    blocking = next((path for path in (folder, *folder.parents) if path.is_file()), None)
+    if blocking is not None:
+        reason = f"{blocking} is a file, not a folder"
+    place = str(folder) if where == folder else f"{folder} ({where.name})"
+    return ExportError(
+        f"Cannot write the views export to {place}: {reason}. Give --output a folder you can write to."
+    )
 
 
 def _body(view: ViewDefinition) -> str:
@@ -129,10 +212,7 @@ def _create_view(view: ViewDefinition, select: str) -> str:
     return f"{header}\nCREATE OR REPLACE VIEW {view.name} AS\n{select};\n"
 
 
-def _table_registrations(dialect: ExportDialect, tables: list[str], lake_uri: str) -> str:
-    base = lake_uri.rstrip("/")
-    if "://" not in base and base != LAKE_URI_PLACEHOLDER:
-        base = f"file://{base}"
+def _table_registrations(dialect: ExportDialect, tables: list[str], base: str) -> str:
     if dialect == "trino":
         lines = [
             "-- The lake's Delta tables, registered in a schema of Trino's Delta Lake connector (the catalog needs",
@@ -141,7 +221,7 @@ def _table_registrations(dialect: ExportDialect, tables: list[str], lake_uri: st
         ]
         lines += [
             f"CALL delta.system.register_table(schema_name => 'metalake', table_name => '{table}', "
-            f"table_location => '{base}/{table}');"
+            f"table_location => {_string(f'{base}/{table}', dialect)});"
             for table in tables
         ]
     else:
@@ -150,9 +230,18 @@ def _table_registrations(dialect: ExportDialect, tables: list[str], lake_uri: st
             "-- (needs Delta Lake on the cluster: delta-spark, or Databricks).",
         ]
         lines += [
-            f"CREATE TABLE IF NOT EXISTS {table} USING DELTA LOCATION '{base}/{table}';" for table in tables
+            f"CREATE TABLE IF NOT EXISTS {table} USING DELTA LOCATION {_string(f'{base}/{table}', dialect)};"
+            for table in tables
         ]
     return "\n".join(lines) + "\n"
+
+
+def _string(value: str, dialect: ExportDialect) -> str:
+    """A SQL string literal in `dialect`: Trino doubles a quote; Spark needs a backslash before it, since it
+    reads '' as two adjacent literals and joins them (`'it''s'` is `its` there)."""
+    from sqlglot import exp
+
+    return exp.Literal.string(value).sql(dialect=dialect)
 
 
 def _index(result: ViewsExport, definitions: Mapping[str, ViewDefinition]) -> str:
