@@ -344,6 +344,7 @@ def test_a_round_cut_short_is_run_again_without_duplicate_runs_and_nothing_is_da
     # The report fits 100 columns: the tables' cells and the impact lines are whole, never wrapped.
     report = output.split("Leaderboard")[1].split("Next commands")[0]
     assert "breast_cancer_holdout" in report and "val_accuracy (max)" in report
+    assert re.search(r"│ breast_cancer +│ v6 FAILED │ … (\d\.\d\d → ){3}\d\.\d\d +│ declining", report)
     headings = [line for line in report.splitlines() if re.match(r"\d{4}-\d\d-\d\d  ", line)]
     assert len(headings) == 4
     for line in headings:

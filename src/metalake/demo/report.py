@@ -30,8 +30,9 @@ ORDER BY experiment, metric
 """
 SCORECARD_SQL = """
 SELECT dataset, 'v' || latest_version || CASE WHEN latest_success THEN ' passed' ELSE ' FAILED' END AS latest,
-       printf('%.2f', latest_pass_rate) AS pass_rate,
-       array_to_string(list_transform(recent_pass_rates, lambda rate: printf('%.2f', rate)), ' → ') AS recent_pass_rates,
+       CASE WHEN len(recent_pass_rates) > 4 THEN '… ' ELSE '' END
+       || array_to_string(list_transform(list_slice(recent_pass_rates, -4, -1), lambda r: printf('%.2f', r)), ' → ')
+       AS "pass rates, oldest → latest",
        trend, validations
 FROM dq_scorecard ORDER BY dataset
 """
@@ -70,9 +71,9 @@ def show(lake: Lake, console: Console, lake_uri: str, written: DemoRound) -> Non
     console.print(_right_aligned(leaderboard, "value"))
     scorecard = frame_table(
         _query(lake, SCORECARD_SQL),
-        title="Data quality (view dq_scorecard): latest validation; recent pass rates run oldest → latest",
+        title="Data quality (view dq_scorecard): each dataset's latest validation and recent pass rates",
     )
-    console.print(_right_aligned(scorecard, "pass_rate"))
+    console.print(scorecard)
     impact = _query(lake, IMPACT_SQL, [list(written.deployment_ids)])
     console.print(impact_table(impact, written.deployments, written.round), end="")
     next_commands(console, lake_uri, written)
