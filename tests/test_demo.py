@@ -7,16 +7,23 @@ tests share.
 
 from __future__ import annotations
 
+import io
+import itertools
+import re
 import shlex
+import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
 from demo_lake import DemoLake
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
 import metalake
 from metalake.cli import app
+from metalake.demo import NotADemoLake, business, run_demo, target
 
 RAW_BIOPSIES = "dataset:postgres://clinic-db:5432/pathology.biopsies"
 
@@ -31,6 +38,12 @@ def round_one(demo_lake: DemoLake) -> metalake.Lake:
 
 def rows(lake: metalake.Lake, sql: str) -> list[dict[str, object]]:
     return lake.sql(sql).pl().to_dicts()
+
+
+def next_commands(output: str) -> list[list[str]]:
+    """The commands a round suggests, as argument lists (comments after `    #` left out)."""
+    listed = output.split("Next commands to try:")[1].strip().splitlines()
+    return [shlex.split(line.split("    #")[0]) for line in listed if line.strip().startswith("metalake")]
 
 
 # -- round 1 --------------------------------------------------------------------------------------------------
@@ -95,6 +108,20 @@ def test_runs_log_real_per_iteration_curves(demo_lake: DemoLake) -> None:
     assert details.artifacts and details.artifacts[0]["name"] == "model"
 
 
+def test_runs_last_as_long_as_their_fit_and_log_metrics_while_it_runs(demo_lake: DemoLake) -> None:
+    lake = round_one(demo_lake)
+    runs = rows(lake, "select run_id, name, start_time, end_time, duration_s from runs_current")
+    points = lake.sql("select run_id, step, timestamp from metrics where key = 'val_auc'").pl()
+    for run in runs:
+        logged = points.filter(pl.col("run_id") == run["run_id"]).sort("step")
+        stamps = logged.get_column("timestamp").to_list()
+        assert all(a < b for a, b in itertools.pairwise(stamps)), run["name"]  # one step after another
+        span = (stamps[-1] - stamps[0]).total_seconds()
+        assert span > 0.005, run["name"]  # the steps took the fit's time, not a loop's over finished results
+        assert run["start_time"] <= stamps[0] and stamps[-1] <= run["end_time"], run["name"]
+        assert float(str(run["duration_s"])) >= span, run["name"]
+
+
 def test_the_best_models_reach_production_and_the_broken_one_is_refused(demo_lake: DemoLake) -> None:
     lake = round_one(demo_lake)
     registry = {
@@ -115,6 +142,8 @@ def test_the_best_models_reach_production_and_the_broken_one_is_refused(demo_lak
     assert events == [{"event_type": "registered"}]  # the refused move wrote nothing
     assert "Promotion refused: tumor-classifier v2 -> staging" in demo_lake.first_output
     assert "breast_cancer v2 failed its latest validation" in demo_lake.first_output
+    assert re.search(r"val_auc is 0\.\d{4}, needs >= 0\.97\s", demo_lake.first_output)
+    assert re.search(r"breast_cancer v2: FAILED: 5 of 10 expectations failed: ", demo_lake.first_output)
     assert len(rows(lake, "select * from policies")) == 1
     approvals = rows(
         lake,
@@ -146,6 +175,17 @@ def test_deployments_kpis_and_their_impact(demo_lake: DemoLake) -> None:
     assert "Model KPI impact of round 1" in demo_lake.first_output
 
 
+def test_the_shadow_environment_is_observed_only_around_its_shadow_tests(demo_lake: DemoLake) -> None:
+    lake = metalake.connect(demo_lake.path)
+    tests = lake.sql("select started_at, ended_at from deployments_current where environment = 'shadow'").pl()
+    assert tests.height == 2
+    observed = lake.sql("select observed_at from kpi_observations where environment = 'shadow'").pl()
+    assert observed.height > 0
+    for moment in observed.get_column("observed_at"):
+        # model_kpi_impact's week before a shadow test (its baseline), or during the test
+        assert any(start - timedelta(days=7) <= moment < end for start, end in tests.iter_rows()), moment
+
+
 def test_lineage_walks_from_a_deployment_to_the_raw_table(demo_lake: DemoLake) -> None:
     lake = round_one(demo_lake)
     upstream = lake.lineage.upstream("model:tumor-classifier/1")
@@ -173,15 +213,46 @@ def test_output_shows_the_views_and_next_commands(demo_lake: DemoLake) -> None:
     assert "demo-round-1" in snapshots.get_column("snapshot").to_list()
 
 
+# What each suggested command must print (a fragment), by the words after `metalake --lake PATH`.
+NEXT_COMMAND_SHOWS = {
+    "runs list": "r1-sgd-logreg",
+    "datasets history": "(breaking)",
+    "datasets diff": "worst concave pts",
+    "quality report": "declining",
+    "models show": "tumor-classifier version",
+    "models list": "wine-cultivar",
+    "lineage show": "dataset:postgres://clinic-db:5432/pathology.biopsies",
+    "deploy list": "demo-1-rollout",
+    "kpis impact": "malignant_recall",
+    "sql": "production",
+}
+
+
 def test_the_next_commands_it_suggests_work(demo_lake: DemoLake) -> None:
-    listed = demo_lake.first_output.split("Next commands to try:")[1].strip().splitlines()
-    commands = [shlex.split(line.split("    #")[0]) for line in listed if line.strip().startswith("metalake")]
+    commands = next_commands(demo_lake.first_output)
     assert len(commands) >= 8
     for command in commands:
         if command[-1] == "demo":
             continue  # another round: the second-round test runs it
+        words = " ".join(word for word in command[3:5] if not word.startswith("-"))
+        shows = NEXT_COMMAND_SHOWS.get(words) or NEXT_COMMAND_SHOWS[words.split()[0]]
         result = invoke(*command[1:])
         assert result.exit_code == 0, f"{shlex.join(command)}\n{result.output}"
+        assert shows in result.output, f"{shlex.join(command)} does not show {shows!r}\n{result.output}"
+
+
+def test_the_time_travel_command_compares_the_round_before_with_now(demo_lake: DemoLake) -> None:
+    first = [c for c in next_commands(demo_lake.first_output) if "--as-of" in c]
+    assert first and first[0][-1] == "demo-round-1"  # suggested after "run the demo again"
+    assert demo_lake.second.exit_code == 0
+    second = next_commands(demo_lake.second.output)
+    past = next(c for c in second if "--as-of" in c)
+    assert past[-1] == "demo-round-1"  # round 2 looks back at round 1, not at the snapshot it just pinned
+    now = next(c for c in second if c[3] == "sql" and c[4] == past[4] and "--as-of" not in c)
+    then, today = invoke(*past[1:]).output, invoke(*now[1:]).output
+    assert re.search(r"tumor-classifier\s*│\s*1\s*│\s*production", then)
+    assert re.search(r"tumor-classifier\s*│\s*1\s*│\s*archived", today)
+    assert re.search(r"tumor-classifier\s*│\s*3\s*│\s*production", today) and "│       3 │" not in then
 
 
 # -- round 2 --------------------------------------------------------------------------------------------------
@@ -231,6 +302,146 @@ def test_round_one_is_unchanged_as_of_its_snapshot(demo_lake: DemoLake) -> None:
     assert now.kpis.list().height == 4
     frame = now.sql("select * from model_kpi_impact").pl()
     assert isinstance(frame, pl.DataFrame) and frame.height > 0
+
+
+# -- a third round, a round cut short, the calendar ----------------------------------------------------------
+
+
+def test_a_round_cut_short_is_run_again_without_duplicate_runs_and_nothing_is_dated_after_now(
+    demo_lake: DemoLake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 3 on a copy of the session's lake: cut short after training, run again, then checked."""
+    assert demo_lake.second.exit_code == 0
+    path = tmp_path / "demo-lake"
+    shutil.copytree(demo_lake.path, path)
+
+    def power_cut(*args: object) -> bool:
+        raise RuntimeError("power cut")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(business, "ensure_policy", power_cut)
+        with pytest.raises(RuntimeError, match="power cut"):
+            run_demo(str(path), Console(file=io.StringIO(), width=100), actor="tester")
+    buffer = io.StringIO()
+    third = run_demo(str(path), Console(file=buffer, width=100, highlight=False), actor="tester")
+    output = buffer.getvalue()
+    assert third.round == 3 and "finished before this round was cut short, kept" in output
+
+    lake = metalake.connect(path)
+    names = rows(
+        lake, "select experiment, name, count(*) as n from runs_current where name like 'r3-%' group by all"
+    )
+    assert len(names) == 6 and all(r["n"] == 1 for r in names)  # trained once, though the round ran twice
+    now = datetime.now(UTC)
+    latest = rows(
+        lake,
+        "select (select max(observed_at) from kpi_observations) as observed, "
+        "(select max(greatest(started_at, coalesce(ended_at, started_at))) from deployments_current) as deployed",
+    )[0]
+    assert latest["observed"] <= now and latest["deployed"] <= now  # type: ignore[operator]
+    assert "demo-round-3" in lake.snapshots().get_column("snapshot").to_list()
+
+    # The report fits 100 columns: the tables' cells and the impact lines are whole, never wrapped.
+    report = output.split("Leaderboard")[1].split("Next commands")[0]
+    assert "breast_cancer_holdout" in report and "val_accuracy (max)" in report
+    assert re.search(r"│ breast_cancer +│ v6 FAILED │ … (\d\.\d\d → ){3}\d\.\d\d +│ declining", report)
+    headings = [line for line in report.splitlines() if re.match(r"\d{4}-\d\d-\d\d  ", line)]
+    assert len(headings) == 4
+    for line in headings:
+        assert re.fullmatch(
+            r"\S+  \S+ v\d+, (canary 10%|rollout|shadow test) \(val_auc \d\.\d{4}, "
+            r"training data (passed|FAILED validation)\)",
+            line.rstrip(),
+        ), line
+    assert "demo-round-2    # the registry after round 2" in output
+
+
+def test_the_calendar_puts_every_round_between_the_one_before_and_now() -> None:
+    now = datetime(2026, 3, 4, 15, 30, tzinfo=UTC)
+    first = business.round_calendar(None, now)
+    assert (
+        first.start == datetime(2026, 2, 11, tzinfo=UTC)
+        and first.observed_from == first.start - business.WEEK
+    )
+    calendars = [first]
+    while True:
+        try:
+            calendars.append(business.round_calendar(calendars[-1].end, now))
+        except metalake.MetalakeError as error:
+            assert "no room left" in str(error)
+            break
+    assert [c.length for c in calendars[:3]] == [
+        business.WEEK,
+        business.WEEK,
+        timedelta(days=3, hours=19, minutes=28),
+    ]
+    assert len(calendars) > 10  # a dozen rounds a day before the calendar fills up
+    for before, after in itertools.pairwise(calendars):
+        assert after.start == before.end and after.end < now
+        assert after.observe_every.microseconds == 0 and (after.day / 24).microseconds == 0
+    assert business.round_calendar(calendars[1].end, now) == calendars[2]  # deterministic within the hour
+
+
+# -- which lakes it writes to -------------------------------------------------------------------------------
+
+
+def test_it_refuses_a_lake_with_its_own_data_and_policy(tmp_path: Path) -> None:
+    path = tmp_path / "their-lake"
+    lake = metalake.connect(path, actor="owner")
+    policy = {"production": {"require_metrics": {"accuracy": ">= 0.5"}}}
+    lake.registry.use_policy(policy, persist=True)
+    delivery = tmp_path / "wine.parquet"
+    pl.DataFrame({"alcohol": [12.1, 13.4], "target": [0, 1]}).write_parquet(delivery)
+    lake.datasets.register("wine", str(delivery))
+    lake.close()
+
+    result = invoke("--lake", str(path), "demo")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    message = " ".join(result.output.split())
+    assert "metalake demo will not write to" in message and "already holds data that no demo wrote" in message
+    assert "run it on a fresh path" in message
+    after = metalake.connect(path)
+    assert rows(after, "select dataset, version from dataset_versions") == [{"dataset": "wine", "version": 1}]
+    assert [r["document"] for r in rows(after, "select document from policies")] == [
+        '{"production": {"require_metrics": {"accuracy": ">= 0.5"}}}'
+    ]
+    assert after.snapshots().is_empty() and after.read("experiments").is_empty()
+
+
+def test_it_refuses_a_folder_of_other_files(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a lake")
+    result = invoke("--lake", str(tmp_path), "demo")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "holds other files (notes.txt) and is not a metalake lake" in " ".join(result.output.split())
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]  # no table was created
+
+
+def test_it_never_replaces_a_demo_lake_policy_that_was_changed(tmp_path: Path) -> None:
+    lake = metalake.connect(tmp_path / "lake", actor="tester")
+    from metalake.demo.training import ensure_experiments
+
+    ensure_experiments(lake)  # what every round writes first: the lake is the demo's
+    assert target.is_demo_lake(lake)
+    target.check_lake(lake, business.policy_document())  # an interrupted first round may go on
+    lake.registry.use_policy({"staging": {"require_metrics": {"val_auc": ">= 0.5"}}}, persist=True)
+    with pytest.raises(NotADemoLake, match="keeps a registry policy of its own"):
+        run_demo(str(tmp_path / "lake"), Console(file=io.StringIO()), actor="tester")
+    assert lake.read("policies").height == 1
+
+
+def test_it_writes_to_a_new_or_empty_lake(tmp_path: Path) -> None:
+    target.check_folder(str(tmp_path / "missing"))
+    target.check_folder(str(tmp_path))  # an empty folder
+    empty = metalake.connect(tmp_path / "lake")
+    target.check_folder(str(tmp_path / "lake"))
+    target.check_lake(empty, business.policy_document())
+    assert not target.is_demo_lake(empty)
+
+
+def test_the_session_demo_lake_is_one_it_may_write_to_again(demo_lake: DemoLake) -> None:
+    lake = metalake.connect(demo_lake.path)
+    assert target.is_demo_lake(lake)
+    target.check_lake(lake, business.policy_document())
 
 
 # -- the command itself -----------------------------------------------------------------------------------------

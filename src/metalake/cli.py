@@ -499,7 +499,9 @@ def demo(
 
     Records the ETL runs as OpenLineage events, pins a snapshot demo-round-N, prints the main views.
 
-    Run it again to add a round. Needs the demo extra: pip install 'metalake\\[demo]'. Ignores $METALAKE_URI.
+    Run it again to add a round. Writes only to a new or empty lake or one an earlier demo built; refuses others.
+
+    Needs the demo extra: pip install 'metalake\\[demo]'. Ignores $METALAKE_URI.
 
     Example: metalake demo --lake ./demo-lake
     """

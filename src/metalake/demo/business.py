@@ -1,7 +1,9 @@
 """The demo's governance and business side: the policy, promotions, deployments and KPI observations.
 
-Deployments and KPI observations are dated on a simulated calendar (a week per round), since "did the model
-help?" needs days of traffic; runs, registry events and validations carry the real time they were recorded.
+Deployments and KPI observations are dated on a simulated calendar, since "did the model help?" needs days of
+traffic: round 1 starts three weeks before today, after a baseline week, and each later round follows the one
+before, taking a week or half the time left until now, whichever is shorter, so nothing is ever dated in the
+future. Runs, registry events and validations carry the real time they were recorded.
 KPI values are made from each model's real holdout metrics plus seeded noise, so the offline quality of a model,
 and so the quality of its training data, shows in its KPIs.
 """
@@ -9,6 +11,7 @@ and so the quality of its training data, shows in its KPIs.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from metalake.demo.data import DemoFiles, write_text_once
 from metalake.errors import MetalakeError, PolicyViolation
+from metalake.governance import load_policy
 
 if TYPE_CHECKING:
     from metalake.demo.training import TrainedModel
@@ -53,9 +57,13 @@ CARDS = {
         "limitations": "Three cultivars of one region only.",
     },
 }
-DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
-OBSERVATION_EVERY = timedelta(hours=6)
+FIRST_ROUND_BACK = 3 * WEEK  # round 1 starts this long before today's midnight, after a baseline week
+OBSERVATIONS_PER_ROUND = 28  # every 6 hours in a round of a week
+# A round's length is a multiple of this, so that its days (a seventh), hours (a day's 24th) and observation
+# times fall on whole seconds; it is also the shortest round.
+ROUND_GRAIN = timedelta(minutes=OBSERVATIONS_PER_ROUND)
+IMPACT_WINDOW = WEEK  # what model_kpi_impact compares: the week before and after a deployment
 
 
 @dataclass(frozen=True)
@@ -110,12 +118,27 @@ SOURCES = {TUMOR_MODEL: "clinic dashboard (simulated)", WINE_MODEL: "winery lab 
 # -- policy and registry ----------------------------------------------------------------------------------------
 
 
+def policy_document() -> str:
+    """The demo's policy as the lake stores it (canonical JSON)."""
+    import yaml
+
+    return load_policy(yaml.safe_load(POLICY_YAML)).to_json()
+
+
 def ensure_policy(lake: Lake, files: DemoFiles) -> bool:
-    """Store the demo's policy in the lake unless it is already the one in force; True when it was stored."""
-    from metalake.governance import load_policy
+    """Store the demo's policy in the lake unless it is already the one in force; True when it was stored.
+
+    A different stored policy is never replaced (`demo.target.check_lake` refuses such a lake up front).
+    """
+    from metalake.demo.target import NotADemoLake, stored_policy_document
 
     path = write_text_once(files.sources / "policy.yaml", POLICY_YAML)
-    if lake.registry.policy.to_json() == load_policy(path).to_json():
+    stored = stored_policy_document(lake)
+    if stored is not None:
+        if json.loads(stored) != json.loads(policy_document()):
+            raise NotADemoLake(
+                lake.uri, "it keeps a registry policy of its own, which the demo would replace"
+            )
         return False
     lake.registry.use_policy(path, persist=True)
     return True
@@ -145,16 +168,15 @@ def promote(lake: Lake, version: ModelVersion, round_number: int) -> None:
     lake.registry.transition(
         version.model, version.version, "staging", reason=f"best candidate of round {round_number}"
     )
-    reviewer = metalake.connect(lake.uri, actor=reviewer_of(lake.actor))
-    reviewer.registry.transition(
-        version.model,
-        version.version,
-        "production",
-        reason=f"reviewed the staging checks of round {round_number}",
-        archive_others=True,
-    )
-    reviewer.registry.set_alias(version.model, "champion", version.version, reason="now in production")
-    reviewer.close()
+    with metalake.connect(lake.uri, actor=reviewer_of(lake.actor)) as reviewer:
+        reviewer.registry.transition(
+            version.model,
+            version.version,
+            "production",
+            reason=f"reviewed the staging checks of round {round_number}",
+            archive_others=True,
+        )
+        reviewer.registry.set_alias(version.model, "champion", version.version, reason="now in production")
 
 
 def reviewer_of(actor: str) -> str:
@@ -174,41 +196,91 @@ def try_staging(lake: Lake, version: ModelVersion) -> PolicyViolation | None:
 # -- the calendar ---------------------------------------------------------------------------------------------
 
 
-def round_start(lake: Lake, now: datetime) -> tuple[datetime, datetime]:
-    """The start of this round's simulated week, and the start of the KPI observations it adds.
-
-    Round 1 starts two weeks before today (after a baseline week of manual triage); each later round a week
-    after the one before, or a week before today when the demo last ran long ago.
+@dataclass(frozen=True)
+class Calendar:
+    """A round's stretch of the simulated calendar: deployments from `start`, KPI observations in
+    (`observed_from`, `end`], every `observe_every`; `day` is a seventh of the round (a day in a round of a week).
     """
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    staged = lake.deployments.list("staging", model=TUMOR_MODEL)
-    if staged.is_empty():
-        start = today - 2 * WEEK
-        return start, start - WEEK
-    latest = staged.get_column("started_at").max()
-    assert isinstance(latest, datetime)
-    observed_until = latest + WEEK
-    return max(observed_until, today - WEEK), observed_until
+
+    start: datetime
+    length: timedelta
+    observed_from: datetime
+
+    @property
+    def end(self) -> datetime:
+        return self.start + self.length
+
+    @property
+    def day(self) -> timedelta:
+        return self.length / 7
+
+    @property
+    def observe_every(self) -> timedelta:
+        return self.length / OBSERVATIONS_PER_ROUND
+
+
+def round_calendar(previous_end: datetime | None, now: datetime) -> Calendar:
+    """Where this round falls: round 1 three weeks before today (after a baseline week without models), a later
+    round right after the one before, a week long or half the time left until now (the hour), so it never
+    reaches now and the next round still finds room. Only `now` moves it: the same history gives the same
+    calendar all hour long."""
+    if previous_end is None:
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0) - FIRST_ROUND_BACK
+        return Calendar(start, WEEK, start - WEEK)
+    room = now.replace(minute=0, second=0, microsecond=0) - previous_end
+    length = min(WEEK, (room / 2) // ROUND_GRAIN * ROUND_GRAIN)
+    if length < ROUND_GRAIN:
+        raise MetalakeError(
+            f"The demo's simulated calendar has no room left before now: the previous round ends "
+            f"{previous_end:%Y-%m-%d %H:%M} UTC and a round needs at least {ROUND_GRAIN}. Run the demo again "
+            "in an hour or two, or on a fresh lake."
+        )
+    return Calendar(previous_end, length, previous_end)
+
+
+def previous_round_end(lake: Lake) -> datetime | None:
+    """Where the last round's simulated stretch ends: its last KPI observation (None before round 1)."""
+    import polars as pl
+
+    observed = lake.read("kpi_observations", columns=["kpi", "observed_at"])
+    latest = observed.filter(pl.col("kpi").is_in(list(KPIS))).get_column("observed_at").max()
+    assert latest is None or isinstance(latest, datetime)
+    return latest
 
 
 # -- deployments ----------------------------------------------------------------------------------------------
 
 
+CANARY_SHARE = 0.1
+ROLES = {  # what each of a round's deployments is, as the report names it
+    "staging": "staging",
+    "wine-staging": "staging",
+    "canary": f"canary {CANARY_SHARE:.0%}",
+    "rollout": "rollout",
+    "wine-rollout": "rollout",
+    "shadow": "shadow test",
+}
+
+
 @dataclass(frozen=True)
 class RoundDeployments:
-    """What the round deployed: ids for the report, and the times the KPI generator needs."""
+    """What the round deployed: ids with their roles for the report, and the times the KPI generator needs."""
 
-    ids: list[str]
+    roles: dict[str, str]  # deployment id -> its role: staging, canary 10%, rollout, shadow test
     canary_at: datetime
     rollout_at: datetime
     shadow_from: datetime
     shadow_until: datetime
     wine_at: datetime
 
+    @property
+    def ids(self) -> list[str]:
+        return list(self.roles)
+
 
 def deploy(
     lake: Lake,
-    start: datetime,
+    calendar: Calendar,
     tumor: ModelVersion,
     wine: ModelVersion,
     candidate: ModelVersion,
@@ -217,11 +289,13 @@ def deploy(
     """Staging, a canary, the full rollout, a shadow test of the refused candidate; the wine model's rollout."""
     sha = hashlib.sha1(f"metalake-demo-{round_number}".encode()).hexdigest()
     deployments = lake.deployments
+    start, day = calendar.start, calendar.day
+    roles: dict[str, str] = {}
 
     def record(
         version: ModelVersion, environment: str, at: datetime, step: str, **options: Any
     ) -> Deployment:
-        return deployments.record(
+        deployment = deployments.record(
             version.model,
             version.version,
             environment,
@@ -231,30 +305,35 @@ def deploy(
             endpoint=f"https://{environment}.scoring.internal/{version.model}",
             **options,
         )
+        roles[deployment.deployment_id] = ROLES[step]
+        return deployment
 
-    shadow_from, shadow_until = start + 4 * DAY, start + 6 * DAY
-    started = [
-        record(tumor, "staging", start, "staging"),
-        record(wine, "staging", start + timedelta(hours=1), "wine-staging"),
-        record(
-            tumor, "production", start + DAY, "canary", replace_active=False, reason="canary: 10% of traffic"
-        ),
-        record(tumor, "production", start + 2 * DAY, "rollout", reason="full rollout after the canary"),
-        record(wine, "production", start + 3 * DAY, "wine-rollout"),
-        record(candidate, "shadow", shadow_from, "shadow", reason="shadow test of the nightly retrain"),
-    ]
+    shadow_from, shadow_until = start + 4 * day, start + 6 * day
+    record(tumor, "staging", start, "staging")
+    record(wine, "staging", start + day / 24, "wine-staging")
+    record(
+        tumor,
+        "production",
+        start + day,
+        "canary",
+        replace_active=False,
+        reason=f"canary: {CANARY_SHARE:.0%} of traffic",
+    )
+    record(tumor, "production", start + 2 * day, "rollout", reason="full rollout after the canary")
+    record(wine, "production", start + 3 * day, "wine-rollout")
+    shadow = record(candidate, "shadow", shadow_from, "shadow", reason="shadow test of the nightly retrain")
     deployments.end(
-        started[-1].deployment_id,
+        shadow.deployment_id,
         at=shadow_until,
         reason="shadow test stopped: trained on data that failed validation",
     )
     return RoundDeployments(
-        ids=[d.deployment_id for d in started],
-        canary_at=start + DAY,
-        rollout_at=start + 2 * DAY,
+        roles=roles,
+        canary_at=start + day,
+        rollout_at=start + 2 * day,
         shadow_from=shadow_from,
         shadow_until=shadow_until,
-        wine_at=start + 3 * DAY,
+        wine_at=start + 3 * day,
     )
 
 
@@ -313,24 +392,35 @@ class Levels:
 
 def observations(
     *,
-    since: datetime,
-    until: datetime,
+    calendar: Calendar,
     deployed: RoundDeployments,
     tumor: Levels,
     wine_before: dict[str, float],
     wine_after: dict[str, float],
     round_number: int,
 ) -> list[dict[str, Any]]:
-    """KPI observations every 6 hours in production and in the shadow environment, seeded by the round."""
+    """KPI observations over the round in production, and around the shadow test in the shadow environment.
+
+    The shadow environment scores a mirror of production traffic. Nothing of the round is deployed there before
+    the shadow test, yet it is observed (at production's levels) for the week before it: model_kpi_impact judges
+    a deployment against what its environment measured the week before, and without those observations the
+    shadow test, the story's "what the refused model would have done", would have nothing to compare with. After
+    the test ends, the shadow environment is not observed. Seeded by the round.
+    """
     rng = random.Random(round_number)
     noise = {"malignant_recall": 1.2, "false_alarm_rate": 0.8, "p95_latency_ms": 2.0, "lot_relabel_rate": 0.7}
+    shadow_baseline_from = deployed.shadow_from - IMPACT_WINDOW
     rows: list[dict[str, Any]] = []
-    moment = since
-    while moment < until:
+    count = round((calendar.end - calendar.observed_from) / calendar.observe_every)
+    for index in range(1, count + 1):
+        moment = calendar.observed_from + index * calendar.observe_every
         production = _tumor_level(tumor, moment, deployed)
-        shadow = tumor.candidate if deployed.shadow_from <= moment < deployed.shadow_until else production
         wine = wine_after if moment >= deployed.wine_at else wine_before
-        for environment, levels in (("production", {**production, **wine}), ("shadow", shadow)):
+        observed = [("production", {**production, **wine})]
+        if shadow_baseline_from <= moment < deployed.shadow_until:
+            shadow = tumor.candidate if moment >= deployed.shadow_from else production
+            observed.append(("shadow", shadow))
+        for environment, levels in observed:
             for kpi, level in levels.items():
                 value = level + rng.gauss(0, noise[kpi])
                 if KPIS[kpi].unit == "%":
@@ -344,7 +434,6 @@ def observations(
                         "source": SOURCES[KPIS[kpi].model],
                     }
                 )
-        moment += OBSERVATION_EVERY
     return rows
 
 
@@ -353,8 +442,7 @@ def _tumor_level(levels: Levels, moment: datetime, deployed: RoundDeployments) -
         return levels.before
     if moment >= deployed.rollout_at:
         return levels.after
-    canary = 0.1
     return {
-        kpi: (1 - canary) * levels.before.get(kpi, value) + canary * value
+        kpi: (1 - CANARY_SHARE) * levels.before.get(kpi, value) + CANARY_SHARE * value
         for kpi, value in levels.after.items()
     }

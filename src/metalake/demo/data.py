@@ -241,11 +241,11 @@ def validate(lake: Lake, version: DatasetVersion, suite: Path) -> Validation:
 def describe_validation(validation: Validation) -> str:
     """One line: passed, or which expectations failed."""
     if validation.success:
-        return f"passed {validation.successful}/{validation.evaluated} expectations"
+        return f"passed: all {validation.evaluated} expectations met"
     failed = ", ".join(
         f"{row['expectation_type']}({row.get('column') or 'table'})" for row in validation.failed
     )
-    return f"FAILED {validation.unsuccessful}/{validation.evaluated}: {failed}"
+    return f"FAILED: {validation.unsuccessful} of {validation.evaluated} expectations failed: {failed}"
 
 
 # -- lineage ------------------------------------------------------------------------------------------------

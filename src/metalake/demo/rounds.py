@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metalake.demo import business, data, report
+from metalake.demo import business, data, report, target
+from metalake.demo.target import SNAPSHOT_PREFIX
 from metalake.demo.training import (
     TUMOR_EXPERIMENT,
     TUMOR_KINDS,
@@ -27,7 +28,10 @@ from metalake.demo.training import (
     WINE_KINDS,
     InputRef,
     TrainedModel,
+    artifact_path,
     ensure_experiments,
+    finished_runs,
+    reuse,
     train,
 )
 from metalake.errors import MissingExtraError
@@ -42,7 +46,6 @@ if TYPE_CHECKING:
     from metalake.registry import ModelVersion
 
 DEFAULT_DEMO_LAKE = "./demo-lake"
-SNAPSHOT_PREFIX = "demo-round-"
 DEMO_PACKAGES = {"sklearn": "scikit-learn", "great_expectations": "great_expectations"}
 STEPS = 9
 
@@ -60,9 +63,13 @@ class DemoRound:
     run_ids: list[str]
     production: dict[str, int]  # model -> the version promoted to production
     refused: tuple[str, int, list[str]] | None  # model, version, the policy rules it broke
-    deployment_ids: list[str]
+    deployments: dict[str, str]  # deployment id -> its role: staging, canary 10%, rollout, shadow test
     kpi_observations: int
     seconds: float
+
+    @property
+    def deployment_ids(self) -> list[str]:
+        return list(self.deployments)
 
 
 def check_extras() -> None:
@@ -78,22 +85,30 @@ def check_extras() -> None:
 
 
 def run_demo(lake_uri: str, console: Console, *, actor: str | None = None) -> DemoRound:
-    """Add one demo round to the lake at `lake_uri`, then print what the lake now answers."""
+    """Add one demo round to the lake at `lake_uri`, then print what the lake now answers.
+
+    The lake must be new or empty, or one an earlier demo built (`demo.target`); anything else is refused
+    before a row is written. A round cut short can be run again: it keeps the runs it finished (see `_Round`).
+    """
     from rich.markup import escape
 
     import metalake
 
     check_extras()
+    target.check_folder(lake_uri)
     began = time.perf_counter()
     lake = metalake.connect(lake_uri, actor=actor)
-    number, snapshot = next_round(lake)
-    console.print(f"[bold]metalake demo[/], round {number}, on {escape(lake.uri)}", soft_wrap=True)
-    with _progress(console) as steps:
-        result = _write_round(lake, steps, number, snapshot)
-    seconds = time.perf_counter() - began
-    report.show(lake, console, lake_uri, result)
-    console.print(f"\nRound {number} written in {seconds:.1f} s.")
-    lake.close()
+    try:
+        target.check_lake(lake, business.policy_document())
+        number, snapshot = next_round(lake)
+        console.print(f"[bold]metalake demo[/], round {number}, on {escape(lake.uri)}", soft_wrap=True)
+        with _progress(console, number) as steps:
+            result = _write_round(lake, steps, number, snapshot)
+        seconds = time.perf_counter() - began
+        report.show(lake, console, lake_uri, result)
+        console.print(f"\nRound {number} written in {seconds:.1f} s.")
+    finally:
+        lake.close()
     return replace(result, seconds=seconds)
 
 
@@ -111,10 +126,12 @@ class _Steps:
 
     def __init__(self, progress: Progress, task: TaskID):
         self.progress, self.task = progress, task
+        self.started = False
 
     def start(self, description: str) -> None:
-        if self.progress.tasks[0].description:
+        if self.started:
             self.progress.advance(self.task)
+        self.started = True
         self.progress.update(self.task, description=description)
         self.say(f"[bold]{description}[/]")
 
@@ -123,7 +140,7 @@ class _Steps:
 
 
 @contextmanager
-def _progress(console: Console) -> Iterator[_Steps]:
+def _progress(console: Console, number: int) -> Iterator[_Steps]:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -142,19 +159,25 @@ def _progress(console: Console) -> Iterator[_Steps]:
         console=console,
         transient=True,
     ) as progress:
-        task = progress.add_task("", total=STEPS)
+        task = progress.add_task(f"Starting round {number}", total=STEPS)
         yield _Steps(progress, task)
         progress.update(task, completed=STEPS)
 
 
 @dataclass
 class _Round:
-    """One round being written: the lake, the progress display, the demo's files and the round's number."""
+    """One round being written: the lake, the progress display, the demo's files and the round's number.
+
+    `finished` holds the runs of this round that an earlier attempt finished before it was cut short (a round
+    without its snapshot is written again): they are kept rather than trained again. The other records of such
+    an attempt (lineage events, deployments, KPI observations) are written again.
+    """
 
     lake: Lake
     steps: _Steps
     files: data.DemoFiles
     number: int
+    finished: dict[tuple[str, str], str]
 
     def register(self, delivery: data.Delivery) -> DatasetVersion:
         version = data.register(self.lake, delivery)
@@ -162,9 +185,9 @@ class _Round:
         self.steps.say(f"  {version.name} v{version.version}: {version.row_count} rows ({news})")
         return version
 
-    def validate(self, version: DatasetVersion, suite: Path, *, again: bool = False) -> None:
-        """Validate a version, unless it was validated before and `again` is False (unchanged data)."""
-        if not again and not version.created:
+    def validate(self, version: DatasetVersion, suite: Path) -> None:
+        """Validate a version, unless it was validated before (unchanged data, or a round run again)."""
+        if not version.created:
             earlier = self.lake.quality.validations(version.name)
             earlier = earlier.filter(earlier["version"] == version.version)
             if not earlier.is_empty():
@@ -186,11 +209,22 @@ class _Round:
         inputs: list[InputRef],
     ) -> TrainedModel:
         """Train on frames[0], score every step on frames[1]; the first input names the training data."""
+        run_name = f"r{self.number}-{name}"
+        earlier = self.finished.get((experiment, run_name))
+        artifact = artifact_path(self.files.artifacts, experiment, run_name)
+        trained = None
+        if earlier is not None:
+            trained = reuse(
+                self.lake, earlier, experiment=experiment, kind=kind, artifact=artifact, inputs=inputs
+            )
+        if trained is not None:
+            self.steps.say(f"  {experiment}/{run_name}: finished before this round was cut short, kept")
+            return trained
         trained = train(
             self.lake,
             experiment=experiment,
             kind=kind,
-            name=f"r{self.number}-{name}",
+            name=run_name,
             train_frame=frames[0],
             val_frame=frames[1],
             features=[c for c in frames[1].columns if c != data.TARGET],
@@ -210,7 +244,8 @@ def _write_round(lake: Lake, steps: _Steps, number: int, snapshot: str) -> DemoR
     from rich.markup import escape
 
     files = data.demo_files(lake)
-    this = _Round(lake, steps, files, number)
+    ensure_experiments(lake)  # first: it marks the lake as the demo's, should this round be cut short
+    this = _Round(lake, steps, files, number, finished_runs(lake, f"r{number}-"))
 
     steps.start("Loading scikit-learn datasets as deliveries")
     deliveries = data.prepare_deliveries(files, number)
@@ -230,7 +265,6 @@ def _write_round(lake: Lake, steps: _Steps, number: int, snapshot: str) -> DemoR
     # What serves now (before this round promotes anything): the KPI levels before this round's deployments.
     previous_tumor = business.serving_levels(lake, business.TUMOR_MODEL) or business.MANUAL_TRIAGE
     previous_wine = business.serving_levels(lake, business.WINE_MODEL) or business.MANUAL_LABELLING
-    ensure_experiments(lake)
     validation_input = InputRef(holdout.name, holdout.version, "validation")
     biopsies = (deliveries.clean.frame, deliveries.holdout.frame)
 
@@ -263,7 +297,7 @@ def _write_round(lake: Lake, steps: _Steps, number: int, snapshot: str) -> DemoR
     lake.lineage.ingest(data.etl_events(deliveries.broken, broken.version))
     for defect in deliveries.broken.defects:
         steps.say(f"  [dim]- {defect}[/]")
-    this.validate(broken, suites[broken.name], again=True)
+    this.validate(broken, suites[broken.name])
     retrain = this.train(
         TUMOR_EXPERIMENT,
         best_tumor.kind,
@@ -281,14 +315,13 @@ def _write_round(lake: Lake, steps: _Steps, number: int, snapshot: str) -> DemoR
         report.refusal(steps.progress.console, refusal)
 
     steps.start("Deploying on the simulated calendar, observing KPIs")
-    start, observed_from = business.round_start(lake, datetime.now(UTC))
+    calendar = business.round_calendar(business.previous_round_end(lake), datetime.now(UTC))
     deployed = business.deploy(
-        lake, start, promoted[business.TUMOR_MODEL], promoted[business.WINE_MODEL], candidate, number
+        lake, calendar, promoted[business.TUMOR_MODEL], promoted[business.WINE_MODEL], candidate, number
     )
     business.define_kpis(lake)
     rows = business.observations(
-        since=observed_from,
-        until=start + business.WEEK,
+        calendar=calendar,
         deployed=deployed,
         tumor=business.Levels(
             before=previous_tumor,
@@ -301,8 +334,8 @@ def _write_round(lake: Lake, steps: _Steps, number: int, snapshot: str) -> DemoR
     )
     lake.kpis.observe_many(rows, reason=f"demo round {number}: simulated KPI observations")
     steps.say(
-        f"  {len(deployed.ids)} deployments from {start:%Y-%m-%d} (staging, canary, rollout, shadow); "
-        f"{len(rows)} KPI observations from {observed_from:%Y-%m-%d} to {start + business.WEEK:%Y-%m-%d}"
+        f"  {len(deployed.ids)} deployments from {calendar.start:%Y-%m-%d} (staging, canary, rollout, shadow "
+        f"test); {len(rows)} KPI observations from {calendar.observed_from:%Y-%m-%d} to {calendar.end:%Y-%m-%d}"
     )
 
     steps.start(f"Pinning snapshot {snapshot}")
@@ -320,7 +353,7 @@ def _write_round(lake: Lake, steps: _Steps, number: int, snapshot: str) -> DemoR
         run_ids=[trained.run_id for trained in [*tumor_runs, *wine_runs, retrain]],
         production={model: version.version for model, version in promoted.items()},
         refused=None if refusal is None else (refusal.model, refusal.version, refusal.rules),
-        deployment_ids=deployed.ids,
+        deployments=deployed.roles,
         kpi_observations=len(rows),
         seconds=0.0,
     )
