@@ -114,8 +114,8 @@ class EventRows:
     quality: list[QualityFacets] = field(default_factory=list)
     # (edge index, "source" | "target", observation index): versions to fill once observations are resolved
     versioned_ends: list[tuple[int, str, int]] = field(default_factory=list)
-    # (namespace, name) -> (schema fields, datasetVersion, observation index) of each distinct schema seen
-    _schemas_seen: dict[tuple[str, str], list[tuple[Any, Any, int]]] = field(default_factory=dict)
+    # dataset node -> (schema fields, datasetVersion, observation index) of each distinct schema seen
+    _schemas_seen: dict[str, list[tuple[Any, Any, int]]] = field(default_factory=dict)
     _event_ids: set[str] = field(default_factory=set)
 
     def add(self, event: Event) -> None:
@@ -154,7 +154,11 @@ class EventRows:
         if kind == "run":
             self._add_run(event, run, job, str(state), producer)
         if kind == "dataset":
-            self._observe(event, dataset, None)
+            facets = dataset.get("facets")
+            if facets and "schema" in facets:
+                self._observe(
+                    event, dataset, facets, f"dataset:{dataset['namespace']}/{dataset['name']}", None
+                )
             return
         job_node = f"job:{job['namespace']}/{job['name']}"
         edge_id = event.event_id[:40]
@@ -162,10 +166,11 @@ class EventRows:
         for index, dataset_in in enumerate(payload.get("inputs") or ()):
             facets = dataset_in.get("facets")
             version = (facets.get("version") or {}).get("datasetVersion") if facets else None
+            source = f"dataset:{dataset_in['namespace']}/{dataset_in['name']}"
             edges.append(
                 (
                     f"{edge_id}:{index}",
-                    f"dataset:{dataset_in['namespace']}/{dataset_in['name']}",
+                    source,
                     job_node,
                     "input",
                     run_id,
@@ -177,10 +182,16 @@ class EventRows:
                     event_us,
                 )
             )
-            observed = self._observe(event, dataset_in, run_id) if facets and "schema" in facets else None
-            if observed is not None:
-                self.versioned_ends.append((len(edges) - 1, "source", observed))
-            if _has_quality_facets(dataset_in):
+            observed = None
+            if facets and "schema" in facets:
+                observed = self._observe(event, dataset_in, facets, source, run_id)
+                if observed is not None:
+                    self.versioned_ends.append((len(edges) - 1, "source", observed))
+            if (
+                "inputFacets" in dataset_in
+                or "outputFacets" in dataset_in
+                or (facets and _QUALITY_FACETS & facets.keys())
+            ):
                 self._add_quality(event, dataset_in, run_id, index, observed, producer)
         for index, dataset_out in enumerate(payload.get("outputs") or ()):
             facets = dataset_out.get("facets")
@@ -201,10 +212,16 @@ class EventRows:
                     event_us,
                 )
             )
-            observed = self._observe(event, dataset_out, run_id) if facets and "schema" in facets else None
-            if observed is not None:
-                self.versioned_ends.append((len(edges) - 1, "target", observed))
-            if _has_quality_facets(dataset_out):
+            observed = None
+            if facets and "schema" in facets:
+                observed = self._observe(event, dataset_out, facets, target, run_id)
+                if observed is not None:
+                    self.versioned_ends.append((len(edges) - 1, "target", observed))
+            if (
+                "inputFacets" in dataset_out
+                or "outputFacets" in dataset_out
+                or (facets and _QUALITY_FACETS & facets.keys())
+            ):
                 self._add_quality(event, dataset_out, run_id, 1000 + index, observed, producer)
             if facets and "columnLineage" in facets:
                 self._add_column_lineage(event, dataset_out, target, run_id, index)
@@ -261,24 +278,36 @@ class EventRows:
             )
         )
 
-    def _observe(self, event: Event, dataset: Mapping[str, Any], run_id: str | None) -> int | None:
-        """A dataset observation when the event carries its schema facet; returns its index."""
-        facets = dataset.get("facets") or {}
-        schema_facet = facets.get("schema")
-        if not isinstance(schema_facet, dict) or not isinstance(schema_facet.get("fields"), list):
+    def _observe(
+        self,
+        event: Event,
+        dataset: Mapping[str, Any],
+        facets: Mapping[str, Any],
+        node: str,
+        run_id: str | None,
+    ) -> int | None:
+        """A dataset observation from the schema facet in `facets` (the dataset's); returns its index."""
+        schema_facet = facets["schema"]
+        fields = schema_facet.get("fields")
+        if type(fields) is not list:
             return None
-        namespace, name = str(dataset["namespace"]), str(dataset["name"])
         version = (facets.get("version") or {}).get("datasetVersion")
         # Producers repeat a dataset's schema in every event: one observation per distinct schema, the earliest
         # in event time, hashed once. Comparing with the few schemas seen is cheap.
-        fields = schema_facet["fields"]
-        seen = self._schemas_seen.setdefault((namespace, name), [])
+        seen = self._schemas_seen.get(node)
+        if seen is None:
+            seen = self._schemas_seen[node] = []
         for seen_fields, seen_version, index in seen:
             if seen_fields == fields and seen_version == version and type(seen_version) is type(version):
                 first = self.observations[index]
-                if (event.event_time, event.event_id) < (first.event_time, first.event_id):  # out of order
-                    first.event_time, first.event_id, first.run_id = event.event_time, event.event_id, run_id
+                moment = event.event_time
+                if moment <= first.event_time and (moment, event.event_id) < (
+                    first.event_time,
+                    first.event_id,
+                ):
+                    first.event_time, first.event_id, first.run_id = moment, event.event_id, run_id
                 return index
+        namespace, name = str(dataset["namespace"]), str(dataset["name"])
         schema = _flatten_fields(schema_facet["fields"])
         identity = canonical_json({"schema": schema, "datasetVersion": version})
         stats = (dataset.get("outputFacets") or {}).get("outputStatistics") or {}
@@ -311,6 +340,8 @@ class EventRows:
         observed: int | None,
         producer: str | None,
     ) -> None:
+        if not _has_quality_facets(dataset):
+            return
         assertions = _quality_facet(dataset, "dataQualityAssertions").get("assertions") or []
         metrics = _quality_facet(dataset, "dataQualityMetrics")
         results = []
@@ -394,6 +425,10 @@ class EventRows:
                         event.event_us,
                     )
                 )
+
+
+# Data-quality facets; producers put them under facets, inputFacets (the spec) or outputFacets
+_QUALITY_FACETS = frozenset({"dataQualityAssertions", "dataQualityMetrics"})
 
 
 def _has_quality_facets(dataset: Mapping[str, Any]) -> bool:
