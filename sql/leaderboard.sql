@@ -31,7 +31,8 @@ candidates AS (
     SELECT r.experiment, m."key" AS metric, r.run_id, r.name, r.started, m.last_value AS value
     FROM run_metrics AS m
     JOIN run_states AS r USING (run_id)
-    WHERE r.status = 'finished' AND NOT isnan(m.last_value)
+    -- list_extract([x], 1) is x, hidden from DuckDB's statistics (see metric_summary.sql)
+    WHERE r.status = 'finished' AND NOT isnan(list_extract([m.last_value], 1))
 )
 SELECT
     experiment, metric, 'max' AS direction,

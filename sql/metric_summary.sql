@@ -18,9 +18,11 @@ SELECT
     "key",
     arg_max("value", {'step': step, 'timestamp': "timestamp", 'recorded_at': recorded_at}) AS last_value,
     max(step) AS last_step,
-    min("value") FILTER (WHERE NOT isnan("value")) AS min_value,
-    max("value") FILTER (WHERE NOT isnan("value")) AS max_value,
-    avg("value") FILTER (WHERE NOT isnan("value")) AS mean_value,
+    -- list_extract(["value"], 1) is "value", hidden from DuckDB's statistics: Parquet files leave NaN out of their
+    -- min/max, and DuckDB (seen on 2.0.1) then takes isnan("value") for false in a file that holds NaN
+    min("value") FILTER (WHERE NOT isnan(list_extract(["value"], 1))) AS min_value,
+    max("value") FILTER (WHERE NOT isnan(list_extract(["value"], 1))) AS max_value,
+    avg("value") FILTER (WHERE NOT isnan(list_extract(["value"], 1))) AS mean_value,
     count(*) AS "count"
 FROM metrics
 GROUP BY run_id, "key"

@@ -127,3 +127,22 @@ def test_every_view_says_what_it_answers_and_lists_its_real_columns(
     relation = sample_lake.sql(f"select * from {name}")
     assert documented_columns(view) == relation.columns, f"{view.path}: Columns: list"
     assert relation.fetchall(), f"the sample lake should give {name} rows"
+
+
+def test_nan_metrics_in_a_file_with_other_values_are_left_out_of_ranges_and_never_lead(
+    lake: metalake.Lake,
+) -> None:
+    # One group commit puts the three runs' points in one Parquet file, whose min/max statistics leave NaN out.
+    for name, value in (("good", 0.9), ("diverged", float("nan")), ("fair", 0.8)):
+        with lake.runs.start(experiment="nan", name=name) as run:
+            run.log_metrics({"auc": value}, step=0)
+    lake.runs.wait()
+    ranges = lake.sql(
+        "select r.name, s.min_value, s.max_value, s.mean_value from metric_summary s "
+        "join runs_current r using (run_id) order by r.name"
+    ).fetchall()
+    assert ranges == [("diverged", None, None, None), ("fair", 0.8, 0.8, 0.8), ("good", 0.9, 0.9, 0.9)]
+    leaders = lake.sql(
+        "select direction, name, runs from leaderboard where experiment = 'nan' order by 1"
+    ).fetchall()
+    assert leaders == [("max", "good", 2), ("min", "fair", 2)]

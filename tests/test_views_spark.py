@@ -104,11 +104,7 @@ def spark_views(
 
 
 # Known differences, each checked to still hold (strict xfail): remove an entry once its cause is gone.
-DIFFERENT_ANSWERS = {
-    "metric_summary": "DuckDB (seen on 2.0.1) folds isnan(value) to false from Parquet statistics, which leave "
-    "NaN out of min/max: for a metric whose values are all NaN it answers NaN where the view documents (and "
-    "Spark answers) null",
-}
+DIFFERENT_ANSWERS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("name", sorted(bundled_views()))

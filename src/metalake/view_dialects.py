@@ -26,7 +26,8 @@ VERIFIED_FUNCTIONS = frozenset(
         "ArraySize", "Avg", "Case", "Cast", "Coalesce", "Count", "DateDiff", "FromJson", "Greatest", "If",
         "IsNan", "JSONExtractScalar", "Lead", "Least", "LogicalAnd", "MapFromEntries", "Max", "Min", "Nullif",
         "Or", "PercentileCont", "RowNumber", "Struct", "Sum", "ToMap", "TryCast", "Unnest",
-        "arg_max_null", "arg_min_null", "epoch_us", "json_array_length", "now", "to_microseconds",
+        "arg_max_null", "arg_min_null", "epoch_us", "json_array_length", "list_extract", "now",
+        "to_microseconds",
     }
 )  # fmt: skip
 
@@ -96,6 +97,13 @@ def _common_rewrite(node: exp.Expr) -> exp.Expr | None:
         value, key = _arguments(node, 2)
         kind = exp.ArgMax if node.name.lower() == "arg_max_null" else exp.ArgMin
         return kind(this=value, expression=key)
+    if isinstance(node, exp.Anonymous) and node.name.lower() == "list_extract":
+        # list_extract([x], 1) is x: the views use it to hide x's Parquet statistics from DuckDB (see
+        # metric_summary.sql); other engines need no such wrapper
+        array, index = _arguments(node, 2)
+        if not (isinstance(array, exp.Array) and len(array.expressions) == 1 and index.sql() == "1"):
+            raise UnportableConstruct("list_extract", "only list_extract([x], 1) is exported")
+        return array.expressions[0]
     if isinstance(node, exp.Anonymous) and node.name.lower() == "now":
         _arguments(node, 0)
         return exp.CurrentTimestamp()
