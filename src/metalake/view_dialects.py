@@ -103,7 +103,8 @@ def _common_rewrite(node: exp.Expr) -> exp.Expr | None:
         array, index = _arguments(node, 2)
         if not (isinstance(array, exp.Array) and len(array.expressions) == 1 and index.sql() == "1"):
             raise UnportableConstruct("list_extract", "only list_extract([x], 1) is exported")
-        return array.expressions[0]
+        element: exp.Expr = array.expressions[0]
+        return element
     if isinstance(node, exp.Anonymous) and node.name.lower() == "now":
         _arguments(node, 0)
         return exp.CurrentTimestamp()
