@@ -529,3 +529,17 @@ def test_two_processes_ingesting_the_same_events_store_each_once(tmp_path: Any) 
         ids = lake.read(table, columns=[column]).get_column(column)
         assert ids.len() == ids.n_unique() > 0, table
     assert lake.read("lineage_events").height == len(events)
+
+
+def test_an_event_sent_again_with_a_later_one_is_stored_once_at_sub_millisecond_times(
+    lake: metalake.Lake,
+) -> None:
+    # Delta statistics cut timestamps to the millisecond: the stored file's latest time reads as .000000
+    first = _schema_event("2026-01-01T00:00:00.000900Z", ["a"])
+    later = _schema_event("2026-01-01T00:00:00.000950Z", ["a", "b"])
+    lake.lineage.ingest([first])
+    result = lake.lineage.ingest([first, later])  # a client retry grouped with the next event
+    assert (result.new, result.duplicates) == (1, 1)
+    for table, column in (("lineage_events", "event_id"), ("pipeline_runs", "event_id")):
+        ids = lake.read(table, columns=[column]).get_column(column)
+        assert ids.len() == ids.n_unique() == 2, table
