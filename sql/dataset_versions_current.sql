@@ -29,7 +29,13 @@ WITH latest AS (
             version,
             count(*) OVER (PARTITION BY dataset) AS versions,
             row_number() OVER (
-                PARTITION BY dataset ORDER BY coalesce(observed_at, recorded_at) DESC, version DESC
+                PARTITION BY dataset
+                ORDER BY
+                    -- seen: observed_at; a registered version when recorded; an OpenLineage version stored before
+                    -- observed_at existed at an unknown moment, before all others
+                    coalesce(observed_at, CASE WHEN coalesce(source_format, '') <> 'openlineage' THEN recorded_at END)
+                        DESC NULLS LAST,
+                    version DESC
             ) AS recency
         FROM dataset_versions
     ) AS ranked

@@ -30,9 +30,9 @@ WITH openlineage AS (
         'openlineage' AS origin,
         count(DISTINCT run_id) AS runs,
         -- ties in event time (runs of one schedule) go to the greater run id, whatever the arrival order
-        arg_max(run_id, {'t': event_time, 'r': run_id}) AS last_run_id,
-        arg_max(source_version, {'t': event_time, 'r': run_id}) AS source_version,
-        arg_max(target_version, {'t': event_time, 'r': run_id}) AS target_version,
+        arg_max(run_id, {'t': event_time, 'r': coalesce(run_id, '')}) AS last_run_id,
+        arg_max(source_version, {'t': event_time, 'r': coalesce(run_id, '')}) AS source_version,
+        arg_max(target_version, {'t': event_time, 'r': coalesce(run_id, '')}) AS target_version,
         max(event_time) AS last_seen
     FROM lineage_edges
     WHERE edge_type <> 'column'

@@ -129,3 +129,19 @@ def test_sql_sees_an_added_column_before_any_row_has_it(lake_path: Path, spec_fo
     assert evolved.sql("select region, currency from weekly_revenue").fetchall() == [("emea", None)]
     evolved.append("weekly_revenue", [row(week="2026-03-09", currency="EUR")])
     assert evolved.sql("select count(currency), count(*) from weekly_revenue").fetchall() == [(1, 2)]
+
+
+def test_time_travel_to_before_a_column_was_added_reads_it_as_null(
+    lake_path: Path, spec_folder: Path
+) -> None:
+    metalake.connect(lake_path, extra_specs=spec_folder).append("weekly_revenue", [row()])
+    before = datetime.now(UTC)
+    (spec_folder / "weekly_revenue.yaml").write_text(
+        KPI_SPEC + "  - {name: currency, type: string, description: ISO currency code}\n"
+    )
+    evolved = metalake.connect(lake_path, extra_specs=spec_folder)
+    evolved.append("weekly_revenue", [row(week="2026-03-09", currency="EUR")])
+    then = evolved.as_of(before)
+    assert then.sql("select region, currency from weekly_revenue").fetchall() == [("emea", None)]
+    # the bundled views, which use the newest columns, answer on old versions of their tables too
+    assert then.sql("select count(*) from dataset_versions_current").fetchall() == [(0,)]

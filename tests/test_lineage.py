@@ -543,3 +543,59 @@ def test_an_event_sent_again_with_a_later_one_is_stored_once_at_sub_millisecond_
     for table, column in (("lineage_events", "event_id"), ("pipeline_runs", "event_id")):
         ids = lake.read(table, columns=[column]).get_column(column)
         assert ids.len() == ids.n_unique() == 2, table
+
+
+def test_versions_stored_before_observed_at_existed_count_as_seen_first(lake: metalake.Lake) -> None:
+    # A version an OpenLineage event reported before dataset_versions had observed_at: recorded now, seen when?
+    lake.append(
+        "dataset_versions",
+        [
+            {
+                "dataset": "ns/out",
+                "version": 1,
+                "fingerprint": "openlineage:earlier",
+                "schema": json.dumps([{"name": "a", "type": "string", "nullable": True}]),
+                "source_format": "openlineage",
+            }
+        ],
+    )
+    lake.lineage.ingest([_schema_event("2026-01-03T00:00:00Z", ["a", "b"])])
+    assert lake.datasets.get("ns/out").version == 2
+    assert lake.sql("select version from dataset_versions_current").fetchall() == [(2,)]
+    (changes, description) = lake.sql(
+        "select schema_changes, description from dataset_versions where version = 2"
+    ).fetchall()[0]
+    assert '"column":"b"' in changes and "older than" not in description
+
+
+def test_a_file_that_fails_midway_says_how_far_it_got_and_resumes(
+    lake: metalake.Lake, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metalake.lineage import Lineage
+
+    events = [_schema_event(f"2026-01-0{day}T00:00:00Z", [f"c{day}"]) for day in range(1, 7)]
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(event) + "\n" for event in events))
+    commit_rows = Lineage._commit_rows
+    calls = []
+
+    def failing_third_chunk(self: Lineage, *args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return commit_rows(self, *args)
+
+    monkeypatch.setattr(Lineage, "_commit_rows", failing_third_chunk)
+    with pytest.raises(LineageError, match="Stopped after storing 4 of the file's 6 new event"):
+        lake.lineage.ingest_file(path, chunk_events=2)
+    monkeypatch.setattr(Lineage, "_commit_rows", commit_rows)
+    assert lake.lineage.ingest_file(path, chunk_events=2).new == 2
+    with pytest.raises(LineageError, match="chunk_events must be at least 1"):
+        lake.lineage.ingest_file(path, chunk_events=0)
+
+
+def test_a_name_on_several_lines_is_refused_before_anything_is_written(lake: metalake.Lake) -> None:
+    event = _schema_event("2026-01-01T00:00:00Z", ["a"])
+    event["outputs"][0]["namespace"] = "\nns"
+    with pytest.raises(InvalidEvent, match="one-line namespace and name"):
+        lake.lineage.ingest([event])

@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from metalake._profile import (
@@ -462,8 +462,15 @@ def _load_json(value: Any) -> Any:
 
 
 def _seen_order(row: Mapping[str, Any]) -> tuple[datetime, int]:
-    """The current version is the one seen last: OpenLineage events may report an older schema after a newer one."""
-    return (row.get("observed_at") or row["recorded_at"], row["version"])
+    """The current version is the one seen last: OpenLineage events may report an older schema after a newer one.
+
+    Seen: observed_at; a registered version when it was recorded; a version an OpenLineage event reported before
+    metalake kept observed_at at an unknown moment, before all others (then by number).
+    """
+    seen = row.get("observed_at")
+    if seen is None and row.get("source_format") != "openlineage":
+        seen = row["recorded_at"]
+    return (seen or datetime.min.replace(tzinfo=UTC), row["version"])
 
 
 def _version_from_row(

@@ -413,39 +413,22 @@ class Lake:
         spec = self.spec(table)
         if loaded is None:
             return pa.Table.from_batches([], schema=spec.arrow_schema())
+        columns = {field.name for field in loaded.schema().fields}
+        # A version from before the spec gained columns (time travel) reads them as nulls, so views can use them.
+        older = columns < set(spec.column_names)
         if self.location.is_local and not spec.partition_by:
             files = tuple(loaded.file_uris())
-            if files and {field.name for field in loaded.schema().fields} == set(spec.column_names):
-                evolved = EVOLVED_PROPERTY in loaded.metadata().configuration
+            if files and columns <= set(spec.column_names):
+                evolved = older or EVOLVED_PROPERTY in loaded.metadata().configuration
                 empty = pa.Table.from_batches([], schema=spec.arrow_schema()) if evolved else None
                 return ParquetFiles(files, empty)
-        return loaded.to_pyarrow_dataset()
+        return loaded.to_pyarrow_dataset(schema=spec.arrow_schema() if older else None)
 
     def _commits_table(self) -> pa.Table:
-        import pyarrow as pa
+        from metalake.sql import lake_commits_table
 
-        rows = []
-        for name in sorted([*self._specs, CATALOG_TABLE]):
-            for record in self._history_records(name):
-                rows.append({"table_name": name, **record})
-        schema = pa.schema(
-            [
-                ("table_name", pa.string()),
-                ("version", pa.int64()),
-                ("committed_at", pa.timestamp("us", tz="UTC")),
-                ("operation", pa.string()),
-                ("actor", pa.string()),
-                ("reason", pa.string()),
-                ("idempotency_key", pa.string()),
-                ("rows_added", pa.int64()),
-                ("metalake_version", pa.string()),
-                ("engine", pa.string()),
-            ]
-        )
-        renamed = [
-            {**row, "committed_at": row["timestamp"], "engine": row["engine_operation"]} for row in rows
-        ]
-        return pa.Table.from_pylist(renamed, schema=schema)
+        names = sorted([*self._specs, CATALOG_TABLE])
+        return lake_commits_table({name: self._history_records(name) for name in names})
 
     def _history_records(self, table: str) -> list[dict[str, Any]]:
         if table == CATALOG_TABLE:

@@ -88,6 +88,8 @@ class Lineage:
 
         Every line is checked before anything is written; then the events are committed in chunks.
         """
+        if chunk_events < 1:
+            raise LineageError(f"chunk_events must be at least 1, not {chunk_events}.")
         file = Path(path)
         if not file.is_file():
             raise LineageError(
@@ -117,17 +119,27 @@ class Lineage:
             (e for e in unique if e.event_id not in stored), key=lambda e: (e.event_time, e.event_id)
         )
         results: list[IngestResult] = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="metalake-lineage") as committer:
-            pending: list[Future[IngestResult]] = []
-            for start in range(0, len(new), chunk_events):
-                chunk = new[start : start + chunk_events]
-                rows = EventRows()
-                for event in chunk:
-                    rows.add(event)
-                if pending:
-                    results.append(pending.pop().result())
-                pending.append(committer.submit(self._commit_rows, len(chunk), chunk, rows))
-            results += [future.result() for future in pending]
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="metalake-lineage") as committer:
+                pending: list[Future[IngestResult]] = []
+                for start in range(0, len(new), chunk_events):
+                    chunk = new[start : start + chunk_events]
+                    rows = EventRows()
+                    for event in chunk:
+                        rows.add(event)
+                    if pending:
+                        results.append(pending.pop().result())
+                    pending.append(committer.submit(self._commit_rows, len(chunk), chunk, rows))
+                results += [future.result() for future in pending]
+        except Exception as error:
+            if not results:
+                raise
+            written = sum(result.new for result in results)
+            raise LineageError(
+                f"Stopped after storing {written:,} of the file's {len(new):,} new event(s), in event-time order: "
+                f"{type(error).__name__}: {error}. Ingesting the file again stores the rest (events already "
+                "stored are skipped)."
+            ) from error
         total = _sum_results(results) if results else IngestResult(0, 0, 0, 0, 0, 0, 0)
         return replace(total, received=len(checked), duplicates=len(checked) - total.new)
 

@@ -10,7 +10,7 @@ version that arrives late, follow event time rather than arrival.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from metalake.errors import LineageError
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 VERSIONS_TABLE = "dataset_versions"
 VERSION_CLAIM_ATTEMPTS = 10
+EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 class VersionClaimConflict(LineageError):
@@ -70,7 +71,7 @@ def record_dataset_versions(
 
 
 def _stored_versions(lake: Lake, names: list[str]) -> list[dict[str, Any]]:
-    """The stored versions of these datasets with the moment each was seen (observed_at, else recorded_at)."""
+    """The stored versions of these datasets with the moment each was seen: `seen_at` (see `seen_at_column`)."""
     import polars as pl
 
     scan = lake.scan(VERSIONS_TABLE)
@@ -83,12 +84,22 @@ def _stored_versions(lake: Lake, names: list[str]) -> list[dict[str, Any]]:
             "version",
             "fingerprint",
             "schema",
-            pl.coalesce("observed_at", "recorded_at").alias("seen_at"),
+            seen_at_column(),
         )
         .sort("version")
         .collect()
     )
     return frame.to_dicts()
+
+
+def seen_at_column() -> pl.Expr:
+    """When a version was seen: observed_at; else, for a registered version, when it was recorded; else (a
+    version an OpenLineage event reported before metalake kept observed_at) unknown, null: older than any other.
+    """
+    import polars as pl
+
+    registered = pl.col("source_format").fill_null("") != "openlineage"
+    return pl.coalesce("observed_at", pl.when(registered).then(pl.col("recorded_at"))).alias("seen_at")
 
 
 def _assign_versions(lake: Lake, rows: EventRows) -> tuple[list[int], list[dict[str, Any]]]:
@@ -97,11 +108,13 @@ def _assign_versions(lake: Lake, rows: EventRows) -> tuple[list[int], list[dict[
     stored = _stored_versions(lake, sorted({o.dataset for o in rows.observations}))
     by_fingerprint = {(r["dataset"], r["fingerprint"]): int(r["version"]) for r in stored}
     numbers: dict[str, int] = {}
-    # by dataset: (seen at, schema as JSON text or already parsed), parsed only when a change is computed
-    seen: dict[str, list[tuple[datetime, str | list[dict[str, Any]] | None]]] = {}
+    # by dataset: (seen at, version, schema as JSON text or already parsed), parsed only when a change is computed;
+    # a version seen at an unknown moment counts as seen before every other (EARLIEST), the higher number later
+    seen: dict[str, list[tuple[datetime, int, str | list[dict[str, Any]] | None]]] = {}
     for r in stored:
         numbers[r["dataset"]] = int(r["version"])
-        seen.setdefault(r["dataset"], []).append((r["seen_at"], r["schema"]))
+        moment = r["seen_at"] or EARLIEST
+        seen.setdefault(r["dataset"], []).append((moment, int(r["version"]), r["schema"]))
     new_rows: list[dict[str, Any]] = []
     for observation in sorted(rows.observations, key=lambda o: o.event_time):
         key = (observation.dataset, observation.fingerprint)
@@ -109,15 +122,15 @@ def _assign_versions(lake: Lake, rows: EventRows) -> tuple[list[int], list[dict[
             continue
         number = numbers.get(observation.dataset, 0) + 1
         observed = seen.setdefault(observation.dataset, [])
-        late = bool(observed) and observation.event_time < max(t for t, _ in observed)
+        late = bool(observed) and observation.event_time < max(t for t, _, _ in observed)
         # The changes are against the version seen just before in time, whatever the arrival order.
         earlier = [entry for entry in observed if entry[0] <= observation.event_time]
         changes = None
         if earlier:
-            previous = max(earlier, key=lambda entry: entry[0])[1]
+            previous = max(earlier, key=lambda entry: entry[:2])[2]
             previous_schema = json.loads(previous or "[]") if not isinstance(previous, list) else previous
             changes = schema_changes(previous_schema, observation.schema)
-        observed.append((observation.event_time, observation.schema))
+        observed.append((observation.event_time, number, observation.schema))
         by_fingerprint[key] = number
         numbers[observation.dataset] = number
         new_rows.append(

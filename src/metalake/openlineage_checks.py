@@ -16,7 +16,7 @@ FACET_KEYS = ("inputFacets", "outputFacets", "facets")
 
 def check_job(job: Any, fail: Any) -> None:
     if not isinstance(job, dict) or not is_named(job):
-        raise fail("job needs a non-empty namespace and name")
+        raise fail("job needs a non-empty, one-line namespace and name")
     facets = job.get("facets")
     check_facets(facets, "job.facets", fail)
     if facets:
@@ -46,6 +46,8 @@ def _plainly_valid(dataset: Any) -> bool:
     namespace, name = dataset.get("namespace"), dataset.get("name")
     if type(namespace) is not str or type(name) is not str or not namespace or not name:
         return False
+    if not (namespace.isprintable() and name.isprintable()):
+        return False
     for key in FACET_KEYS:
         facets = dataset.get(key)
         if facets is None:
@@ -65,7 +67,7 @@ def _plainly_valid(dataset: Any) -> bool:
 def check_dataset(dataset: Any, where: str, fail: Any) -> None:
     """A named dataset whose facets, under any of the keys producers use, are well-formed."""
     if not isinstance(dataset, dict) or not is_named(dataset):
-        raise fail(f"{where} needs a non-empty namespace and name")
+        raise fail(f"{where} needs a non-empty, one-line namespace and name")
     for key in FACET_KEYS:
         facets = dataset.get(key)
         if facets is not None:
@@ -176,5 +178,13 @@ def _optional_list(value: Any, where: str, fail: Any) -> None:
 
 
 def is_named(thing: Mapping[str, Any]) -> bool:
+    """A non-empty, one-line (printable) namespace and name: they become node ids such as dataset:NS/NAME."""
     namespace, name = thing.get("namespace"), thing.get("name")
-    return type(namespace) is str and type(name) is str and namespace != "" and name != ""
+    return (
+        type(namespace) is str
+        and type(name) is str
+        and namespace != ""
+        and name != ""
+        and namespace.isprintable()
+        and name.isprintable()
+    )

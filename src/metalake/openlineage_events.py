@@ -169,6 +169,3 @@ def dataset_node(namespace: str, name: str) -> str:
 def dataset_name(namespace: str, name: str) -> str:
     """The metalake dataset an OpenLineage dataset is: its name in the metalake namespace, else NAMESPACE/NAME."""
     return name if namespace == METALAKE_NAMESPACE else f"{namespace}/{name}"
-
-
-# -- rows -----------------------------------------------------------------------------------------------------

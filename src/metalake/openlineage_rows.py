@@ -29,7 +29,6 @@ class DatasetObservation:
     """A dataset's schema as one event saw it: becomes (or finds) a dataset version."""
 
     dataset: str
-    node: str
     fingerprint: str
     schema: list[dict[str, Any]]
     event_time: datetime
@@ -48,13 +47,11 @@ class QualityFacets:
 
     validation_id: str
     dataset: str
-    node: str
     event_time: datetime
     run_id: str | None
     results: list[dict[str, Any]]
     evaluated: int
     successful: int
-    producer: str | None
     observation: int | None = None  # index of the same event's observation of the dataset, for its version
 
 
@@ -119,8 +116,9 @@ class EventRows:
     _event_ids: set[str] = field(default_factory=set)
 
     def add(self, event: Event) -> None:
-        """The rows of one event. Events may come in any order; an event already added is skipped. Runs for
-        every event of a batch: kept lean.
+        """The rows of one event; an event already added is skipped. Add a batch in event-time order: the first
+        event that reports a schema gives its observation's statistics (its time and run follow the earliest
+        event whatever the order). Runs for every event of a batch: kept lean.
         """
         if event.event_id in self._event_ids:
             return
@@ -192,7 +190,7 @@ class EventRows:
                 or "outputFacets" in dataset_in
                 or (facets and _QUALITY_FACETS & facets.keys())
             ):
-                self._add_quality(event, dataset_in, run_id, index, observed, producer)
+                self._add_quality(event, dataset_in, run_id, index, observed)
         for index, dataset_out in enumerate(payload.get("outputs") or ()):
             facets = dataset_out.get("facets")
             version = (facets.get("version") or {}).get("datasetVersion") if facets else None
@@ -222,7 +220,7 @@ class EventRows:
                 or "outputFacets" in dataset_out
                 or (facets and _QUALITY_FACETS & facets.keys())
             ):
-                self._add_quality(event, dataset_out, run_id, 1000 + index, observed, producer)
+                self._add_quality(event, dataset_out, run_id, 1000 + index, observed)
             if facets and "columnLineage" in facets:
                 self._add_column_lineage(event, dataset_out, target, run_id, index)
 
@@ -315,7 +313,6 @@ class EventRows:
         self.observations.append(
             DatasetObservation(
                 dataset=dataset_name(namespace, name),
-                node=dataset_node(namespace, name),
                 fingerprint="openlineage:" + hashlib.sha256(identity.encode()).hexdigest(),
                 schema=schema,
                 event_time=event.event_time,
@@ -338,8 +335,8 @@ class EventRows:
         run_id: str | None,
         index: int,
         observed: int | None,
-        producer: str | None,
     ) -> None:
+        """One validation from the dataset's data-quality facets (assertions and metrics), if it has any."""
         if not _has_quality_facets(dataset):
             return
         assertions = _quality_facet(dataset, "dataQualityAssertions").get("assertions") or []
@@ -380,13 +377,11 @@ class EventRows:
             QualityFacets(
                 validation_id=f"openlineage:{event.event_id[:40]}:{index}",
                 dataset=dataset_name(namespace, name),
-                node=dataset_node(namespace, name),
                 event_time=event.event_time,
                 run_id=run_id,
                 results=results,
                 evaluated=evaluated,
                 successful=successful,
-                producer=producer,
                 observation=observed,
             )
         )

@@ -101,6 +101,37 @@ def view_order(views: Mapping[str, ViewDefinition], wanted: Iterable[str]) -> li
     return order
 
 
+def lake_commits_table(history: Mapping[str, list[dict[str, Any]]]) -> pa.Table:
+    """The `lake_commits` relation behind `audit_log`: one row per commit of every table, from its history."""
+    import pyarrow as pa
+
+    schema = pa.schema(
+        [
+            ("table_name", pa.string()),
+            ("version", pa.int64()),
+            ("committed_at", pa.timestamp("us", tz="UTC")),
+            ("operation", pa.string()),
+            ("actor", pa.string()),
+            ("reason", pa.string()),
+            ("idempotency_key", pa.string()),
+            ("rows_added", pa.int64()),
+            ("metalake_version", pa.string()),
+            ("engine", pa.string()),
+        ]
+    )
+    rows = [
+        {
+            "table_name": name,
+            **record,
+            "committed_at": record["timestamp"],
+            "engine": record["engine_operation"],
+        }
+        for name, records in history.items()
+        for record in records
+    ]
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
 @cache
 def shared_database() -> duckdb.DuckDBPyConnection:
     """The process's in-memory DuckDB database; sessions take cursors on it (free) and create only TEMP objects.
