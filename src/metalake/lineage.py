@@ -418,6 +418,7 @@ def _no_cyclic_gc() -> Iterator[None]:
 
 
 def check_node(node: str) -> None:
+    """A node id of the lineage graph, else LineageError listing the kinds of node ids."""
     if not isinstance(node, str) or not NODE.fullmatch(node):
         raise LineageError(
             f"{node!r} is not a lineage node id. Use dataset:NAMESPACE/NAME (metalake datasets are "
@@ -426,5 +427,6 @@ def check_node(node: str) -> None:
 
 
 def _sum_results(results: Sequence[IngestResult]) -> IngestResult:
+    """The results of several chunks of one ingest, added up."""
     fields = IngestResult.__dataclass_fields__
     return IngestResult(**{name: sum(getattr(r, name) for r in results) for name in fields})

@@ -103,6 +103,7 @@ def seen_at_column() -> pl.Expr:
 
 
 def _assign_versions(lake: Lake, rows: EventRows) -> tuple[list[int], list[dict[str, Any]]]:
+    """Each observation's version number (per observation, in order) and the rows of the versions to claim."""
     from metalake.datasets import schema_changes
 
     stored = _stored_versions(lake, sorted({o.dataset for o in rows.observations}))

@@ -8,13 +8,16 @@ file before writing any, so this runs hundreds of thousands of times.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 FACET_KEYS = ("inputFacets", "outputFacets", "facets")
+# Builds the error to raise for a reason: an InvalidEvent naming the event (kept abstract: no import cycle)
+Fail = Callable[[str], Exception]
 
 
-def check_job(job: Any, fail: Any) -> None:
+def check_job(job: Any, fail: Fail) -> None:
+    """A named job whose facets are well-formed (those rows are built from included)."""
     if not isinstance(job, dict) or not is_named(job):
         raise fail("job needs a non-empty, one-line namespace and name")
     facets = job.get("facets")
@@ -23,7 +26,8 @@ def check_job(job: Any, fail: Any) -> None:
         _check_job_facets(facets, fail)
 
 
-def check_datasets(payload: Mapping[str, Any], fail: Any) -> None:
+def check_datasets(payload: Mapping[str, Any], fail: Fail) -> None:
+    """Every input and output dataset of a run or job event; most take the fast path (_plainly_valid)."""
     for side in ("inputs", "outputs"):
         datasets = payload.get(side)
         if datasets is None:
@@ -64,7 +68,7 @@ def _plainly_valid(dataset: Any) -> bool:
     return True
 
 
-def check_dataset(dataset: Any, where: str, fail: Any) -> None:
+def check_dataset(dataset: Any, where: str, fail: Fail) -> None:
     """A named dataset whose facets, under any of the keys producers use, are well-formed."""
     if not isinstance(dataset, dict) or not is_named(dataset):
         raise fail(f"{where} needs a non-empty, one-line namespace and name")
@@ -76,7 +80,8 @@ def check_dataset(dataset: Any, where: str, fail: Any) -> None:
                 _check_dataset_facets(facets, f"{where}.{key}", fail)
 
 
-def check_facets(facets: Any, where: str, fail: Any) -> None:
+def check_facets(facets: Any, where: str, fail: Fail) -> None:
+    """Facets, when given, are an object of facet objects."""
     if facets is None:
         return
     if type(facets) is dict:
@@ -88,7 +93,7 @@ def check_facets(facets: Any, where: str, fail: Any) -> None:
     raise fail(f"{where} must be an object of facet objects")
 
 
-def check_event_fields(payload: Mapping[str, Any], kind: str, fail: Any) -> None:
+def check_event_fields(payload: Mapping[str, Any], kind: str, fail: Fail) -> None:
     """The fields outside jobs and datasets that feed a row: schemaURL, the parent run facet."""
     _optional_text(payload.get("schemaURL"), "schemaURL", fail)
     run = payload.get("run")
@@ -103,7 +108,7 @@ def check_event_fields(payload: Mapping[str, Any], kind: str, fail: Any) -> None
     _optional_text((parent.get("run") or {}).get("runId"), "run.facets.parent.run.runId", fail)
 
 
-def _check_job_facets(facets: Mapping[str, Any], fail: Any) -> None:
+def _check_job_facets(facets: Mapping[str, Any], fail: Fail) -> None:
     if "jobType" in facets:
         job_type = facets["jobType"]
         for key in ("jobType", "processingType"):
@@ -119,7 +124,7 @@ def _check_job_facets(facets: Mapping[str, Any], fail: Any) -> None:
         _optional_list(facets["tags"].get("tags"), "job.facets.tags.tags", fail)
 
 
-def _check_dataset_facets(facets: Mapping[str, Any], at: str, fail: Any) -> None:
+def _check_dataset_facets(facets: Mapping[str, Any], at: str, fail: Fail) -> None:
     """The facets rows are built from (each already known to be an object), where present."""
     if "schema" in facets:
         _optional_list(facets["schema"].get("fields"), f"{at}.schema.fields", fail)
@@ -142,7 +147,7 @@ def _check_dataset_facets(facets: Mapping[str, Any], at: str, fail: Any) -> None
         _check_column_lineage(facets["columnLineage"].get("fields"), f"{at}.columnLineage.fields", fail)
 
 
-def _check_column_lineage(fields: Any, at: str, fail: Any) -> None:
+def _check_column_lineage(fields: Any, at: str, fail: Fail) -> None:
     if fields is None:
         return
     if not isinstance(fields, dict):
@@ -167,12 +172,12 @@ def _check_column_lineage(fields: Any, at: str, fail: Any) -> None:
                     )
 
 
-def _optional_text(value: Any, where: str, fail: Any) -> None:
+def _optional_text(value: Any, where: str, fail: Fail) -> None:
     if value is not None and not isinstance(value, str):
         raise fail(f"{where} must be a string, got {type(value).__name__} {value!r}")
 
 
-def _optional_list(value: Any, where: str, fail: Any) -> None:
+def _optional_list(value: Any, where: str, fail: Fail) -> None:
     if value is not None and not isinstance(value, list):
         raise fail(f"{where} must be a list, got {type(value).__name__}")
 

@@ -255,6 +255,7 @@ class EventRows:
     def _add_run(
         self, event: Event, run: Mapping[str, Any], job: Mapping[str, Any], state: str, producer: str | None
     ) -> None:
+        """One pipeline_runs row: the run's state at this event, its parent run and job, its other facets."""
         facets = run.get("facets") or {}
         parent = facets.get("parent") or {}
         parent_run = (parent.get("run") or {}).get("runId")
