@@ -356,6 +356,27 @@ def test_a_round_cut_short_is_run_again_without_duplicate_runs_and_nothing_is_da
     assert "demo-round-2    # the registry after round 2" in output
 
 
+def test_a_round_cut_short_after_its_kpis_writes_them_and_its_deployments_once(
+    demo_lake: DemoLake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 3 on a copy of the session's lake, cut short just before its snapshot, then run again."""
+    path = tmp_path / "demo-lake"
+    shutil.copytree(demo_lake.path, path)
+
+    def power_cut(*args: object, **options: object) -> None:
+        raise RuntimeError("power cut")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(metalake.Lake, "snapshot", power_cut)
+        with pytest.raises(RuntimeError, match="power cut"):
+            run_demo(str(path), Console(file=io.StringIO(), width=100), actor="tester")
+    lake = metalake.connect(path)
+    written = lake.read("kpi_observations").height, lake.read("deployments").height
+    assert run_demo(str(path), Console(file=io.StringIO(), width=100), actor="tester").round == 3
+    lake = metalake.connect(path)
+    assert (lake.read("kpi_observations").height, lake.read("deployments").height) == written
+
+
 def test_the_calendar_puts_every_round_between_the_one_before_and_now() -> None:
     now = datetime(2026, 3, 4, 15, 30, tzinfo=UTC)
     first = business.round_calendar(None, now)

@@ -291,10 +291,22 @@ def deploy(
     deployments = lake.deployments
     start, day = calendar.start, calendar.day
     roles: dict[str, str] = {}
+    # A round cut short and run again (on the same calendar) keeps the deployments it already recorded: recording
+    # them again would start new ones, as re-running a CI job after its deployment ended rolls it back.
+    recorded = dict(
+        lake.sql(
+            "select ci_run_id, deployment_id from deployments where event_type = 'start' and ci_run_id like ?",
+            [f"demo-{round_number}-%"],
+        ).fetchall()
+    )
 
     def record(
         version: ModelVersion, environment: str, at: datetime, step: str, **options: Any
     ) -> Deployment:
+        if f"demo-{round_number}-{step}" in recorded:
+            deployment = deployments.get(recorded[f"demo-{round_number}-{step}"])
+            roles[deployment.deployment_id] = ROLES[step]
+            return deployment
         deployment = deployments.record(
             version.model,
             version.version,
@@ -322,11 +334,12 @@ def deploy(
     record(tumor, "production", start + 2 * day, "rollout", reason="full rollout after the canary")
     record(wine, "production", start + 3 * day, "wine-rollout")
     shadow = record(candidate, "shadow", shadow_from, "shadow", reason="shadow test of the nightly retrain")
-    deployments.end(
-        shadow.deployment_id,
-        at=shadow_until,
-        reason="shadow test stopped: trained on data that failed validation",
-    )
+    if shadow.ended_at is None:
+        deployments.end(
+            shadow.deployment_id,
+            at=shadow_until,
+            reason="shadow test stopped: trained on data that failed validation",
+        )
     return RoundDeployments(
         roles=roles,
         canary_at=start + day,

@@ -34,7 +34,7 @@ from metalake.demo.training import (
     reuse,
     train,
 )
-from metalake.errors import MissingExtraError
+from metalake.errors import MissingExtraError, SnapshotNotFound
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -315,7 +315,15 @@ def _write_round(lake: Lake, steps: _Steps, number: int, snapshot: str) -> DemoR
         report.refusal(steps.progress.console, refusal)
 
     steps.start("Deploying on the simulated calendar, observing KPIs")
-    calendar = business.round_calendar(business.previous_round_end(lake), datetime.now(UTC))
+    # The round before ends where its snapshot says, so a round cut short and run again gets the same calendar
+    # (its deployments and KPI observations, under the same keys, are then written once).
+    previous_end = None
+    if number > 1:
+        try:
+            previous_end = business.previous_round_end(lake.as_of(f"{SNAPSHOT_PREFIX}{number - 1}"))
+        except SnapshotNotFound:  # a lake whose snapshots were renamed: the stretch ends at its last KPI
+            previous_end = business.previous_round_end(lake)
+    calendar = business.round_calendar(previous_end, datetime.now(UTC))
     deployed = business.deploy(
         lake, calendar, promoted[business.TUMOR_MODEL], promoted[business.WINE_MODEL], candidate, number
     )
@@ -332,7 +340,11 @@ def _write_round(lake: Lake, steps: _Steps, number: int, snapshot: str) -> DemoR
         wine_after=business.kpi_levels(business.WINE_MODEL, best_wine.kind, best_wine.metrics),
         round_number=number,
     )
-    lake.kpis.observe_many(rows, reason=f"demo round {number}: simulated KPI observations")
+    lake.kpis.observe_many(
+        rows,
+        reason=f"demo round {number}: simulated KPI observations",
+        idempotency_key=f"metalake-demo:round-{number}:kpi-observations",
+    )
     steps.say(
         f"  {len(deployed.ids)} deployments from {calendar.start:%Y-%m-%d} (staging, canary, rollout, shadow "
         f"test); {len(rows)} KPI observations from {calendar.observed_from:%Y-%m-%d} to {calendar.end:%Y-%m-%d}"
