@@ -371,10 +371,11 @@ def test_a_round_cut_short_after_its_kpis_writes_them_and_its_deployments_once(
         with pytest.raises(RuntimeError, match="power cut"):
             run_demo(str(path), Console(file=io.StringIO(), width=100), actor="tester")
     lake = metalake.connect(path)
-    written = lake.read("kpi_observations").height, lake.read("deployments").height
+    tables = ("kpi_observations", "deployments", "lineage_events", "model_versions", "runs")
+    written = [lake.read(table).height for table in tables]
     assert run_demo(str(path), Console(file=io.StringIO(), width=100), actor="tester").round == 3
     lake = metalake.connect(path)
-    assert (lake.read("kpi_observations").height, lake.read("deployments").height) == written
+    assert [lake.read(table).height for table in tables] == written
 
 
 def test_the_calendar_puts_every_round_between_the_one_before_and_now() -> None:

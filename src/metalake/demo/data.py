@@ -11,7 +11,7 @@ import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -251,15 +251,19 @@ def describe_validation(validation: Validation) -> str:
 # -- lineage ------------------------------------------------------------------------------------------------
 
 
-def etl_events(delivery: Delivery, version: int, *, finished: datetime | None = None) -> list[dict[str, Any]]:
+def etl_events(
+    delivery: Delivery, version: int, *, finished: datetime, round_number: int
+) -> list[dict[str, Any]]:
     """The OpenLineage events of the ETL run that produced a delivery: raw table -> job -> metalake dataset.
 
     The raw table's schema facet is the delivery's columns, so a renamed column upstream shows as a new raw
-    dataset version with a breaking schema change; the output carries the metalake version it became.
+    dataset version with a breaking schema change; the output carries the metalake version it became. The run id
+    and times depend only on the round, the version and when it was registered (`finished`), so a round cut short
+    and run again sends the same events, which are stored once.
     """
     job_namespace, job_name, raw_namespace, raw_name = ETL_JOBS[delivery.dataset]
-    end = finished or datetime.now(UTC)
-    run_id = str(uuid.uuid4())
+    end = finished
+    run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"metalake-demo:{round_number}:{delivery.dataset}:{version}"))
     fields = [{"name": str(c), "type": _sql_type(delivery.frame[c].dtype)} for c in delivery.frame.columns]
     raw = {
         "namespace": raw_namespace,

@@ -255,7 +255,13 @@ def _write_round(lake: Lake, steps: _Steps, number: int, snapshot: str) -> DemoR
     steps.start("Registering datasets, with the ETL runs that produced them (OpenLineage)")
     clean, holdout, wine = (this.register(d) for d in (deliveries.clean, deliveries.holdout, deliveries.wine))
     lake.lineage.ingest(
-        data.etl_events(deliveries.clean, clean.version) + data.etl_events(deliveries.wine, wine.version)
+        [
+            event
+            for delivery, registered in ((deliveries.clean, clean), (deliveries.wine, wine))
+            for event in data.etl_events(
+                delivery, registered.version, finished=registered_at(registered), round_number=number
+            )
+        ]
     )
 
     steps.start("Validating with Great Expectations")
@@ -294,7 +300,11 @@ def _write_round(lake: Lake, steps: _Steps, number: int, snapshot: str) -> DemoR
 
     steps.start("A broken delivery arrives")
     broken = this.register(deliveries.broken)
-    lake.lineage.ingest(data.etl_events(deliveries.broken, broken.version))
+    lake.lineage.ingest(
+        data.etl_events(
+            deliveries.broken, broken.version, finished=registered_at(broken), round_number=number
+        )
+    )
     for defect in deliveries.broken.defects:
         steps.say(f"  [dim]- {defect}[/]")
     this.validate(broken, suites[broken.name])
@@ -379,3 +389,8 @@ def _split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         frame, test_size=data.HOLDOUT_SHARE, random_state=0, stratify=frame[data.TARGET]
     )
     return train_part, val_part
+
+
+def registered_at(version: DatasetVersion) -> datetime:
+    """When a dataset version was registered (the same on every later call that finds it)."""
+    return version.recorded_at or datetime.now(UTC)
