@@ -161,68 +161,39 @@ class EventRows:
         job_node = f"job:{job['namespace']}/{job['name']}"
         edge_id = event.event_id[:40]
         edges = self.edges
-        for index, dataset_in in enumerate(payload.get("inputs") or ()):
-            facets = dataset_in.get("facets")
-            version = (facets.get("version") or {}).get("datasetVersion") if facets else None
-            source = f"dataset:{dataset_in['namespace']}/{dataset_in['name']}"
-            edges.append(
-                (
-                    f"{edge_id}:{index}",
-                    source,
-                    job_node,
-                    "input",
-                    run_id,
-                    None if version is None else str(version),
-                    None,
-                    None,
-                    None,
-                    None,
-                    event_us,
+        for side, first_index in (("input", 0), ("output", 1000)):
+            for index, dataset in enumerate(payload.get(f"{side}s") or (), first_index):
+                facets = dataset.get("facets")
+                version = (facets.get("version") or {}).get("datasetVersion") if facets else None
+                version = None if version is None else str(version)
+                node = f"dataset:{dataset['namespace']}/{dataset['name']}"
+                source, target = (node, job_node) if side == "input" else (job_node, node)
+                source_version, target_version = (version, None) if side == "input" else (None, version)
+                edges.append(
+                    (
+                        f"{edge_id}:{index}",
+                        source,
+                        target,
+                        side,
+                        run_id,
+                        source_version,
+                        target_version,
+                        None,
+                        None,
+                        None,
+                        event_us,
+                    )
                 )
-            )
-            observed = None
-            if facets and "schema" in facets:
-                observed = self._observe(event, dataset_in, facets, source, run_id)
-                if observed is not None:
-                    self.versioned_ends.append((len(edges) - 1, "source", observed))
-            if (
-                "inputFacets" in dataset_in
-                or "outputFacets" in dataset_in
-                or (facets and _QUALITY_FACETS & facets.keys())
-            ):
-                self._add_quality(event, dataset_in, run_id, index, observed)
-        for index, dataset_out in enumerate(payload.get("outputs") or ()):
-            facets = dataset_out.get("facets")
-            version = (facets.get("version") or {}).get("datasetVersion") if facets else None
-            target = f"dataset:{dataset_out['namespace']}/{dataset_out['name']}"
-            edges.append(
-                (
-                    f"{edge_id}:{1000 + index}",
-                    job_node,
-                    target,
-                    "output",
-                    run_id,
-                    None,
-                    None if version is None else str(version),
-                    None,
-                    None,
-                    None,
-                    event_us,
-                )
-            )
-            observed = None
-            if facets and "schema" in facets:
-                observed = self._observe(event, dataset_out, facets, target, run_id)
-                if observed is not None:
-                    self.versioned_ends.append((len(edges) - 1, "target", observed))
-            if (
-                "inputFacets" in dataset_out
-                or "outputFacets" in dataset_out
-                or (facets and _QUALITY_FACETS & facets.keys())
-            ):
-                self._add_quality(event, dataset_out, run_id, 1000 + index, observed)
-            if facets and "columnLineage" in facets:
-                self._add_column_lineage(event, dataset_out, target, run_id, index)
+                observed = None
+                if facets and "schema" in facets:
+                    observed = self._observe(event, dataset, facets, node, run_id)
+                    if observed is not None:
+                        end = "source" if side == "input" else "target"
+                        self.versioned_ends.append((len(edges) - 1, end, observed))
+                if _may_have_quality_facets(dataset, facets):
+                    self._add_quality(event, dataset, run_id, index, observed)
+                if side == "output" and facets and "columnLineage" in facets:
+                    self._add_column_lineage(event, dataset, node, run_id, index - first_index)
 
     def _add_pipeline(self, job: Mapping[str, Any], event_time: datetime) -> None:
         """Remember the job as the newest event reporting its facets describes it (rows are built once, later)."""
@@ -337,9 +308,7 @@ class EventRows:
         index: int,
         observed: int | None,
     ) -> None:
-        """One validation from the dataset's data-quality facets (assertions and metrics), if it has any."""
-        if not _has_quality_facets(dataset):
-            return
+        """One validation from the dataset's data-quality facets (assertions and metrics), if they hold any."""
         assertions = _quality_facet(dataset, "dataQualityAssertions").get("assertions") or []
         metrics = _quality_facet(dataset, "dataQualityMetrics")
         results = []
@@ -423,17 +392,14 @@ class EventRows:
                 )
 
 
-# Data-quality facets; producers put them under facets, inputFacets (the spec) or outputFacets
-_QUALITY_FACETS = frozenset({"dataQualityAssertions", "dataQualityMetrics"})
-
-
-def _has_quality_facets(dataset: Mapping[str, Any]) -> bool:
-    """A cheap test before looking for the facets (called for every dataset of every event)."""
-    for key in FACET_KEYS:
-        facets = dataset.get(key)
-        if facets and ("dataQualityAssertions" in facets or "dataQualityMetrics" in facets):
-            return True
-    return False
+def _may_have_quality_facets(dataset: Mapping[str, Any], facets: Mapping[str, Any] | None) -> bool:
+    """A cheap test, for every dataset of every event, before looking for data-quality facets: producers put them
+    under facets (given, already read), inputFacets (the spec) or outputFacets."""
+    return (
+        "inputFacets" in dataset
+        or "outputFacets" in dataset
+        or bool(facets and ("dataQualityAssertions" in facets or "dataQualityMetrics" in facets))
+    )
 
 
 def _quality_facet(dataset: Mapping[str, Any], name: str) -> dict[str, Any]:
