@@ -113,11 +113,7 @@ class Lineage:
         """
         from concurrent.futures import Future, ThreadPoolExecutor
 
-        unique = list({event.event_id: event for event in checked}.values())
-        stored = self._stored_ids(unique)
-        new = sorted(
-            (e for e in unique if e.event_id not in stored), key=lambda e: (e.event_time, e.event_id)
-        )
+        new = self._new_events(checked)
         results: list[IngestResult] = []
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="metalake-lineage") as committer:
@@ -169,11 +165,7 @@ class Lineage:
                 ) from error
 
     def _ingest_new(self, checked: Sequence[Event]) -> IngestResult:
-        unique = list({event.event_id: event for event in checked}.values())
-        stored = self._stored_ids(unique)
-        new = sorted(
-            (e for e in unique if e.event_id not in stored), key=lambda e: (e.event_time, e.event_id)
-        )
+        new = self._new_events(checked)
         if not new:
             return IngestResult(len(checked), 0, len(checked), 0, 0, 0, 0)
         rows = EventRows()
@@ -205,6 +197,14 @@ class Lineage:
             edges=len(rows.edges),
             dataset_versions=versions_written,
             validations=len(rows.quality),
+        )
+
+    def _new_events(self, checked: Sequence[Event]) -> list[Event]:
+        """The events not stored yet, each once, in event-time order."""
+        unique = list({event.event_id: event for event in checked}.values())
+        stored = self._stored_ids(unique)
+        return sorted(
+            (e for e in unique if e.event_id not in stored), key=lambda e: (e.event_time, e.event_id)
         )
 
     def _stored_ids(self, events: Sequence[Event]) -> set[str]:
