@@ -461,16 +461,25 @@ def _load_json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _seen_order(row: Mapping[str, Any]) -> tuple[datetime, int]:
-    """The current version is the one seen last: OpenLineage events may report an older schema after a newer one.
+# Sorts a version seen at an unknown moment (seen_at None) before every other
+EARLIEST_SEEN = datetime.min.replace(tzinfo=UTC)
 
-    Seen: observed_at; a registered version when it was recorded; a version an OpenLineage event reported before
-    metalake kept observed_at at an unknown moment, before all others (then by number).
+
+def seen_at(row: Mapping[str, Any]) -> datetime | None:
+    """When a version was seen: observed_at; a registered version when it was recorded; None (unknown, before all
+    others) for a version an OpenLineage event reported before metalake kept observed_at.
+
+    The current version is the one seen last: OpenLineage events may report an older schema after a newer one.
+    `dataset_versions_current` applies the same rule in SQL.
     """
-    seen = row.get("observed_at")
+    seen: datetime | None = row.get("observed_at")
     if seen is None and row.get("source_format") != "openlineage":
         seen = row["recorded_at"]
-    return (seen or datetime.min.replace(tzinfo=UTC), row["version"])
+    return seen
+
+
+def _seen_order(row: Mapping[str, Any]) -> tuple[datetime, int]:
+    return (seen_at(row) or EARLIEST_SEEN, row["version"])
 
 
 def _version_from_row(

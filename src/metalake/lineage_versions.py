@@ -10,7 +10,7 @@ version that arrives late, follow event time rather than arrival.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from metalake.errors import LineageError
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 VERSIONS_TABLE = "dataset_versions"
 VERSION_CLAIM_ATTEMPTS = 10
-EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 class VersionClaimConflict(LineageError):
@@ -71,7 +70,7 @@ def record_dataset_versions(
 
 
 def _stored_versions(lake: Lake, names: list[str]) -> list[dict[str, Any]]:
-    """The stored versions of these datasets with the moment each was seen: `seen_at` (see `seen_at_column`)."""
+    """The stored versions of these datasets, with what `datasets.seen_at` needs to say when each was seen."""
     import polars as pl
 
     scan = lake.scan(VERSIONS_TABLE)
@@ -84,7 +83,9 @@ def _stored_versions(lake: Lake, names: list[str]) -> list[dict[str, Any]]:
             "version",
             "fingerprint",
             "schema",
-            seen_at_column(),
+            "observed_at",
+            "recorded_at",
+            "source_format",
         )
         .sort("version")
         .collect()
@@ -92,29 +93,19 @@ def _stored_versions(lake: Lake, names: list[str]) -> list[dict[str, Any]]:
     return frame.to_dicts()
 
 
-def seen_at_column() -> pl.Expr:
-    """When a version was seen: observed_at; else, for a registered version, when it was recorded; else (a
-    version an OpenLineage event reported before metalake kept observed_at) unknown, null: older than any other.
-    """
-    import polars as pl
-
-    registered = pl.col("source_format").fill_null("") != "openlineage"
-    return pl.coalesce("observed_at", pl.when(registered).then(pl.col("recorded_at"))).alias("seen_at")
-
-
 def _assign_versions(lake: Lake, rows: EventRows) -> tuple[list[int], list[dict[str, Any]]]:
     """Each observation's version number (per observation, in order) and the rows of the versions to claim."""
-    from metalake.datasets import schema_changes
+    from metalake.datasets import EARLIEST_SEEN, schema_changes, seen_at
 
     stored = _stored_versions(lake, sorted({o.dataset for o in rows.observations}))
     by_fingerprint = {(r["dataset"], r["fingerprint"]): int(r["version"]) for r in stored}
     numbers: dict[str, int] = {}
     # by dataset: (seen at, version, schema as JSON text or already parsed), parsed only when a change is computed;
-    # a version seen at an unknown moment counts as seen before every other (EARLIEST), the higher number later
+    # a version seen at an unknown moment counts as seen before every other (EARLIEST_SEEN), higher numbers later
     seen: dict[str, list[tuple[datetime, int, str | list[dict[str, Any]] | None]]] = {}
     for r in stored:
         numbers[r["dataset"]] = int(r["version"])
-        moment = r["seen_at"] or EARLIEST
+        moment = seen_at(r) or EARLIEST_SEEN
         seen.setdefault(r["dataset"], []).append((moment, int(r["version"]), r["schema"]))
     new_rows: list[dict[str, Any]] = []
     for observation in sorted(rows.observations, key=lambda o: o.event_time):
