@@ -12,6 +12,7 @@ import pickle
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -260,17 +261,28 @@ def _sgd(seed: int) -> Any:
     return SGDClassifier(loss="log_loss", alpha=1e-3, learning_rate="optimal", random_state=seed)
 
 
-def _sgd_curve(
-    model: Any, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, log_step: StepLogger
+def _epoch_curve(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    xv: np.ndarray,
+    yv: np.ndarray,
+    log_step: StepLogger,
+    *,
+    epochs: int,
 ) -> dict[str, float]:
-    """Logistic regression by stochastic gradient descent, one epoch per step."""
+    """One epoch of `partial_fit` per step: logistic regression by stochastic gradient descent, the MLP."""
     import numpy as np
 
     classes = np.unique(y)
-    for step in range(30):
-        model.partial_fit(x, y, classes=classes)
-        scores = _scores(y, model.predict_proba(x), yv, model.predict_proba(xv), classes)
-        log_step(step, scores)
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore"
+        )  # the MLP's partial_fit warns that one epoch does not converge: by design
+        for step in range(epochs):
+            model.partial_fit(x, y, classes=classes)
+            scores = _scores(y, model.predict_proba(x), yv, model.predict_proba(xv), classes)
+            log_step(step, scores)
     return scores
 
 
@@ -300,22 +312,6 @@ def _mlp(seed: int) -> Any:
     return MLPClassifier(hidden_layer_sizes=(32,), learning_rate_init=3e-3, alpha=1e-3, random_state=seed)
 
 
-def _mlp_curve(
-    model: Any, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, log_step: StepLogger
-) -> dict[str, float]:
-    """A small neural network, one epoch per step."""
-    import numpy as np
-
-    classes = np.unique(y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # partial_fit warns that one epoch does not converge: by design
-        for step in range(40):
-            model.partial_fit(x, y, classes=classes)
-            scores = _scores(y, model.predict_proba(x), yv, model.predict_proba(xv), classes)
-            log_step(step, scores)
-    return scores
-
-
 def _forest(seed: int) -> Any:
     from sklearn.ensemble import RandomForestClassifier
 
@@ -335,8 +331,8 @@ def _forest_curve(
 
 
 RECIPES: dict[str, Recipe] = {
-    "sgd-logreg": Recipe(_sgd, _sgd_curve),
+    "sgd-logreg": Recipe(_sgd, partial(_epoch_curve, epochs=30)),
     "gradient-boosting": Recipe(_boosting, _boosting_curve),
-    "mlp": Recipe(_mlp, _mlp_curve),
+    "mlp": Recipe(_mlp, partial(_epoch_curve, epochs=40)),
     "random-forest": Recipe(_forest, _forest_curve),
 }
