@@ -1,6 +1,6 @@
 -- kpis_current: which KPIs are defined, how, and what was last observed? One row per KPI.
 --
--- The definition is the latest row of `kpis` for the KPI (by recorded_at): re-defining a KPI updates it.
+-- The definition comes from kpi_definitions (the latest row of `kpis` for the KPI): re-defining a KPI updates it.
 -- Observation figures come from `kpi_observations`, all segments and environments together.
 --
 -- Columns:
@@ -20,21 +20,7 @@
 --   last_value         value observed last (ties: the one recorded last)
 --
 -- metalake: materialize
-WITH definitions AS (
-    SELECT
-        kpi,
-        arg_max_null(unit, recorded_at) AS unit,
-        arg_max_null(direction, recorded_at) AS direction,
-        arg_max_null(description, recorded_at) AS description,
-        arg_max_null(owner, recorded_at) AS owner,
-        arg_max_null(tags, recorded_at) AS tags,
-        arg_max_null(models, recorded_at) AS models,
-        min(recorded_at) AS defined_at,
-        max(recorded_at) AS updated_at
-    FROM kpis
-    GROUP BY kpi
-),
-observed AS (
+WITH observed AS (
     SELECT
         kpi,
         count(*) AS observations,
@@ -58,5 +44,5 @@ SELECT
     o.first_observed_at,
     o.last_observed_at,
     o.last_value
-FROM definitions AS d
+FROM kpi_definitions AS d
 LEFT JOIN observed AS o USING (kpi)

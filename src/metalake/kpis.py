@@ -46,18 +46,7 @@ BOUND_SETTINGS_LINE = (
     "SELECT to_microseconds(CAST($window_us AS BIGINT)) AS impact_window, "
     "CAST($unlabeled_environment AS VARCHAR) AS unlabeled_environment"
 )
-DEFINITIONS_SQL = f"""
-select
-    kpi,
-    arg_max_null(unit, recorded_at) as unit,
-    arg_max_null(direction, recorded_at) as direction,
-    arg_max_null(description, recorded_at) as description,
-    arg_max_null(owner, recorded_at) as owner,
-    arg_max_null(models, recorded_at) as models,
-    arg_max_null(tags, recorded_at) as tags
-from {KPIS_TABLE}
-group by kpi
-"""
+DEFINITIONS_SQL = "select kpi, unit, direction, description, owner, models, tags from kpi_definitions"
 SAMPLE_ROWS = 5
 
 
