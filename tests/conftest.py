@@ -70,17 +70,10 @@ class S3Server:
         }
 
     def create_bucket(self) -> str:
-        import boto3
+        from workers import s3_client
 
         name = f"lake-{uuid.uuid4().hex[:12]}"
-        client = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        client.create_bucket(Bucket=name)
+        s3_client(self.endpoint).create_bucket(Bucket=name)
         return name
 
 

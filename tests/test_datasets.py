@@ -308,16 +308,10 @@ def test_changed_files_are_not_read_as_an_old_version(lake: metalake.Lake, tmp_p
 def test_object_store_files_are_read_through_pyarrow(
     lake: metalake.Lake, s3_server: Any, tmp_path: Path
 ) -> None:
-    import boto3
+    from workers import s3_client
 
     bucket = s3_server.create_bucket()
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = s3_client(s3_server.endpoint)
     local = write_parquet(tmp_path / "x.parquet", id=[1, 2, 3])
     client.upload_file(str(local), bucket, "data/part-0.parquet")
     uri = f"s3://{bucket}/data"
@@ -421,16 +415,10 @@ def test_a_projection_keeps_the_data_order_and_an_empty_one_reads_no_columns(
 def test_object_store_tsv_files_are_read_with_tabs(
     lake: metalake.Lake, s3_server: Any, tmp_path: Path
 ) -> None:
-    import boto3
+    from workers import s3_client
 
     bucket = s3_server.create_bucket()
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = s3_client(s3_server.endpoint)
     local = tmp_path / "rows.tsv"
     local.write_text("id\tname\n1\ta,b\n2\tc\n")
     client.upload_file(str(local), bucket, "t/rows.tsv")
