@@ -41,7 +41,7 @@ COMMIT_ATTEMPTS = 12
 # Every this many commits, the committing writer compacts the table's small files (best effort).
 COMPACT_EVERY = 20
 COMPACT_TARGET_BYTES = 1024 * 1024
-COMPACTION_LOCK = "_metalake_compaction.lock"
+COMPACTION_LOCK = "_metalake_compaction.lock"  # one process rewrites a table's files at a time
 INGEST_LOCK = "_metalake_ingest.lock"
 # Timestamp statistics in the Delta log are cut to the millisecond: ranges compared with them are widened by this
 STATISTICS_SLACK = timedelta(seconds=1)
@@ -329,7 +329,7 @@ class DeltaStore:
         """
         from deltalake.exceptions import DeltaError
 
-        with self._compaction_lock(table, wait=False) as locked:
+        with self.table_lock(table, COMPACTION_LOCK, wait=False) as locked:
             if not locked:
                 return  # another process is compacting this table right now
             loaded = self.load(table)
@@ -343,12 +343,6 @@ class DeltaStore:
                 )
             except (DeltaError, OSError):
                 return
-
-    @contextmanager
-    def _compaction_lock(self, table: str, *, wait: bool) -> Iterator[bool]:
-        """One compacting process per table on local disk."""
-        with self.table_lock(table, COMPACTION_LOCK, wait=wait) as locked:
-            yield locked
 
     @contextmanager
     def table_lock(self, table: str, lock_name: str, *, wait: bool = True) -> Iterator[bool]:
@@ -385,7 +379,7 @@ class DeltaStore:
         from deltalake.exceptions import DeltaError
 
         started = time.perf_counter()
-        with self._compaction_lock(spec.name, wait=True):
+        with self.table_lock(spec.name, COMPACTION_LOCK):
             table = self.load(spec.name)
             if table is None:
                 return TableMaintenance(spec.name, "missing", 0, 0, None, 0.0)
@@ -436,7 +430,7 @@ class DeltaStore:
         """
         from deltalake.exceptions import DeltaError
 
-        with self._compaction_lock(table, wait=True):
+        with self.table_lock(table, COMPACTION_LOCK):
             loaded = self.load(table)
             if loaded is None:
                 return []
@@ -459,7 +453,7 @@ class DeltaStore:
         from deltalake.exceptions import DeltaError
 
         info = CommitInfo(actor=actor, operation="retention", reason=reason)
-        with self._compaction_lock(table, wait=True):
+        with self.table_lock(table, COMPACTION_LOCK):
             loaded = self.load(table)
             if loaded is None:
                 return 0
