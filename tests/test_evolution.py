@@ -143,5 +143,6 @@ def test_time_travel_to_before_a_column_was_added_reads_it_as_null(
     evolved.append("weekly_revenue", [row(week="2026-03-09", currency="EUR")])
     then = evolved.as_of(before)
     assert then.sql("select region, currency from weekly_revenue").fetchall() == [("emea", None)]
+    assert then.read("weekly_revenue", columns=["region", "currency"]).rows() == [("emea", None)]
     # the bundled views, which use the newest columns, answer on old versions of their tables too
     assert then.sql("select count(*) from dataset_versions_current").fetchall() == [(0,)]

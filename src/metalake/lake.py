@@ -345,7 +345,7 @@ class Lake:
         loaded = self._delta_table(table)
         if loaded is None:
             return pa.Table.from_batches([], schema=self.spec(table).arrow_schema())
-        return loaded.to_pyarrow_dataset()
+        return self._version_dataset(table, loaded)
 
     def scan(self, table: str) -> pl.LazyFrame:
         """A lazy polars scan of the table; filters and projections reach the Parquet files."""
@@ -354,7 +354,14 @@ class Lake:
         loaded = self._delta_table(table)
         if loaded is None:
             return pl.LazyFrame(schema=pl.Schema(self.spec(table).arrow_schema()))
-        return pl.scan_pyarrow_dataset(loaded.to_pyarrow_dataset())
+        return pl.scan_pyarrow_dataset(self._version_dataset(table, loaded))
+
+    def _version_dataset(self, table: str, loaded: DeltaTable) -> Any:
+        """A table version as a pyarrow dataset. A version from before the spec gained columns (time travel)
+        reads them as nulls, so queries and views written for the current spec run on it."""
+        spec = self.spec(table)
+        older = {field.name for field in loaded.schema().fields} < set(spec.column_names)
+        return loaded.to_pyarrow_dataset(schema=spec.arrow_schema() if older else None)
 
     def read(
         self, table: str, *, columns: Sequence[str] | None = None, where: str | pl.Expr | None = None
@@ -413,16 +420,18 @@ class Lake:
         spec = self.spec(table)
         if loaded is None:
             return pa.Table.from_batches([], schema=spec.arrow_schema())
-        columns = {field.name for field in loaded.schema().fields}
-        # A version from before the spec gained columns (time travel) reads them as nulls, so views can use them.
-        older = columns < set(spec.column_names)
         if self.location.is_local and not spec.partition_by:
             files = tuple(loaded.file_uris())
+            columns = {field.name for field in loaded.schema().fields}
             if files and columns <= set(spec.column_names):
-                evolved = older or EVOLVED_PROPERTY in loaded.metadata().configuration
+                # an evolved table's older files, or a version from before the spec gained columns (time
+                # travel), lack columns: the empty relation of the full schema gives them as nulls
+                evolved = (
+                    columns != set(spec.column_names) or EVOLVED_PROPERTY in loaded.metadata().configuration
+                )
                 empty = pa.Table.from_batches([], schema=spec.arrow_schema()) if evolved else None
                 return ParquetFiles(files, empty)
-        return loaded.to_pyarrow_dataset(schema=spec.arrow_schema() if older else None)
+        return self._version_dataset(table, loaded)
 
     def _commits_table(self) -> pa.Table:
         from metalake.sql import lake_commits_table

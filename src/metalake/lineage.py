@@ -328,11 +328,9 @@ class Lineage:
         if not keys:
             return {}
         names = sorted({name for _, name in keys})
-        scan = self._lake.scan("pipelines")
-        if "event_time" not in scan.collect_schema().names():  # a table written before the column was added
-            scan = scan.with_columns(pl.lit(None, pl.Datetime("us", "UTC")).alias("event_time"))
         stored = (
-            scan.filter(pl.col("name").is_in(names))
+            self._lake.scan("pipelines")
+            .filter(pl.col("name").is_in(names))
             .sort("event_time", "recorded_at", nulls_last=False)
             .group_by("namespace", "name")
             .agg(pl.col("facets").last(), pl.col("event_time").last())

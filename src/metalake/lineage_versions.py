@@ -73,11 +73,9 @@ def _stored_versions(lake: Lake, names: list[str]) -> list[dict[str, Any]]:
     """The stored versions of these datasets, with what `datasets.seen_at` needs to say when each was seen."""
     import polars as pl
 
-    scan = lake.scan(VERSIONS_TABLE)
-    if "observed_at" not in scan.collect_schema().names():  # a table written before the column was added
-        scan = scan.with_columns(pl.lit(None, pl.Datetime("us", "UTC")).alias("observed_at"))
     frame = (
-        scan.filter(pl.col("dataset").is_in(names))
+        lake.scan(VERSIONS_TABLE)
+        .filter(pl.col("dataset").is_in(names))
         .select(
             "dataset",
             "version",
