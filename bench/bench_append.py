@@ -18,7 +18,7 @@ from _common import median_ms, record
 from deltalake import write_deltalake
 
 import metalake
-from metalake.catalog import bundled_dir
+from metalake.core.catalog import bundled_dir
 
 
 def small_batch(i: int) -> list[dict[str, object]]:

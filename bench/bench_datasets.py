@@ -84,7 +84,7 @@ def child_bare_profile(folder: str) -> dict[str, Any]:
     """The same profile query metalake runs (without the fingerprint), straight on DuckDB."""
     import duckdb
 
-    from metalake._profile import ColumnSchema, profile_select
+    from metalake.datasets.profile import ColumnSchema, profile_select
 
     files = sorted(str(p) for p in Path(folder).glob("*.parquet"))
     start = time.perf_counter()
@@ -148,8 +148,8 @@ def bench_validate(workdir: Path, rows: int, repeat: int) -> list[str]:
     import yaml
 
     import metalake
-    from metalake.quality import run_great_expectations
-    from metalake.quality_suites import Expectation, gx_suite, import_gx
+    from metalake.quality.suites import Expectation, gx_suite, import_gx
+    from metalake.quality.validation import run_great_expectations
 
     gx = import_gx()
     folder = workdir / "validate"

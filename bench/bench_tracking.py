@@ -42,7 +42,7 @@ import pyarrow as pa
 from _common import median_ms, record
 
 import metalake
-from metalake.tracking import new_run_id, summarize_points
+from metalake.tracking.runs import new_run_id, summarize_points
 
 SEED = 20261126
 EXPERIMENTS = [f"exp-{i}" for i in range(5)]

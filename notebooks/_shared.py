@@ -14,7 +14,7 @@ from pathlib import Path
 from deltalake import DeltaTable
 
 import metalake
-from metalake.storage import resolve
+from metalake.core.storage import resolve
 
 # At the repository root, where `make demo` builds it.
 DEMO_LAKE = Path(__file__).resolve().parents[1] / "demo-lake"

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from metalake.cli import app
+from metalake.cli.app import app
 from metalake.demo import DemoRound, run_demo
 
 

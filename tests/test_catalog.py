@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from metalake.catalog import (
+from metalake.core.catalog import (
     COLUMN_TYPES,
     RECORDED_AT,
     RECORDED_BY,

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import metalake
-from metalake.cli import app
+from metalake.cli.app import app
 
 COMMANDS = ["init", "tables", "describe", "sql", "history", "ingest", "snapshot", "snapshots", "demo"]
 PARAMS = [
@@ -483,7 +483,7 @@ def test_snapshot_and_snapshots(with_params: metalake.Lake, lake_path: Path) -> 
 
 def test_help_lists_every_command_in_a_fresh_process() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "metalake.cli", "--help"],
+        [sys.executable, "-m", "metalake.cli.app", "--help"],
         capture_output=True,
         text=True,
         check=False,
@@ -504,7 +504,7 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
 def test_importing_the_cli_loads_no_heavy_library() -> None:
     """What keeps `metalake --help` fast: polars, DuckDB, deltalake, pandera and Rich load inside commands."""
     heavy = ["polars", "duckdb", "deltalake", "pandera", "pyarrow", "pandas", "rich"]
-    code = f"import sys, metalake.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    code = f"import sys, metalake.cli.app; print([m for m in {heavy!r} if m in sys.modules])"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
@@ -515,7 +515,7 @@ def test_errors_print_no_traceback_in_a_real_process(tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("METALAKE_URI", None)
     result = subprocess.run(
-        [sys.executable, "-m", "metalake.cli", "--lake", "ftp://x", "tables"],
+        [sys.executable, "-m", "metalake.cli.app", "--lake", "ftp://x", "tables"],
         capture_output=True,
         text=True,
         check=False,

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from metalake.cli import app
+from metalake.cli.app import app
 
 
 def invoke(lake_path: Path, *args: str) -> tuple[int, str]:

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import metalake
-from metalake.cli import app
+from metalake.cli.app import app
 from metalake.deployments import CI_MARKERS, CI_VARIABLES
 
 

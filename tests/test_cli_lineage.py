@@ -15,7 +15,7 @@ from openlineage_samples import airflow_dag, spark_events
 from typer.testing import CliRunner, Result
 
 import metalake
-from metalake.cli import app
+from metalake.cli.app import app
 
 
 def run(lake_path: Path, *args: str) -> Result:
@@ -83,7 +83,7 @@ def test_show_prints_a_tree_now_and_as_of_a_moment(lake_path: Path, tmp_path: Pa
 
 def test_the_cli_imports_no_server_or_openlineage_library() -> None:
     heavy = ["fastapi", "uvicorn", "starlette", "pydantic", "openlineage"]
-    code = f"import sys, metalake.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    code = f"import sys, metalake.cli.app; print([m for m in {heavy!r} if m in sys.modules])"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
@@ -94,7 +94,7 @@ def test_serve_without_fastapi_says_what_to_install(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "sys.modules['fastapi'] = None  # makes the import fail, as when it is not installed\n"
-        "from metalake.cli import main\n"
+        "from metalake.cli.app import main\n"
         f"sys.argv = ['metalake', '--lake', {str(tmp_path / 'lake')!r}, 'serve']\n"
         "main()\n"
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 import metalake
-from metalake.cli import app
+from metalake.cli.app import app
 
 
 def invoke(lake_path: Path, *args: str, actor: str = "tester") -> tuple[int, str]:

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 import metalake
-from metalake.cli import app
+from metalake.cli.app import app
 
 
 @pytest.fixture

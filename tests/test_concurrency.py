@@ -22,7 +22,7 @@ from workers import (
 )
 
 import metalake
-from metalake import delta
+from metalake.core import delta
 
 METRIC_WRITERS = 4
 RACING_WRITERS = 3

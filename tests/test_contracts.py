@@ -200,8 +200,8 @@ def any_metric_batches(draw: st.DrawFn) -> list[dict[str, object]]:
 @settings(max_examples=150, deadline=None)
 @given(batch=any_metric_batches())
 def test_quick_check_agrees_with_pandera(batch: list[dict[str, object]]) -> None:
-    from metalake.catalog import bundled_dir, load_spec_file
-    from metalake.contracts import _run_pandera, passes_quick_check, polars_dtype
+    from metalake.core.catalog import bundled_dir, load_spec_file
+    from metalake.core.contracts import _run_pandera, passes_quick_check, polars_dtype
 
     spec = load_spec_file(bundled_dir("tables") / "metrics.yaml")
     frame = pl.DataFrame(

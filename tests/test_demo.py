@@ -22,7 +22,7 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 import metalake
-from metalake.cli import app
+from metalake.cli.app import app
 from metalake.demo import NotADemoLake, business, run_demo, target
 
 RAW_BIOPSIES = "dataset:postgres://clinic-db:5432/pathology.biopsies"

@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 import metalake
-from metalake import FlushError, group_commit
+from metalake import FlushError
+from metalake.tracking import group_commit
 
 
 def log_sweep(lake: metalake.Lake, runs: int, *, steps: int = 5) -> list[str]:

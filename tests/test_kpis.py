@@ -340,7 +340,7 @@ def test_the_before_window_never_reaches_back_past_an_earlier_end(lake: metalake
 
 
 def test_unlabeled_observations_count_for_production_only(lake: metalake.Lake) -> None:
-    from metalake.cli_deploy import impact_summary
+    from metalake.cli.deploy import impact_summary
 
     lake.deployments.record("churn", 1, "staging", at=T0 + 10 * DAY)
     lake.deployments.record("churn", 1, "production", at=T0 + 10 * DAY)

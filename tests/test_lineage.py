@@ -308,7 +308,7 @@ def test_event_ids_hash_the_usual_canonical_json() -> None:
     import hashlib
     import json
 
-    from metalake.openlineage_events import parse_event
+    from metalake.lineage.openlineage.events import parse_event
 
     event = as_dicts(spark_events())[0]
     event["job"]["facets"]["documentation"] = {"description": "Café ☕ \u2028 tab\t", "n": 12, "x": 0.25}
@@ -571,7 +571,7 @@ def test_versions_stored_before_observed_at_existed_count_as_seen_first(lake: me
 def test_a_file_that_fails_midway_says_how_far_it_got_and_resumes(
     lake: metalake.Lake, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from metalake.lineage import Lineage
+    from metalake.lineage.lineage import Lineage
 
     events = [_schema_event(f"2026-01-0{day}T00:00:00Z", [f"c{day}"]) for day in range(1, 7)]
     path = tmp_path / "events.jsonl"

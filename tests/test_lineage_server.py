@@ -65,7 +65,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         command = [
             sys.executable,
             "-m",
-            "metalake.cli",
+            "metalake.cli.app",
             "--lake",
             str(lake_path),
             "serve",
@@ -201,9 +201,9 @@ def test_concurrent_clients_share_group_commits(start_server: Callable[..., Serv
 def test_a_poison_event_is_dead_lettered_and_later_events_commit(
     lake: metalake.Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from metalake.lineage import Lineage
-    from metalake.openlineage_events import parse_event
-    from metalake.server import GroupCommitter
+    from metalake.lineage.lineage import Lineage
+    from metalake.lineage.openlineage.events import parse_event
+    from metalake.server.app import GroupCommitter
 
     good = [parse_event(Serde.to_dict(event)) for event in airflow_dag()]
     poison = parse_event(Serde.to_dict(spark_events()[0]))
@@ -241,9 +241,9 @@ def test_a_transient_failure_keeps_the_events_for_a_retry(
     lake: metalake.Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from metalake.errors import StorageError
-    from metalake.lineage import Lineage
-    from metalake.openlineage_events import parse_event
-    from metalake.server import GroupCommitter
+    from metalake.lineage.lineage import Lineage
+    from metalake.lineage.openlineage.events import parse_event
+    from metalake.server.app import GroupCommitter
 
     events = [parse_event(Serde.to_dict(event)) for event in airflow_dag()]
     derive = Lineage._ingest_new
@@ -266,7 +266,7 @@ def test_a_transient_failure_keeps_the_events_for_a_retry(
 def test_oversized_bodies_gzip_bombs_and_deep_nesting_are_refused(
     start_server: Callable[..., Server],
 ) -> None:
-    from metalake.server import MAX_PAYLOAD_BYTES
+    from metalake.server.app import MAX_PAYLOAD_BYTES
 
     server = start_server()
     url = f"{server.url}/api/v1/lineage"
@@ -313,7 +313,7 @@ def test_bearer_token_any_case_and_health_shows_the_lake_only_with_it(
 def test_a_second_server_on_the_same_spool_refuses_to_start(
     lake: metalake.Lake, tmp_path: Path, start_server: Callable[..., Server]
 ) -> None:
-    from metalake.server import GroupCommitter
+    from metalake.server.app import GroupCommitter
 
     first = GroupCommitter(lake, tmp_path / "shared")
     first.start()
@@ -325,7 +325,7 @@ def test_a_second_server_on_the_same_spool_refuses_to_start(
     second.stop()
 
     running = start_server()  # spool: tmp_path / "spool"
-    command = [sys.executable, "-m", "metalake.cli", "--lake", str(running.lake_path), "serve"]
+    command = [sys.executable, "-m", "metalake.cli.app", "--lake", str(running.lake_path), "serve"]
     command += ["--port", str(_free_port()), "--spool", str(tmp_path / "spool")]
     refused = subprocess.run(command, capture_output=True, timeout=60, text=True)
     assert refused.returncode != 0

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import metalake
-from metalake.cli import app
+from metalake.cli.app import app
 
 
 def data_files(lake: metalake.Lake, table: str) -> list[str]:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 import metalake
-from metalake.integrations.mlflow import ImportSummary, import_mlflow
+from metalake.integrations.mlflow.importer import ImportSummary, import_mlflow
 
 # MLflow's own deprecation warnings (SQLAlchemy loaders, pandas arguments) are not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:mlflow")
@@ -353,8 +353,8 @@ def test_client_reads_and_small_chunks_give_the_same_lake(
 ) -> None:
     through_sql = metalake.connect(tmp_path / "sql-lake")
     import_mlflow(through_sql, mlflow_store.uri)
-    monkeypatch.setattr("metalake.integrations.mlflow._sql_metric_reader", lambda client: None)
-    monkeypatch.setattr("metalake.integrations.mlflow.RUNS_PER_CHUNK", 2)
+    monkeypatch.setattr("metalake.integrations.mlflow.importer._sql_metric_reader", lambda client: None)
+    monkeypatch.setattr("metalake.integrations.mlflow.importer.RUNS_PER_CHUNK", 2)
     through_client = metalake.connect(tmp_path / "client-lake")
     summary = import_mlflow(through_client, mlflow_store.uri)
 
@@ -398,7 +398,7 @@ def test_without_mlflow_installed(lake: metalake.Lake, monkeypatch: pytest.Monke
 def test_cli_import_mlflow(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from metalake.cli import app
+    from metalake.cli.app import app
 
     uri = f"sqlite:///{tmp_path}/cli-mlflow.db"
     import mlflow

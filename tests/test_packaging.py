@@ -41,7 +41,7 @@ def test_installed_wheel_opens_a_lake_and_queries_a_view(wheel: Path, tmp_path: 
         capture_output=True,
     )
     script = (
-        "import metalake, metalake.catalog as c\n"
+        "import metalake, metalake.core.catalog as c\n"
         "assert metalake.__file__.startswith({!r}), metalake.__file__\n"
         "assert '_bundled' in str(c.bundled_dir('tables'))\n"
         "lake = metalake.connect({!r})\n"

@@ -308,8 +308,8 @@ def test_regex_columns_give_one_result_per_matched_column_and_check(lake: metala
 
 def test_failures_of_unlisted_checks_are_one_result_per_column_and_check() -> None:
     """A failure case no listed check claims (as a backend may report) is grouped, not one row per value."""
-    from metalake.quality import run_pandera
-    from metalake.quality_suites import load_suite
+    from metalake.quality.suites import load_suite
+    from metalake.quality.validation import run_pandera
 
     cases = [
         {"column": "x", "check": "custom_rule", "failure_case": value, "index": index}

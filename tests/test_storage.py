@@ -13,7 +13,7 @@ import pytest
 from workers import s3_client
 
 import metalake
-from metalake.storage import REMOTE_DEFAULTS, resolve
+from metalake.core.storage import REMOTE_DEFAULTS, resolve
 
 SECRET = "s3cr3t-never-printed"
 FAST_FAILURE = {"timeout": "1s", "connect_timeout": "1s", "max_retries": "1", "retry_timeout": "2s"}

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 import metalake
-from metalake import FlushError, group_commit
-from metalake.tracking import RunError, new_run_id
+from metalake import FlushError
+from metalake.tracking import group_commit
+from metalake.tracking.runs import RunError, new_run_id
 
 
 def current(lake: metalake.Lake, run_id: str) -> dict[str, object]:

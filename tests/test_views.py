@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 
 import metalake
+from metalake.core.sql import SqlSession, ViewDefinition, bundled_views, load_views, view_order
 from metalake.errors import ViewError
-from metalake.sql import SqlSession, ViewDefinition, bundled_views, load_views, view_order
 
 REQUIRED_VIEWS = {"runs_current", "metric_summary", "audit_log"}
 

@@ -16,11 +16,11 @@ from sqlglot import exp
 from test_cli import assert_fails, assert_ok, run
 
 import metalake
-from metalake.duckdb_export import EXPORT_TABLE, export_duckdb, lake_started_at
+from metalake.core.sql import bundled_views, load_views
 from metalake.errors import ExportError, ViewExportError
-from metalake.sql import bundled_views, load_views
-from metalake.view_dialects import EXPORT_DIALECTS
-from metalake.views_export import (
+from metalake.exports.dialects import EXPORT_DIALECTS
+from metalake.exports.duckdb_file import EXPORT_TABLE, export_duckdb, lake_started_at
+from metalake.exports.views import (
     INDEX_FILE,
     ORDER_FILE,
     TABLES_FILE,
@@ -168,7 +168,7 @@ def test_cli_writes_one_documented_file_per_view_and_the_order(
 def test_cli_table_locations_default_to_a_placeholder(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from metalake.cli import app
+    from metalake.cli.app import app
 
     out = tmp_path / "views"
     result = CliRunner().invoke(app, ["views", "export", "-d", "spark", "-o", str(out)])
@@ -217,7 +217,7 @@ def test_cli_relative_lake_uri_becomes_an_absolute_file_uri(
 ) -> None:
     from typer.testing import CliRunner
 
-    from metalake.cli import app
+    from metalake.cli.app import app
 
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["views", "export", "-d", "spark", "-o", "out", "--lake-uri", "./lake"])
@@ -440,7 +440,7 @@ def test_duckdb_export_under_a_file_is_an_error_without_traceback(
 def test_duckdb_export_file_system_errors_leave_the_old_file_and_no_partial(
     lake: metalake.Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import metalake.duckdb_export as module
+    import metalake.exports.duckdb_file as module
 
     target = tmp_path / "out" / "lake.duckdb"
     target.parent.mkdir()

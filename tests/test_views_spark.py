@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import metalake
-from metalake.sql import bundled_views
-from metalake.views_export import TABLES_FILE, ViewsExport, export_views
+from metalake.core.sql import bundled_views
+from metalake.exports.views import TABLES_FILE, ViewsExport, export_views
 
 pytest.importorskip("pyspark", reason="pip install pyspark delta-spark to run the views on Spark")
 if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):

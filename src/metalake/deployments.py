@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+from metalake.core.moments import utc_moment
 from metalake.errors import DeploymentError, DeploymentNotFound
-from metalake.moments import utc_moment
-from metalake.tracking import new_run_id
+from metalake.tracking.runs import new_run_id
 
 if TYPE_CHECKING:
     import polars as pl

@@ -347,5 +347,5 @@ class ViewExportError(ExportError):
         super().__init__(
             f"View {view!r} cannot be exported to {dialect}: {construct}: {reason}. Nothing was written. "
             f"Rewrite sql/{view}.sql with a construct that both DuckDB and {dialect} support, or teach "
-            "metalake.view_dialects the translation."
+            "metalake.exports.dialects the translation."
         )

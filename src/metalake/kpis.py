@@ -13,9 +13,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
+from metalake.core.file_formats import EXTENSION_FORMATS, INPUT_FORMATS, InputFormat
+from metalake.core.moments import parse_duration, utc_moment
 from metalake.errors import IngestError, KpiError, KpiNotFound, ViewError
-from metalake.file_formats import EXTENSION_FORMATS, INPUT_FORMATS, InputFormat
-from metalake.moments import parse_duration, utc_moment
 
 if TYPE_CHECKING:
     import os
@@ -311,7 +311,7 @@ class Kpis:
     ) -> pl.DataFrame:
         """Impact rows from the materialized view (its settings are the defaults), or from the view's query with
         the settings bound (`from_view=False`); the tests hold the two to the same result."""
-        from metalake.sql import bundled_views
+        from metalake.core.sql import bundled_views
 
         params: dict[str, Any] = {}
         if from_view:

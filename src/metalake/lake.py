@@ -11,10 +11,11 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metalake.catalog import TableSpec
-from metalake.catalog_store import CATALOG_TABLE, sync_catalog
-from metalake.contracts import conform
-from metalake.delta import EVOLVED_PROPERTY, CommitInfo, DeltaStore, TableMaintenance
+from metalake.core.catalog import TableSpec
+from metalake.core.catalog_store import CATALOG_TABLE, sync_catalog
+from metalake.core.contracts import conform
+from metalake.core.delta import EVOLVED_PROPERTY, CommitInfo, DeltaStore, TableMaintenance
+from metalake.core.storage import Location, resolve
 from metalake.errors import (
     LakeNotFound,
     MetalakeError,
@@ -25,8 +26,7 @@ from metalake.errors import (
     StorageError,
     TableNotFound,
 )
-from metalake.group_commit import release_queue, settle_location
-from metalake.storage import Location, resolve
+from metalake.tracking.group_commit import release_queue, settle_location
 
 if TYPE_CHECKING:
     import duckdb
@@ -34,16 +34,16 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
 
-    from metalake.datasets import Datasets
+    from metalake.core.sql import SqlSession
+    from metalake.datasets.datasets import Datasets
     from metalake.deployments import Deployments
-    from metalake.governance import Policy
     from metalake.kpis import Kpis
-    from metalake.lineage import Lineage
-    from metalake.quality import Quality
-    from metalake.registry import Registry
-    from metalake.run_search import TableCache
-    from metalake.sql import SqlSession
-    from metalake.tracking import Runs
+    from metalake.lineage.lineage import Lineage
+    from metalake.quality.validation import Quality
+    from metalake.registry.governance import Policy
+    from metalake.registry.registry import Registry
+    from metalake.tracking.runs import Runs
+    from metalake.tracking.search import TableCache
 
 SNAPSHOTS_TABLE = "snapshots"
 HISTORY_COLUMNS = ["version", "timestamp", "operation", "actor", "reason", "rows_added", "idempotency_key"]
@@ -171,7 +171,7 @@ class Lake:
 
     @property
     def _table_cache(self) -> TableCache:
-        from metalake.run_search import TableCache
+        from metalake.tracking.search import TableCache
 
         if self._cache is None:
             self._cache = TableCache(self)
@@ -180,28 +180,28 @@ class Lake:
     @property
     def runs(self) -> Runs:
         """Training runs: `lake.runs.start(experiment=...)`, `resume`, `search`, `get`, `metric_history`."""
-        from metalake.tracking import Runs
+        from metalake.tracking.runs import Runs
 
         return Runs(self)
 
     @property
     def registry(self) -> Registry:
         """Model registry: `lake.registry.register(...)`, `transition`, `set_alias`, `get`, `versions`, `at`."""
-        from metalake.registry import Registry
+        from metalake.registry.registry import Registry
 
         return Registry(self)
 
     @property
     def datasets(self) -> Datasets:
         """Datasets and their versions: `lake.datasets.register(name, path)`, `get`, `list`, `history`, `diff`."""
-        from metalake.datasets import Datasets
+        from metalake.datasets.datasets import Datasets
 
         return Datasets(self)
 
     @property
     def quality(self) -> Quality:
         """Data quality: `lake.quality.validate(name, suite=...)` with Great Expectations or pandera."""
-        from metalake.quality import Quality
+        from metalake.quality.validation import Quality
 
         return Quality(self)
 
@@ -222,7 +222,7 @@ class Lake:
     @property
     def lineage(self) -> Lineage:
         """Pipelines and lineage: `lake.lineage.ingest(openlineage_events)`, `upstream(node)`, `downstream(node)`."""
-        from metalake.lineage import Lineage
+        from metalake.lineage.lineage import Lineage
 
         return Lineage(self)
 
@@ -400,7 +400,7 @@ class Lake:
         return self._sql_session().query(query, params)
 
     def _sql_session(self) -> SqlSession:
-        from metalake.sql import SqlSession
+        from metalake.core.sql import SqlSession
 
         if self._sql is None:
             self._sql = SqlSession(list(self._specs), self._relation_for_sql, self._commits_table)
@@ -415,7 +415,7 @@ class Lake:
         """What DuckDB reads for a table: its Parquet files on local disk, else an Arrow dataset."""
         import pyarrow as pa
 
-        from metalake.sql import ParquetFiles
+        from metalake.core.sql import ParquetFiles
 
         spec = self.spec(table)
         if loaded is None:
@@ -434,7 +434,7 @@ class Lake:
         return self._version_dataset(table, loaded)
 
     def _commits_table(self) -> pa.Table:
-        from metalake.sql import lake_commits_table
+        from metalake.core.sql import lake_commits_table
 
         names = sorted([*self._specs, CATALOG_TABLE])
         return lake_commits_table({name: self._history_records(name) for name in names})
@@ -563,7 +563,7 @@ class Lake:
         named snapshots pin. Run it from one job at a time on object stores (on local disk a lock file
         serializes it); writers may keep appending. `dry_run=True` only reports what would be done.
         """
-        from metalake import retention
+        from metalake.core import retention
 
         if self.moment is not None:
             raise ReadOnlyLakeError("Maintenance rewrites the present: run it on the live lake.")

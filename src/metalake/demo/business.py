@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from metalake.demo.data import DemoFiles, write_text_once
 from metalake.errors import MetalakeError, PolicyViolation
-from metalake.governance import load_policy
+from metalake.registry.governance import load_policy
 
 if TYPE_CHECKING:
     from metalake.demo.training import TrainedModel
     from metalake.deployments import Deployment
     from metalake.kpis import Direction
     from metalake.lake import Lake
-    from metalake.registry import ModelVersion
+    from metalake.registry.registry import ModelVersion
 
 TUMOR_MODEL = "tumor-classifier"
 WINE_MODEL = "wine-cultivar"

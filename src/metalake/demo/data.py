@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from metalake.datasets import DatasetVersion
+    from metalake.datasets.datasets import DatasetVersion
     from metalake.lake import Lake
-    from metalake.quality import Validation
+    from metalake.quality.validation import Validation
 
 BREAST_CANCER = "breast_cancer"
 HOLDOUT = "breast_cancer_holdout"

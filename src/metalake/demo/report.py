@@ -8,7 +8,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from metalake.cli_output import fetch_frame, frame_table
+from metalake.cli.output import fetch_frame, frame_table
 from metalake.demo.target import SNAPSHOT_PREFIX
 
 if TYPE_CHECKING:

@@ -41,9 +41,9 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
-    from metalake.datasets import DatasetVersion
+    from metalake.datasets.datasets import DatasetVersion
     from metalake.lake import Lake
-    from metalake.registry import ModelVersion
+    from metalake.registry.registry import ModelVersion
 
 DEFAULT_DEMO_LAKE = "./demo-lake"
 DEMO_PACKAGES = {"sklearn": "scikit-learn", "great_expectations": "great_expectations"}

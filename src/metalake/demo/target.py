@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metalake.catalog_store import CATALOG_TABLE
+from metalake.core.catalog_store import CATALOG_TABLE
+from metalake.core.storage import resolve
 from metalake.demo.training import EXPERIMENTS
 from metalake.errors import MetalakeError
-from metalake.storage import resolve
 
 if TYPE_CHECKING:
     from metalake.lake import Lake
@@ -89,7 +89,7 @@ def stored_policy_document(lake: Lake) -> str | None:
     """The registry policy stored last in the lake (JSON), None when the lake stores none."""
     import polars as pl
 
-    from metalake.registry import POLICY_NAME
+    from metalake.registry.registry import POLICY_NAME
 
     stored = lake.read("policies", where=pl.col("policy") == POLICY_NAME)
     if stored.is_empty():

@@ -1,0 +1,53 @@
+"""What every `metalake` command shares: the global options and the way errors reach the user."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+import typer
+
+from metalake.errors import MetalakeError
+
+if TYPE_CHECKING:
+    from metalake.lake import Lake
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class CliState:
+    """The global options, handed to every command through the Typer context."""
+
+    lake_uri: str | None
+    actor: str | None
+    lake_on_command_line: bool = False
+
+    def connect(self, *, create: bool = True) -> Lake:
+        import metalake
+
+        return metalake.connect(self.lake_uri, actor=self.actor, create=create)
+
+
+def cli_state(ctx: typer.Context) -> CliState:
+    state = ctx.find_root().obj
+    return state if isinstance(state, CliState) else CliState(None, None)
+
+
+def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn a MetalakeError into one red message and exit code 1: users need the fix, not a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except MetalakeError as error:
+            from metalake.cli.output import print_error
+
+            print_error(str(error))
+            raise typer.Exit(1) from None
+
+    return run

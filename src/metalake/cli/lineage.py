@@ -1,0 +1,182 @@
+"""`metalake lineage ...` and `metalake serve`: ingest OpenLineage events, print lineage trees, run the HTTP API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from metalake.cli.common import cli_state, reports_errors
+
+if TYPE_CHECKING:
+    import polars as pl
+    from rich.tree import Tree
+
+    from metalake.lineage.lineage import Direction
+
+lineage_app = typer.Typer(
+    name="lineage",
+    help="Pipelines and data lineage: ingest OpenLineage events, walk the graph.",
+    no_args_is_help=True,
+)
+
+
+@lineage_app.command("ingest")
+@reports_errors
+def ingest(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="JSONL file of OpenLineage events, one per line.")],
+) -> None:
+    """Store OpenLineage events from a file (e.g. written by the openlineage FileTransport).
+
+    Every line is checked before anything is written; events already stored are skipped.
+
+    Example: metalake lineage ingest events.jsonl
+    """
+    import time
+
+    from metalake.cli.output import stdout_console
+
+    started = time.perf_counter()
+    result = cli_state(ctx).connect().lineage.ingest_file(file)
+    seconds = time.perf_counter() - started
+    stdout_console().print(
+        f"Ingested {result.new} new event(s) of {result.received} ({result.duplicates} already stored) in "
+        f"{seconds:.2f}s: {result.pipeline_runs} run event(s), {result.edges} edge(s), "
+        f"{result.dataset_versions} new dataset version(s), {result.validations} data-quality result set(s).",
+        soft_wrap=True,
+        markup=False,
+    )
+
+
+@lineage_app.command("show")
+@reports_errors
+def show(
+    ctx: typer.Context,
+    node: Annotated[
+        str,
+        typer.Argument(
+            help="dataset:NAMESPACE/NAME (metalake: dataset:metalake/NAME), job:NAMESPACE/NAME, run:ID, "
+            "model:NAME/VERSION or deployment:ENV/ID."
+        ),
+    ],
+    upstream: Annotated[bool, typer.Option("--upstream", help="What the node comes from (default).")] = False,
+    downstream: Annotated[bool, typer.Option("--downstream", help="What comes from the node.")] = False,
+    depth: Annotated[int | None, typer.Option("--depth", min=1, help="At most N edges away.")] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", metavar="WHEN", help="The graph as it was: an ISO time or a snapshot name."),
+    ] = None,
+) -> None:
+    """Print the lineage of a node as a tree, upstream (default) or downstream.
+
+    Example: metalake lineage show model:churn/3 --upstream --depth 6
+    """
+    from metalake.cli.output import stdout_console
+    from metalake.errors import LineageError
+
+    if upstream and downstream:
+        raise LineageError("Choose one of --upstream and --downstream.")
+    lake = cli_state(ctx).connect()
+    if as_of:
+        lake = lake.as_of(as_of)
+    direction: Direction = "downstream" if downstream else "upstream"
+    edges = lake.lineage.walk(node, direction, depth)
+    console = stdout_console()
+    if edges.is_empty():
+        console.print(f"No {direction} lineage for {node}.", markup=False, soft_wrap=True)
+        return
+    console.print(lineage_tree(node, edges, direction))
+
+
+def lineage_tree(node: str, edges: pl.DataFrame, direction: str) -> Tree:
+    """Edges of a walk as a Rich tree; a node reached again is shown once more, marked, without its branches."""
+    from rich.text import Text
+    from rich.tree import Tree
+
+    here, there = (
+        ("target_node", "source_node") if direction == "upstream" else ("source_node", "target_node")
+    )
+    children: dict[str, list[dict[str, Any]]] = {}
+    for edge in edges.iter_rows(named=True):
+        children.setdefault(edge[here], []).append(edge)
+    tree = Tree(Text(node, style="bold"))
+    shown: set[str] = {node}
+
+    def grow(branch: Tree, parent: str) -> None:
+        for edge in children.get(parent, []):
+            child = edge[there]
+            label = Text(child, style="bold" if child.startswith(("model:", "deployment:")) else "")
+            version = edge["source_version"] if direction == "upstream" else edge["target_version"]
+            label.append(f"  {edge['edge_type']}", style="dim")
+            if version:
+                label.append(f" v{version}", style="cyan")
+            if child in shown:
+                branch.add(label.append(" (shown above)", style="dim"))
+                continue
+            shown.add(child)
+            grow(branch.add(label), child)
+
+    grow(tree, node)
+    return tree
+
+
+@reports_errors
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="METALAKE_API_TOKEN",
+            show_default=False,
+            help="Require `Authorization: Bearer TOKEN` on writes. Default: $METALAKE_API_TOKEN, else no check.",
+        ),
+    ] = None,
+    spool: Annotated[
+        Path | None,
+        typer.Option(
+            "--spool",
+            show_default=False,
+            help="Folder where accepted events wait for their commit. Default: ~/.cache/metalake/lineage-spool/.",
+        ),
+    ] = None,
+    ack: Annotated[
+        str,
+        typer.Option(
+            "--ack",
+            help="When to answer 201: 'spooled' (event in the spool file) or 'committed' (after its group commit).",
+        ),
+    ] = "spooled",
+    commit_interval: Annotated[
+        float,
+        typer.Option(
+            "--commit-interval", min=0.001, help="Seconds between group commits of accepted events."
+        ),
+    ] = 0.5,
+) -> None:
+    """Serve the metalake REST API: POST /api/v1/lineage takes OpenLineage events (HttpTransport).
+
+    Example: metalake --lake ./lake serve --port 5000
+    """
+    from metalake.errors import LineageError
+    from metalake.server.app import import_server_libraries
+    from metalake.server.app import serve as run_server
+
+    import_server_libraries()
+    if ack not in ("spooled", "committed"):
+        raise LineageError(f"--ack must be 'spooled' or 'committed', not {ack!r}.")
+    lake = cli_state(ctx).connect()
+    typer.echo(f"metalake serving {lake.uri} on http://{host}:{port} (POST /api/v1/lineage)", err=True)
+    run_server(
+        lake,
+        host=host,
+        port=port,
+        spool_dir=spool,
+        token=token,
+        ack="committed" if ack == "committed" else "spooled",
+        commit_interval=commit_interval,
+    )

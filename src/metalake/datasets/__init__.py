@@ -1,0 +1,1 @@
+"""Datasets as metadata: versions with fingerprint, schema and profile, and their diffs."""

@@ -1,0 +1,5 @@
+"""MLflow: import an MLflow tracking server or store (runs, metrics, registry) into the lake."""
+
+from metalake.integrations.mlflow.importer import ImportSummary, import_mlflow
+
+__all__ = ["ImportSummary", "import_mlflow"]

@@ -1,0 +1,1 @@
+"""Data quality: validations of dataset versions with Great Expectations or pandera suites."""

@@ -1,0 +1,1 @@
+"""The model registry and its governance policy."""

@@ -1,0 +1,1 @@
+"""`metalake serve`: the HTTP server (the OpenLineage endpoint today)."""

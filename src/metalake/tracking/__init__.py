@@ -1,0 +1,1 @@
+"""Experiment tracking: runs, their params, tags and metrics, buffered and group-committed."""

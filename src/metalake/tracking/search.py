@@ -1,0 +1,301 @@
+"""`lake.runs.search`: runs as one wide row each, filtered and ordered by MLflow-style expressions, safely."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from metalake.errors import QueryError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from metalake.lake import Lake
+
+METRIC_STATS = ("last", "min", "max", "mean", "count")
+RUN_ATTRIBUTES = (
+    "run_id", "experiment", "name", "status", "start_time", "end_time", "duration_s", "parent_run_id", "user",
+    "source",
+)  # fmt: skip
+KEYWORDS = frozenset({"and", "or", "not", "in", "is", "null", "like", "ilike", "between", "true", "false"})
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<number>-?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)
+      | (?P<string>'(?:[^']|'')*')
+      | (?P<field>(?:params|metrics|tags|attributes)\.(?:`[^`]+`|"[^"]+"|[A-Za-z0-9_\-/:]+)(?:\.(?:last|min|max|mean|count))?)
+      | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
+      | (?P<operator><=|>=|!=|<>|=|<|>|\(|\)|,)
+    )""",
+    re.VERBOSE,
+)
+
+
+def run_table(lake: Lake, experiment: str | None) -> pl.DataFrame:
+    """Every run (of an experiment) as one row: state, `params.K`, `tags.K`, `metrics.K` (+ `.min` ...)."""
+    import polars as pl
+
+    scope = "where experiment = ?" if experiment else ""
+    args = [experiment] if experiment else None
+    runs = lake.sql(f"select {', '.join(RUN_ATTRIBUTES)} from runs_current {scope}", args).pl()
+    in_scope = f"where run_id in (select run_id from runs_current {scope})"
+    frame = runs
+    for table, prefix in (("params", "params."), ("run_tags", "tags.")):
+        facts = lake.sql(
+            f'select run_id, "key", arg_max("value", recorded_at) as "value" from {table} {in_scope} '
+            'group by run_id, "key"',
+            args,
+        ).pl()
+        frame = _join_pivot(frame, facts, "value", lambda key, p=prefix: f"{p}{key}")
+    metrics = lake.sql(
+        f"select run_id, key, last_value, min_value, max_value, mean_value, count from run_metrics {in_scope}",
+        args,
+    ).pl()
+    frame = _join_pivot(frame, metrics, "last_value", lambda key: f"metrics.{key}")
+    for stat in ("min", "max", "mean", "count"):
+        column = "count" if stat == "count" else f"{stat}_value"
+        frame = _join_pivot(frame, metrics, column, lambda key, s=stat: f"metrics.{key}.{s}")
+    return frame.with_columns(pl.col("start_time").dt.convert_time_zone("UTC"))
+
+
+def _join_pivot(frame: pl.DataFrame, facts: pl.DataFrame, value: str, name: object) -> pl.DataFrame:
+    if facts.is_empty():
+        return frame
+    wide = facts.pivot(on="key", index="run_id", values=value)
+    wide = wide.rename({c: name(c) for c in wide.columns if c != "run_id"})  # type: ignore[operator]
+    return frame.join(wide, on="run_id", how="left")
+
+
+def search_runs(
+    lake: Lake,
+    *,
+    experiment: str | None = None,
+    where: str | None = None,
+    order_by: str | Iterable[str] | None = None,
+    limit: int | None = None,
+) -> pl.DataFrame:
+    """Runs as a polars DataFrame, one row each; see `Runs.search` for the expression language."""
+    import duckdb
+
+    from metalake.core.sql import shared_database
+
+    frame = lake._table_cache.wide_runs(experiment)
+    columns = set(frame.columns)
+    clauses = []
+    if where:
+        clauses.append(f"where {translate(where, columns)}")
+    orders = [order_by] if isinstance(order_by, str) else list(order_by or [])
+    if orders:
+        clauses.append("order by " + ", ".join(translate_order(item, columns) for item in orders))
+    else:
+        clauses.append("order by start_time desc")
+    if limit is not None:
+        if limit < 0:
+            raise QueryError("limit must be >= 0.")
+        clauses.append(f"limit {int(limit)}")
+    cursor = shared_database().cursor()
+    try:
+        cursor.register("__runs", frame.to_arrow())
+        result: pl.DataFrame = cursor.sql(f"select * from __runs {' '.join(clauses)}").pl()
+    except duckdb.Error as error:
+        raise QueryError(
+            f"Search failed: {error}. Expression: where={where!r}, order_by={order_by!r}."
+        ) from error
+    finally:
+        cursor.close()
+    hidden = [
+        c for c in result.columns if c.startswith("metrics.") and c.rsplit(".", 1)[-1] in METRIC_STATS[1:]
+    ]
+    return result.drop(hidden)
+
+
+def translate(expression: str, columns: set[str]) -> str:
+    """An MLflow-style filter -> a DuckDB predicate over the wide relation; anything unknown is refused."""
+    parts = []
+    tokens = list(_tokens(expression))
+    for index, (kind, text) in enumerate(tokens):
+        if kind == "field":
+            column = _quote(_resolve(text, columns))
+            if not text.startswith("metrics.") and _compared_with_number(tokens, index):
+                column = f"TRY_CAST({column} AS DOUBLE)"  # params and tags are text; `params.lr > 0.2` means a number
+            parts.append(column)
+        elif kind == "word":
+            lowered = text.lower()
+            if lowered in KEYWORDS:
+                parts.append(lowered.upper())
+            elif text in RUN_ATTRIBUTES:
+                parts.append(_quote(text))
+            else:
+                raise QueryError(
+                    f"Unknown name {text!r} in {expression!r}. Use params.KEY, metrics.KEY (or metrics.KEY.min, "
+                    f".max, .mean, .count), tags.KEY, or a run attribute: {', '.join(RUN_ATTRIBUTES)}."
+                )
+        else:
+            parts.append(text)
+    return " ".join(parts)
+
+
+def _compared_with_number(tokens: list[tuple[str, str]], index: int) -> bool:
+    comparisons = {"=", "!=", "<>", "<", "<=", ">", ">="}
+    after = tokens[index + 1 : index + 3]
+    before = tokens[max(0, index - 2) : index]
+    return (len(after) == 2 and after[0][1] in comparisons and after[1][0] == "number") or (
+        len(before) == 2 and before[1][1] in comparisons and before[0][0] == "number"
+    )
+
+
+def translate_order(item: str, columns: set[str]) -> str:
+    tokens = list(_tokens(item))
+    direction = "ASC"
+    if tokens and tokens[-1][0] == "word" and tokens[-1][1].lower() in ("asc", "desc"):
+        direction = tokens.pop()[1].upper()
+    if len(tokens) != 1 or tokens[0][0] not in ("field", "word"):
+        raise QueryError(
+            f"Cannot order by {item!r}: give one name and an optional asc/desc, e.g. 'metrics.auc desc'."
+        )
+    kind, text = tokens[0]
+    if kind == "word" and text not in RUN_ATTRIBUTES:
+        raise QueryError(
+            f"Cannot order by {text!r}: use params.KEY, metrics.KEY, tags.KEY or a run attribute."
+        )
+    column = _resolve(text, columns) if kind == "field" else text
+    return f"{_quote(column)} {direction} NULLS LAST"
+
+
+def _tokens(expression: str) -> Iterable[tuple[str, str]]:
+    position = 0
+    text = expression.strip()
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if match is None or match.end() == position:
+            raise QueryError(
+                f"Cannot read the expression {expression!r} at position {position}: {text[position : position + 20]!r}."
+            )
+        kind = match.lastgroup or ""
+        yield kind, match.group(kind)
+        position = match.end()
+        while position < len(text) and text[position].isspace():
+            position += 1
+
+
+def _resolve(field: str, columns: set[str]) -> str:
+    prefix, _, rest = field.partition(".")
+    stat = None
+    for candidate in METRIC_STATS:
+        if prefix == "metrics" and rest.endswith(f".{candidate}") and rest not in _keys(columns, "metrics"):
+            rest, stat = rest[: -len(candidate) - 1], candidate
+            break
+    key = rest.strip('`"')
+    if prefix == "attributes":
+        if key not in RUN_ATTRIBUTES:
+            raise QueryError(f"Unknown run attribute {key!r}; known: {', '.join(RUN_ATTRIBUTES)}.")
+        return key
+    column = f"{prefix}.{key}" + (f".{stat}" if stat and stat != "last" else "")
+    if column not in columns:
+        known = sorted(_keys(columns, prefix))
+        listing = ", ".join(known[:30]) + (" ..." if len(known) > 30 else "") if known else "none logged"
+        raise QueryError(f"No {prefix} key {key!r} among the runs searched. Known {prefix} keys: {listing}.")
+    return column
+
+
+def _keys(columns: set[str], prefix: str) -> set[str]:
+    keys = {c[len(prefix) + 1 :] for c in columns if c.startswith(prefix + ".")}
+    if prefix == "metrics":
+        keys = {k for k in keys if k.rsplit(".", 1)[-1] not in METRIC_STATS[1:] or k in columns}
+    return keys
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+# -- one run, for lake.runs.get --------------------------------------------------------------------------
+
+
+def current_state(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's state from its events, as `runs_current` computes it: the latest event, context filled in."""
+    ordered = sorted(events, key=lambda row: (row["event_time"], row["recorded_at"], row["event_id"]))
+    latest = ordered[-1]
+    state: dict[str, Any] = {}
+    for row in ordered:  # descriptive columns: the latest non-null value
+        state.update({column: value for column, value in row.items() if value is not None})
+    for column in (
+        "status",
+        "end_time",
+        "error_type",
+        "error_message",
+        "event_time",
+        "recorded_at",
+        "recorded_by",
+    ):
+        state[column] = latest[column]
+    state["start_time"] = min(row["start_time"] for row in ordered)
+    state["event_count"] = len(ordered)
+    state["last_event_id"] = state.pop("event_id")
+    end, start = state["end_time"], state["start_time"]
+    state["duration_s"] = (end - start).total_seconds() if end is not None else None
+    return state
+
+
+def latest_values(rows: list[dict[str, Any]]) -> dict[str, str]:
+    return {row["key"]: row["value"] for row in sorted(rows, key=lambda row: row["recorded_at"])}
+
+
+def without_run_id(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key != "run_id"}
+
+
+class TableCache:
+    """In-memory copies of small run tables (indexed by run) and of the wide run table, reloaded only when the
+    tables they come from have new commits: repeated reads in a warm process skip the work."""
+
+    WIDE_ENTRIES = 8
+
+    def __init__(self, lake: Lake):
+        self._lake = lake
+        self._by_run: dict[str, tuple[object, dict[str, list[dict[str, Any]]]]] = {}
+        self._wide: dict[tuple[object, ...], pl.DataFrame] = {}
+
+    def wide_runs(self, experiment: str | None) -> pl.DataFrame:
+        """`run_table(lake, experiment)`, cached per version of runs, params, run_tags and metric_summaries."""
+        versions = []
+        for table in ("runs", "params", "run_tags", "metric_summaries"):
+            loaded = self._lake._delta_table(table)
+            versions.append(None if loaded is None else loaded.version())
+        key = (experiment, *versions)
+        if key not in self._wide:
+            if len(self._wide) >= self.WIDE_ENTRIES:
+                self._wide.pop(next(iter(self._wide)))
+            self._wide[key] = run_table(self._lake, experiment)
+        return self._wide[key]
+
+    def rows(self, table: str, run_id: str) -> list[dict[str, Any]]:
+        loaded = self._lake._delta_table(table)
+        version = None if loaded is None else loaded.version()
+        cached = self._by_run.get(table)
+        if cached is None or cached[0] != version:
+            index: dict[str, list[dict[str, Any]]] = {}
+            if loaded is not None:
+                for row in loaded.to_pyarrow_table().to_pylist():
+                    index.setdefault(row["run_id"], []).append(row)
+            cached = (version, index)
+            self._by_run[table] = cached
+        return cached[1].get(run_id, [])
+
+
+@dataclass(frozen=True)
+class RunDetails:
+    """What `lake.runs.get` returns: everything known about one run."""
+
+    run_id: str
+    info: dict[str, Any]
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: dict[str, dict[str, Any]]
+    inputs: list[dict[str, Any]]
+    artifacts: list[dict[str, Any]]
+
+    @property
+    def status(self) -> str:
+        return str(self.info["status"])
