@@ -483,7 +483,7 @@ def test_snapshot_and_snapshots(with_params: metalake.Lake, lake_path: Path) -> 
 
 def test_help_lists_every_command_in_a_fresh_process() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "metalake.cli.app", "--help"],
+        [sys.executable, "-m", "metalake.cli", "--help"],
         capture_output=True,
         text=True,
         check=False,
@@ -515,7 +515,7 @@ def test_errors_print_no_traceback_in_a_real_process(tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("METALAKE_URI", None)
     result = subprocess.run(
-        [sys.executable, "-m", "metalake.cli.app", "--lake", "ftp://x", "tables"],
+        [sys.executable, "-m", "metalake.cli", "--lake", "ftp://x", "tables"],
         capture_output=True,
         text=True,
         check=False,

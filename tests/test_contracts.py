@@ -26,7 +26,7 @@ def metric(**overrides: object) -> dict[str, object]:
 
 
 def versions(lake: metalake.Lake) -> dict[str, int | None]:
-    return {spec.name: lake._store.current_version(spec.name) for spec in lake.tables()}
+    return {spec.name: lake.version(spec.name) for spec in lake.tables()}
 
 
 def refused(lake: metalake.Lake, table: str, data: object) -> ContractError:

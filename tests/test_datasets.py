@@ -16,6 +16,7 @@ import pytest
 from deltalake import write_deltalake
 
 import metalake
+from metalake.core.tables import Tables
 from metalake.errors import DatasetError, DatasetNotFound
 
 
@@ -329,14 +330,14 @@ def test_the_version_is_claimed_before_the_description_is_written(
     lake: metalake.Lake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A registration that fails to record its version leaves no description behind."""
-    commit = lake._commit_prepared
+    commit = Tables.commit
 
-    def failing_versions(table: str, *args: Any, **kwargs: Any) -> Any:
+    def failing_versions(self: Tables, table: str, *args: Any, **kwargs: Any) -> Any:
         if table == "dataset_versions":
             raise metalake.StorageError("storage went away")
-        return commit(table, *args, **kwargs)
+        return commit(self, table, *args, **kwargs)
 
-    monkeypatch.setattr(lake, "_commit_prepared", failing_versions)
+    monkeypatch.setattr(Tables, "commit", failing_versions)
     with pytest.raises(metalake.StorageError):
         lake.datasets.register("d", pl.DataFrame({"x": [1]}), description="never recorded")
     assert lake.read("datasets").is_empty() and lake.read("dataset_versions").is_empty()

@@ -13,6 +13,7 @@ import pytest
 
 import metalake
 from metalake import FlushError
+from metalake.core.tables import Tables
 from metalake.tracking import group_commit
 
 
@@ -133,14 +134,14 @@ def test_a_flush_that_breaks_its_group_is_committed_apart_from_it(
 ) -> None:
     monkeypatch.setattr(group_commit, "COMMIT_ATTEMPTS", 2)
     poisoned: list[str] = []
-    original = metalake.Lake._commit_prepared
+    original = Tables.commit
 
-    def refuses_one_run(self: metalake.Lake, table: str, parts: Any, **kw: Any) -> tuple[int, list[bool]]:
+    def refuses_one_run(self: Tables, table: str, parts: Any, **kw: Any) -> tuple[int, list[bool]]:
         if any(key and key.startswith(tuple(poisoned)) for key, _ in parts):
             raise OSError("this run's rows break the store")
         return original(self, table, parts, **kw)
 
-    monkeypatch.setattr(metalake.Lake, "_commit_prepared", refuses_one_run)
+    monkeypatch.setattr(Tables, "commit", refuses_one_run)
     queue = group_commit.queue_for(lake)
     with queue._changed:  # hold the committer so that the runs below land in one group
         good = log_sweep(lake, 2)
@@ -158,15 +159,15 @@ def test_a_run_never_shows_finished_before_an_earlier_flush_that_failed(
     lake: metalake.Lake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(group_commit, "COMMIT_ATTEMPTS", 1)
-    original = metalake.Lake._commit_prepared
+    original = Tables.commit
     failing_keys: list[str] = []
 
-    def down_for_one_flush(self: metalake.Lake, table: str, parts: Any, **kw: Any) -> tuple[int, list[bool]]:
+    def down_for_one_flush(self: Tables, table: str, parts: Any, **kw: Any) -> tuple[int, list[bool]]:
         if any(key in failing_keys for key, _ in parts):
             raise OSError("storage hiccup")
         return original(self, table, parts, **kw)
 
-    monkeypatch.setattr(metalake.Lake, "_commit_prepared", down_for_one_flush)
+    monkeypatch.setattr(Tables, "commit", down_for_one_flush)
     queue = group_commit.queue_for(lake)
     with queue._changed:  # both flushes of the run land in one group
         run = lake.runs.start(experiment="order", flush_every_points=1)
@@ -177,7 +178,7 @@ def test_a_run_never_shows_finished_before_an_earlier_flush_that_failed(
     with pytest.raises(FlushError, match=run.run_id):
         run.wait()
     assert lake.read("runs").is_empty(), "no event of the run may land while its first flush is parked"
-    monkeypatch.setattr(metalake.Lake, "_commit_prepared", original)
+    monkeypatch.setattr(Tables, "commit", original)
     run.wait()  # retried in order, same keys
     assert lake.read("metrics").height == 2
     assert lake.sql("select status from runs_current").fetchall() == [("finished",)]

@@ -15,6 +15,7 @@ from openlineage.client.serde import Serde
 from openlineage_samples import airflow_dag, spark_events
 
 import metalake
+from metalake.core.tables import Tables
 from metalake.errors import InvalidEvent, LineageError
 
 RAW_ORDERS = "dataset:postgres://warehouse:5432/public.orders"
@@ -419,15 +420,15 @@ def test_a_crash_before_the_events_commit_then_regrouped_events_derive_rows_once
     lake: metalake.Lake, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events = as_dicts(airflow_dag()) + as_dicts(spark_events())
-    commit = lake._commit_prepared
+    commit = Tables.commit
     crashes = [RuntimeError("killed")]
 
-    def crash_before_events(table: str, *args: Any, **kwargs: Any) -> Any:
+    def crash_before_events(self: Tables, table: str, *args: Any, **kwargs: Any) -> Any:
         if table == "lineage_events" and crashes:
             raise crashes.pop()
-        return commit(table, *args, **kwargs)
+        return commit(self, table, *args, **kwargs)
 
-    monkeypatch.setattr(lake, "_commit_prepared", crash_before_events)
+    monkeypatch.setattr(Tables, "commit", crash_before_events)
     with pytest.raises(LineageError):
         lake.lineage.ingest(events)
     assert lake.read("lineage_events").height == 0 and lake.read("pipeline_runs").height > 0

@@ -65,7 +65,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         command = [
             sys.executable,
             "-m",
-            "metalake.cli.app",
+            "metalake.cli",
             "--lake",
             str(lake_path),
             "serve",
@@ -325,7 +325,7 @@ def test_a_second_server_on_the_same_spool_refuses_to_start(
     second.stop()
 
     running = start_server()  # spool: tmp_path / "spool"
-    command = [sys.executable, "-m", "metalake.cli.app", "--lake", str(running.lake_path), "serve"]
+    command = [sys.executable, "-m", "metalake.cli", "--lake", str(running.lake_path), "serve"]
     command += ["--port", str(_free_port()), "--spool", str(tmp_path / "spool")]
     refused = subprocess.run(command, capture_output=True, timeout=60, text=True)
     assert refused.returncode != 0

@@ -14,8 +14,9 @@ from metalake.cli.app import app
 
 
 def data_files(lake: metalake.Lake, table: str) -> list[str]:
-    loaded = lake._delta_table(table)
-    assert loaded is not None
+    from deltalake import DeltaTable
+
+    loaded = DeltaTable(f"{lake.uri}/{table}")
     return [uri.removeprefix("file://") for uri in loaded.file_uris()]
 
 

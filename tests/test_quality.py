@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import metalake
+from metalake.core.tables import Tables
 from metalake.errors import DatasetError, SuiteError
 
 SUITE_YAML = """
@@ -374,14 +375,14 @@ def test_a_reused_idempotency_key_is_scoped_to_dataset_version_and_suite(
 def test_both_batches_are_checked_before_either_is_written(
     people: metalake.Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    prepare = people._prepare
+    prepare = Tables.prepare
 
-    def refuse_the_header(table: str, data: object, **kwargs: object) -> object:
+    def refuse_the_header(self: Tables, table: str, data: object, **kwargs: object) -> object:
         if table == "dq_validations":
             raise metalake.ContractError(table, [])
-        return prepare(table, data, **kwargs)  # type: ignore[arg-type]
+        return prepare(self, table, data, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(people, "_prepare", refuse_the_header)
+    monkeypatch.setattr(Tables, "prepare", refuse_the_header)
     with pytest.raises(metalake.ContractError):
         people.quality.validate("people", suite=suite_file(tmp_path, SUITE_YAML))
     assert people.read("dq_results").is_empty() and people.read("dq_validations").is_empty()

@@ -10,8 +10,10 @@ import pytest
 
 import metalake
 from metalake import FlushError
+from metalake.core.ids import new_id as new_run_id
+from metalake.core.tables import Tables
+from metalake.errors import RunError
 from metalake.tracking import group_commit
-from metalake.tracking.runs import RunError, new_run_id
 
 
 def current(lake: metalake.Lake, run_id: str) -> dict[str, object]:
@@ -110,17 +112,17 @@ def test_a_failed_flush_is_retried_with_the_same_keys(
     run = lake.runs.start(experiment="retry")
     run.log_params({"depth": 6})
     run.log_metric("loss", 0.3)
-    original = metalake.Lake._commit_prepared
+    original = Tables.commit
     calls: list[str] = []
 
-    def flaky(self: metalake.Lake, table: str, parts: Any, **kw: Any) -> tuple[int, list[bool]]:
+    def flaky(self: Tables, table: str, parts: Any, **kw: Any) -> tuple[int, list[bool]]:
         calls.append(table)
         outcome = original(self, table, parts, **kw)
         if table == "metrics" and calls.count("metrics") == 1:
             raise OSError("connection reset after the commit landed")
         return outcome
 
-    monkeypatch.setattr(metalake.Lake, "_commit_prepared", flaky)
+    monkeypatch.setattr(Tables, "commit", flaky)
     run.flush()  # the group is committed again with the same keys: the landed batch is not written twice
     run.end()
     assert calls.count("metrics") == 2
@@ -136,18 +138,18 @@ def test_a_flush_that_keeps_failing_is_reported_then_committed_later(
     run = lake.runs.start(experiment="outage")
     run.log_params({"depth": 6})
     run.log_metric("loss", 0.3)
-    original = metalake.Lake._commit_prepared
+    original = Tables.commit
 
-    def down(self: metalake.Lake, table: str, parts: Any, **kw: Any) -> tuple[int, list[bool]]:
+    def down(self: Tables, table: str, parts: Any, **kw: Any) -> tuple[int, list[bool]]:
         if table == "metrics":
             raise OSError("storage unreachable")
         return original(self, table, parts, **kw)
 
-    monkeypatch.setattr(metalake.Lake, "_commit_prepared", down)
+    monkeypatch.setattr(Tables, "commit", down)
     with pytest.raises(FlushError, match=f"{run.run_id}.*storage unreachable"):
         run.flush()
     assert lake.read("runs").is_empty(), "no run event before its facts are committed"
-    monkeypatch.setattr(metalake.Lake, "_commit_prepared", original)
+    monkeypatch.setattr(Tables, "commit", original)
     run.end()  # the parked flush goes first, under its same keys
     lake.runs.wait()
     assert lake.read("metrics").height == 1

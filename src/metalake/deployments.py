@@ -18,14 +18,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+from metalake.core.ids import new_id
 from metalake.core.moments import utc_moment
 from metalake.errors import DeploymentError, DeploymentNotFound
-from metalake.tracking.runs import new_run_id
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from metalake.lake import Lake
+    from metalake.core.tables import Tables
 
 DEPLOYMENTS_TABLE = "deployments"
 CURRENT_VIEW = "deployments_current"
@@ -117,8 +117,8 @@ class Deployment:
 class Deployments:
     """`lake.deployments`: record, end and list deployments of model versions."""
 
-    def __init__(self, lake: Lake):
-        self._lake = lake
+    def __init__(self, tables: Tables):
+        self._tables = tables
 
     def record(
         self,
@@ -160,7 +160,7 @@ class Deployments:
         if replace_active:
             self._check_time_order(model, environment, start)
         self._warn_if_unregistered(model, version)
-        deployment_id = new_run_id(start)
+        deployment_id = new_id(start)
         replaced = self._active(model=model, environment=environment) if replace_active else []
         rows: list[dict[str, Any]] = [
             {
@@ -187,7 +187,7 @@ class Deployments:
                 "replaces": [old.deployment_id for old in replaced],
             }
         )
-        commit = self._lake.append(
+        commit = self._tables.append(
             DEPLOYMENTS_TABLE,
             rows,
             operation="deploy",
@@ -240,7 +240,7 @@ class Deployments:
             )
         key = idempotency_key or f"deploy-end:{target.deployment_id}"
         row = {**_event(target, "end", moment), "reason": reason, "idempotency_key": idempotency_key}
-        commit = self._lake.append(
+        commit = self._tables.append(
             DEPLOYMENTS_TABLE,
             [row],
             operation="undeploy",
@@ -273,7 +273,7 @@ class Deployments:
             clauses.append("is_active = ?")
             args.append(active)
         where = f"where {' and '.join(clauses)}" if clauses else ""
-        frame: pl.DataFrame = self._lake.sql(
+        frame: pl.DataFrame = self._tables.sql(
             f"select * from {CURRENT_VIEW} {where} order by started_at desc, deployment_id desc", args
         ).pl()
         return frame.with_columns(
@@ -302,7 +302,7 @@ class Deployments:
     def _select(
         self, where: str, args: builtins.list[Any], order: str = "started_at, deployment_id"
     ) -> builtins.list[Deployment]:
-        rows = self._lake.sql(
+        rows = self._tables.sql(
             "select deployment_id, model, version, environment, started_at, ended_at, endpoint, git_sha, "
             f"ci_run_id, pipeline_run, replaced from {CURRENT_VIEW} where {where} order by {order}",
             args,
@@ -398,7 +398,7 @@ class Deployments:
         return active[0]
 
     def _warn_if_unregistered(self, model: str, version: int) -> None:
-        registered = self._lake.sql(
+        registered = self._tables.sql(
             "select count(*) from model_versions where model = ? and version = ?", [model, version]
         ).fetchall()[0][0]
         if not registered:

@@ -13,6 +13,19 @@ class MetalakeError(Exception):
     code = "metalake_error"
 
 
+class TransientError(MetalakeError):
+    """Marker base of the failures that may pass when retried (storage, lost commit races); callers that
+    retry decide by `isinstance(error, TransientError)`, never by the concrete class."""
+
+    code = "transient_error"
+
+
+class CommitFailed(TransientError):
+    """A Delta commit, table creation or log read did not go through (lost races, a refused commit)."""
+
+    code = "commit_failed"
+
+
 @dataclass(frozen=True)
 class ContractFailure:
     """One failing check of a contract: which column, which check, how many rows, a few of them."""
@@ -127,7 +140,7 @@ class SnapshotExists(MetalakeError):
     code = "snapshot_exists"
 
 
-class StorageError(MetalakeError):
+class StorageError(TransientError):
     """The lake's storage could not be reached or used (bad URI, missing bucket, unreachable endpoint)."""
 
     code = "storage_error"
@@ -162,6 +175,12 @@ class IngestError(MetalakeError):
     """A file given to `metalake ingest` that cannot be read."""
 
     code = "ingest_error"
+
+
+class RunError(MetalakeError):
+    """A run used in a way its state does not allow (logging after end, unknown run id, ...)."""
+
+    code = "run_error"
 
 
 class FlushError(MetalakeError):
@@ -328,6 +347,41 @@ class InvalidEvent(LineageError):
             f"Refused OpenLineage event {where}: {reason}. Nothing was written. "
             "Fix or drop that event (spec: https://openlineage.io/spec/2-0-2/OpenLineage.json) and send "
             "the batch again; events already stored are not written twice."
+        )
+
+
+class VersionClaimConflict(LineageError, TransientError):
+    """Concurrent writers kept taking the dataset version numbers this ingest claimed: sending again may pass."""
+
+    code = "version_claim_conflict"
+
+
+class PayloadTooLarge(InvalidEvent):
+    """A request body larger than the server takes (HTTP 413)."""
+
+    code = "payload_too_large"
+
+    def __init__(self, max_bytes: int, *, source: str = "request"):
+        super().__init__(
+            0,
+            f"the body is larger than {max_bytes // (1024 * 1024)} MiB (uncompressed): "
+            "send the events in several requests",
+            source=source,
+        )
+
+
+class NotADemoLake(MetalakeError):
+    """`metalake demo` was pointed at a folder or lake it must not write to (nothing was written)."""
+
+    code = "not_a_demo_lake"
+
+    def __init__(self, uri: str, reason: str):
+        self.uri, self.reason = uri, reason
+        super().__init__(
+            f"metalake demo will not write to {uri}: {reason}. The demo writes sample datasets, a lake-wide "
+            "policy, deployments and KPIs, so it only writes to a new or empty lake or to one an earlier "
+            "`metalake demo` built. Nothing was written; run it on a fresh path, e.g. "
+            "metalake demo --lake ./demo-lake."
         )
 
 

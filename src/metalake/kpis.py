@@ -11,10 +11,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+from typing import TYPE_CHECKING, Any, cast
 
 from metalake.core.file_formats import EXTENSION_FORMATS, INPUT_FORMATS, InputFormat
 from metalake.core.moments import parse_duration, utc_moment
+from metalake.core.vocabulary import KPI_DIRECTIONS, KpiDirection
 from metalake.errors import IngestError, KpiError, KpiNotFound, ViewError
 
 if TYPE_CHECKING:
@@ -22,10 +23,8 @@ if TYPE_CHECKING:
 
     import polars as pl
 
-    from metalake.lake import Commit, Lake
+    from metalake.core.tables import Commit, Tables
 
-Direction = Literal["higher_is_better", "lower_is_better"]
-DIRECTIONS: tuple[str, ...] = get_args(Direction)
 
 KPIS_TABLE = "kpis"
 OBSERVATIONS_TABLE = "kpi_observations"
@@ -56,7 +55,7 @@ class Kpi:
 
     name: str
     unit: str | None
-    direction: Direction | None
+    direction: KpiDirection | None
     description: str | None = None
     owner: str | None = None
     models: tuple[str, ...] = ()
@@ -66,8 +65,8 @@ class Kpi:
 class Kpis:
     """`lake.kpis`: define KPIs, record their observed values, and see how deployments moved them."""
 
-    def __init__(self, lake: Lake):
-        self._lake = lake
+    def __init__(self, tables: Tables):
+        self._tables = tables
 
     # -- definitions ----------------------------------------------------------------------------------------
 
@@ -76,7 +75,7 @@ class Kpis:
         name: str,
         *,
         unit: str,
-        direction: Direction,
+        direction: KpiDirection,
         description: str | None = None,
         owner: str | None = None,
         models: Iterable[str] | None = None,
@@ -88,9 +87,9 @@ class Kpis:
         `models=[]` to make the KPI follow every model again. Defining a KPI exactly as it is writes nothing.
         """
         _check_name(name)
-        if direction not in DIRECTIONS:
+        if direction not in KPI_DIRECTIONS:
             raise KpiError(
-                f"KPI direction {direction!r} is not one of {', '.join(DIRECTIONS)}: say which way is better."
+                f"KPI direction {direction!r} is not one of {', '.join(KPI_DIRECTIONS)}: say which way is better."
             )
         if (
             not isinstance(unit, str)
@@ -114,7 +113,7 @@ class Kpis:
         )
         if wanted == current:
             return wanted
-        self._lake.append(
+        self._tables.append(
             KPIS_TABLE,
             [
                 {
@@ -141,16 +140,16 @@ class Kpis:
 
     def list(self) -> pl.DataFrame:
         """Every KPI with its current definition and observation figures (the view `kpis_current`)."""
-        frame: pl.DataFrame = self._lake.sql("select * from kpis_current order by kpi").pl()
+        frame: pl.DataFrame = self._tables.sql("select * from kpis_current order by kpi").pl()
         return _utc(frame)
 
     def _definitions(self) -> dict[str, Kpi]:
-        rows = self._lake.sql(DEFINITIONS_SQL).fetchall()
+        rows = self._tables.sql(DEFINITIONS_SQL).fetchall()
         return {
             kpi: Kpi(
                 name=kpi,
                 unit=unit,
-                direction=cast("Direction | None", direction),
+                direction=cast("KpiDirection | None", direction),
                 description=description,
                 owner=owner,
                 models=tuple(json.loads(models)) if models else (),
@@ -228,7 +227,7 @@ class Kpis:
         undefined = [name for name in names if name not in known]
         if undefined:
             raise KpiNotFound(undefined, known)
-        commit: Commit = self._lake.append(
+        commit: Commit = self._tables.append(
             OBSERVATIONS_TABLE,
             frame,
             operation="kpi_observe",
@@ -332,7 +331,7 @@ class Kpis:
                 clauses.append(f"{column} = ${column}")
                 params[column] = value
         where = f"where {' and '.join(clauses)}" if clauses else ""
-        frame: pl.DataFrame = self._lake.sql(
+        frame: pl.DataFrame = self._tables.sql(
             f"select * from {source} {where} order by deployed_at, deployment_id, kpi, segment nulls first",
             params or None,
         ).pl()

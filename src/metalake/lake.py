@@ -1,73 +1,40 @@
-"""The facade: `metalake.connect()` -> Lake, with append, read, SQL, history, time travel and snapshots."""
+"""The facade: `metalake.connect()` -> Lake, which composes core's Tables with the domain namespaces.
+
+Lake only composes and delegates: the tables (append, read, SQL, history, time travel, snapshots) come from
+`metalake.core.tables.Tables`, the metadata kinds from the namespaces (`lake.runs`, `lake.registry`, ...), each
+built once per Lake with the Tables and the collaborators it needs. Nothing below this module imports it.
+"""
 
 from __future__ import annotations
 
 import getpass
 import os
-import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metalake.core.catalog import TableSpec
 from metalake.core.catalog_store import CATALOG_TABLE, sync_catalog
-from metalake.core.contracts import conform
-from metalake.core.delta import EVOLVED_PROPERTY, CommitInfo, DeltaStore, TableMaintenance
+from metalake.core.delta import DeltaStore, TableMaintenance
 from metalake.core.storage import Location, resolve
-from metalake.errors import (
-    LakeNotFound,
-    MetalakeError,
-    QueryError,
-    ReadOnlyLakeError,
-    SnapshotExists,
-    SnapshotNotFound,
-    StorageError,
-    TableNotFound,
-)
-from metalake.tracking.group_commit import release_queue, settle_location
+from metalake.core.tables import Commit, Moment, Tables
+from metalake.errors import LakeNotFound, StorageError
 
 if TYPE_CHECKING:
     import duckdb
     import polars as pl
-    import pyarrow as pa
-    from deltalake import DeltaTable
 
-    from metalake.core.sql import SqlSession
-    from metalake.datasets.datasets import Datasets
+    from metalake.core.catalog import TableSpec
+    from metalake.datasets import Datasets
     from metalake.deployments import Deployments
     from metalake.kpis import Kpis
-    from metalake.lineage.lineage import Lineage
-    from metalake.quality.validation import Quality
-    from metalake.registry.governance import Policy
-    from metalake.registry.registry import Registry
-    from metalake.tracking.runs import Runs
-    from metalake.tracking.search import TableCache
+    from metalake.lineage import Lineage
+    from metalake.quality import Quality
+    from metalake.registry import Registry
+    from metalake.tracking import Runs
 
-SNAPSHOTS_TABLE = "snapshots"
-HISTORY_COLUMNS = ["version", "timestamp", "operation", "actor", "reason", "rows_added", "idempotency_key"]
-
-
-@dataclass(frozen=True)
-class Commit:
-    """What one append did: the table, the version it created, and whether it was a retried duplicate."""
-
-    table: str
-    version: int
-    rows: int
-    operation: str
-    idempotency_key: str | None = None
-    deduplicated: bool = False
-
-
-@dataclass(frozen=True)
-class Moment:
-    """Where a read-only lake stands: a point in time, or the table versions a snapshot pinned."""
-
-    label: str
-    at: datetime | None = None
-    versions: Mapping[str, int | None] | None = None
+__all__ = ["Commit", "Lake", "connect", "default_actor"]
 
 
 def default_actor() -> str:
@@ -110,7 +77,7 @@ def connect(
     if not create and not _holds_lake(location, store):
         raise LakeNotFound(location.uri)
     specs = sync_catalog(store, Path(extra_specs) if extra_specs is not None else None, who)
-    return Lake(location, who, specs, store)
+    return Lake(Tables(location, who, specs, store))
 
 
 def _holds_lake(location: Location, store: DeltaStore) -> bool:
@@ -123,23 +90,8 @@ def _holds_lake(location: Location, store: DeltaStore) -> bool:
 class Lake:
     """A metalake: Delta tables described by the catalog, readable live or as of a past moment."""
 
-    def __init__(
-        self,
-        location: Location,
-        actor: str,
-        specs: Mapping[str, TableSpec],
-        store: DeltaStore,
-        moment: Moment | None = None,
-    ):
-        self.location = location
-        self.actor = actor
-        self._specs = dict(specs)
-        self._store = store
-        self.moment = moment
-        self._sql: SqlSession | None = None
-        self._cache: TableCache | None = None
-        self._pinned: dict[str, DeltaTable | None] = {}
-        self._registry_policy: Policy | None = None  # set by lake.registry.use_policy
+    def __init__(self, tables: Tables):
+        self._tables = tables
 
     def __repr__(self) -> str:
         at = f", as_of={self.moment.label!r}" if self.moment else ""
@@ -150,10 +102,12 @@ class Lake:
 
         Raises FlushError if queued run flushes could not be committed.
         """
-        release_queue(self)
-        if self._sql is not None:
-            self._sql.close()
-            self._sql = None
+        from metalake.tracking.group_commit import release_queue
+
+        try:
+            release_queue(self._tables)
+        finally:
+            self._tables.close()
 
     def __enter__(self) -> Lake:
         return self
@@ -162,84 +116,86 @@ class Lake:
         self.close()
 
     @property
+    def location(self) -> Location:
+        return self._tables.location
+
+    @property
+    def actor(self) -> str:
+        return self._tables.actor
+
+    @property
+    def moment(self) -> Moment | None:
+        """Where a read-only lake stands: a moment or a snapshot; None for the live lake."""
+        return self._tables.moment
+
+    @property
     def uri(self) -> str:
-        return self.location.uri
+        return self._tables.uri
 
     @property
     def read_only(self) -> bool:
-        return self.moment is not None
+        return self._tables.read_only
 
-    @property
-    def _table_cache(self) -> TableCache:
-        from metalake.tracking.search import TableCache
+    # -- namespaces -----------------------------------------------------------------------------------------
 
-        if self._cache is None:
-            self._cache = TableCache(self)
-        return self._cache
-
-    @property
+    @cached_property
     def runs(self) -> Runs:
         """Training runs: `lake.runs.start(experiment=...)`, `resume`, `search`, `get`, `metric_history`."""
-        from metalake.tracking.runs import Runs
+        from metalake.tracking import Runs
 
-        return Runs(self)
+        return Runs(self._tables, datasets=self.datasets)
 
-    @property
+    @cached_property
     def registry(self) -> Registry:
         """Model registry: `lake.registry.register(...)`, `transition`, `set_alias`, `get`, `versions`, `at`."""
-        from metalake.registry.registry import Registry
+        from metalake.registry import Registry
 
-        return Registry(self)
+        return Registry(self._tables, runs=self.runs)
 
-    @property
+    @cached_property
     def datasets(self) -> Datasets:
         """Datasets and their versions: `lake.datasets.register(name, path)`, `get`, `list`, `history`, `diff`."""
-        from metalake.datasets.datasets import Datasets
+        from metalake.datasets import Datasets
 
-        return Datasets(self)
+        return Datasets(self._tables)
 
-    @property
+    @cached_property
     def quality(self) -> Quality:
         """Data quality: `lake.quality.validate(name, suite=...)` with Great Expectations or pandera."""
-        from metalake.quality.validation import Quality
+        from metalake.quality import Quality
 
-        return Quality(self)
+        return Quality(self._tables, datasets=self.datasets)
 
-    @property
+    @cached_property
     def deployments(self) -> Deployments:
         """Deployments of model versions: `lake.deployments.record(model, version, environment)`, `end`, `list`."""
         from metalake.deployments import Deployments
 
-        return Deployments(self)
+        return Deployments(self._tables)
 
-    @property
+    @cached_property
     def kpis(self) -> Kpis:
         """Business and online KPIs: `lake.kpis.define(...)`, `observe`, `ingest`, `impact` of deployments."""
         from metalake.kpis import Kpis
 
-        return Kpis(self)
+        return Kpis(self._tables)
 
-    @property
+    @cached_property
     def lineage(self) -> Lineage:
         """Pipelines and lineage: `lake.lineage.ingest(openlineage_events)`, `upstream(node)`, `downstream(node)`."""
-        from metalake.lineage.lineage import Lineage
+        from metalake.lineage import Lineage
 
-        return Lineage(self)
+        return Lineage(self._tables)
 
-    # -- catalog --------------------------------------------------------------------------------------------
+    # -- the tables -----------------------------------------------------------------------------------------
 
     def tables(self) -> list[TableSpec]:
         """Every table spec in force, by name."""
-        return [self._specs[name] for name in sorted(self._specs)]
+        return self._tables.specs()
 
     def spec(self, table: str) -> TableSpec:
         """A table's spec: columns, types, checks and documentation."""
-        try:
-            return self._specs[table]
-        except KeyError:
-            raise TableNotFound(table, self._specs) from None
-
-    # -- writing --------------------------------------------------------------------------------------------
+        return self._tables.spec(table)
 
     def append(
         self,
@@ -256,296 +212,55 @@ class Lake:
         `data` is a pyarrow Table, a polars or pandas DataFrame, or a list of dicts. A refused batch raises
         `ContractError` and writes nothing; a batch retried with the same `idempotency_key` is written once.
         """
-        return self._append(
+        return self._tables.append(
             table, data, actor=actor, reason=reason, idempotency_key=idempotency_key, operation=operation
         )
 
-    def _append(
-        self,
-        table: str,
-        data: Any,
-        *,
-        actor: str | None = None,
-        reason: str | None = None,
-        idempotency_key: str | None = None,
-        operation: str = "append",
-        key_may_exist: bool = True,
-    ) -> Commit:
-        """`append`, plus what domain modules may know: that their idempotency key was never used before."""
-        rows = self._prepare(table, data, actor=actor)
-        version, written = self._commit_prepared(
-            table,
-            [(idempotency_key, rows)],
-            actor=actor,
-            reason=reason,
-            operation=operation,
-            keys_may_exist=key_may_exist,
-        )
-        return Commit(
-            table=table,
-            version=version,
-            rows=rows.num_rows if written[0] else 0,
-            operation=operation,
-            idempotency_key=idempotency_key,
-            deduplicated=not written[0],
-        )
-
-    def _prepare(self, table: str, data: Any, *, actor: str | None = None) -> pa.Table:
-        """The first half of an append: check the batch against the table's contract and cast it."""
-        if self.moment is not None:
-            raise ReadOnlyLakeError(
-                f"This lake is read-only: it shows the past ({self.moment.label}). "
-                "Write through the live lake returned by metalake.connect()."
-            )
-        return conform(self.spec(table), data, actor=actor or self.actor)
-
-    def _commit_prepared(
-        self,
-        table: str,
-        parts: Sequence[tuple[str | None, pa.Table]],
-        *,
-        operation: str,
-        actor: str | None = None,
-        reason: str | None = None,
-        keys_may_exist: bool = True,
-    ) -> tuple[int, list[bool]]:
-        """The second half: batches that passed `_prepare`, each under its own idempotency key, in one commit.
-
-        Returns the new version and, per batch, whether it was written (False: its key was already used).
-        """
-        keys = [key for key, _ in parts if key]
-        info = CommitInfo(
-            actor=actor or self.actor,
-            operation=operation,
-            reason=reason,
-            idempotency_key=" ".join(keys) if keys else None,
-        )
-        return self._store.commit_parts(self.spec(table), parts, info, keys_may_exist=keys_may_exist)
-
-    # -- reading --------------------------------------------------------------------------------------------
-
-    def _delta_table(self, table: str) -> DeltaTable | None:
-        """The table at this lake's moment; None when it did not exist then."""
-        self.spec(table)
-        if self.moment is None:
-            settle_location(self.location.uri)  # this process's queued run flushes first: read your writes
-            return self._store.load(table)
-        if table not in self._pinned:  # a moment never changes: open each table once
-            if self.moment.versions is not None:
-                self._pinned[table] = self._store.load_version(table, self.moment.versions.get(table))
-            else:
-                assert self.moment.at is not None
-                self._pinned[table] = self._store.load_at(table, self.moment.at)
-        return self._pinned[table]
-
     def arrow_dataset(self, table: str) -> Any:
         """The table as a pyarrow dataset (an empty table when it does not exist at this moment)."""
-        import pyarrow as pa
-
-        loaded = self._delta_table(table)
-        if loaded is None:
-            return pa.Table.from_batches([], schema=self.spec(table).arrow_schema())
-        return self._version_dataset(table, loaded)
+        return self._tables.arrow_dataset(table)
 
     def scan(self, table: str) -> pl.LazyFrame:
         """A lazy polars scan of the table; filters and projections reach the Parquet files."""
-        import polars as pl
-
-        loaded = self._delta_table(table)
-        if loaded is None:
-            return pl.LazyFrame(schema=pl.Schema(self.spec(table).arrow_schema()))
-        return pl.scan_pyarrow_dataset(self._version_dataset(table, loaded))
-
-    def _version_dataset(self, table: str, loaded: DeltaTable) -> Any:
-        """A table version as a pyarrow dataset. A version from before the spec gained columns (time travel)
-        reads them as nulls, so queries and views written for the current spec run on it."""
-        spec = self.spec(table)
-        older = {field.name for field in loaded.schema().fields} < set(spec.column_names)
-        return loaded.to_pyarrow_dataset(schema=spec.arrow_schema() if older else None)
+        return self._tables.scan(table)
 
     def read(
         self, table: str, *, columns: Sequence[str] | None = None, where: str | pl.Expr | None = None
     ) -> pl.DataFrame:
         """The table as a polars DataFrame; `where` is a SQL predicate (`"step > 3"`) or a polars expression."""
-        import polars as pl
-
-        spec = self.spec(table)
-        frame = self.scan(table)
-        if where is not None:
-            try:
-                predicate = pl.sql_expr(where) if isinstance(where, str) else where
-                frame = frame.filter(predicate)
-            except Exception as error:  # polars raises several types for a bad expression
-                raise QueryError(f"Invalid filter for table {table!r}: {where!r}: {error}") from error
-        if columns is not None:
-            unknown = [c for c in columns if c not in spec.column_names]
-            if unknown:
-                raise QueryError(
-                    f"Unknown column(s) {unknown} in table {table!r}. Columns: {', '.join(spec.column_names)}."
-                )
-            frame = frame.select(list(columns))
-        try:
-            return frame.collect()
-        except (
-            pl.exceptions.ColumnNotFoundError,
-            pl.exceptions.SQLInterfaceError,
-            pl.exceptions.InvalidOperationError,
-        ) as error:
-            raise QueryError(f"Invalid filter for table {table!r}: {where!r}: {error}") from error
+        return self._tables.read(table, columns=columns, where=where)
 
     def sql(
         self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
     ) -> duckdb.DuckDBPyRelation:
         """Run DuckDB SQL over every table and view (at this lake's moment); returns a relation."""
-        return self._sql_session().query(query, params)
-
-    def _sql_session(self) -> SqlSession:
-        from metalake.core.sql import SqlSession
-
-        if self._sql is None:
-            self._sql = SqlSession(list(self._specs), self._relation_for_sql, self._commits_table)
-        return self._sql
-
-    def _relation_for_sql(self, table: str) -> tuple[object, Callable[[], Any]]:
-        """A table's version (the token) and how to build what DuckDB reads for it, built only when needed."""
-        loaded = self._delta_table(table)
-        return (None if loaded is None else loaded.version()), lambda: self._relation(table, loaded)
-
-    def _relation(self, table: str, loaded: DeltaTable | None) -> Any:
-        """What DuckDB reads for a table: its Parquet files on local disk, else an Arrow dataset."""
-        import pyarrow as pa
-
-        from metalake.core.sql import ParquetFiles
-
-        spec = self.spec(table)
-        if loaded is None:
-            return pa.Table.from_batches([], schema=spec.arrow_schema())
-        if self.location.is_local and not spec.partition_by:
-            files = tuple(loaded.file_uris())
-            columns = {field.name for field in loaded.schema().fields}
-            if files and columns <= set(spec.column_names):
-                # an evolved table's older files, or a version from before the spec gained columns (time
-                # travel), lack columns: the empty relation of the full schema gives them as nulls
-                evolved = (
-                    columns != set(spec.column_names) or EVOLVED_PROPERTY in loaded.metadata().configuration
-                )
-                empty = pa.Table.from_batches([], schema=spec.arrow_schema()) if evolved else None
-                return ParquetFiles(files, empty)
-        return self._version_dataset(table, loaded)
-
-    def _commits_table(self) -> pa.Table:
-        from metalake.core.sql import lake_commits_table
-
-        names = sorted([*self._specs, CATALOG_TABLE])
-        return lake_commits_table({name: self._history_records(name) for name in names})
-
-    def _history_records(self, table: str) -> list[dict[str, Any]]:
-        if table == CATALOG_TABLE:
-            loaded = self._store.load(table) if self.moment is None else None
-        else:
-            loaded = self._delta_table(table)
-        if loaded is None:
-            return []
-        records = self._store.history(table, up_to_version=loaded.version())
-        if self.moment is not None and self.moment.at is not None:
-            records = [r for r in records if r["timestamp"] <= self.moment.at]
-        return records
+        return self._tables.sql(query, params)
 
     def history(self, table: str, *, limit: int | None = None) -> pl.DataFrame:
         """Every commit of a table, newest first: version, timestamp, operation, actor, reason, rows added, key."""
-        import polars as pl
+        return self._tables.history(table, limit=limit)
 
-        self.spec(table)
-        records = self._history_records(table)[: limit if limit is not None else None]
-        schema: dict[str, pl.DataType | type[pl.DataType]] = {
-            "version": pl.Int64,
-            "timestamp": pl.Datetime("us", "UTC"),
-            "operation": pl.String,
-            "actor": pl.String,
-            "reason": pl.String,
-            "rows_added": pl.Int64,
-            "idempotency_key": pl.String,
-        }
-        return pl.DataFrame(
-            [{k: r[k] for k in HISTORY_COLUMNS} for r in records], schema=schema, orient="row"
-        )
+    def version(self, table: str) -> int | None:
+        """The table's version at this lake's moment (None when it did not exist then)."""
+        return self._tables.version(table)
 
     # -- time travel and snapshots --------------------------------------------------------------------------
 
     def as_of(self, when: datetime | date | str) -> Lake:
         """A read-only lake at a moment: a datetime, an ISO-8601 string, or a snapshot name."""
-        settle_location(self.location.uri)
-        moment = self._resolve_moment(when)
-        return Lake(self.location, self.actor, self._specs, self._store, moment)
-
-    def _resolve_moment(self, when: datetime | date | str) -> Moment:
-        if isinstance(when, datetime):
-            moment = when if when.tzinfo else when.replace(tzinfo=UTC)
-            return Moment(moment.isoformat(), at=moment.astimezone(UTC))
-        if isinstance(when, date):
-            return self._resolve_moment(datetime(when.year, when.month, when.day, tzinfo=UTC))
-        if not isinstance(when, str) or not when.strip():
-            raise MetalakeError(
-                f"as_of takes a datetime, an ISO-8601 string or a snapshot name, not {when!r}."
-            )
-        text = when.strip()
-        try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            return Moment(f"snapshot {text}", versions=self._snapshot_versions(text))
-        return self._resolve_moment(parsed)
-
-    def _snapshot_versions(self, name: str) -> dict[str, int | None]:
-        import polars as pl
-
-        pins = self.read(SNAPSHOTS_TABLE, columns=["snapshot", "table_name", "table_version"])
-        chosen = pins.filter(pl.col("snapshot") == name)
-        if chosen.is_empty():
-            raise SnapshotNotFound(name, pins.get_column("snapshot").unique().to_list())
-        return {row["table_name"]: row["table_version"] for row in chosen.iter_rows(named=True)}
+        return Lake(self._tables.as_of(when))
 
     def snapshot(self, name: str, *, description: str | None = None) -> Commit:
         """Pin the current version of every table under `name`; `lake.as_of(name)` reads them back."""
-        import polars as pl
-
-        if self.moment is not None:
-            raise ReadOnlyLakeError(
-                "Snapshots pin the present: take them on the live lake, not on lake.as_of(...)."
-            )
-        settle_location(self.location.uri)
-        self.check_snapshot_name(name)
-        taken = self.read(SNAPSHOTS_TABLE, columns=["snapshot"], where=pl.col("snapshot") == name)
-        if not taken.is_empty():
-            raise SnapshotExists(
-                f"Snapshot {name!r} already exists; snapshots never change. Pick another name."
-            )
-        pinned_at = datetime.now(UTC)
-        rows = [
-            {
-                "snapshot": name,
-                "table_name": table,
-                "table_version": self._store.current_version(table),
-                "description": description,
-                "pinned_at": pinned_at,
-            }
-            for table in sorted(self._specs)
-        ]
-        return self.append(
-            SNAPSHOTS_TABLE,
-            rows,
-            reason=description,
-            idempotency_key=f"snapshot:{name}",
-            operation="snapshot",
-        )
+        return self._tables.snapshot(name, description=description)
 
     def check_snapshot_name(self, name: str) -> None:
         """Raise MetalakeError unless `name` is a valid snapshot name (the snapshots table's pattern)."""
-        pattern = self.spec(SNAPSHOTS_TABLE).column("snapshot").checks.get("str_matches")
-        if pattern and not re.fullmatch(pattern, name):
-            raise MetalakeError(
-                f"{name!r} is not a valid snapshot name: start with a letter or digit, then letters, digits, "
-                f"'.', '_' or '-' (pattern {pattern})."
-            )
+        self._tables.check_snapshot_name(name)
+
+    def snapshots(self) -> pl.DataFrame:
+        """Every named snapshot: name, description, when it was pinned, by whom, how many tables it holds."""
+        return self._tables.snapshots()
 
     def maintain(
         self,
@@ -563,38 +278,15 @@ class Lake:
         named snapshots pin. Run it from one job at a time on object stores (on local disk a lock file
         serializes it); writers may keep appending. `dry_run=True` only reports what would be done.
         """
-        from metalake.core import retention
+        from metalake.tracking.group_commit import METRICS_TABLE
+        from metalake.tracking.retention import drop_metric_history
 
-        if self.moment is not None:
-            raise ReadOnlyLakeError("Maintenance rewrites the present: run it on the live lake.")
-        settle_location(self.location.uri)
-        names = list(tables) if tables is not None else sorted(self._specs)
-        specs = [self.spec(name) for name in names]
+        names = list(tables) if tables is not None else self._tables.names()
+        for name in names:
+            self._tables.spec(name)
         results = []
-        if metric_history_days is not None and "metrics" in names:
-            results.append(retention.drop_metric_history(self, metric_history_days, dry_run=dry_run))
-        results += [self._store.maintain(spec, self.actor, dry_run=dry_run) for spec in specs]
-        if vacuum_days is not None:
-            results += retention.vacuum(self, specs, vacuum_days, dry_run=dry_run)
-        return results
-
-    def version(self, table: str) -> int | None:
-        """The table's version at this lake's moment (None when it did not exist then)."""
-        loaded = self._delta_table(table)
-        return None if loaded is None else loaded.version()
-
-    def snapshots(self) -> pl.DataFrame:
-        """Every named snapshot: name, description, when it was pinned, by whom, how many tables it holds."""
-        import polars as pl
-
-        pins = self.read(SNAPSHOTS_TABLE)
-        return (
-            pins.group_by("snapshot")
-            .agg(
-                pl.col("description").first(),
-                pl.col("pinned_at").min(),
-                pl.col("recorded_by").first().alias("pinned_by"),
-                pl.col("table_version").is_not_null().sum().cast(pl.Int64).alias("tables"),
-            )
-            .sort("pinned_at")
-        )
+        if metric_history_days is not None and METRICS_TABLE in names:
+            if self.read_only:
+                self._tables.maintain([], dry_run=True)  # raises ReadOnlyLakeError with the reason
+            results.append(drop_metric_history(self._tables, metric_history_days, dry_run=dry_run))
+        return results + self._tables.maintain(names, dry_run=dry_run, vacuum_days=vacuum_days)

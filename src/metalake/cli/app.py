@@ -541,7 +541,3 @@ _register_subcommands()
 def main() -> None:
     """Entry point of the `metalake` script."""
     app()
-
-
-if __name__ == "__main__":
-    main()

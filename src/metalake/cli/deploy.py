@@ -13,7 +13,8 @@ from typer.core import TyperCommand
 from metalake.cli.common import cli_state, reports_errors
 from metalake.cli.output import OutputFormat
 from metalake.core.file_formats import InputFormat
-from metalake.kpis import DEFAULT_UNLABELED_ENVIRONMENT, Direction
+from metalake.core.vocabulary import KpiDirection
+from metalake.kpis import DEFAULT_UNLABELED_ENVIRONMENT
 
 if TYPE_CHECKING:
     import polars as pl
@@ -231,7 +232,7 @@ def define_kpi(
     name: Annotated[str, typer.Argument(help="KPI name, e.g. conversion_rate.", show_default=False)],
     unit: Annotated[str, typer.Option("--unit", "-u", help="Unit, e.g. %, EUR, ms.", show_default=False)],
     direction: Annotated[
-        Direction,
+        KpiDirection,
         typer.Option("--direction", "-d", help="Which way is better.", show_default=False),
     ],
     description: Annotated[str | None, typer.Option("--description", help="What it measures.")] = None,

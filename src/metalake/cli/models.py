@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from metalake.cli.common import cli_state, reports_errors
 
 if TYPE_CHECKING:
-    from metalake.registry.registry import ModelVersion, Stage
+    from metalake.core.vocabulary import Stage
+    from metalake.registry.registry import ModelVersion
 
 models_app = typer.Typer(
     name="models",
@@ -252,13 +253,13 @@ def version_table(found: ModelVersion) -> Any:
 
 
 def _as_stage(text: str) -> Stage:
-    from metalake.registry.registry import STAGES
+    from metalake.core.vocabulary import STAGES
 
     if text not in STAGES:
         raise typer.BadParameter(
             f"{text!r} is not a stage; stages are {', '.join(STAGES)}.", param_hint="STAGE"
         )
-    return cast("Stage", text)
+    return text
 
 
 def _read_card(path: Path) -> dict[str, Any]:

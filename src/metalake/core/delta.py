@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from metalake._version import __version__
 from metalake.core.catalog import TableSpec
 from metalake.core.storage import Location, storage_error
-from metalake.errors import MetalakeError, StorageError
+from metalake.errors import CommitFailed, StorageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -204,7 +204,7 @@ class DeltaStore:
                 _backoff(attempt)
             except OSError as error:
                 raise storage_error(self.location, f"create table {spec.name!r}", error) from error
-        raise MetalakeError(f"Could not create table {spec.name!r} after {COMMIT_ATTEMPTS} attempts.")
+        raise CommitFailed(f"Could not create table {spec.name!r} after {COMMIT_ATTEMPTS} attempts.")
 
     def evolve(self, spec: TableSpec, commit: CommitInfo) -> None:
         """Add the spec's new (nullable) columns to an existing table, so readers see them at once."""
@@ -302,7 +302,7 @@ class DeltaStore:
             except CommitFailedError as error:
                 # Lost a race with another writer (or a repeated idempotency key): reload and try again.
                 if attempt == COMMIT_ATTEMPTS - 1:
-                    raise MetalakeError(
+                    raise CommitFailed(
                         f"Could not commit to table {spec.name!r} after {COMMIT_ATTEMPTS} attempts: {error}"
                     ) from error
                 self._latest.pop(spec.name, None)
@@ -310,7 +310,7 @@ class DeltaStore:
                 continue
             except DeltaError as error:
                 self._latest.pop(spec.name, None)
-                raise MetalakeError(f"Delta refused the commit to table {spec.name!r}: {error}") from error
+                raise CommitFailed(f"Delta refused the commit to table {spec.name!r}: {error}") from error
             except OSError as error:
                 self._latest.pop(spec.name, None)
                 raise storage_error(self.location, f"write to table {spec.name!r}", error) from error
@@ -318,7 +318,7 @@ class DeltaStore:
             if version % COMPACT_EVERY == 0 and self.location.is_local:
                 self._compact(spec.name, commit.actor)
             return version, written
-        raise MetalakeError(f"Could not commit to table {spec.name!r} after {COMMIT_ATTEMPTS} attempts.")
+        raise CommitFailed(f"Could not commit to table {spec.name!r} after {COMMIT_ATTEMPTS} attempts.")
 
     def _compact(self, table: str, actor: str) -> None:
         """Merge small files so that reads and later commits stay fast (best effort, local disk only).
@@ -496,7 +496,7 @@ class DeltaStore:
                 cached = [r for r in fresh if r["version"] > newest_known] + cached
                 self._history[table] = cached
             return [r for r in cached if up_to_version is None or r["version"] <= up_to_version]
-        raise MetalakeError(f"Could not read a consistent history of table {table!r}; try again.")
+        raise CommitFailed(f"Could not read a consistent history of table {table!r}; try again.")
 
 
 def _history_record(entry: Mapping[str, Any]) -> dict[str, Any]:

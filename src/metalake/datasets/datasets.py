@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import polars as pl
 
-    from metalake.lake import Lake
+    from metalake.core.tables import Tables
 
 VERSIONS_TABLE = "dataset_versions"
 DATASETS_TABLE = "datasets"
@@ -146,8 +146,8 @@ def check_dataset_name(name: str) -> None:
 class Datasets:
     """`lake.datasets`: register dataset versions, list them, show one, and diff two."""
 
-    def __init__(self, lake: Lake):
-        self._lake = lake
+    def __init__(self, tables: Tables):
+        self._tables = tables
 
     # -- registering ----------------------------------------------------------------------------------------
 
@@ -173,7 +173,7 @@ class Datasets:
         written.
         """
         check_dataset_name(name)
-        if self._lake.read_only:
+        if self._tables.read_only:
             from metalake.errors import ReadOnlyLakeError
 
             raise ReadOnlyLakeError(
@@ -195,8 +195,8 @@ class Datasets:
                 return _version_from_row(existing, created=False, metadata_updated=updated)
             previous = versions[-1] if versions else None
             row = _version_row(name, previous, source_info, scan, run_id)
-            prepared = self._lake._prepare(VERSIONS_TABLE, [row])
-            _, written = self._lake._commit_prepared(
+            prepared = self._tables.prepare(VERSIONS_TABLE, [row])
+            _, written = self._tables.commit(
                 VERSIONS_TABLE,
                 [(f"dataset_version:{name}:{row['version']}", prepared)],
                 operation="register_dataset",
@@ -227,7 +227,7 @@ class Datasets:
         """
         import polars as pl
 
-        rows = self._lake.read(DATASETS_TABLE, where=pl.col("dataset") == name).sort("recorded_at")
+        rows = self._tables.read(DATASETS_TABLE, where=pl.col("dataset") == name).sort("recorded_at")
         current = rows.row(-1, named=True) if rows.height else None
         wanted = {
             "dataset": name,
@@ -242,13 +242,13 @@ class Datasets:
                 return None
             wanted = {key: stored.get(key) if value is None else value for key, value in wanted.items()}
         digest = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
-        return f"dataset:{name}:{rows.height}:{digest}", self._lake._prepare(DATASETS_TABLE, [wanted])
+        return f"dataset:{name}:{rows.height}:{digest}", self._tables.prepare(DATASETS_TABLE, [wanted])
 
     def _commit_dataset_row(self, name: str, prepared: tuple[str, Any] | None) -> bool:
         """Write the prepared `datasets` row; True when it was written (not there already)."""
         if prepared is None:
             return False
-        _, written = self._lake._commit_prepared(
+        _, written = self._tables.commit(
             DATASETS_TABLE, [prepared], operation="register_dataset", reason=f"describe dataset {name}"
         )
         return written[0]
@@ -269,7 +269,7 @@ class Datasets:
     def _version_rows(self, name: str) -> list[dict[str, Any]]:
         import polars as pl
 
-        frame = self._lake.read(VERSIONS_TABLE, where=pl.col("dataset") == name).sort("version")
+        frame = self._tables.read(VERSIONS_TABLE, where=pl.col("dataset") == name).sort("version")
         return frame.to_dicts()
 
     def get(self, name: str, version: int | None = None) -> DatasetVersion:
@@ -285,12 +285,12 @@ class Datasets:
         raise DatasetNotFound(name, [row["version"] for row in rows], version=version)
 
     def names(self) -> list[str]:
-        frame = self._lake.read(VERSIONS_TABLE, columns=["dataset"])
+        frame = self._tables.read(VERSIONS_TABLE, columns=["dataset"])
         return sorted(set(frame.get_column("dataset").to_list()))
 
     def list(self) -> pl.DataFrame:
         """Every dataset with its latest version: the `dataset_versions_current` view."""
-        frame: pl.DataFrame = self._lake.sql("select * from dataset_versions_current order by dataset").pl()
+        frame: pl.DataFrame = self._tables.sql("select * from dataset_versions_current order by dataset").pl()
         return frame
 
     def history(self, name: str) -> pl.DataFrame:

@@ -6,6 +6,7 @@ on the simulated calendar; `report` prints what the lake answers.
 """
 
 from metalake.demo.rounds import DEFAULT_DEMO_LAKE, DemoRound, check_extras, run_demo
-from metalake.demo.target import SNAPSHOT_PREFIX, NotADemoLake
+from metalake.demo.target import SNAPSHOT_PREFIX
+from metalake.errors import NotADemoLake
 
 __all__ = ["DEFAULT_DEMO_LAKE", "SNAPSHOT_PREFIX", "DemoRound", "NotADemoLake", "check_extras", "run_demo"]

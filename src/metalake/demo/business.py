@@ -23,9 +23,9 @@ from metalake.errors import MetalakeError, PolicyViolation
 from metalake.registry.governance import load_policy
 
 if TYPE_CHECKING:
+    from metalake.core.vocabulary import KpiDirection
     from metalake.demo.training import TrainedModel
     from metalake.deployments import Deployment
-    from metalake.kpis import Direction
     from metalake.lake import Lake
     from metalake.registry.registry import ModelVersion
 
@@ -71,7 +71,7 @@ class KpiSpec:
     """A KPI the demo defines: its unit and direction, the model it follows, its owner and meaning."""
 
     unit: str
-    direction: Direction
+    direction: KpiDirection
     model: str
     owner: str
     description: str
@@ -130,7 +130,8 @@ def ensure_policy(lake: Lake, files: DemoFiles) -> bool:
 
     A different stored policy is never replaced (`demo.target.check_lake` refuses such a lake up front).
     """
-    from metalake.demo.target import NotADemoLake, stored_policy_document
+    from metalake.demo.target import stored_policy_document
+    from metalake.errors import NotADemoLake
 
     path = write_text_once(files.sources / "policy.yaml", POLICY_YAML)
     stored = stored_policy_document(lake)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from metalake.core.catalog_store import CATALOG_TABLE
 from metalake.core.storage import resolve
 from metalake.demo.training import EXPERIMENTS
-from metalake.errors import MetalakeError
+from metalake.errors import NotADemoLake
 
 if TYPE_CHECKING:
     from metalake.lake import Lake
@@ -24,21 +24,6 @@ if TYPE_CHECKING:
 SNAPSHOT_PREFIX = "demo-round-"  # the snapshot each finished round pins
 DEMO_TAG = "demo"  # the demo's experiments carry tags {"demo": "true"}: the lake's mark as the demo's
 SHOWN_NAMES = 4
-
-
-class NotADemoLake(MetalakeError):
-    """`metalake demo` was pointed at a folder or lake it must not write to (nothing was written)."""
-
-    code = "not_a_demo_lake"
-
-    def __init__(self, uri: str, reason: str):
-        self.uri, self.reason = uri, reason
-        super().__init__(
-            f"metalake demo will not write to {uri}: {reason}. The demo writes sample datasets, a lake-wide "
-            "policy, deployments and KPIs, so it only writes to a new or empty lake or to one an earlier "
-            "`metalake demo` built. Nothing was written; run it on a fresh path, e.g. "
-            "metalake demo --lake ./demo-lake."
-        )
 
 
 def check_folder(uri: str) -> None:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
 
-    from metalake.lake import Lake
+    from metalake.core.tables import Tables
 
 Direction = Literal["upstream", "downstream"]
 NODE = re.compile(r"(dataset|job|run|model|deployment):.+")
@@ -68,8 +68,8 @@ class IngestResult:
 class Lineage:
     """`lake.lineage`: ingest OpenLineage events, and walk the lineage graph upstream or downstream."""
 
-    def __init__(self, lake: Lake):
-        self._lake = lake
+    def __init__(self, tables: Tables):
+        self._tables = tables
 
     # -- ingestion ------------------------------------------------------------------------------------------
 
@@ -152,7 +152,7 @@ class Lineage:
         """
         from metalake.core.delta import INGEST_LOCK
 
-        with _no_cyclic_gc(), self._lake._store.table_lock(EVENTS_TABLE, INGEST_LOCK):
+        with _no_cyclic_gc(), self._tables.lock(EVENTS_TABLE, INGEST_LOCK):
             try:
                 yield
             except (MetalakeError, OSError):
@@ -177,13 +177,13 @@ class Lineage:
         """Write the rows of events not stored yet: derived tables first, the raw events last."""
         batch_key = hashlib.sha256(" ".join(sorted(e.event_id for e in new)).encode()).hexdigest()[:32]
         frames = self._frames(rows)
-        prepared = {table: self._lake._prepare(table, frame) for table, frame in frames.items()}
-        versions_written = record_dataset_versions(self._lake, rows, batch_key, prepared)
+        prepared = {table: self._tables.prepare(table, frame) for table, frame in frames.items()}
+        versions_written = record_dataset_versions(self._tables, rows, batch_key, prepared)
         self._drop_already_derived(prepared, new)
         reason = f"ingest {len(new)} OpenLineage event(s)"
         for table in COMMIT_ORDER:
             if table in prepared and prepared[table].num_rows:
-                self._lake._commit_prepared(
+                self._tables.commit(
                     table,
                     [(f"lineage:{batch_key}:{table}", prepared[table])],
                     operation="ingest_lineage",
@@ -252,10 +252,10 @@ class Lineage:
 
         column = str(ids.name)
         if time_column is not None:
-            loaded = self._lake._delta_table(table)
+            loaded = self._tables.load(table)
             if loaded is None or not files_may_hold(loaded, time_column, low, high):
                 return pl.Series(column, [], pl.String)
-        scan = self._lake.scan(table)
+        scan = self._tables.scan(table)
         if time_column is not None:
             scan = scan.filter(pl.col(time_column).is_between(low, high))
         wanted = pl.LazyFrame({column: ids.unique()})
@@ -303,7 +303,7 @@ class Lineage:
             )
         tables = {"pipelines": pipelines, "dq_results": results, "dq_validations": validations}
         frames = {
-            table: typed_frame(self._lake, table, records) for table, records in tables.items() if records
+            table: typed_frame(self._tables, table, records) for table, records in tables.items() if records
         }
         for table, names, tuples in (
             (EVENTS_TABLE, EVENT_COLUMNS, rows.events),
@@ -312,7 +312,7 @@ class Lineage:
         ):
             if tuples:
                 columns = dict(zip(names, map(list, zip(*tuples, strict=True)), strict=True))
-                frames[table] = typed_columns(self._lake, table, columns)
+                frames[table] = typed_columns(self._tables, table, columns)
         return frames
 
     def _current_pipelines(
@@ -329,7 +329,7 @@ class Lineage:
             return {}
         names = sorted({name for _, name in keys})
         stored = (
-            self._lake.scan("pipelines")
+            self._tables.scan("pipelines")
             .filter(pl.col("name").is_in(names))
             .sort("event_time", "recorded_at", nulls_last=False)
             .group_by("namespace", "name")
@@ -378,7 +378,7 @@ class Lineage:
             WHERE w.depth < $depth AND g.{there} IN (SELECT node FROM walk)
             ORDER BY depth, g.source_node, g.target_node, g.edge_type
         """
-        frame: pl.DataFrame = self._lake.sql(
+        frame: pl.DataFrame = self._tables.sql(
             query, {"node": node, "depth": UNLIMITED_DEPTH if depth is None else depth}
         ).pl()
         return frame
@@ -386,7 +386,7 @@ class Lineage:
     def column_lineage(self, dataset: str) -> pl.DataFrame:
         """Column-level edges into `dataset` (a node id or NAMESPACE/NAME): which source columns feed which."""
         node = dataset if dataset.startswith("dataset:") else f"dataset:{dataset}"
-        frame: pl.DataFrame = self._lake.sql(
+        frame: pl.DataFrame = self._tables.sql(
             """
             SELECT DISTINCT target_field, source_node, source_field, transformation
             FROM lineage_edges

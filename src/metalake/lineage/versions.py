@@ -13,7 +13,8 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from metalake.errors import LineageError
+from metalake.datasets.datasets import VERSIONS_TABLE
+from metalake.errors import VersionClaimConflict
 from metalake.lineage.openlineage.events import canonical_json
 from metalake.lineage.openlineage.rows import EventRows
 
@@ -21,20 +22,13 @@ if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
 
-    from metalake.lake import Lake
+    from metalake.core.tables import Tables
 
-VERSIONS_TABLE = "dataset_versions"
 VERSION_CLAIM_ATTEMPTS = 10
 
 
-class VersionClaimConflict(LineageError):
-    """Concurrent writers kept taking the dataset version numbers this ingest claimed: sending again may pass."""
-
-    code = "version_claim_conflict"
-
-
 def record_dataset_versions(
-    lake: Lake, rows: EventRows, batch_key: str, prepared: dict[str, pa.Table]
+    tables: Tables, rows: EventRows, batch_key: str, prepared: dict[str, pa.Table]
 ) -> int:
     """Find or claim the dataset version of every schema observation; fill edge and validation versions.
 
@@ -43,16 +37,16 @@ def record_dataset_versions(
     if not rows.observations:
         return 0
     for _ in range(VERSION_CLAIM_ATTEMPTS):
-        versions, new_rows = _assign_versions(lake, rows)
+        versions, new_rows = _assign_versions(tables, rows)
         if new_rows:
-            table = lake._prepare(VERSIONS_TABLE, typed_frame(lake, VERSIONS_TABLE, new_rows))
+            table = tables.prepare(VERSIONS_TABLE, typed_frame(tables, VERSIONS_TABLE, new_rows))
             parts = [
                 (f"dataset_version:{row['dataset']}:{row['version']}", table.slice(i, 1))
                 for i, row in enumerate(new_rows)
             ]
             # The numbers were free in the state just read, which the commit starts from: a writer that claims
             # one since makes this commit conflict, and the retry checks every key.
-            _, written = lake._commit_prepared(
+            _, written = tables.commit(
                 VERSIONS_TABLE,
                 parts,
                 operation="ingest_lineage",
@@ -69,12 +63,12 @@ def record_dataset_versions(
     )
 
 
-def _stored_versions(lake: Lake, names: list[str]) -> list[dict[str, Any]]:
+def _stored_versions(tables: Tables, names: list[str]) -> list[dict[str, Any]]:
     """The stored versions of these datasets, with what `datasets.seen_at` needs to say when each was seen."""
     import polars as pl
 
     frame = (
-        lake.scan(VERSIONS_TABLE)
+        tables.scan(VERSIONS_TABLE)
         .filter(pl.col("dataset").is_in(names))
         .select(
             "dataset",
@@ -91,11 +85,11 @@ def _stored_versions(lake: Lake, names: list[str]) -> list[dict[str, Any]]:
     return frame.to_dicts()
 
 
-def _assign_versions(lake: Lake, rows: EventRows) -> tuple[list[int], list[dict[str, Any]]]:
+def _assign_versions(tables: Tables, rows: EventRows) -> tuple[list[int], list[dict[str, Any]]]:
     """Each observation's version number (per observation, in order) and the rows of the versions to claim."""
     from metalake.datasets.datasets import EARLIEST_SEEN, schema_changes, seen_at
 
-    stored = _stored_versions(lake, sorted({o.dataset for o in rows.observations}))
+    stored = _stored_versions(tables, sorted({o.dataset for o in rows.observations}))
     by_fingerprint = {(r["dataset"], r["fingerprint"]): int(r["version"]) for r in stored}
     numbers: dict[str, int] = {}
     # by dataset: (seen at, version, schema as JSON text or already parsed), parsed only when a change is computed;
@@ -166,12 +160,12 @@ def fill_versions(rows: EventRows, versions: list[int], prepared: dict[str, pa.T
         prepared["dq_validations"] = table.set_column(index, "version", pa.array(filled, pa.int64()))
 
 
-def typed_frame(lake: Lake, table: str, records: list[dict[str, Any]]) -> pl.DataFrame:
+def typed_frame(tables: Tables, table: str, records: list[dict[str, Any]]) -> pl.DataFrame:
     """Row dicts as a polars frame of the table's types (the fast path of the contract check)."""
-    return typed_columns(lake, table, {name: [r[name] for r in records] for name in records[0]})
+    return typed_columns(tables, table, {name: [r[name] for r in records] for name in records[0]})
 
 
-def typed_columns(lake: Lake, table: str, columns: dict[str, list[Any]]) -> pl.DataFrame:
+def typed_columns(tables: Tables, table: str, columns: dict[str, list[Any]]) -> pl.DataFrame:
     """Columns of Python values as a polars frame of the table's types (the fast path of the contract check).
 
     Timestamps may come as epoch microseconds: building a column of datetime objects costs far more.
@@ -180,7 +174,7 @@ def typed_columns(lake: Lake, table: str, columns: dict[str, list[Any]]) -> pl.D
 
     from metalake.core.contracts import polars_dtype
 
-    specs = [c for c in lake.spec(table).columns if c.name in columns]
+    specs = [c for c in tables.spec(table).columns if c.name in columns]
     times = [c.name for c in specs if c.type == "timestamp[us, UTC]" and isinstance(columns[c.name][0], int)]
     schema = {c.name: pl.Int64() if c.name in times else polars_dtype(c.type) for c in specs}
     frame = pl.DataFrame({c.name: columns[c.name] for c in specs}, schema=schema)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from metalake.core.vocabulary import SEVERITIES
 from metalake.errors import MissingExtraError, SuiteError
 
 Engine = Literal["great_expectations", "pandera"]
@@ -26,7 +27,6 @@ WHOLE_TABLE_PREFIXES = (
     "expect_select_column",
     "expect_multicolumn",
 )
-SEVERITIES = ("critical", "warning", "info")
 
 
 @dataclass(frozen=True)

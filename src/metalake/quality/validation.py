@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import polars as pl
 
-    from metalake.lake import Lake
+    from metalake.core.tables import Tables
+    from metalake.datasets.datasets import Datasets
 
 SAMPLE_SIZE = 5
 # pandera checks about the frame's columns rather than its rows: they have no per-row counts.
@@ -96,8 +97,9 @@ def _observed_text(value: Any) -> str | None:
 class Quality:
     """`lake.quality`: validate dataset versions and read the outcomes back."""
 
-    def __init__(self, lake: Lake):
-        self._lake = lake
+    def __init__(self, tables: Tables, *, datasets: Datasets):
+        self._tables = tables
+        self._datasets = datasets
 
     def validate(
         self,
@@ -122,7 +124,7 @@ class Quality:
         """
         loaded = load_suite(suite)
         started = time.perf_counter()
-        datasets = self._lake.datasets
+        datasets = self._datasets
         dataset_version = datasets.get(name, version)
         columns = loaded.needed_columns(dataset_version.columns)
         frame = datasets.frame_of(dataset_version, columns=columns, data=data)
@@ -183,12 +185,12 @@ class Quality:
                 "validated_at",
             )
         }
-        prepared_results = self._lake._prepare("dq_results", results)
-        prepared_header = self._lake._prepare("dq_validations", [{**header, "run_id": run_id}])
-        self._lake._commit_prepared(
+        prepared_results = self._tables.prepare("dq_results", results)
+        prepared_header = self._tables.prepare("dq_validations", [{**header, "run_id": run_id}])
+        self._tables.commit(
             "dq_results", [(f"dq:{key}:results", prepared_results)], operation="validate", reason=reason
         )
-        _, written = self._lake._commit_prepared(
+        _, written = self._tables.commit(
             "dq_validations", [(f"dq:{key}:validation", prepared_header)], operation="validate", reason=reason
         )
         return written[0]
@@ -200,20 +202,20 @@ class Quality:
         import polars as pl
 
         where = None if name is None else pl.col("dataset") == name
-        frame = self._lake.read("dq_validations", where=where).sort("validated_at", descending=True)
+        frame = self._tables.read("dq_validations", where=where).sort("validated_at", descending=True)
         return frame if limit is None else frame.head(limit)
 
     def results(self, validation_id: str) -> pl.DataFrame:
         """The per-expectation results of one validation."""
         import polars as pl
 
-        return self._lake.read("dq_results", where=pl.col("validation_id") == validation_id)
+        return self._tables.read("dq_results", where=pl.col("validation_id") == validation_id)
 
     def latest(self, name: str) -> tuple[dict[str, Any], pl.DataFrame]:
         """The latest validation of a dataset and its results; DatasetNotFound when it was never validated."""
         recent = self.validations(name, limit=1)
         if recent.is_empty():
-            self._lake.datasets.get(name)  # DatasetNotFound when the dataset itself is unknown
+            self._datasets.get(name)  # DatasetNotFound when the dataset itself is unknown
             raise DatasetError(
                 f"Dataset {name!r} has not been validated yet: "
                 f"run `metalake quality validate {name} --suite FILE`."
@@ -223,16 +225,16 @@ class Quality:
 
     def scorecard(self) -> pl.DataFrame:
         """Per dataset: latest validation, pass rates and the trend (the `dq_scorecard` view)."""
-        frame: pl.DataFrame = self._lake.sql("select * from dq_scorecard order by dataset").pl()
+        frame: pl.DataFrame = self._tables.sql("select * from dq_scorecard order by dataset").pl()
         return frame
 
 
 def _validation_id(idempotency_key: str | None, at: datetime) -> str:
     if idempotency_key:
         return "v-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:30]
-    from metalake.tracking.runs import new_run_id
+    from metalake.core.ids import new_id
 
-    return new_run_id(at)
+    return new_id(at)
 
 
 # -- Great Expectations -------------------------------------------------------------------------------------

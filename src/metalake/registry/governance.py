@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metalake.core.vocabulary import STAGES
 from metalake.errors import PolicyError, RuleFailure
 
-STAGE_NAMES = ("none", "staging", "production", "archived")
 _COMPARISON = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*$")
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -169,11 +169,11 @@ def load_policy(source: str | Path | Mapping[str, Any]) -> Policy:
 
 def parse_policy(document: Any, source: str) -> Policy:
     if not isinstance(document, Mapping):
-        raise PolicyError(f"{source}: a policy maps stages ({', '.join(STAGE_NAMES)}) to their rules.")
+        raise PolicyError(f"{source}: a policy maps stages ({', '.join(STAGES)}) to their rules.")
     gates = {}
     for stage, rules in document.items():
-        if stage not in STAGE_NAMES:
-            raise PolicyError(f"{source}: unknown stage {stage!r}; stages are {', '.join(STAGE_NAMES)}.")
+        if stage not in STAGES:
+            raise PolicyError(f"{source}: unknown stage {stage!r}; stages are {', '.join(STAGES)}.")
         if not isinstance(rules, Mapping):
             raise PolicyError(f"{source}: the rules for {stage!r} must be a mapping of rule: value.")
         unknown = sorted(set(rules) - set(RULES) - set(SETTINGS))
@@ -202,8 +202,8 @@ def _check_argument(name: str, value: Any, where: str) -> Any:
     elif name in ("require_passing_data_quality", "require_distinct_approver", "allow_override"):
         if not isinstance(value, bool):
             raise PolicyError(f"{where} must be true or false, not {value!r}.")
-    elif name == "require_previous_stage" and value not in STAGE_NAMES:
-        raise PolicyError(f"{where} must be one of {', '.join(STAGE_NAMES)}, not {value!r}.")
+    elif name == "require_previous_stage" and value not in STAGES:
+        raise PolicyError(f"{where} must be one of {', '.join(STAGES)}, not {value!r}.")
     return value
 
 

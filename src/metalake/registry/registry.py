@@ -13,20 +13,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
+from metalake.core.ids import new_id
 from metalake.core.moments import utc_moment
-from metalake.errors import ModelNotFound, PolicyError, PolicyViolation, RegistryError
+from metalake.core.vocabulary import STAGES, Stage
+from metalake.errors import ModelNotFound, PolicyError, PolicyViolation, RegistryError, RunError
 from metalake.registry.governance import GateContext, InputQuality, Policy, load_policy, parse_policy
-from metalake.tracking.runs import new_run_id
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from metalake.lake import Lake
+    from metalake.core.tables import Tables
+    from metalake.tracking.runs import Runs
 
-Stage = Literal["none", "staging", "production", "archived"]
-STAGES: tuple[str, ...] = get_args(Stage)
 POLICY_NAME = "registry"
 EVENT_ORDER = ["event_time", "recorded_at", "event_id"]
 REGISTER_ATTEMPTS = 50
@@ -53,8 +53,10 @@ class ModelVersion:
 class Registry:
     """`lake.registry`: register, alias, transition, get, versions, at; governance via `use_policy`."""
 
-    def __init__(self, lake: Lake):
-        self._lake = lake
+    def __init__(self, tables: Tables, *, runs: Runs):
+        self._tables = tables
+        self._runs = runs
+        self._session_policy: Policy | None = None  # set by use_policy without persist: this process only
 
     # -- writing --------------------------------------------------------------------------------------------
 
@@ -101,7 +103,7 @@ class Registry:
                 "source": "metalake",
                 "description": description,
             }
-            claimed = self._lake.append(
+            claimed = self._tables.append(
                 "model_versions",
                 [row],
                 operation="register_model",
@@ -112,7 +114,7 @@ class Registry:
         else:
             raise RegistryError(f"Could not claim a version number for {model!r}; try again.")
         # Fixed keys: a registration retried after a crash writes the missing rows, never a second copy.
-        self._lake.append(
+        self._tables.append(
             "models",
             [{"model": model, "owner": (card or {}).get("owner")}],
             operation="register_model",
@@ -222,7 +224,7 @@ class Registry:
     def versions(self, model: str | None = None) -> pl.DataFrame:
         """Every version (of a model) with its current stage and aliases, from the registry_current view."""
         where = "where model = ?" if model else ""
-        frame: pl.DataFrame = self._lake.sql(
+        frame: pl.DataFrame = self._tables.sql(
             f"select * from registry_current {where} order by model, version", [model] if model else None
         ).pl()
         return frame
@@ -252,12 +254,12 @@ class Registry:
                 "use_policy(path, persist=True) (`metalake models policy set FILE`), which is recorded."
             )
         if persist:
-            self._lake.append(
+            self._tables.append(
                 "policies",
                 [{"policy": POLICY_NAME, "document": loaded.to_json(), "source": loaded.source}],
                 operation="set_policy",
             )
-        self._lake._registry_policy = loaded
+        self._session_policy = loaded
         return loaded
 
     @property
@@ -266,12 +268,12 @@ class Registry:
         stored = self._stored_policy()
         if stored is not None:
             return stored
-        return self._lake._registry_policy or Policy()
+        return self._session_policy or Policy()
 
     def _stored_policy(self) -> Policy | None:
         import polars as pl
 
-        stored = self._lake.read("policies", where=pl.col("policy") == POLICY_NAME)
+        stored = self._tables.read("policies", where=pl.col("policy") == POLICY_NAME)
         if stored.is_empty():
             return None
         latest = stored.sort("recorded_at").row(-1, named=True)
@@ -283,10 +285,8 @@ class Registry:
     # -- internals ------------------------------------------------------------------------------------------
 
     def _check_run(self, run_id: str) -> None:
-        from metalake.tracking.runs import RunError
-
         try:
-            self._lake.runs.get(run_id)
+            self._runs.get(run_id)
         except RunError:
             raise RegistryError(
                 f"No run {run_id!r} in this lake: register a model from a run logged with lake.runs "
@@ -296,7 +296,7 @@ class Registry:
     def _versions_frame(self, model: str) -> pl.DataFrame:
         import polars as pl
 
-        return self._lake.read("model_versions", where=pl.col("model") == model)
+        return self._tables.read("model_versions", where=pl.col("model") == model)
 
     def _version_row(self, model: str, version: int) -> dict[str, Any]:
         versions = self._versions_frame(model)
@@ -313,7 +313,7 @@ class Registry:
     def _events(self, model: str, until: datetime | None = None) -> pl.DataFrame:
         import polars as pl
 
-        events = self._lake.read("model_events", where=pl.col("model") == model)
+        events = self._tables.read("model_events", where=pl.col("model") == model)
         if until is not None:
             events = events.filter(pl.col("event_time") <= until)
         return events.sort(EVENT_ORDER)
@@ -395,7 +395,7 @@ class Registry:
         metrics: dict[str, float] = {}
         inputs: list[InputQuality] = []
         if version.run_id is not None:
-            details = self._lake.runs.get(version.run_id)
+            details = self._runs.get(version.run_id)
             metrics = {key: summary["last_value"] for key, summary in details.metrics.items()}
             inputs = [self._input_quality(item["dataset"], item.get("version")) for item in details.inputs]
         return GateContext(
@@ -407,7 +407,7 @@ class Registry:
             run_metrics=metrics,
             inputs=inputs,
             registered_by=version.registered_by,
-            actor=self._lake.actor,
+            actor=self._tables.actor,
         )
 
     def _input_quality(self, dataset: str, version: int | None) -> InputQuality:
@@ -416,7 +416,7 @@ class Registry:
         if version is None:  # which data the run read is unknown, so is its quality (as in model_lineage)
             return InputQuality(dataset, None, None)
         condition = (pl.col("dataset") == dataset) & (pl.col("version") == version)
-        validations = self._lake.read("dq_validations", where=condition)
+        validations = self._tables.read("dq_validations", where=condition)
         if validations.is_empty():
             return InputQuality(dataset, version, None)
         latest = validations.sort(["validated_at", "recorded_at"]).row(-1, named=True)
@@ -428,7 +428,7 @@ class Registry:
     @staticmethod
     def _event_row(model: str, version: int | None, event_type: str, **fields: Any) -> dict[str, Any]:
         return {
-            "event_id": new_run_id(),
+            "event_id": new_id(),
             "model": model,
             "version": version,
             "event_type": event_type,
@@ -438,7 +438,7 @@ class Registry:
 
     def _append_events(self, rows: list[dict[str, Any]], *, idempotency_key: str | None = None) -> None:
         """Append model events in one commit (keyed by the first event's id unless a fixed key is given)."""
-        self._lake.append(
+        self._tables.append(
             "model_events",
             rows,
             operation=str(rows[0]["event_type"]),

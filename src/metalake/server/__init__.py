@@ -1,1 +1,3 @@
 """`metalake serve`: the HTTP server (the OpenLineage endpoint today)."""
+
+__all__ = []

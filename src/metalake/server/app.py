@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from metalake.errors import InvalidEvent, LineageError, MetalakeError, MissingExtraError, StorageError
+from metalake.errors import (
+    InvalidEvent,
+    LineageError,
+    MetalakeError,
+    MissingExtraError,
+    PayloadTooLarge,
+    TransientError,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -44,20 +51,6 @@ log = logging.getLogger("metalake.server.app")
 
 
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024  # of one POST body, after gunzip
-
-
-class PayloadTooLarge(InvalidEvent):
-    """A request body larger than the server takes (HTTP 413)."""
-
-    code = "payload_too_large"
-
-    def __init__(self, max_bytes: int, *, source: str = "request"):
-        super().__init__(
-            0,
-            f"the body is larger than {max_bytes // (1024 * 1024)} MiB (uncompressed): "
-            "send the events in several requests",
-            source=source,
-        )
 
 
 def read_events_payload(
@@ -108,9 +101,7 @@ def import_server_libraries() -> None:
 
 def is_transient(error: BaseException) -> bool:
     """A failure that may pass when retried (storage, lost commit races), unlike a bad event or a bug."""
-    from metalake.lineage.versions import VersionClaimConflict
-
-    return isinstance(error, StorageError | OSError | VersionClaimConflict) or type(error) is MetalakeError
+    return isinstance(error, TransientError | OSError)
 
 
 def default_spool_dir(lake_uri: str) -> Path:

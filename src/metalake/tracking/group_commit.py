@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
+from metalake.core.pending import register_pending_writes
 from metalake.errors import ContractError, FlushError
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     import pyarrow as pa
 
-    from metalake.lake import Lake
+    from metalake.core.tables import Tables
 
 RUNS_TABLE = "runs"
 METRICS_TABLE = "metrics"
@@ -71,8 +72,8 @@ class FlushQueue:
     earlier facts).
     """
 
-    def __init__(self, lake: Lake):
-        self.lake = lake
+    def __init__(self, tables: Tables):
+        self.tables = tables
         self._queue: deque[QueuedFlush] = deque()
         self._in_flight: list[QueuedFlush] = []
         self._queued_points = 0
@@ -241,7 +242,7 @@ class FlushQueue:
         def commit(table: str) -> None:
             parts = [(flush.key(table), prepared[table][flush]) for flush in live if flush in prepared[table]]
             if parts:
-                self.lake._commit_prepared(table, parts, operation="log_run", keys_may_exist=may_exist)
+                self.tables.commit(table, parts, operation="log_run", keys_may_exist=may_exist)
 
         _each_side_by_side(commit, tables)
         commit(RUNS_TABLE)
@@ -251,12 +252,12 @@ class FlushQueue:
         if not members:
             return {}
         try:
-            checked = self.lake._prepare(table, _concat([flush.tables[table] for flush in members]))
+            checked = self.tables.prepare(table, _concat([flush.tables[table] for flush in members]))
         except ContractError:
             prepared = {}
             for flush in members:
                 try:
-                    prepared[flush] = self.lake._prepare(table, flush.tables[table])
+                    prepared[flush] = self.tables.prepare(table, flush.tables[table])
                 except ContractError as error:
                     flush.error = error
             return prepared
@@ -353,38 +354,39 @@ _QUEUES_LOCK = threading.Lock()
 _EXIT_HOOKED = False
 
 
-def queue_for(lake: Lake) -> FlushQueue:
+def queue_for(tables: Tables) -> FlushQueue:
     """The lake's flush queue (created on first use; drained at interpreter exit)."""
     global _EXIT_HOOKED
     with _QUEUES_LOCK:
-        queue = _QUEUES.get(id(lake))
-        if queue is None or queue.lake is not lake:
+        queue = _QUEUES.get(id(tables))
+        if queue is None or queue.tables is not tables:
             if not _EXIT_HOOKED:
                 atexit.register(_drain_at_exit)
+                register_pending_writes(settle_location)
                 _EXIT_HOOKED = True
-            queue = _QUEUES[id(lake)] = FlushQueue(lake)
+            queue = _QUEUES[id(tables)] = FlushQueue(tables)
         return queue
 
 
 def _forget_if_idle(queue: FlushQueue) -> None:
     """Drop an idle queue with nothing to retry or report, so a Lake that logged runs can be freed."""
     with _QUEUES_LOCK:
-        if not queue.busy and not queue._unreported and _QUEUES.get(id(queue.lake)) is queue:
-            del _QUEUES[id(queue.lake)]
+        if not queue.busy and not queue._unreported and _QUEUES.get(id(queue.tables)) is queue:
+            del _QUEUES[id(queue.tables)]
 
 
-def release_queue(lake: Lake) -> None:
+def release_queue(tables: Tables) -> None:
     """Wait for the lake's queued flushes (raising FlushError on failures) and forget its queue."""
     with _QUEUES_LOCK:
-        queue = _QUEUES.get(id(lake))
-    if queue is None or queue.lake is not lake:
+        queue = _QUEUES.get(id(tables))
+    if queue is None or queue.tables is not tables:
         return
     try:
         queue.wait()
     finally:
         with _QUEUES_LOCK:
-            if not queue.busy and _QUEUES.get(id(lake)) is queue:
-                del _QUEUES[id(lake)]
+            if not queue.busy and _QUEUES.get(id(tables)) is queue:
+                del _QUEUES[id(tables)]
 
 
 def settle_location(uri: str) -> None:
@@ -392,7 +394,7 @@ def settle_location(uri: str) -> None:
     if not _QUEUES:
         return
     with _QUEUES_LOCK:
-        busy = [queue for queue in _QUEUES.values() if queue.busy and queue.lake.location.uri == uri]
+        busy = [queue for queue in _QUEUES.values() if queue.busy and queue.tables.location.uri == uri]
     for queue in busy:
         queue.settle()
 

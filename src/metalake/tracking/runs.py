@@ -11,43 +11,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
-from metalake.errors import MetalakeError
+from metalake.core.ids import new_id
+from metalake.core.vocabulary import FINAL_RUN_STATUSES, RunStatus
+from metalake.errors import RunError
 from metalake.tracking.group_commit import METRICS_TABLE, RUNS_TABLE, QueuedFlush, queue_for
 from metalake.tracking.run_context import run_context
-from metalake.tracking.search import RunDetails, current_state, latest_values, without_run_id
+from metalake.tracking.search import RunDetails, TableCache, current_state, latest_values, without_run_id
 from metalake.tracking.summaries import combine_summaries, summarize_frame
 
 if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
 
-    from metalake.lake import Lake
+    from metalake.core.tables import Tables
+    from metalake.datasets.datasets import Datasets
 
-RunStatus = Literal["scheduled", "running", "finished", "failed", "killed"]
-RUN_STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
-FINAL_STATUSES = frozenset({"finished", "failed", "killed"})
 DEFAULT_FLUSH_POINTS = 50_000
 DEFAULT_FLUSH_SECONDS = 30.0
-
-
-def new_run_id(at: datetime | None = None) -> str:
-    """A UUIDv7 (RFC 9562) as 32 hex digits: unique, and sortable by creation time (`at`, default now)."""
-    milliseconds = (time.time_ns() // 1_000_000 if at is None else int(at.timestamp() * 1000)) & (
-        (1 << 48) - 1
-    )
-    random_bits = int.from_bytes(os.urandom(10), "big")
-    value = (milliseconds << 80) | (random_bits & ((1 << 80) - 1))
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return uuid.UUID(int=value).hex
-
-
-class RunError(MetalakeError):
-    """A run used in a way its state does not allow (logging after end, unknown run id, ...)."""
-
-    code = "run_error"
 
 
 @dataclass
@@ -84,7 +66,8 @@ class Run:
 
     def __init__(
         self,
-        lake: Lake,
+        tables: Tables,
+        datasets: Datasets,
         run_id: str,
         *,
         experiment: str,
@@ -96,7 +79,8 @@ class Run:
         started: bool,
         wait: bool = False,
     ):
-        self.lake = lake
+        self._tables = tables
+        self._datasets = datasets
         self.run_id = run_id
         self.experiment = experiment
         self.name = name
@@ -173,14 +157,14 @@ class Run:
         """
         self._check_open()
         if version is None and (path is not None or dataset in self._registered_datasets()):
-            found = self.lake.datasets.resolve_input(dataset, path=path)
+            found = self._datasets.resolve_input(dataset, path=path)
             version, digest = found.version, digest or found.fingerprint
         self._inputs.append(
             {"dataset": dataset, "version": version, "path": path, "context": context, "digest": digest}
         )
 
     def _registered_datasets(self) -> set[str]:
-        return set(self.lake.datasets.names())
+        return set(self._datasets.names())
 
     def log_artifact(
         self, path: str | os.PathLike[str], *, name: str | None = None, kind: str | None = None
@@ -226,8 +210,8 @@ class Run:
         The commit happens in the background unless the run was started with `wait=True`; `run.wait()`,
         `lake.runs.wait()`, any read of this lake in this process, and the interpreter's exit wait for it.
         """
-        if status not in FINAL_STATUSES:
-            raise RunError(f"A run ends as one of {sorted(FINAL_STATUSES)}, not {status!r}.")
+        if status not in FINAL_RUN_STATUSES:
+            raise RunError(f"A run ends as one of {sorted(FINAL_RUN_STATUSES)}, not {status!r}.")
         if self._ended:
             return
         self._write(final_status=status, error=error, wait=self.wait_for_commits)
@@ -236,7 +220,7 @@ class Run:
 
     def wait(self) -> None:
         """Wait until this run's flushes are committed; raises FlushError if one could not be."""
-        queue_for(self.lake).wait(self._queued)
+        queue_for(self._tables).wait(self._queued)
         self._queued = []
 
     def __enter__(self) -> Run:
@@ -264,7 +248,7 @@ class Run:
         if not tables:
             return
         flush = QueuedFlush(flush_id, self.run_id, tables, points)
-        queue = queue_for(self.lake)
+        queue = queue_for(self._tables)
         queue.submit(flush)
         self._queued = [queued for queued in self._queued if queued.state != "committed"] + [flush]
         if wait:
@@ -366,8 +350,17 @@ def summarize_points(points: pa.Table, flush_id: str) -> pa.Table:
 class Runs:
     """`lake.runs`: start, resume and query training runs."""
 
-    def __init__(self, lake: Lake):
-        self._lake = lake
+    def __init__(self, tables: Tables, *, datasets: Datasets):
+        self._tables = tables
+        self._datasets = datasets
+        self._cache: TableCache | None = None
+
+    @property
+    def table_cache(self) -> TableCache:
+        """The wide run table and per-table versions, rebuilt only when the tables behind them change."""
+        if self._cache is None:
+            self._cache = TableCache(self._tables)
+        return self._cache
 
     def start(
         self,
@@ -394,8 +387,9 @@ class Runs:
         if flush_every_points < 1 or flush_every_seconds <= 0:
             raise RunError("flush_every_points must be >= 1 and flush_every_seconds > 0.")
         run = Run(
-            self._lake,
-            run_id or new_run_id(),
+            self._tables,
+            self._datasets,
+            run_id or new_id(),
             experiment=experiment,
             name=name,
             parent_run_id=parent_run_id,
@@ -418,7 +412,7 @@ class Runs:
         wait: bool = False,
     ) -> Run:
         """Continue logging into an existing run (e.g. a job restarted from a checkpoint)."""
-        current = self._lake.sql(
+        current = self._tables.sql(
             "select experiment, name, parent_run_id, start_time from runs_current where run_id = ?",
             [run_id],
         ).fetchall()
@@ -426,7 +420,8 @@ class Runs:
             raise RunError(f"No run {run_id!r} in this lake; list runs with `metalake runs list`.")
         experiment, name, parent_run_id, start_time = current[0]
         return Run(
-            self._lake,
+            self._tables,
+            self._datasets,
             run_id,
             experiment=experiment,
             name=name,
@@ -443,17 +438,17 @@ class Runs:
 
         Runs behind a model version that is not archived keep their points whatever this says.
         """
-        from metalake.core.retention import ARCHIVED_TAG
+        from metalake.tracking.retention import ARCHIVED_TAG
 
         ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
-        cache = self._lake._table_cache
+        cache = self.table_cache
         unknown = [run_id for run_id in ids if not cache.rows("runs", run_id)]
         if unknown:
             raise RunError(
                 f"No run(s) {', '.join(unknown)} in this lake; list runs with `metalake runs list`."
             )
         rows = [{"run_id": run_id, "key": ARCHIVED_TAG, "value": reason} for run_id in ids]
-        self._lake.append("run_tags", rows, operation="archive_runs", reason=reason)
+        self._tables.append("run_tags", rows, operation="archive_runs", reason=reason)
 
     def wait(self) -> None:
         """Wait until every run flush queued in this lake is committed.
@@ -461,7 +456,7 @@ class Runs:
         Raises FlushError naming the runs whose flushes could not be committed (after retries), including
         failures of earlier flushes that nobody waited for.
         """
-        queue_for(self._lake).wait()
+        queue_for(self._tables).wait()
 
     def search(
         self,
@@ -479,7 +474,9 @@ class Runs:
         """
         from metalake.tracking.search import search_runs
 
-        return search_runs(self._lake, experiment=experiment, where=where, order_by=order_by, limit=limit)
+        return search_runs(
+            self.table_cache, experiment=experiment, where=where, order_by=order_by, limit=limit
+        )
 
     def get(self, run_id: str) -> RunDetails:
         """One run: its state and context, params, tags, metric summaries, inputs and artifacts.
@@ -487,7 +484,7 @@ class Runs:
         Reads from in-memory copies of the run tables, indexed by run and reloaded only when a table has new
         commits, so repeated look-ups in a warm process cost about a millisecond.
         """
-        cache = self._lake._table_cache
+        cache = self.table_cache
         events = cache.rows("runs", run_id)
         if not events:
             raise RunError(f"No run {run_id!r} in this lake; list runs with `metalake runs list`.")
@@ -507,7 +504,7 @@ class Runs:
         if not ids:
             raise RunError("metric_history needs at least one run id.")
         placeholders = ", ".join("?" for _ in ids)  # an IN list lets DuckDB skip row groups by run_id
-        history: pl.DataFrame = self._lake.sql(
+        history: pl.DataFrame = self._tables.sql(
             f'select run_id, step, "timestamp", "value" from metrics where "key" = ? and run_id in ({placeholders}) '
             'order by run_id, step, "timestamp"',
             [key, *ids],

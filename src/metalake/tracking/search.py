@@ -12,7 +12,7 @@ from metalake.errors import QueryError
 if TYPE_CHECKING:
     import polars as pl
 
-    from metalake.lake import Lake
+    from metalake.core.tables import Tables
 
 METRIC_STATS = ("last", "min", "max", "mean", "count")
 RUN_ATTRIBUTES = (
@@ -32,23 +32,23 @@ _TOKEN = re.compile(
 )
 
 
-def run_table(lake: Lake, experiment: str | None) -> pl.DataFrame:
+def run_table(tables: Tables, experiment: str | None) -> pl.DataFrame:
     """Every run (of an experiment) as one row: state, `params.K`, `tags.K`, `metrics.K` (+ `.min` ...)."""
     import polars as pl
 
     scope = "where experiment = ?" if experiment else ""
     args = [experiment] if experiment else None
-    runs = lake.sql(f"select {', '.join(RUN_ATTRIBUTES)} from runs_current {scope}", args).pl()
+    runs = tables.sql(f"select {', '.join(RUN_ATTRIBUTES)} from runs_current {scope}", args).pl()
     in_scope = f"where run_id in (select run_id from runs_current {scope})"
     frame = runs
     for table, prefix in (("params", "params."), ("run_tags", "tags.")):
-        facts = lake.sql(
+        facts = tables.sql(
             f'select run_id, "key", arg_max("value", recorded_at) as "value" from {table} {in_scope} '
             'group by run_id, "key"',
             args,
         ).pl()
         frame = _join_pivot(frame, facts, "value", lambda key, p=prefix: f"{p}{key}")
-    metrics = lake.sql(
+    metrics = tables.sql(
         f"select run_id, key, last_value, min_value, max_value, mean_value, count from run_metrics {in_scope}",
         args,
     ).pl()
@@ -68,7 +68,7 @@ def _join_pivot(frame: pl.DataFrame, facts: pl.DataFrame, value: str, name: obje
 
 
 def search_runs(
-    lake: Lake,
+    cache: TableCache,
     *,
     experiment: str | None = None,
     where: str | None = None,
@@ -80,7 +80,7 @@ def search_runs(
 
     from metalake.core.sql import shared_database
 
-    frame = lake._table_cache.wide_runs(experiment)
+    frame = cache.wide_runs(experiment)
     columns = set(frame.columns)
     clauses = []
     if where:
@@ -210,7 +210,7 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-# -- one run, for lake.runs.get --------------------------------------------------------------------------
+# -- one run, for tables.runs.get --------------------------------------------------------------------------
 
 
 def current_state(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -252,26 +252,26 @@ class TableCache:
 
     WIDE_ENTRIES = 8
 
-    def __init__(self, lake: Lake):
-        self._lake = lake
+    def __init__(self, tables: Tables):
+        self._tables = tables
         self._by_run: dict[str, tuple[object, dict[str, list[dict[str, Any]]]]] = {}
         self._wide: dict[tuple[object, ...], pl.DataFrame] = {}
 
     def wide_runs(self, experiment: str | None) -> pl.DataFrame:
-        """`run_table(lake, experiment)`, cached per version of runs, params, run_tags and metric_summaries."""
+        """`run_table(tables, experiment)`, cached per version of runs, params, run_tags and metric_summaries."""
         versions = []
         for table in ("runs", "params", "run_tags", "metric_summaries"):
-            loaded = self._lake._delta_table(table)
+            loaded = self._tables.load(table)
             versions.append(None if loaded is None else loaded.version())
         key = (experiment, *versions)
         if key not in self._wide:
             if len(self._wide) >= self.WIDE_ENTRIES:
                 self._wide.pop(next(iter(self._wide)))
-            self._wide[key] = run_table(self._lake, experiment)
+            self._wide[key] = run_table(self._tables, experiment)
         return self._wide[key]
 
     def rows(self, table: str, run_id: str) -> list[dict[str, Any]]:
-        loaded = self._lake._delta_table(table)
+        loaded = self._tables.load(table)
         version = None if loaded is None else loaded.version()
         cached = self._by_run.get(table)
         if cached is None or cached[0] != version:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 
+from metalake.core.vocabulary import RUN_STATUSES
 from metalake.errors import MetalakeError, ReadOnlyLakeError
 from metalake.tracking.summaries import summarize_frame
 
@@ -32,8 +33,7 @@ SEARCH_PAGE_SIZE = 1_000
 MODEL_VERSION_PAGE_SIZE = 10_000
 SUMMARY_FLUSH_PREFIX = "mlflow-import:"
 
-RUN_STATUSES = {status.upper(): status for status in ("scheduled", "running", "finished", "failed", "killed")}
-STAGES = frozenset({"none", "staging", "production", "archived"})
+MLFLOW_RUN_STATUSES = {status.upper(): status for status in RUN_STATUSES}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MICROSECOND = timedelta(microseconds=1)
 
@@ -499,7 +499,7 @@ def _run_state(run: Any, experiment_names: Mapping[str, str]) -> dict[str, Any]:
     return {
         "experiment": experiment_names[str(info.experiment_id)],
         "name": _text(info.run_name),
-        "status": RUN_STATUSES.get(str(info.status).upper(), "finished" if end else "running"),
+        "status": MLFLOW_RUN_STATUSES.get(str(info.status).upper(), "finished" if end else "running"),
         "start_time": start or end or EPOCH,
         "end_time": end,
         "parent_run_id": _text(tags.get("mlflow.parentRunId")),

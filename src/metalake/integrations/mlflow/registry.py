@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from metalake.core.vocabulary import STAGES
 from metalake.integrations.mlflow.importer import (
     EPOCH,
     EVENT_COLUMNS,
@@ -16,7 +17,6 @@ from metalake.integrations.mlflow.importer import (
     ONE_MICROSECOND,
     SEARCH_PAGE_SIZE,
     SOURCE,
-    STAGES,
     VERSION_COLUMNS,
     ImportSummary,
     _changed,

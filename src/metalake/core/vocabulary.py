@@ -1,0 +1,73 @@
+"""The one home of every closed vocabulary: model stages, run statuses, severities, event kinds, ...
+
+Each is a `Literal` (for type checkers and editors) with its values derived by `get_args`, so a word is written
+once. The table specs (tables/*.yaml) repeat them as `isin` checks; `TABLE_VOCABULARIES` ties each such column
+to its vocabulary and a test holds the two equal.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Stage = Literal["none", "staging", "production", "archived"]
+STAGES: tuple[Stage, ...] = get_args(Stage)
+
+RunStatus = Literal["scheduled", "running", "finished", "failed", "killed"]
+RUN_STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
+FINAL_RUN_STATUSES: frozenset[RunStatus] = frozenset({"finished", "failed", "killed"})
+
+Severity = Literal["critical", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
+
+AlertStatus = Literal["open", "acknowledged", "resolved"]
+ALERT_STATUSES: tuple[AlertStatus, ...] = get_args(AlertStatus)
+
+DeploymentEventType = Literal["start", "end"]
+DEPLOYMENT_EVENT_TYPES: tuple[DeploymentEventType, ...] = get_args(DeploymentEventType)
+
+# Deployments to any of these environments count as production (unlabeled KPI observations count for them).
+DEFAULT_PRODUCTION_ENVIRONMENTS: tuple[str, ...] = ("production", "prod", "prd", "live")
+
+QualityEngine = Literal["great_expectations", "pandera", "openlineage"]
+QUALITY_ENGINES: tuple[QualityEngine, ...] = get_args(QualityEngine)
+
+KpiDirection = Literal["higher_is_better", "lower_is_better"]
+KPI_DIRECTIONS: tuple[KpiDirection, ...] = get_args(KpiDirection)
+
+ModelEventType = Literal[
+    "registered",
+    "stage_transition",
+    "alias_set",
+    "alias_deleted",
+    "tag_set",
+    "tag_deleted",
+    "description_set",
+]
+MODEL_EVENT_TYPES: tuple[ModelEventType, ...] = get_args(ModelEventType)
+
+LineageEventKind = Literal["run", "dataset", "job"]
+LINEAGE_EVENT_KINDS: tuple[LineageEventKind, ...] = get_args(LineageEventKind)
+
+# OpenLineage run states, as the spec spells them.
+RunState = Literal["START", "RUNNING", "COMPLETE", "FAIL", "ABORT", "OTHER"]
+RUN_STATES: tuple[RunState, ...] = get_args(RunState)
+
+LineageEdgeType = Literal["input", "output", "produced_by", "deployed_as", "derived_from", "column"]
+LINEAGE_EDGE_TYPES: tuple[LineageEdgeType, ...] = get_args(LineageEdgeType)
+
+# (table, column) -> the vocabulary its `isin` check must list.
+TABLE_VOCABULARIES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("alerts", "severity"): SEVERITIES,
+    ("alerts", "status"): ALERT_STATUSES,
+    ("deployments", "event_type"): DEPLOYMENT_EVENT_TYPES,
+    ("dq_results", "severity"): SEVERITIES,
+    ("dq_validations", "engine"): QUALITY_ENGINES,
+    ("kpis", "direction"): KPI_DIRECTIONS,
+    ("lineage_edges", "edge_type"): LINEAGE_EDGE_TYPES,
+    ("lineage_events", "event_kind"): LINEAGE_EVENT_KINDS,
+    ("lineage_events", "event_type"): RUN_STATES,
+    ("model_events", "event_type"): MODEL_EVENT_TYPES,
+    ("model_events", "stage"): STAGES,
+    ("pipeline_runs", "state"): RUN_STATES,
+    ("runs", "status"): RUN_STATUSES,
+}
