@@ -33,10 +33,11 @@ test: $(VENV)/.installed-dev ## Create .venv with dev extras, lint, run the whol
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest
 
-lint: $(VENV)/.installed-dev ## ruff format --check, ruff check, mypy on src/, notebooks without outputs
+lint: $(VENV)/.installed-dev ## ruff format --check, ruff check, mypy on src/, the import layers, notebooks without outputs
 	$(BIN)/ruff format --check src tests bench notebooks
 	$(BIN)/ruff check src tests bench notebooks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python notebooks/strip.py --check
 
 format: $(VENV)/.installed-dev ## Apply ruff formatting and fixes

@@ -42,7 +42,8 @@ import pyarrow as pa
 from _common import median_ms, record
 
 import metalake
-from metalake.tracking.runs import new_run_id, summarize_points
+from metalake.core.ids import new_id as new_run_id
+from metalake.tracking.summaries import summarize_frame
 
 SEED = 20261126
 EXPERIMENTS = [f"exp-{i}" for i in range(5)]
@@ -70,6 +71,15 @@ class RunData:
     @property
     def end_ms(self) -> int:
         return self.start_ms + STEPS * 1000
+
+
+def summarize_points(points: pa.Table, flush_id: str) -> pa.Table:
+    """One metric_summaries row per (run, key) of a batch of points, tagged with the flush that wrote it."""
+    import polars as pl
+
+    frame = pl.from_arrow(points)
+    assert isinstance(frame, pl.DataFrame)
+    return summarize_frame(frame).with_columns(pl.lit(flush_id).alias("flush_id")).to_arrow()
 
 
 def workload(runs: int) -> list[RunData]:

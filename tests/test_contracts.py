@@ -201,7 +201,7 @@ def any_metric_batches(draw: st.DrawFn) -> list[dict[str, object]]:
 @given(batch=any_metric_batches())
 def test_quick_check_agrees_with_pandera(batch: list[dict[str, object]]) -> None:
     from metalake.core.catalog import bundled_dir, load_spec_file
-    from metalake.core.contracts import _run_pandera, passes_quick_check, polars_dtype
+    from metalake.core.contracts import pandera_failures, passes_quick_check, polars_dtype
 
     spec = load_spec_file(bundled_dir("tables") / "metrics.yaml")
     frame = pl.DataFrame(
@@ -209,7 +209,7 @@ def test_quick_check_agrees_with_pandera(batch: list[dict[str, object]]) -> None
         schema={c.name: polars_dtype(c.type) for c in spec.columns},
         orient="row",
     )
-    pandera_ok = _run_pandera(spec, frame, {}, quick=False) == []
+    pandera_ok = pandera_failures(spec, frame, {}, quick=False) == []
     assert passes_quick_check(spec, frame) == pandera_ok
 
 

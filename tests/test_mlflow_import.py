@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 import metalake
-from metalake.integrations.mlflow.importer import ImportSummary, import_mlflow
+from metalake.integrations.mlflow import ImportSummary, import_mlflow
 
 # MLflow's own deprecation warnings (SQLAlchemy loaders, pandas arguments) are not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:mlflow")

@@ -1,9 +1,18 @@
-"""metalake: the single source of truth for ML metadata, as versioned Delta Lake tables."""
+"""metalake: the single source of truth for ML metadata, as versioned Delta Lake tables.
+
+`connect()` opens a lake; everything else hangs off the `Lake` it returns (`lake.runs`, `lake.registry`, ...).
+Exported here: the facade, every error class, and the value types users annotate with.
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from metalake._version import __version__
+from metalake.core.tables import Commit
+from metalake.core.vocabulary import RunStatus, Stage
 from metalake.errors import (
+    CommitFailed,
     ContractError,
-    ContractFailure,
     DatasetError,
     DatasetNotFound,
     DeploymentError,
@@ -19,11 +28,14 @@ from metalake.errors import (
     MetalakeError,
     MissingExtraError,
     ModelNotFound,
+    NotADemoLake,
+    PayloadTooLarge,
     PolicyError,
     PolicyViolation,
     QueryError,
     ReadOnlyLakeError,
     RegistryError,
+    RunError,
     SchemaEvolutionError,
     SnapshotExists,
     SnapshotNotFound,
@@ -31,17 +43,46 @@ from metalake.errors import (
     StorageError,
     SuiteError,
     TableNotFound,
+    TransientError,
+    VersionClaimConflict,
     ViewError,
     ViewExportError,
 )
-from metalake.lake import Commit, Lake, connect
+from metalake.lake import Lake, connect
+
+if TYPE_CHECKING:
+    from metalake.datasets import DatasetVersion
+    from metalake.deployments import Deployment
+    from metalake.quality import Validation
+    from metalake.registry import ModelVersion
+    from metalake.tracking import Run, RunDetails
+
+# The value types load with their namespace, on first use: `import metalake` stays light for the CLI.
+_LAZY_EXPORTS = {
+    "DatasetVersion": "metalake.datasets",
+    "Deployment": "metalake.deployments",
+    "Validation": "metalake.quality",
+    "ModelVersion": "metalake.registry",
+    "Run": "metalake.tracking",
+    "RunDetails": "metalake.tracking",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'metalake' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "Commit",
+    "CommitFailed",
     "ContractError",
-    "ContractFailure",
     "DatasetError",
     "DatasetNotFound",
+    "DatasetVersion",
+    "Deployment",
     "DeploymentError",
     "DeploymentNotFound",
     "ExportError",
@@ -56,18 +97,29 @@ __all__ = [
     "MetalakeError",
     "MissingExtraError",
     "ModelNotFound",
+    "ModelVersion",
+    "NotADemoLake",
+    "PayloadTooLarge",
     "PolicyError",
     "PolicyViolation",
     "QueryError",
     "ReadOnlyLakeError",
     "RegistryError",
+    "Run",
+    "RunDetails",
+    "RunError",
+    "RunStatus",
     "SchemaEvolutionError",
     "SnapshotExists",
     "SnapshotNotFound",
     "SpecError",
+    "Stage",
     "StorageError",
     "SuiteError",
     "TableNotFound",
+    "TransientError",
+    "Validation",
+    "VersionClaimConflict",
     "ViewError",
     "ViewExportError",
     "__version__",

@@ -48,7 +48,7 @@ def conform(spec: TableSpec, data: Any, *, actor: str, recorded_at: datetime | N
     mistyped: dict[str, set[int]] = {}
     frame = _to_typed_frame(spec, data, failures, mistyped)
     frame = _fill_audit_columns(frame, actor=actor, recorded_at=recorded_at or datetime.now(UTC))
-    failures += _run_pandera(spec, frame, mistyped)
+    failures += pandera_failures(spec, frame, mistyped)
     if failures:
         raise ContractError(spec.name, failures)
     return frame.select(spec.column_names).to_arrow().cast(spec.arrow_schema())
@@ -451,9 +451,11 @@ def _violation(name: str, arg: Any, value: pl.Expr) -> pl.Expr:
     return value.is_not_null() & broken
 
 
-def _run_pandera(
+def pandera_failures(
     spec: TableSpec, frame: pl.DataFrame, mistyped: Mapping[str, set[int]], *, quick: bool = True
 ) -> list[ContractFailure]:
+    """Every check of the spec's pandera schema the frame fails; `quick` first tries the vectorized pre-check,
+    which decides most clean batches without pandera."""
     from pandera.errors import SchemaErrors
 
     if quick and not mistyped and passes_quick_check(spec, frame):

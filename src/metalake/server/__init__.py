@@ -1,3 +1,3 @@
 """`metalake serve`: the HTTP server (the OpenLineage endpoint today)."""
 
-__all__ = []
+__all__: list[str] = []

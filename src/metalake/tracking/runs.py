@@ -19,7 +19,7 @@ from metalake.errors import RunError
 from metalake.tracking.group_commit import METRICS_TABLE, RUNS_TABLE, QueuedFlush, queue_for
 from metalake.tracking.run_context import run_context
 from metalake.tracking.search import RunDetails, TableCache, current_state, latest_values, without_run_id
-from metalake.tracking.summaries import combine_summaries, summarize_frame
+from metalake.tracking.summaries import combine_summaries
 
 if TYPE_CHECKING:
     import polars as pl
@@ -336,15 +336,6 @@ def _metric_table(run_id: str, buffer: _MetricBuffer) -> pa.Table:
             "timestamp": pa.array(buffer.timestamps, pa.timestamp("us", tz="UTC")),
         }
     )
-
-
-def summarize_points(points: pa.Table, flush_id: str) -> pa.Table:
-    """One metric_summaries row per (run, key) of a batch of points, tagged with the flush that wrote it."""
-    import polars as pl
-
-    frame = pl.from_arrow(points)
-    assert isinstance(frame, pl.DataFrame)
-    return summarize_frame(frame).with_columns(pl.lit(flush_id).alias("flush_id")).to_arrow()
 
 
 class Runs:

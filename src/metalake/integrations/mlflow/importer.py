@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -16,26 +13,34 @@ import polars as pl
 
 from metalake.core.vocabulary import RUN_STATUSES
 from metalake.errors import MetalakeError, ReadOnlyLakeError
+from metalake.integrations.mlflow.common import (
+    EPOCH,
+    ONE_MICROSECOND,
+    SEARCH_PAGE_SIZE,
+    SOURCE,
+    ImportSummary,
+    Progress,
+    Writer,
+    changed_rows,
+    latest_rows,
+    ms,
+    optional_text,
+    paged,
+    tags_json,
+    typed_frame,
+)
 from metalake.tracking.summaries import summarize_frame
 
 if TYPE_CHECKING:
     from metalake.lake import Lake
 
-Progress = Callable[[str, int, int], None]
-
-OPERATION = "import_mlflow"
-SOURCE = "mlflow"
 # Runs whose facts share one commit per table; bounds memory on very large stores.
 RUNS_PER_CHUNK = 5_000
 # Runs whose metric histories are read together (one query on a SQL store); also the progress step.
 RUNS_PER_METRIC_QUERY = 200
-SEARCH_PAGE_SIZE = 1_000
-MODEL_VERSION_PAGE_SIZE = 10_000
 SUMMARY_FLUSH_PREFIX = "mlflow-import:"
 
 MLFLOW_RUN_STATUSES = {status.upper(): status for status in RUN_STATUSES}
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ONE_MICROSECOND = timedelta(microseconds=1)
 
 TIMESTAMP = pl.Datetime("us", "UTC")
 METRIC_KEY = ["run_id", "key", "step", "timestamp"]
@@ -55,31 +60,6 @@ RUN_STATE = [
 ]
 RUN_COLUMNS = ["event_id", "run_id", *RUN_STATE, "event_time"]
 EXPERIMENT_COLUMNS = ["experiment", "description", "tags", "artifact_location", "source"]
-VERSION_COLUMNS = ["model", "version", "run_id", "artifact_uri", "description", "source"]
-EVENT_COLUMNS = ["event_id", "model", "version", "event_type", "stage", "alias", "key", "value", "event_time"]
-
-
-@dataclass
-class ImportSummary:
-    """Rows one import wrote, by kind; all zero when the lake already held everything MLflow has."""
-
-    experiments: int = 0
-    runs: int = 0  # runs events: one per new run, and one per run whose status or details changed
-    params: int = 0
-    tags: int = 0
-    metric_points: int = 0
-    inputs: int = 0
-    models: int = 0
-    model_versions: int = 0
-    model_events: int = 0
-    runs_seen: int = 0
-    # Points the metrics contract cannot hold: a negative step, or a second value at the same step and time.
-    skipped_metric_points: int = 0
-
-    @property
-    def rows_written(self) -> int:
-        uncounted = ("runs_seen", "skipped_metric_points")
-        return sum(getattr(self, field.name) for field in fields(self) if field.name not in uncounted)
 
 
 def import_mlflow(
@@ -108,7 +88,7 @@ def import_mlflow(
     _check_local_store(tracking_uri)
     report = progress or _no_progress
     summary = ImportSummary()
-    writer = _Writer(lake, reason=f"import from MLflow at {_redact(tracking_uri)}")
+    writer = Writer(lake, reason=f"import from MLflow at {_redact(tracking_uri)}")
     try:
         client = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
         chosen = _select_experiments(client, experiments)
@@ -179,84 +159,13 @@ def _redact(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _paged(search: Callable[..., Any], *args: Any, **options: Any) -> list[Any]:
-    """Every result of an MLflow search, page after page."""
-    found: list[Any] = []
-    token: str | None = None
-    while True:
-        page = search(*args, **options, page_token=token)
-        found.extend(page)
-        token = page.token
-        if not token:
-            return found
-
-
-def _ms(milliseconds: int | None) -> datetime | None:
-    """An MLflow time (ms since the epoch) as an exact UTC datetime."""
-    return None if milliseconds is None else EPOCH + timedelta(milliseconds=int(milliseconds))
-
-
-def _text(value: Any) -> str | None:
-    """MLflow uses "" and None alike for an unset text; the lake keeps null."""
-    return None if value is None or value == "" else str(value)
-
-
-def _tags_json(tags: Mapping[str, Any]) -> str | None:
-    return json.dumps({str(k): str(v) for k, v in tags.items()}, sort_keys=True) if tags else None
-
-
-def _latest(frame: pl.DataFrame, keys: list[str], order: list[str]) -> pl.DataFrame:
-    """The last row per key, in `order` (the current state of append-only facts)."""
-    return frame.sort(order).group_by(keys, maintain_order=True).last()
-
-
-def _frame(lake: Lake, table: str, rows: list[dict[str, Any]], columns: Sequence[str]) -> pl.DataFrame:
-    """Rows typed as the table's spec declares them, so an empty batch still joins with what the lake holds."""
-    types = pl.DataFrame(lake.spec(table).arrow_schema().empty_table()).schema
-    return pl.DataFrame(rows, schema={name: types[name] for name in columns})
-
-
-def _changed(
-    lake: Lake, table: str, current: pl.DataFrame, keys: list[str], where: pl.Expr
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Rows of `current` that differ from the lake's latest row per key; and those latest rows they replace."""
-    known = lake.read(table, columns=[*current.columns, "recorded_at"], where=where)
-    latest = _latest(known, keys, ["recorded_at"]).drop("recorded_at")
-    changed = current.join(latest, on=current.columns, how="anti", nulls_equal=True)
-    return changed, latest.join(changed, on=keys, how="semi")
-
-
-class _Writer:
-    """One commit per table and batch, keyed by its content, so a retried import never writes a row twice.
-
-    `basis` is the lake state a batch replaces (e.g. a tag's previous value): it enters the key, so a value
-    that returns to an earlier one (A, B, then A again) is a new batch, not a repeat of the first.
-    """
-
-    def __init__(self, lake: Lake, reason: str):
-        self.lake = lake
-        self.reason = reason
-
-    def append(self, table: str, rows: pl.DataFrame, basis: pl.DataFrame | None = None) -> int:
-        if rows.is_empty():
-            return 0
-        digest = hashlib.sha256(table.encode())
-        for frame in (rows, basis):
-            if frame is not None and not frame.is_empty():
-                digest.update(frame.sort(frame.columns).write_csv().encode())
-            digest.update(b"\0")
-        key = f"{OPERATION}:{table}:{digest.hexdigest()[:40]}"
-        commit = self.lake.append(table, rows, reason=self.reason, idempotency_key=key, operation=OPERATION)
-        return commit.rows
-
-
 # -- experiments --------------------------------------------------------------------------------------------
 
 
 def _select_experiments(client: Any, wanted: Sequence[str] | None) -> list[Any]:
     from mlflow.entities import ViewType
 
-    found = _paged(client.search_experiments, view_type=ViewType.ACTIVE_ONLY, max_results=SEARCH_PAGE_SIZE)
+    found = paged(client.search_experiments, view_type=ViewType.ACTIVE_ONLY, max_results=SEARCH_PAGE_SIZE)
     if wanted is None:
         return found
     asked = set(wanted)
@@ -273,15 +182,15 @@ def _select_experiments(client: Any, wanted: Sequence[str] | None) -> list[Any]:
 
 def _changed_experiments(lake: Lake, chosen: list[Any]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Experiments new to the lake, or whose description, tags or artifact location changed in MLflow."""
-    current = _frame(
+    current = typed_frame(
         lake,
         "experiments",
         [
             {
                 "experiment": experiment.name,
-                "description": _text(experiment.tags.get("mlflow.note.content")),
-                "tags": _tags_json(experiment.tags),
-                "artifact_location": _text(experiment.artifact_location),
+                "description": optional_text(experiment.tags.get("mlflow.note.content")),
+                "tags": tags_json(experiment.tags),
+                "artifact_location": optional_text(experiment.artifact_location),
                 "source": f"mlflow:{experiment.experiment_id}",
             }
             for experiment in chosen
@@ -289,7 +198,7 @@ def _changed_experiments(lake: Lake, chosen: list[Any]) -> tuple[pl.DataFrame, p
         EXPERIMENT_COLUMNS,
     )
     names = pl.col("experiment").is_in([str(experiment.name) for experiment in chosen])
-    return _changed(lake, "experiments", current, ["experiment"], names)
+    return changed_rows(lake, "experiments", current, ["experiment"], names)
 
 
 # -- runs and their facts -----------------------------------------------------------------------------------
@@ -301,7 +210,7 @@ def _list_runs(client: Any, experiment_ids: list[str]) -> list[Any]:
 
     if not experiment_ids:
         return []
-    return _paged(
+    return paged(
         client.search_runs,
         experiment_ids,
         run_view_type=ViewType.ACTIVE_ONLY,
@@ -312,7 +221,7 @@ def _list_runs(client: Any, experiment_ids: list[str]) -> list[Any]:
 
 def _import_runs(
     lake: Lake,
-    writer: _Writer,
+    writer: Writer,
     client: Any,
     runs: list[Any],
     experiment_names: Mapping[str, str],
@@ -322,12 +231,12 @@ def _import_runs(
     """Read one chunk of runs from MLflow, keep what the lake lacks, and write it: facts first, events last."""
     in_chunk = pl.col("run_id").is_in([str(run.info.run_id) for run in runs])
 
-    params = _frame(lake, "params", _key_values(runs, "params"), ["run_id", "key", "value"]).join(
+    params = typed_frame(lake, "params", _key_values(runs, "params"), ["run_id", "key", "value"]).join(
         lake.read("params", columns=["run_id", "key"], where=in_chunk), on=["run_id", "key"], how="anti"
     )
-    tags = _frame(lake, "run_tags", _key_values(runs, "tags"), ["run_id", "key", "value"])
-    tags, replaced_tags = _changed(lake, "run_tags", tags, ["run_id", "key"], in_chunk)
-    inputs = _frame(lake, "run_inputs", _dataset_inputs(runs), INPUT_COLUMNS).join(
+    tags = typed_frame(lake, "run_tags", _key_values(runs, "tags"), ["run_id", "key", "value"])
+    tags, replaced_tags = changed_rows(lake, "run_tags", tags, ["run_id", "key"], in_chunk)
+    inputs = typed_frame(lake, "run_inputs", _dataset_inputs(runs), INPUT_COLUMNS).join(
         lake.read("run_inputs", columns=INPUT_COLUMNS, where=in_chunk),
         on=INPUT_COLUMNS,
         how="anti",
@@ -343,7 +252,7 @@ def _import_runs(
     summaries = _summaries(pl.concat([points, _unsummarized(known_points, known_summaries)]), known_summaries)
 
     known_events = lake.read("runs", columns=[*RUN_COLUMNS, "recorded_at"], where=in_chunk)
-    events = _frame(lake, "runs", _run_events(runs, experiment_names, known_events), RUN_COLUMNS)
+    events = typed_frame(lake, "runs", _run_events(runs, experiment_names, known_events), RUN_COLUMNS)
 
     summary.params += writer.append("params", params)
     summary.tags += writer.append("run_tags", tags, replaced_tags)
@@ -371,11 +280,11 @@ def _dataset_inputs(runs: list[Any]) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "run_id": run.info.run_id,
-                    "dataset": _text(dataset.name) or _text(dataset.digest) or "dataset",
+                    "dataset": optional_text(dataset.name) or optional_text(dataset.digest) or "dataset",
                     "version": None,
                     "path": _dataset_path(dataset.source),
-                    "context": _text(context),
-                    "digest": _text(dataset.digest),
+                    "context": optional_text(context),
+                    "digest": optional_text(dataset.digest),
                 }
             )
     return rows
@@ -383,7 +292,7 @@ def _dataset_inputs(runs: list[Any]) -> list[dict[str, Any]]:
 
 def _dataset_path(source: Any) -> str | None:
     """Where the data was read: the URI inside MLflow's JSON source description, else the source as given."""
-    text = _text(source)
+    text = optional_text(source)
     if text is None:
         return None
     try:
@@ -495,18 +404,18 @@ def _summaries(points: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
 
 def _run_state(run: Any, experiment_names: Mapping[str, str]) -> dict[str, Any]:
     info, tags = run.info, run.data.tags
-    start, end = _ms(info.start_time), _ms(info.end_time)
+    start, end = ms(info.start_time), ms(info.end_time)
     return {
         "experiment": experiment_names[str(info.experiment_id)],
-        "name": _text(info.run_name),
+        "name": optional_text(info.run_name),
         "status": MLFLOW_RUN_STATUSES.get(str(info.status).upper(), "finished" if end else "running"),
         "start_time": start or end or EPOCH,
         "end_time": end,
-        "parent_run_id": _text(tags.get("mlflow.parentRunId")),
-        "user": _text(tags.get("mlflow.user")) or _text(info.user_id),
-        "command": _text(tags.get("mlflow.source.name")),
-        "git_commit": _text(tags.get("mlflow.source.git.commit")),
-        "git_branch": _text(tags.get("mlflow.source.git.branch")),
+        "parent_run_id": optional_text(tags.get("mlflow.parentRunId")),
+        "user": optional_text(tags.get("mlflow.user")) or optional_text(info.user_id),
+        "command": optional_text(tags.get("mlflow.source.name")),
+        "git_commit": optional_text(tags.get("mlflow.source.git.commit")),
+        "git_branch": optional_text(tags.get("mlflow.source.git.branch")),
         "source": SOURCE,
     }
 
@@ -521,7 +430,9 @@ def _run_events(
     """
     latest = {
         row["run_id"]: row
-        for row in _latest(known, ["run_id"], ["event_time", "recorded_at", "event_id"]).iter_rows(named=True)
+        for row in latest_rows(known, ["run_id"], ["event_time", "recorded_at", "event_id"]).iter_rows(
+            named=True
+        )
     }
     taken: dict[str, set[str]] = defaultdict(set)
     for run_id, event_id in known.select("run_id", "event_id").iter_rows():

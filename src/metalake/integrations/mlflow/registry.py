@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from metalake.core.vocabulary import STAGES
-from metalake.integrations.mlflow.importer import (
+from metalake.integrations.mlflow.common import (
     EPOCH,
     EVENT_COLUMNS,
     MODEL_VERSION_PAGE_SIZE,
@@ -19,23 +19,23 @@ from metalake.integrations.mlflow.importer import (
     SOURCE,
     VERSION_COLUMNS,
     ImportSummary,
-    _changed,
-    _frame,
-    _ms,
-    _paged,
-    _tags_json,
-    _text,
-    _Writer,
+    Writer,
+    changed_rows,
+    ms,
+    optional_text,
+    paged,
+    tags_json,
+    typed_frame,
 )
 
 if TYPE_CHECKING:
-    from metalake.integrations.mlflow.importer import Progress
+    from metalake.integrations.mlflow.common import Progress
     from metalake.lake import Lake
 
 
 def import_registry(
     lake: Lake,
-    writer: _Writer,
+    writer: Writer,
     client: Any,
     run_ids: set[str] | None,
     summary: ImportSummary,
@@ -43,11 +43,11 @@ def import_registry(
 ) -> None:
     """Registered models and versions, then their events; with an experiment filter, only the versions the
     imported runs produced (and the models that hold them)."""
-    models = _paged(client.search_registered_models, max_results=SEARCH_PAGE_SIZE)
+    models = paged(client.search_registered_models, max_results=SEARCH_PAGE_SIZE)
     model_names = {str(model.name) for model in models}
     versions = [
         version
-        for version in _paged(client.search_model_versions, max_results=MODEL_VERSION_PAGE_SIZE)
+        for version in paged(client.search_model_versions, max_results=MODEL_VERSION_PAGE_SIZE)
         if version.name in model_names and (run_ids is None or version.run_id in run_ids)
     ]
     if run_ids is not None:
@@ -56,21 +56,21 @@ def import_registry(
     in_models = pl.col("model").is_in([str(model.name) for model in models])
 
     current = [
-        {"model": model.name, "description": _text(model.description), "tags": _tags_json(model.tags)}
+        {"model": model.name, "description": optional_text(model.description), "tags": tags_json(model.tags)}
         for model in models
     ]
-    model_rows = _frame(lake, "models", current, ["model", "description", "tags"])
-    changed_models, replaced_models = _changed(lake, "models", model_rows, ["model"], in_models)
+    model_rows = typed_frame(lake, "models", current, ["model", "description", "tags"])
+    changed_models, replaced_models = changed_rows(lake, "models", model_rows, ["model"], in_models)
     known_versions = lake.read("model_versions", columns=["model", "version", "description"], where=in_models)
     log = _EventLog(lake.read("model_events", columns=[*EVENT_COLUMNS, "recorded_at"], where=in_models))
     new_versions = _version_changes(models, versions, known_versions, log)
 
     summary.models += writer.append("models", changed_models, replaced_models)
     summary.model_versions += writer.append(
-        "model_versions", _frame(lake, "model_versions", new_versions, VERSION_COLUMNS)
+        "model_versions", typed_frame(lake, "model_versions", new_versions, VERSION_COLUMNS)
     )
     summary.model_events += writer.append(
-        "model_events", _frame(lake, "model_events", log.added, EVENT_COLUMNS)
+        "model_events", typed_frame(lake, "model_events", log.added, EVENT_COLUMNS)
     )
     report("models", len(models), len(models))
 
@@ -139,15 +139,15 @@ def _version_changes(
     for version in sorted(versions, key=lambda v: (str(v.name), int(v.version))):
         model, number = str(version.name), int(version.version)
         present[model][number] = version
-        updated = _ms(version.last_updated_timestamp) or _ms(version.creation_timestamp) or EPOCH
-        description = _text(version.description)
+        updated = ms(version.last_updated_timestamp) or ms(version.creation_timestamp) or EPOCH
+        description = optional_text(version.description)
         if (model, number) not in descriptions:
             rows.append(
                 {
                     "model": model,
                     "version": number,
-                    "run_id": _text(version.run_id),
-                    "artifact_uri": _text(version.source) or f"models:/{model}/{number}",
+                    "run_id": optional_text(version.run_id),
+                    "artifact_uri": optional_text(version.source) or f"models:/{model}/{number}",
                     "description": description,
                     "source": SOURCE,
                 }
@@ -157,7 +157,7 @@ def _version_changes(
             if (described["value"] if described else descriptions[(model, number)]) != description:
                 log.add(updated, model=model, version=number, event_type="description_set", value=description)
         if log.state.get(("registered", model, number)) is None:
-            created = _ms(version.creation_timestamp) or updated
+            created = ms(version.creation_timestamp) or updated
             log.add(created, model=model, version=number, event_type="registered")
         stage = str(version.current_stage or "none").lower()
         staged = log.state.get(("stage", model, number))
@@ -193,10 +193,10 @@ def _alias_events(log: _EventLog, model: Any, versions: Mapping[int, Any]) -> No
     for alias, number in sorted(aliases.items()):
         current = log.state.get(("alias", name, alias))
         if current is None or current["event_type"] != "alias_set" or current["version"] != number:
-            moment = _ms(versions[number].last_updated_timestamp) or _ms(model.last_updated_timestamp)
+            moment = ms(versions[number].last_updated_timestamp) or ms(model.last_updated_timestamp)
             log.add(moment or EPOCH, model=name, version=number, event_type="alias_set", alias=alias)
     for alias in sorted(log.names[("alias", name)] - set(aliases)):
         current = log.state[("alias", name, alias)]
         if current["event_type"] == "alias_set":
-            moment = _ms(model.last_updated_timestamp) or EPOCH
+            moment = ms(model.last_updated_timestamp) or EPOCH
             log.add(moment, model=name, version=current["version"], event_type="alias_deleted", alias=alias)
