@@ -203,7 +203,7 @@ def test_a_poison_event_is_dead_lettered_and_later_events_commit(
 ) -> None:
     from metalake.lineage.lineage import Lineage
     from metalake.lineage.openlineage.events import parse_event
-    from metalake.server.app import GroupCommitter
+    from metalake.server.spool import GroupCommitter
 
     good = [parse_event(Serde.to_dict(event)) for event in airflow_dag()]
     poison = parse_event(Serde.to_dict(spark_events()[0]))
@@ -243,7 +243,7 @@ def test_a_transient_failure_keeps_the_events_for_a_retry(
     from metalake.errors import StorageError
     from metalake.lineage.lineage import Lineage
     from metalake.lineage.openlineage.events import parse_event
-    from metalake.server.app import GroupCommitter
+    from metalake.server.spool import GroupCommitter
 
     events = [parse_event(Serde.to_dict(event)) for event in airflow_dag()]
     derive = Lineage._ingest_new
@@ -266,7 +266,7 @@ def test_a_transient_failure_keeps_the_events_for_a_retry(
 def test_oversized_bodies_gzip_bombs_and_deep_nesting_are_refused(
     start_server: Callable[..., Server],
 ) -> None:
-    from metalake.server.app import MAX_PAYLOAD_BYTES
+    from metalake.server.payload import MAX_PAYLOAD_BYTES
 
     server = start_server()
     url = f"{server.url}/api/v1/lineage"
@@ -313,7 +313,7 @@ def test_bearer_token_any_case_and_health_shows_the_lake_only_with_it(
 def test_a_second_server_on_the_same_spool_refuses_to_start(
     lake: metalake.Lake, tmp_path: Path, start_server: Callable[..., Server]
 ) -> None:
-    from metalake.server.app import GroupCommitter
+    from metalake.server.spool import GroupCommitter
 
     first = GroupCommitter(lake, tmp_path / "shared")
     first.start()
