@@ -13,7 +13,6 @@ import metalake
 from metalake.deployments import (
     CI_MARKERS,
     CI_VARIABLES,
-    Deployments,
     UnregisteredModelVersionWarning,
     default_idempotency_key,
     detect_ci,
@@ -173,10 +172,10 @@ def test_a_rollout_recorded_without_seeing_a_concurrent_one_ends_it(
 ) -> None:
     other = metalake.connect(lake_path, actor="other")
     first = lake.deployments.record("churn", 1, "production", at=T0)
-    racing = Deployments(other)
-    seen = racing._active(model="churn", environment="production")  # the other writer reads: v1 serves
+    racing = other.deployments
+    seen = racing.active(model="churn", environment="production")  # the other writer reads: v1 serves
     second = lake.deployments.record("churn", 2, "production", at=T0 + DAY)  # this writer commits first
-    monkeypatch.setattr(racing, "_active", lambda **_: seen)  # its read happened before that commit
+    monkeypatch.setattr(racing, "active", lambda **_: seen)  # its read happened before that commit
     third = racing.record("churn", 3, "production", at=T0 + 2 * DAY)
     assert third.replaced == (first.deployment_id,)  # what it saw
     active = lake.deployments.list(active=True)

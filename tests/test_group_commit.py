@@ -87,8 +87,7 @@ def test_reads_in_the_same_process_see_queued_runs(lake: metalake.Lake, lake_pat
 def test_wait_true_commits_before_end_returns(lake: metalake.Lake, lake_path: Path) -> None:
     with lake.runs.start(experiment="sync", wait=True) as run:
         run.log_metric("loss", 0.5)
-    queue = group_commit.queue_for(lake)
-    assert not queue.busy
+    assert not lake.runs.flush_queue.busy
     assert lake.read("metrics").height == 1
 
 
@@ -125,7 +124,7 @@ def test_a_producer_faster_than_the_committer_waits(
 def test_close_waits_for_queued_flushes(lake: metalake.Lake, lake_path: Path) -> None:
     log_sweep(lake, 3)
     lake.close()
-    assert not any(queue.busy for queue in group_commit._QUEUES.values())
+    assert not any(queue.busy for queue in group_commit.busy_queues())
     assert metalake.connect(lake_path).read("runs").height == 6
 
 
@@ -142,8 +141,7 @@ def test_a_flush_that_breaks_its_group_is_committed_apart_from_it(
         return original(self, table, parts, **kw)
 
     monkeypatch.setattr(Tables, "commit", refuses_one_run)
-    queue = group_commit.queue_for(lake)
-    with queue._changed:  # hold the committer so that the runs below land in one group
+    with lake.runs.flush_queue.holding():  # hold the committer so that the runs below land in one group
         good = log_sweep(lake, 2)
         bad = lake.runs.start(experiment="sweep", name="poison")
         poisoned.append(bad.run_id)
@@ -168,11 +166,10 @@ def test_a_run_never_shows_finished_before_an_earlier_flush_that_failed(
         return original(self, table, parts, **kw)
 
     monkeypatch.setattr(Tables, "commit", down_for_one_flush)
-    queue = group_commit.queue_for(lake)
-    with queue._changed:  # both flushes of the run land in one group
+    with lake.runs.flush_queue.holding():  # both flushes of the run land in one group
         run = lake.runs.start(experiment="order", flush_every_points=1)
         run.log_metric("loss", 0.5, step=0)  # flush 1: the start event and a point
-        failing_keys.append(f"{run._queued[0].flush_id}:metrics")
+        failing_keys.append(f"{run.queued_flushes[0].flush_id}:metrics")
         run.log_metric("loss", 0.25, step=1)
         run.end()  # flush 3: the finished event
     with pytest.raises(FlushError, match=run.run_id):

@@ -572,24 +572,22 @@ def test_versions_stored_before_observed_at_existed_count_as_seen_first(lake: me
 def test_a_file_that_fails_midway_says_how_far_it_got_and_resumes(
     lake: metalake.Lake, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from metalake.lineage.lineage import Lineage
-
     events = [_schema_event(f"2026-01-0{day}T00:00:00Z", [f"c{day}"]) for day in range(1, 7)]
     path = tmp_path / "events.jsonl"
     path.write_text("".join(json.dumps(event) + "\n" for event in events))
-    commit_rows = Lineage._commit_rows
+    commit = Tables.commit
     calls = []
 
-    def failing_third_chunk(self: Lineage, *args: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 3:
+    def failing_third_chunk(self: Tables, table: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(table)
+        if calls.count("lineage_events") == 3:  # each chunk commits its raw events last
             raise OSError("disk full")
-        return commit_rows(self, *args)
+        return commit(self, table, *args, **kwargs)
 
-    monkeypatch.setattr(Lineage, "_commit_rows", failing_third_chunk)
+    monkeypatch.setattr(Tables, "commit", failing_third_chunk)
     with pytest.raises(LineageError, match="Stopped after storing 4 of the file's 6 new event"):
         lake.lineage.ingest_file(path, chunk_events=2)
-    monkeypatch.setattr(Lineage, "_commit_rows", commit_rows)
+    monkeypatch.setattr(Tables, "commit", commit)
     assert lake.lineage.ingest_file(path, chunk_events=2).new == 2
     with pytest.raises(LineageError, match="chunk_events must be at least 1"):
         lake.lineage.ingest_file(path, chunk_events=0)

@@ -201,20 +201,20 @@ def test_concurrent_clients_share_group_commits(start_server: Callable[..., Serv
 def test_a_poison_event_is_dead_lettered_and_later_events_commit(
     lake: metalake.Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from metalake.lineage.lineage import Lineage
+    from metalake.core.tables import Tables
     from metalake.lineage.openlineage.events import parse_event
     from metalake.server.spool import GroupCommitter
 
     good = [parse_event(Serde.to_dict(event)) for event in airflow_dag()]
     poison = parse_event(Serde.to_dict(spark_events()[0]))
-    derive = Lineage._ingest_new
+    prepare = Tables.prepare
 
-    def fails_on_poison(self: Lineage, checked: Any) -> Any:
-        if any(event.event_id == poison.event_id for event in checked):
+    def fails_on_poison(self: Tables, table: str, data: Any, **kwargs: Any) -> Any:
+        if table == "lineage_events" and poison.event_id in list(data["event_id"]):
             raise TypeError("unhashable type: 'list'")  # a row that cannot be built
-        return derive(self, checked)
+        return prepare(self, table, data, **kwargs)
 
-    monkeypatch.setattr(Lineage, "_ingest_new", fails_on_poison)
+    monkeypatch.setattr(Tables, "prepare", fails_on_poison)
     spool = tmp_path / "spool"
     spool.mkdir()
     # a spool left by a stopped server, poison inside: the server still starts
@@ -240,21 +240,21 @@ def test_a_poison_event_is_dead_lettered_and_later_events_commit(
 def test_a_transient_failure_keeps_the_events_for_a_retry(
     lake: metalake.Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from metalake.core.tables import Tables
     from metalake.errors import StorageError
-    from metalake.lineage.lineage import Lineage
     from metalake.lineage.openlineage.events import parse_event
     from metalake.server.spool import GroupCommitter
 
     events = [parse_event(Serde.to_dict(event)) for event in airflow_dag()]
-    derive = Lineage._ingest_new
+    commit = Tables.commit
     failures = [StorageError("the store is away")]
 
-    def fails_once(self: Lineage, checked: Any) -> Any:
+    def fails_once(self: Tables, table: str, *args: Any, **kwargs: Any) -> Any:
         if failures:
             raise failures.pop()
-        return derive(self, checked)
+        return commit(self, table, *args, **kwargs)
 
-    monkeypatch.setattr(Lineage, "_ingest_new", fails_once)
+    monkeypatch.setattr(Tables, "commit", fails_once)
     committer = GroupCommitter(lake, tmp_path / "spool", commit_interval=0.05)
     committer.start()
     committer.submit(events)

@@ -353,7 +353,7 @@ def test_client_reads_and_small_chunks_give_the_same_lake(
 ) -> None:
     through_sql = metalake.connect(tmp_path / "sql-lake")
     import_mlflow(through_sql, mlflow_store.uri)
-    monkeypatch.setattr("metalake.integrations.mlflow.importer._sql_metric_reader", lambda client: None)
+    monkeypatch.setattr("metalake.integrations.mlflow.importer.sql_metric_reader", lambda client: None)
     monkeypatch.setattr("metalake.integrations.mlflow.importer.RUNS_PER_CHUNK", 2)
     through_client = metalake.connect(tmp_path / "client-lake")
     summary = import_mlflow(through_client, mlflow_store.uri)

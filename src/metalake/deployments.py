@@ -161,7 +161,7 @@ class Deployments:
             self._check_time_order(model, environment, start)
         self._warn_if_unregistered(model, version)
         deployment_id = new_id(start)
-        replaced = self._active(model=model, environment=environment) if replace_active else []
+        replaced = self.active(model=model, environment=environment) if replace_active else []
         rows: list[dict[str, Any]] = [
             {
                 **_event(old, "end", start),
@@ -294,7 +294,10 @@ class Deployments:
         found = self._select(" and ".join(clauses), args, order="started_at desc, deployment_id desc")
         return found[0] if found else None
 
-    def _active(self, *, model: str | None, environment: str | None) -> builtins.list[Deployment]:
+    def active(
+        self, *, model: str | None = None, environment: str | None = None
+    ) -> builtins.list[Deployment]:
+        """The deployments serving now (of a model, in an environment), oldest first."""
         clauses, args = _filters(environment=environment, model=model)
         clauses.append("is_active")
         return self._select(" and ".join(clauses), args)
@@ -381,10 +384,10 @@ class Deployments:
             raise DeploymentError(
                 "Say which deployment to end: its id, or the environment (and model) it serves in."
             )
-        active = self._active(model=model, environment=environment)
+        active = self.active(model=model, environment=environment)
         what = f"of model {model!r} " if model else ""
         if not active:
-            serving = self._active(model=None, environment=None)
+            serving = self.active(model=None, environment=None)
             listing = "; ".join(d.describe() for d in serving) or "none"
             raise DeploymentError(
                 f"No active deployment {what}in environment {environment!r}. Active deployments: {listing}."

@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
@@ -111,6 +112,12 @@ class FlushQueue:
     @property
     def busy(self) -> bool:
         return bool(self._queue or self._in_flight or self._parked)
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Hold the committer while the block runs, so that every flush made in it lands in one group commit."""
+        with self._changed:
+            yield
 
     def settle(self, *, retry_parked: bool = False) -> list[QueuedFlush]:
         """Wait until everything queued so far is committed, refused or parked; returns what was waited for."""
@@ -387,6 +394,12 @@ def release_queue(tables: Tables) -> None:
         with _QUEUES_LOCK:
             if not queue.busy and _QUEUES.get(id(tables)) is queue:
                 del _QUEUES[id(tables)]
+
+
+def busy_queues() -> list[FlushQueue]:
+    """The flush queues of this process with flushes not yet committed."""
+    with _QUEUES_LOCK:
+        return [queue for queue in _QUEUES.values() if queue.busy]
 
 
 def settle_location(uri: str) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from metalake.core.ids import new_id
 from metalake.core.vocabulary import FINAL_RUN_STATUSES, RunStatus
 from metalake.errors import RunError
-from metalake.tracking.group_commit import METRICS_TABLE, RUNS_TABLE, QueuedFlush, queue_for
+from metalake.tracking.group_commit import METRICS_TABLE, RUNS_TABLE, FlushQueue, QueuedFlush, queue_for
 from metalake.tracking.run_context import run_context
 from metalake.tracking.search import RunDetails, TableCache, current_state, latest_values, without_run_id
 from metalake.tracking.summaries import combine_summaries
@@ -102,6 +102,16 @@ class Run:
         self.wait_for_commits = wait
         self._queued: list[QueuedFlush] = []
         self._ended = False
+
+    @property
+    def queued_flushes(self) -> list[QueuedFlush]:
+        """This run's flushes handed to the commit queue and not yet known to be committed, oldest first."""
+        return list(self._queued)
+
+    @property
+    def flush_queue(self) -> FlushQueue:
+        """The lake's commit queue that this run's flushes go through."""
+        return queue_for(self._tables)
 
     def __repr__(self) -> str:
         return f"Run({self.run_id!r}, experiment={self.experiment!r}, name={self.name!r}, status={self.status!r})"
@@ -345,6 +355,11 @@ class Runs:
         self._tables = tables
         self._datasets = datasets
         self._cache: TableCache | None = None
+
+    @property
+    def flush_queue(self) -> FlushQueue:
+        """The lake's commit queue for run flushes (`holding()` groups what is flushed meanwhile)."""
+        return queue_for(self._tables)
 
     @property
     def table_cache(self) -> TableCache:

@@ -310,7 +310,7 @@ def _metric_history(
     client: Any, runs: list[Any], report_runs: Callable[[int], None]
 ) -> tuple[pl.DataFrame, int]:
     """Every point of every metric of the runs; and how many points the metrics contract cannot hold."""
-    read_points = _sql_metric_reader(client)
+    read_points = sql_metric_reader(client)
     batches = []
     for start in range(0, len(runs), RUNS_PER_METRIC_QUERY):
         batch = runs[start : start + RUNS_PER_METRIC_QUERY]
@@ -341,7 +341,7 @@ def _metric_history(
     return kept, frame.height - kept.height
 
 
-def _sql_metric_reader(client: Any) -> Callable[[list[str]], list[Any]] | None:
+def sql_metric_reader(client: Any) -> Callable[[list[str]], list[Any]] | None:
     """For a SQL store, a reader of all points of many runs in one query; None for other stores.
 
     MLflow's own API builds an ORM object per point (tens of microseconds each, minutes for a large store) or
