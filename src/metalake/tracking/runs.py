@@ -108,11 +108,6 @@ class Run:
         """This run's flushes handed to the commit queue and not yet known to be committed, oldest first."""
         return list(self._queued)
 
-    @property
-    def flush_queue(self) -> FlushQueue:
-        """The lake's commit queue that this run's flushes go through."""
-        return queue_for(self._tables)
-
     def __repr__(self) -> str:
         return f"Run({self.run_id!r}, experiment={self.experiment!r}, name={self.name!r}, status={self.status!r})"
 
