@@ -5,7 +5,7 @@
 --
 -- The window is 7 days (exactly 604,800 s, whatever the session time zone) here; `lake.kpis.impact(window="14d")`
 -- and `metalake kpis impact --window 14d` compute the same with another window, bound as parameters in place of
--- the `settings` line below.
+-- the `settings` line below (which also names the environments where unlabeled observations count).
 --   before  [deployed_at - window, deployed_at), cut so that it measures only what the deployment replaced:
 --           never earlier than the start of the deployment it replaced (deployments_current's
 --           previous_deployment_id: after a canary, the old version, not the canary), nor than the latest end of
@@ -13,11 +13,13 @@
 --   after   [deployed_at, deployed_at + window), cut at ended_at: only while this deployment was serving
 -- A KPI follows the models in its `models` list; an empty list (or none) means it follows every model. An
 -- observation counts when its environment is the deployment's. An observation without an environment counts
--- only for deployments to the production environment, named "production" by default
--- (`impact(unlabeled_environment=...)`, `--unlabeled-env`; None: such observations count nowhere), so staging
--- deployments are never judged by production traffic. Segments are compared separately, never mixed: one row per
--- segment observed (segment null = the overall value), and one row with null means when no observation falls in
--- either window.
+-- only for deployments to a production environment, so staging deployments are never judged by production
+-- traffic: the lake's setting (`lake.kpis.set_production_environments([...])`, `metalake kpis production-envs
+-- --set ...`, kept as the latest `kpi_production_environments` row of `policies`, so time travel reads the list
+-- in force then), else production, prod, prd and live. `impact(unlabeled_environment=...)` and
+-- `--unlabeled-env` bind other environments for one query (None, '': such observations count nowhere).
+-- Segments are compared separately, never mixed: one row per segment observed (segment null = the overall
+-- value), and one row with null means when no observation falls in either window.
 --
 -- Columns:
 --   deployment_id, model, version, environment  the deployment
@@ -44,8 +46,15 @@
 --   training_data_pass_rate   passed / evaluated expectations over those latest validations
 --
 -- metalake: materialize
-WITH settings AS (
-    SELECT to_microseconds(604800000000) AS impact_window, 'production' AS unlabeled_environment
+WITH lake_setting AS (
+    SELECT coalesce(
+        from_json(arg_max(document, recorded_at), '["VARCHAR"]'), ['production', 'prod', 'prd', 'live']
+    ) AS production_environments
+    FROM policies
+    WHERE policy = 'kpi_production_environments'
+),
+settings AS (
+    SELECT to_microseconds(604800000000) AS impact_window, production_environments FROM lake_setting
 ),
 earlier_ends AS (
     SELECT d.deployment_id, max(o.ended_at) AS last_end
@@ -64,7 +73,8 @@ deployed AS (
         d.ended_at,
         d.previous_version,
         s.impact_window,
-        s.unlabeled_environment,
+        s.production_environments,
+        list_contains(s.production_environments, d.environment) AS counts_unlabeled,
         greatest(d.started_at - s.impact_window, p.started_at, e.last_end) AS before_from,
         least(d.started_at + s.impact_window, d.ended_at) AS after_until
     FROM deployments_current AS d
@@ -91,7 +101,7 @@ observed AS (
     FROM linked AS l
     JOIN kpi_observations AS o
         ON o.kpi = l.kpi
-        AND (o.environment = l.environment OR (o.environment IS NULL AND l.environment = l.unlabeled_environment))
+        AND (o.environment = l.environment OR (o.environment IS NULL AND l.counts_unlabeled))
         AND o.observed_at >= l.before_from
         AND o.observed_at < l.after_until
     GROUP BY l.deployment_id, l.kpi, o.segment

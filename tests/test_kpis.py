@@ -16,7 +16,12 @@ import pytest
 
 import metalake
 from metalake.errors import IngestError, KpiError, KpiNotFound, MetalakeError
-from metalake.kpis import DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT, Kpi
+from metalake.kpi_environments import (
+    DEFAULT_PRODUCTION_ENVIRONMENTS,
+    PRODUCTION_ENVIRONMENTS_POLICY,
+    sql_list,
+)
+from metalake.kpis import DEFAULT_IMPACT_WINDOW, LAKE_SETTING, Kpi
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 pytestmark = pytest.mark.filterwarnings("ignore::metalake.deployments.UnregisteredModelVersionWarning")
@@ -275,7 +280,7 @@ def test_the_bound_query_and_the_view_agree_at_the_default_settings(
     rollout.sql(f"SET TimeZone = '{time_zone}'")  # a fixed test value; New York moves its clocks on 8 March
     view = rollout.kpis.impact()  # the defaults: the materialized view
     bound = rollout.kpis._impact(
-        DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT, {}, from_view=False
+        DEFAULT_IMPACT_WINDOW, DEFAULT_PRODUCTION_ENVIRONMENTS, {}, from_view=False
     )  # the view's query, with the settings bound as parameters
     assert view.height > 0
     assert view.sort(IMPACT_ORDER, nulls_last=False).equals(bound.sort(IMPACT_ORDER, nulls_last=False))
@@ -289,11 +294,12 @@ def test_the_default_window_is_exact_under_a_local_time_zone(rollout: metalake.L
     script = f"""
 import polars as pl
 import metalake
-from metalake.kpis import DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT
+from metalake.kpis import DEFAULT_IMPACT_WINDOW
+from metalake.kpi_environments import DEFAULT_PRODUCTION_ENVIRONMENTS
 lake = metalake.connect({rollout.uri!r})
 order = {IMPACT_ORDER!r}
 view = lake.kpis.impact().sort(order, nulls_last=False)
-bound = lake.kpis._impact(DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT, {{}}, from_view=False)
+bound = lake.kpis._impact(DEFAULT_IMPACT_WINDOW, DEFAULT_PRODUCTION_ENVIRONMENTS, {{}}, from_view=False)
 assert view.equals(bound.sort(order, nulls_last=False))
 row = view.filter((pl.col("version") == 2) & (pl.col("kpi") == "conversion") & pl.col("segment").is_null())
 print(row["before_from"][0].isoformat())
@@ -361,6 +367,134 @@ def test_unlabeled_observations_count_for_production_only(lake: metalake.Lake) -
     assert nowhere["after_count"].to_list() == [0, 0]
     with pytest.raises(KpiError, match="unlabeled_environment"):
         lake.kpis.impact(unlabeled_environment=" ")
+
+
+# -- production environments ----------------------------------------------------------------------------------
+
+
+def unlabeled_traffic(lake: metalake.Lake, *environments: str) -> metalake.Lake:
+    """churn v1 deployed to each environment at T0 + 10 days; conversion observed daily without an environment."""
+    for environment in environments:
+        lake.deployments.record("churn", 1, environment, at=T0 + 10 * DAY)
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better")
+    lake.kpis.observe_many(
+        [{"kpi": "conversion", "value": float(day), "observed_at": T0 + day * DAY} for day in range(20)]
+    )
+    return lake
+
+
+def counts(impact: pl.DataFrame) -> dict[str, tuple[int, int]]:
+    return {
+        row["environment"]: (row["before_count"], row["after_count"]) for row in impact.iter_rows(named=True)
+    }
+
+
+@pytest.mark.parametrize("environment", ["prod", "prd", "live"])
+def test_a_deployment_to_prod_is_judged_by_unlabeled_observations(
+    lake: metalake.Lake, environment: str
+) -> None:
+    """The trap: a deployment to `prod` and observations without an environment gave 0 and 0 and no word why."""
+    unlabeled_traffic(lake, environment, "staging")
+    assert counts(lake.kpis.impact()) == {environment: (7, 7), "staging": (0, 0)}
+    row = lake.sql(
+        "select before_mean, after_mean, improved from model_kpi_impact where environment = $e",
+        {"e": environment},
+    ).fetchall()
+    assert row == [(6.0, 13.0, True)]  # days 3-9 and 10-16
+
+
+def test_the_view_holds_the_default_production_environments() -> None:
+    from metalake.core.sql import bundled_views
+
+    select = bundled_views()["model_kpi_impact"].select
+    assert DEFAULT_PRODUCTION_ENVIRONMENTS == ("production", "prod", "prd", "live")
+    assert sql_list(DEFAULT_PRODUCTION_ENVIRONMENTS) in select
+    assert f"policy = '{PRODUCTION_ENVIRONMENTS_POLICY}'" in select
+
+
+def test_production_environments_are_an_audited_lake_setting(lake: metalake.Lake) -> None:
+    unlabeled_traffic(lake, "production", "main")
+    assert lake.kpis.production_environments() == DEFAULT_PRODUCTION_ENVIRONMENTS
+    assert counts(lake.kpis.impact()) == {"production": (7, 7), "main": (0, 0)}
+    time.sleep(0.05)
+    before_the_change = datetime.now(UTC)
+    time.sleep(0.05)
+    assert lake.kpis.set_production_environments(["main"], reason="main is our production") == ("main",)
+    assert lake.kpis.production_environments() == ("main",)
+    assert metalake.connect(lake.uri).kpis.production_environments() == ("main",)  # every client
+    assert lake.registry.policy.gates == {}  # the registry's policy is another row of `policies`
+    latest = lake.history("policies").row(0, named=True)
+    assert (latest["operation"], latest["actor"], latest["reason"]) == (
+        "set_production_environments",
+        "tester",
+        "main is our production",
+    )
+    assert lake.sql(
+        "select operation from audit_log where table_name = 'policies' order by committed_at desc limit 1"
+    ).fetchall() == [("set_production_environments",)]
+    # the view, the bound query and lake.kpis.impact() all follow the stored list
+    assert counts(lake.kpis.impact()) == {"production": (0, 0), "main": (7, 7)}
+    assert lake.sql(
+        "select environment, after_count from model_kpi_impact order by environment"
+    ).fetchall() == [("main", 7), ("production", 0)]
+    assert counts(lake.kpis.impact(window="7d", unlabeled_environment=LAKE_SETTING)) == counts(
+        lake.kpis._impact(DEFAULT_IMPACT_WINDOW, None, {}, from_view=False)
+    )
+    assert counts(lake.kpis.impact(window="2d")) == {"production": (0, 0), "main": (2, 2)}
+    # time travel reads the list in force then
+    past = lake.as_of(before_the_change)
+    assert past.kpis.production_environments() == DEFAULT_PRODUCTION_ENVIRONMENTS
+    assert counts(past.kpis.impact()) == {"production": (7, 7), "main": (0, 0)}
+    assert past.sql(
+        "select count(*) from model_kpi_impact where after_count = 7 and environment = 'production'"
+    )
+    version = lake.version("policies")
+    lake.kpis.set_production_environments(("main",))  # the list in force: nothing written
+    assert lake.version("policies") == version
+    lake.kpis.set_production_environments(DEFAULT_PRODUCTION_ENVIRONMENTS)  # back to the defaults, recorded
+    assert lake.version("policies") == version + 1
+    assert counts(lake.kpis.impact()) == {"production": (7, 7), "main": (0, 0)}
+
+
+@pytest.mark.parametrize(
+    ("environments", "message"),
+    [
+        ([], r"needs at least one environment, e\.g\. \['production', 'prod'\]"),
+        ("prod", r"takes a list of environment names, e\.g\. \['prod'\]"),
+        (None, "takes a list of environment names"),
+        (["prod", 7], r"environment names are text .* not 7"),
+        (["prod", " live"], r"without surrounding spaces.* not ' live'"),
+        (["prod", ""], r"not ''"),
+        (["prod", "live", "prod"], r"lists 'prod' more than once: name each environment once"),
+    ],
+)
+def test_bad_production_environments_are_refused_and_nothing_is_written(
+    lake: metalake.Lake, environments: object, message: str
+) -> None:
+    version = lake.version("policies")
+    with pytest.raises(KpiError, match=message) as refused:
+        lake.kpis.set_production_environments(environments)  # type: ignore[arg-type]
+    assert isinstance(refused.value, MetalakeError) and isinstance(refused.value, ValueError)
+    assert lake.version("policies") == version
+    assert lake.kpis.production_environments() == DEFAULT_PRODUCTION_ENVIRONMENTS
+
+
+def test_impact_takes_other_unlabeled_environments_for_one_query(lake: metalake.Lake) -> None:
+    unlabeled_traffic(lake, "production", "main", "staging")
+    both = lake.kpis.impact(unlabeled_environment=["main", "staging"])
+    assert counts(both) == {"production": (0, 0), "main": (7, 7), "staging": (7, 7)}
+    assert counts(lake.kpis.impact(unlabeled_environment=[])) == counts(
+        lake.kpis.impact(unlabeled_environment=None)
+    )
+    assert lake.kpis.production_environments() == DEFAULT_PRODUCTION_ENVIRONMENTS  # nothing stored
+    with pytest.raises(KpiError, match="unlabeled_environment lists 'main' more than once"):
+        lake.kpis.impact(unlabeled_environment=["main", "main"])
+
+
+def test_a_malformed_stored_list_says_how_to_set_it_again(lake: metalake.Lake) -> None:
+    lake.append("policies", [{"policy": PRODUCTION_ENVIRONMENTS_POLICY, "document": '{"prod": true}'}])
+    with pytest.raises(KpiError, match=r"cannot be read: .*set_production_environments"):
+        lake.kpis.production_environments()
 
 
 def test_impact_shows_offline_metrics_and_training_data_quality(rollout: metalake.Lake) -> None:

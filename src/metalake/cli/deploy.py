@@ -13,7 +13,7 @@ from typer.core import TyperCommand
 from metalake.cli.common import cli_state, reports_errors
 from metalake.cli.output import OutputFormat
 from metalake.core.file_formats import InputFormat
-from metalake.kpis import DEFAULT_UNLABELED_ENVIRONMENT, Direction
+from metalake.kpis import LAKE_SETTING, Direction
 
 if TYPE_CHECKING:
     import polars as pl
@@ -375,28 +375,38 @@ def kpi_impact(
         str, typer.Option("--window", "-w", help="Window before and after each deployment: 12h, 7d, 2w, ...")
     ] = "7d",
     unlabeled_environment: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--unlabeled-env",
-            help="Environment whose deployments observations without an environment count for; '' for none.",
+            metavar="ENVS",
+            help="Environments (comma-separated) whose deployments observations without an environment count "
+            "for, in this query only; '' for none. Default: the lake's production environments "
+            "(`metalake kpis production-envs`).",
         ),
-    ] = DEFAULT_UNLABELED_ENVIRONMENT,
+    ] = None,
     output_format: FormatOption = "table",
     output: OutputOption = None,
 ) -> None:
     """Did the new model help? KPI mean before and after each deployment, with offline metrics and data quality.
 
     Before = [start - window, start) within what the deployment replaced, after = [start, start + window) cut
-    at the deployment's end. Observations without an environment count for production deployments only.
+    at the deployment's end. Observations without an environment count for deployments to the lake's production
+    environments only (`metalake kpis production-envs`). Below the table, a note says why a deployment has no
+    observations on a side.
 
     Example: metalake kpis impact --model churn --kpi conversion_rate --window 14d
     """
     from metalake.cli.output import write_result
 
     lake = cli_state(ctx).connect()
-    unlabeled = unlabeled_environment or None
     frame = lake.kpis.impact(
-        model, kpi, window=window, environment=environment, unlabeled_environment=unlabeled
+        model,
+        kpi,
+        window=window,
+        environment=environment,
+        unlabeled_environment=LAKE_SETTING
+        if unlabeled_environment is None
+        else _comma_list(unlabeled_environment),
     )
     if output_format == "table":
         if frame.is_empty():
@@ -410,6 +420,50 @@ def kpi_impact(
             )
         frame = impact_summary(frame)
     write_result(frame, output_format, output)
+
+
+@kpis_app.command("production-envs")
+@reports_errors
+def production_environments(
+    ctx: typer.Context,
+    set_to: Annotated[
+        str | None,
+        typer.Option(
+            "--set",
+            metavar="ENVS",
+            help="Store these environments (comma-separated) as the lake's production environments.",
+        ),
+    ] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, recorded with the commit.")] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of", metavar="WHEN", help="The list in force then: an ISO time or a snapshot name."
+        ),
+    ] = None,
+) -> None:
+    """Show or set the production environments: observations without an environment count for deployments there.
+
+    The list is kept in the lake (a recorded commit of `policies`, so every client uses it and `--as-of` shows
+    an earlier one). Default: production, prod, prd, live.
+
+    Example: metalake kpis production-envs --set production,main
+    """
+    from metalake.cli.output import stdout_console
+    from metalake.errors import MetalakeError
+
+    console = stdout_console()
+    lake = cli_state(ctx).connect()
+    if set_to is None:
+        names = (lake.as_of(as_of) if as_of else lake).kpis.production_environments()
+        console.print(f"Production environments: {', '.join(names)}", soft_wrap=True, markup=False)
+        return
+    if as_of:
+        raise MetalakeError("--as-of shows the list in force then; it cannot be given with --set.")
+    version = lake.version("policies")
+    names = lake.kpis.set_production_environments(_comma_list(set_to), reason=reason)
+    verb = "unchanged" if lake.version("policies") == version else "now"
+    console.print(f"Production environments {verb}: {', '.join(names)}", soft_wrap=True, markup=False)
 
 
 def impact_summary(frame: pl.DataFrame) -> pl.DataFrame:
@@ -453,6 +507,11 @@ def impact_summary(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
+
+
+def _comma_list(text: str) -> list[str]:
+    """`a, b` as ["a", "b"]; '' as an empty list."""
+    return [part.strip() for part in text.split(",")] if text.strip() else []
 
 
 def _summary(deployment: Deployment) -> str:
