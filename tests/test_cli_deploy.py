@@ -179,6 +179,13 @@ def test_kpis_impact_follows_the_lake_setting_and_takes_a_list(lake_path: Path) 
         "0",
         "0",
     ]  # after_count
+    code, output = invoke(lake_path, "kpis", "impact")
+    assert code == 0 and "not enough data" in output and "Why some deployments lack data:" in output
+    assert (
+        "churn v1 (main), conversion: no observations labeled 'main' in the 7 days before or in the 7 days "
+        "after; 14 unlabeled observations there count only for deployments to production environments "
+        "(production, prod, prd, live)"
+    ) in output
     code, output = invoke(lake_path, "kpis", "impact", "--unlabeled-env", "main, edge", "--format", "csv")
     assert code == 0 and [line.split(",")[17] for line in output.splitlines()[1:]] == ["7", "7"]
     invoke(lake_path, "kpis", "production-envs", "--set", "main")

@@ -497,6 +497,109 @@ def test_a_malformed_stored_list_says_how_to_set_it_again(lake: metalake.Lake) -
         lake.kpis.production_environments()
 
 
+# -- the note: why a side has no observations -------------------------------------------------------------------
+
+
+def note_for(impact: pl.DataFrame, environment: str) -> str | None:
+    chosen = impact.filter(pl.col("environment") == environment)
+    assert chosen.height == 1, chosen
+    note: str | None = chosen["note"][0]
+    return note
+
+
+def test_the_note_says_which_observations_were_searched_and_which_did_not_count(lake: metalake.Lake) -> None:
+    unlabeled_traffic(lake, "production", "staging")
+    lake.kpis.observe_many(
+        [{"kpi": "conversion", "value": 1.0, "observed_at": T0 + 9 * DAY, "environment": "canary"}]
+    )
+    impact = lake.kpis.impact()
+    assert note_for(impact, "production") is None  # both sides observed
+    assert note_for(impact, "staging") == (
+        "no observations labeled 'staging' in the 7 days before or in the 7 days after; "
+        "14 unlabeled observations there count only for deployments to production environments "
+        "(production, prod, prd, live); 1 observation there is labeled with another environment, e.g. 'canary'"
+    )
+    assert lake.sql("select note from model_kpi_impact where environment = 'staging'").fetchall() == [
+        (note_for(impact, "staging"),)
+    ]
+    lake.kpis.set_production_environments(["production", "edge"])
+    assert "(production, edge)" in str(note_for(lake.kpis.impact(), "staging"))
+    hours = note_for(lake.kpis.impact(window="36h"), "staging")
+    assert str(hours).startswith(
+        "no observations labeled 'staging' in the 36 hours before or in the 36 hours"
+    )
+    nowhere = note_for(lake.kpis.impact(unlabeled_environment=None), "production")
+    assert nowhere == (
+        "no observations labeled 'production' in the 7 days before or in the 7 days after; 14 unlabeled "
+        "observations there count only for deployments to production environments (none in this query); "
+        "1 observation there is labeled with another environment, e.g. 'canary'"
+    )
+
+
+def test_the_note_names_an_environment_labeled_differently(lake: metalake.Lake) -> None:
+    lake.deployments.record("churn", 1, "prd", at=T0 + 10 * DAY)
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better")
+    lake.kpis.observe_many(
+        [
+            {
+                "kpi": "conversion",
+                "value": float(day),
+                "observed_at": T0 + day * DAY,
+                "environment": "production",
+            }
+            for day in range(20)
+        ]
+    )
+    assert note_for(lake.kpis.impact(), "prd") == (
+        "no observations labeled 'prd' or unlabeled in the 7 days before or in the 7 days after; "
+        "14 observations there are labeled with another environment, e.g. 'production'"
+    )
+
+
+def test_the_note_says_when_nothing_has_counted_since_the_deployment(lake: metalake.Lake) -> None:
+    unlabeled_traffic(lake)
+    lake.deployments.record("churn", 1, "production", at=T0 + 19 * DAY + timedelta(hours=1))  # after the last
+    row = lake.kpis.impact().row(0, named=True)
+    assert (row["before_count"], row["after_count"]) == (7, 0)
+    assert row["note"] == (
+        "no observations labeled 'production' or unlabeled in the 7 days after; none since it started: the "
+        "window has not passed yet, or the values have not arrived"
+    )
+
+
+def test_the_note_says_when_a_window_was_cut_short_or_has_no_time(lake: metalake.Lake) -> None:
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better")
+    lake.kpis.observe_many(  # days 5 to 19, none in the first days
+        [{"kpi": "conversion", "value": float(day), "observed_at": T0 + day * DAY} for day in range(5, 20)]
+    )
+    lake.deployments.record("churn", 1, "production", at=T0)
+    lake.deployments.record("churn", 2, "production", at=T0 + 2 * DAY)  # replaces v1 after two days
+    brief = lake.deployments.record("churn", 1, "live", at=T0 + 30 * DAY)
+    lake.deployments.end(brief.deployment_id, at=T0 + 30 * DAY + timedelta(hours=3))
+    lake.deployments.record("churn", 2, "live", at=T0 + 33 * DAY)  # 3 days after v1 there ended
+    instant = lake.deployments.record("churn", 1, "prod", at=T0 + 6 * DAY)
+    lake.deployments.end(instant.deployment_id, at=T0 + 6 * DAY)
+    lake.deployments.record("churn", 3, "prd", at=T0 + 8 * DAY)
+    lake.deployments.record("churn", 4, "prd", at=T0 + 8 * DAY)  # replaces v3 at the same moment
+    impact = lake.kpis.impact()
+    notes = {(r["environment"], r["version"]): r["note"] for r in impact.iter_rows(named=True)}
+    assert notes[("production", 2)] == (
+        "no observations labeled 'production' or unlabeled before it, since the deployment it replaced started"
+    )
+    assert notes[("live", 1)] == (
+        "no observations labeled 'live' or unlabeled in the 7 days before or in the time it served, until it ended"
+    )
+    assert notes[("live", 2)] == (
+        "no observations labeled 'live' or unlabeled before it, since an earlier deployment there ended or in the "
+        "7 days after"
+    )
+    assert notes[("prod", 1)] == "nothing after it to compare: it ended as it started"  # day 5 is before
+    assert str(notes[("prd", 4)]).startswith(
+        "nothing before it to compare: the deployment it replaced started"
+    )
+    assert notes[("prd", 3)] is not None and notes[("production", 1)] is not None
+
+
 def test_impact_shows_offline_metrics_and_training_data_quality(rollout: metalake.Lake) -> None:
     with rollout.runs.start(experiment="churn", wait=True) as run:
         run.log_metric("val_auc", 0.91)

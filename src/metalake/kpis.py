@@ -329,10 +329,10 @@ class Kpis:
 
         For each deployment and each KPI that follows its model: the KPI mean in the window before the
         deployment and in the window after it (cut at its end), the change, whether it went the KPI's way, the
-        version's offline metrics and its training data quality. Observations without an environment count for
-        deployments to the lake's production environments (`production_environments()`);
-        `unlabeled_environment` names others for this query only: one environment, a list, or None for none.
-        See the view's header for the exact rules.
+        version's offline metrics and its training data quality, and a `note` saying why a side has no
+        observations. Observations without an environment count for deployments to the lake's production
+        environments (`production_environments()`); `unlabeled_environment` names others for this query only:
+        one environment, a list, or None for none. See the view's header for the exact rules.
         """
         duration = parse_duration(window, what="Impact window", error=KpiError)
         unlabeled: tuple[str, ...] | None

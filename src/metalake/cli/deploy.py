@@ -392,7 +392,7 @@ def kpi_impact(
     Before = [start - window, start) within what the deployment replaced, after = [start, start + window) cut
     at the deployment's end. Observations without an environment count for deployments to the lake's production
     environments only (`metalake kpis production-envs`). Below the table, a note says why a deployment has no
-    observations on a side.
+    observations on a side (the column `note` in csv and json).
 
     Example: metalake kpis impact --model churn --kpi conversion_rate --window 14d
     """
@@ -408,18 +408,25 @@ def kpi_impact(
         if unlabeled_environment is None
         else _comma_list(unlabeled_environment),
     )
-    if output_format == "table":
-        if frame.is_empty():
-            from metalake.cli.output import stderr_console
+    if output_format != "table":
+        write_result(frame, output_format, output)
+        return
+    from metalake.cli.output import stderr_console
 
-            stderr_console().print(
-                "No deployment has a KPI to compare yet: record deployments with `metalake deploy record` and "
-                "KPIs with `metalake kpis define` (a KPI without --model follows every model).",
-                soft_wrap=True,
-                markup=False,
-            )
-        frame = impact_summary(frame)
-    write_result(frame, output_format, output)
+    if frame.is_empty():
+        stderr_console().print(
+            "No deployment has a KPI to compare yet: record deployments with `metalake deploy record` and "
+            "KPIs with `metalake kpis define` (a KPI without --model follows every model).",
+            soft_wrap=True,
+            markup=False,
+        )
+    notes = impact_notes(frame)
+    write_result(impact_summary(frame), output_format, output)
+    if notes:
+        console = stderr_console()
+        console.print("Why some deployments lack data:", soft_wrap=True, markup=False)
+        for note in notes:
+            console.print(f"  {note}", soft_wrap=True, markup=False, highlight=False)
 
 
 @kpis_app.command("production-envs")
@@ -464,6 +471,16 @@ def production_environments(
     names = lake.kpis.set_production_environments(_comma_list(set_to), reason=reason)
     verb = "unchanged" if lake.version("policies") == version else "now"
     console.print(f"Production environments {verb}: {', '.join(names)}", soft_wrap=True, markup=False)
+
+
+def impact_notes(frame: pl.DataFrame) -> list[str]:
+    """The impact rows' notes as lines: which deployment, KPI and segment, and why a side has no observations."""
+    lines = []
+    for row in frame.filter(frame["note"].is_not_null()).iter_rows(named=True):
+        segment = f" [{row['segment']}]" if row["segment"] is not None else ""
+        deployment = f"{row['model']} v{row['version']} ({row['environment']})"
+        lines.append(f"{deployment}, {row['kpi']}{segment}: {row['note']}")
+    return list(dict.fromkeys(lines))
 
 
 def impact_summary(frame: pl.DataFrame) -> pl.DataFrame:
