@@ -1,8 +1,11 @@
-"""`metalake deploy record | end | list` and `metalake kpis define | observe | ingest | list | impact`."""
+"""`metalake deploy record | end | list` and `metalake kpis define | observe | ingest | list | impact |
+production-envs`."""
 
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -107,6 +110,12 @@ def test_kpis_define_observe_list_and_impact(lake_path: Path, tmp_path: Path) ->
     )
     assert code == 0, output
     code, output = invoke(lake_path, "kpis", "impact", "--model", "churn")
+    assert (
+        code == 0 and "churn v2 (prod)" in output and "better" in output
+    )  # prod is a production environment
+    code, output = invoke(lake_path, "kpis", "production-envs", "--set", "production")
+    assert code == 0, output
+    code, output = invoke(lake_path, "kpis", "impact", "--model", "churn")
     assert code == 0 and "not enough data" in output  # unlabeled values count for production only
     code, output = invoke(lake_path, "kpis", "impact", "--model", "churn", "--unlabeled-env", "prod")
     assert code == 0, output
@@ -120,6 +129,69 @@ def test_kpis_define_observe_list_and_impact(lake_path: Path, tmp_path: Path) ->
     assert ",2.0,1,5.0,1," in output.splitlines()[1]  # 36 hours each side: the 3rd before, the 5th after
     code, output = invoke(lake_path, "kpis", "impact", "--window", "soon")
     assert code == 1 and "not a duration" in output
+
+
+def test_kpis_production_envs_shows_sets_and_travels_in_time(lake_path: Path) -> None:
+    code, output = invoke(lake_path, "kpis", "production-envs")
+    assert code == 0 and "Production environments: production, prod, prd, live" in output
+    started = datetime.now(UTC)
+    time.sleep(0.05)
+    code, output = invoke(
+        lake_path, "kpis", "production-envs", "--set", "production, main", "--reason", "main serves users"
+    )
+    assert code == 0 and "Production environments now: production, main" in output, output
+    code, output = invoke(lake_path, "kpis", "production-envs", "--set", "production,main")
+    assert code == 0 and "Production environments unchanged: production, main" in output
+    code, output = invoke(lake_path, "kpis", "production-envs")
+    assert code == 0 and "Production environments: production, main" in output
+    code, output = invoke(lake_path, "kpis", "production-envs", "--as-of", started.isoformat())
+    assert code == 0 and "Production environments: production, prod, prd, live" in output
+    lake = metalake.connect(lake_path)
+    assert lake.history("policies").row(0, named=True)["reason"] == "main serves users"
+    for bad, message in (
+        ("", "needs at least one environment"),
+        ("prod,,live", "not ''"),
+        ("prod,live,prod", "lists 'prod' more than once"),
+    ):
+        code, output = invoke(lake_path, "kpis", "production-envs", "--set", bad)
+        assert code == 1 and message in output and "Traceback" not in output, output
+    code, output = invoke(lake_path, "kpis", "production-envs", "--set", "x", "--as-of", started.isoformat())
+    assert code == 1 and "cannot be given with --set" in output
+    assert lake.kpis.production_environments() == ("production", "main")
+
+
+def test_kpis_impact_follows_the_lake_setting_and_takes_a_list(lake_path: Path) -> None:
+    lake = metalake.connect(lake_path)
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better")
+    lake.kpis.observe_many(
+        [
+            {"kpi": "conversion", "value": float(day), "observed_at": f"2026-03-{day:02d}"}
+            for day in range(1, 20)
+        ]
+    )
+    for environment in ("main", "edge"):
+        code, output = invoke(
+            lake_path, "deploy", "record", "-m", "churn", "-v", "1", "-e", environment, "--at", "2026-03-10"
+        )
+        assert code == 0, output
+    code, output = invoke(lake_path, "kpis", "impact", "--format", "csv")
+    assert code == 0 and [line.split(",")[17] for line in output.splitlines()[1:]] == [
+        "0",
+        "0",
+    ]  # after_count
+    code, output = invoke(lake_path, "kpis", "impact")
+    assert code == 0 and "not enough data" in output and "Why some deployments lack data:" in output
+    assert (
+        "churn v1 (main), conversion: no observations labeled 'main' in the 7 days before or in the 7 days "
+        "after; 14 unlabeled observations there count only for deployments to production environments "
+        "(production, prod, prd, live)"
+    ) in output
+    code, output = invoke(lake_path, "kpis", "impact", "--unlabeled-env", "main, edge", "--format", "csv")
+    assert code == 0 and [line.split(",")[17] for line in output.splitlines()[1:]] == ["7", "7"]
+    invoke(lake_path, "kpis", "production-envs", "--set", "main")
+    code, output = invoke(lake_path, "kpis", "impact", "--format", "json")
+    rows = [json.loads(line) for line in output.splitlines()]
+    assert code == 0 and {r["environment"]: r["after_count"] for r in rows} == {"main": 7, "edge": 0}
 
 
 def test_kpis_observe_takes_a_negative_value(lake_path: Path) -> None:

@@ -15,8 +15,10 @@ import polars as pl
 import pytest
 
 import metalake
+from metalake.core.vocabulary import DEFAULT_PRODUCTION_ENVIRONMENTS
 from metalake.errors import IngestError, KpiError, KpiNotFound, MetalakeError
-from metalake.kpis import DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT, Kpi
+from metalake.kpis.environments import PRODUCTION_ENVIRONMENTS_POLICY, sql_list
+from metalake.kpis.kpis import DEFAULT_IMPACT_WINDOW, LAKE_SETTING, Kpi
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 pytestmark = pytest.mark.filterwarnings("ignore::metalake.deployments.UnregisteredModelVersionWarning")
@@ -274,8 +276,8 @@ def test_the_bound_query_and_the_view_agree_at_the_default_settings(
 ) -> None:
     rollout.sql(f"SET TimeZone = '{time_zone}'")  # a fixed test value; New York moves its clocks on 8 March
     view = rollout.kpis.impact()  # the defaults: the materialized view
-    bound = rollout.kpis._impact(
-        DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT, {}, from_view=False
+    bound = rollout.kpis.impact_rows(
+        DEFAULT_IMPACT_WINDOW, DEFAULT_PRODUCTION_ENVIRONMENTS, {}, from_view=False
     )  # the view's query, with the settings bound as parameters
     assert view.height > 0
     assert view.sort(IMPACT_ORDER, nulls_last=False).equals(bound.sort(IMPACT_ORDER, nulls_last=False))
@@ -289,11 +291,12 @@ def test_the_default_window_is_exact_under_a_local_time_zone(rollout: metalake.L
     script = f"""
 import polars as pl
 import metalake
-from metalake.kpis import DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT
+from metalake.kpis.kpis import DEFAULT_IMPACT_WINDOW
+from metalake.core.vocabulary import DEFAULT_PRODUCTION_ENVIRONMENTS
 lake = metalake.connect({rollout.uri!r})
 order = {IMPACT_ORDER!r}
 view = lake.kpis.impact().sort(order, nulls_last=False)
-bound = lake.kpis._impact(DEFAULT_IMPACT_WINDOW, DEFAULT_UNLABELED_ENVIRONMENT, {{}}, from_view=False)
+bound = lake.kpis.impact_rows(DEFAULT_IMPACT_WINDOW, DEFAULT_PRODUCTION_ENVIRONMENTS, {{}}, from_view=False)
 assert view.equals(bound.sort(order, nulls_last=False))
 row = view.filter((pl.col("version") == 2) & (pl.col("kpi") == "conversion") & pl.col("segment").is_null())
 print(row["before_from"][0].isoformat())
@@ -361,6 +364,237 @@ def test_unlabeled_observations_count_for_production_only(lake: metalake.Lake) -
     assert nowhere["after_count"].to_list() == [0, 0]
     with pytest.raises(KpiError, match="unlabeled_environment"):
         lake.kpis.impact(unlabeled_environment=" ")
+
+
+# -- production environments ----------------------------------------------------------------------------------
+
+
+def unlabeled_traffic(lake: metalake.Lake, *environments: str) -> metalake.Lake:
+    """churn v1 deployed to each environment at T0 + 10 days; conversion observed daily without an environment."""
+    for environment in environments:
+        lake.deployments.record("churn", 1, environment, at=T0 + 10 * DAY)
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better")
+    lake.kpis.observe_many(
+        [{"kpi": "conversion", "value": float(day), "observed_at": T0 + day * DAY} for day in range(20)]
+    )
+    return lake
+
+
+def counts(impact: pl.DataFrame) -> dict[str, tuple[int, int]]:
+    return {
+        row["environment"]: (row["before_count"], row["after_count"]) for row in impact.iter_rows(named=True)
+    }
+
+
+@pytest.mark.parametrize("environment", ["prod", "prd", "live"])
+def test_a_deployment_to_prod_is_judged_by_unlabeled_observations(
+    lake: metalake.Lake, environment: str
+) -> None:
+    """The trap: a deployment to `prod` and observations without an environment gave 0 and 0 and no word why."""
+    unlabeled_traffic(lake, environment, "staging")
+    assert counts(lake.kpis.impact()) == {environment: (7, 7), "staging": (0, 0)}
+    row = lake.sql(
+        "select before_mean, after_mean, improved from model_kpi_impact where environment = $e",
+        {"e": environment},
+    ).fetchall()
+    assert row == [(6.0, 13.0, True)]  # days 3-9 and 10-16
+
+
+def test_the_view_holds_the_default_production_environments() -> None:
+    from metalake.core.sql import bundled_views
+
+    select = bundled_views()["model_kpi_impact"].select
+    assert DEFAULT_PRODUCTION_ENVIRONMENTS == ("production", "prod", "prd", "live")
+    assert sql_list(DEFAULT_PRODUCTION_ENVIRONMENTS) in select
+    assert f"policy = '{PRODUCTION_ENVIRONMENTS_POLICY}'" in select
+
+
+def test_production_environments_are_an_audited_lake_setting(lake: metalake.Lake) -> None:
+    unlabeled_traffic(lake, "production", "main")
+    assert lake.kpis.production_environments() == DEFAULT_PRODUCTION_ENVIRONMENTS
+    assert counts(lake.kpis.impact()) == {"production": (7, 7), "main": (0, 0)}
+    time.sleep(0.05)
+    before_the_change = datetime.now(UTC)
+    time.sleep(0.05)
+    assert lake.kpis.set_production_environments(["main"], reason="main is our production") == ("main",)
+    assert lake.kpis.production_environments() == ("main",)
+    assert metalake.connect(lake.uri).kpis.production_environments() == ("main",)  # every client
+    assert lake.registry.policy.gates == {}  # the registry's policy is another row of `policies`
+    latest = lake.history("policies").row(0, named=True)
+    assert (latest["operation"], latest["actor"], latest["reason"]) == (
+        "set_production_environments",
+        "tester",
+        "main is our production",
+    )
+    assert lake.sql(
+        "select operation from audit_log where table_name = 'policies' order by committed_at desc limit 1"
+    ).fetchall() == [("set_production_environments",)]
+    # the view, the bound query and lake.kpis.impact() all follow the stored list
+    assert counts(lake.kpis.impact()) == {"production": (0, 0), "main": (7, 7)}
+    assert lake.sql(
+        "select environment, after_count from model_kpi_impact order by environment"
+    ).fetchall() == [("main", 7), ("production", 0)]
+    assert counts(lake.kpis.impact(window="7d", unlabeled_environment=LAKE_SETTING)) == counts(
+        lake.kpis.impact_rows(DEFAULT_IMPACT_WINDOW, None, {}, from_view=False)
+    )
+    assert counts(lake.kpis.impact(window="2d")) == {"production": (0, 0), "main": (2, 2)}
+    # time travel reads the list in force then
+    past = lake.as_of(before_the_change)
+    assert past.kpis.production_environments() == DEFAULT_PRODUCTION_ENVIRONMENTS
+    assert counts(past.kpis.impact()) == {"production": (7, 7), "main": (0, 0)}
+    assert past.sql(
+        "select count(*) from model_kpi_impact where after_count = 7 and environment = 'production'"
+    )
+    version = lake.version("policies")
+    lake.kpis.set_production_environments(("main",))  # the list in force: nothing written
+    assert lake.version("policies") == version
+    lake.kpis.set_production_environments(DEFAULT_PRODUCTION_ENVIRONMENTS)  # back to the defaults, recorded
+    assert lake.version("policies") == version + 1
+    assert counts(lake.kpis.impact()) == {"production": (7, 7), "main": (0, 0)}
+
+
+@pytest.mark.parametrize(
+    ("environments", "message"),
+    [
+        ([], r"needs at least one environment, e\.g\. \['production', 'prod'\]"),
+        ("prod", r"takes a list of environment names, e\.g\. \['prod'\]"),
+        (None, "takes a list of environment names"),
+        (["prod", 7], r"environment names are text .* not 7"),
+        (["prod", " live"], r"without surrounding spaces.* not ' live'"),
+        (["prod", ""], r"not ''"),
+        (["prod", "live", "prod"], r"lists 'prod' more than once: name each environment once"),
+    ],
+)
+def test_bad_production_environments_are_refused_and_nothing_is_written(
+    lake: metalake.Lake, environments: object, message: str
+) -> None:
+    version = lake.version("policies")
+    with pytest.raises(KpiError, match=message) as refused:
+        lake.kpis.set_production_environments(environments)  # type: ignore[arg-type]
+    assert isinstance(refused.value, MetalakeError) and isinstance(refused.value, ValueError)
+    assert lake.version("policies") == version
+    assert lake.kpis.production_environments() == DEFAULT_PRODUCTION_ENVIRONMENTS
+
+
+def test_impact_takes_other_unlabeled_environments_for_one_query(lake: metalake.Lake) -> None:
+    unlabeled_traffic(lake, "production", "main", "staging")
+    both = lake.kpis.impact(unlabeled_environment=["main", "staging"])
+    assert counts(both) == {"production": (0, 0), "main": (7, 7), "staging": (7, 7)}
+    assert counts(lake.kpis.impact(unlabeled_environment=[])) == counts(
+        lake.kpis.impact(unlabeled_environment=None)
+    )
+    assert lake.kpis.production_environments() == DEFAULT_PRODUCTION_ENVIRONMENTS  # nothing stored
+    with pytest.raises(KpiError, match="unlabeled_environment lists 'main' more than once"):
+        lake.kpis.impact(unlabeled_environment=["main", "main"])
+
+
+def test_a_malformed_stored_list_says_how_to_set_it_again(lake: metalake.Lake) -> None:
+    lake.append("policies", [{"policy": PRODUCTION_ENVIRONMENTS_POLICY, "document": '{"prod": true}'}])
+    with pytest.raises(KpiError, match=r"cannot be read: .*set_production_environments"):
+        lake.kpis.production_environments()
+
+
+# -- the note: why a side has no observations -------------------------------------------------------------------
+
+
+def note_for(impact: pl.DataFrame, environment: str) -> str | None:
+    chosen = impact.filter(pl.col("environment") == environment)
+    assert chosen.height == 1, chosen
+    note: str | None = chosen["note"][0]
+    return note
+
+
+def test_the_note_says_which_observations_were_searched_and_which_did_not_count(lake: metalake.Lake) -> None:
+    unlabeled_traffic(lake, "production", "staging")
+    lake.kpis.observe_many(
+        [{"kpi": "conversion", "value": 1.0, "observed_at": T0 + 9 * DAY, "environment": "canary"}]
+    )
+    impact = lake.kpis.impact()
+    assert note_for(impact, "production") is None  # both sides observed
+    assert note_for(impact, "staging") == (
+        "no observations labeled 'staging' in the 7 days before or in the 7 days after; "
+        "14 unlabeled observations there count only for deployments to production environments "
+        "(production, prod, prd, live); 1 observation there is labeled with another environment, e.g. 'canary'"
+    )
+    assert lake.sql("select note from model_kpi_impact where environment = 'staging'").fetchall() == [
+        (note_for(impact, "staging"),)
+    ]
+    lake.kpis.set_production_environments(["production", "edge"])
+    assert "(production, edge)" in str(note_for(lake.kpis.impact(), "staging"))
+    hours = note_for(lake.kpis.impact(window="36h"), "staging")
+    assert str(hours).startswith(
+        "no observations labeled 'staging' in the 36 hours before or in the 36 hours"
+    )
+    nowhere = note_for(lake.kpis.impact(unlabeled_environment=None), "production")
+    assert nowhere == (
+        "no observations labeled 'production' in the 7 days before or in the 7 days after; 14 unlabeled "
+        "observations there count only for deployments to production environments (none in this query); "
+        "1 observation there is labeled with another environment, e.g. 'canary'"
+    )
+
+
+def test_the_note_names_an_environment_labeled_differently(lake: metalake.Lake) -> None:
+    lake.deployments.record("churn", 1, "prd", at=T0 + 10 * DAY)
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better")
+    lake.kpis.observe_many(
+        [
+            {
+                "kpi": "conversion",
+                "value": float(day),
+                "observed_at": T0 + day * DAY,
+                "environment": "production",
+            }
+            for day in range(20)
+        ]
+    )
+    assert note_for(lake.kpis.impact(), "prd") == (
+        "no observations labeled 'prd' or unlabeled in the 7 days before or in the 7 days after; "
+        "14 observations there are labeled with another environment, e.g. 'production'"
+    )
+
+
+def test_the_note_says_when_nothing_has_counted_since_the_deployment(lake: metalake.Lake) -> None:
+    unlabeled_traffic(lake)
+    lake.deployments.record("churn", 1, "production", at=T0 + 19 * DAY + timedelta(hours=1))  # after the last
+    row = lake.kpis.impact().row(0, named=True)
+    assert (row["before_count"], row["after_count"]) == (7, 0)
+    assert row["note"] == (
+        "no observations labeled 'production' or unlabeled in the 7 days after; none since it started: the "
+        "window has not passed yet, or the values have not arrived"
+    )
+
+
+def test_the_note_says_when_a_window_was_cut_short_or_has_no_time(lake: metalake.Lake) -> None:
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better")
+    lake.kpis.observe_many(  # days 5 to 19, none in the first days
+        [{"kpi": "conversion", "value": float(day), "observed_at": T0 + day * DAY} for day in range(5, 20)]
+    )
+    lake.deployments.record("churn", 1, "production", at=T0)
+    lake.deployments.record("churn", 2, "production", at=T0 + 2 * DAY)  # replaces v1 after two days
+    brief = lake.deployments.record("churn", 1, "live", at=T0 + 30 * DAY)
+    lake.deployments.end(brief.deployment_id, at=T0 + 30 * DAY + timedelta(hours=3))
+    lake.deployments.record("churn", 2, "live", at=T0 + 33 * DAY)  # 3 days after v1 there ended
+    instant = lake.deployments.record("churn", 1, "prod", at=T0 + 6 * DAY)
+    lake.deployments.end(instant.deployment_id, at=T0 + 6 * DAY)
+    lake.deployments.record("churn", 3, "prd", at=T0 + 8 * DAY)
+    lake.deployments.record("churn", 4, "prd", at=T0 + 8 * DAY)  # replaces v3 at the same moment
+    impact = lake.kpis.impact()
+    notes = {(r["environment"], r["version"]): r["note"] for r in impact.iter_rows(named=True)}
+    assert notes[("production", 2)] == (
+        "no observations labeled 'production' or unlabeled before it, since the deployment it replaced started"
+    )
+    assert notes[("live", 1)] == (
+        "no observations labeled 'live' or unlabeled in the 7 days before or in the time it served, until it ended"
+    )
+    assert notes[("live", 2)] == (
+        "no observations labeled 'live' or unlabeled before it, since an earlier deployment there ended or in the "
+        "7 days after"
+    )
+    assert notes[("prod", 1)] == "nothing after it to compare: it ended as it started"  # day 5 is before
+    assert str(notes[("prd", 4)]).startswith(
+        "nothing before it to compare: the deployment it replaced started"
+    )
+    assert notes[("prd", 3)] is not None and notes[("production", 1)] is not None
 
 
 def test_impact_shows_offline_metrics_and_training_data_quality(rollout: metalake.Lake) -> None:

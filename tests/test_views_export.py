@@ -98,6 +98,20 @@ def test_trino_gets_its_own_forms(tmp_path: Path) -> None:
     assert "ARBITRARY(c) AS c" in sql
 
 
+@pytest.mark.parametrize("dialect", EXPORT_DIALECTS)
+def test_joined_lists_keep_duckdbs_null_for_a_list_of_nulls(dialect: str, tmp_path: Path) -> None:
+    assert duckdb.sql(
+        "SELECT array_to_string(['a', NULL], ', '), array_to_string([NULL::VARCHAR], ', '), "
+        "array_to_string([]::VARCHAR[], ', ')"
+    ).fetchall() == [("a", None, "")]
+    sql = translate("SELECT array_to_string(names, ', ') AS listed FROM events", dialect, tmp_path)
+    size = "CARDINALITY" if dialect == "trino" else "SIZE"
+    assert (
+        f"CASE WHEN {size}(FILTER(names, element -> NOT element IS NULL)) = 0 AND {size}(names) > 0 THEN NULL "
+        "ELSE ARRAY_JOIN(names, ', ') END AS listed"
+    ) in sql
+
+
 def test_json_structures_become_the_engines_types(tmp_path: Path) -> None:
     select = (
         "SELECT c.change.name FROM versions AS v "

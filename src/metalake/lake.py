@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from metalake.core.catalog import TableSpec
     from metalake.datasets import Datasets
     from metalake.deployments import Deployments
-    from metalake.kpis import Kpis
+    from metalake.kpis.kpis import Kpis
     from metalake.lineage import Lineage
     from metalake.quality import Quality
     from metalake.registry import Registry
@@ -176,7 +176,7 @@ class Lake:
     @cached_property
     def kpis(self) -> Kpis:
         """Business and online KPIs: `lake.kpis.define(...)`, `observe`, `ingest`, `impact` of deployments."""
-        from metalake.kpis import Kpis
+        from metalake.kpis.kpis import Kpis
 
         return Kpis(self._tables)
 

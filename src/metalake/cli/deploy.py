@@ -14,7 +14,7 @@ from metalake.cli.common import cli_state, reports_errors
 from metalake.cli.output import OutputFormat
 from metalake.core.file_formats import InputFormat
 from metalake.core.vocabulary import KpiDirection
-from metalake.kpis import DEFAULT_UNLABELED_ENVIRONMENT
+from metalake.kpis.kpis import LAKE_SETTING
 
 if TYPE_CHECKING:
     import polars as pl
@@ -376,41 +376,114 @@ def kpi_impact(
         str, typer.Option("--window", "-w", help="Window before and after each deployment: 12h, 7d, 2w, ...")
     ] = "7d",
     unlabeled_environment: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--unlabeled-env",
-            help="Environment whose deployments observations without an environment count for; '' for none.",
+            metavar="ENVS",
+            help="Environments (comma-separated) whose deployments observations without an environment count "
+            "for, in this query only; '' for none. Default: the lake's production environments "
+            "(`metalake kpis production-envs`).",
         ),
-    ] = DEFAULT_UNLABELED_ENVIRONMENT,
+    ] = None,
     output_format: FormatOption = "table",
     output: OutputOption = None,
 ) -> None:
     """Did the new model help? KPI mean before and after each deployment, with offline metrics and data quality.
 
     Before = [start - window, start) within what the deployment replaced, after = [start, start + window) cut
-    at the deployment's end. Observations without an environment count for production deployments only.
+    at the deployment's end. Observations without an environment count for deployments to the lake's production
+    environments only (`metalake kpis production-envs`). Below the table, a note says why a deployment has no
+    observations on a side (the column `note` in csv and json).
 
     Example: metalake kpis impact --model churn --kpi conversion_rate --window 14d
     """
     from metalake.cli.output import write_result
 
     lake = cli_state(ctx).connect()
-    unlabeled = unlabeled_environment or None
     frame = lake.kpis.impact(
-        model, kpi, window=window, environment=environment, unlabeled_environment=unlabeled
+        model,
+        kpi,
+        window=window,
+        environment=environment,
+        unlabeled_environment=LAKE_SETTING
+        if unlabeled_environment is None
+        else _comma_list(unlabeled_environment),
     )
-    if output_format == "table":
-        if frame.is_empty():
-            from metalake.cli.output import stderr_console
+    if output_format != "table":
+        write_result(frame, output_format, output)
+        return
+    from metalake.cli.output import stderr_console
 
-            stderr_console().print(
-                "No deployment has a KPI to compare yet: record deployments with `metalake deploy record` and "
-                "KPIs with `metalake kpis define` (a KPI without --model follows every model).",
-                soft_wrap=True,
-                markup=False,
-            )
-        frame = impact_summary(frame)
-    write_result(frame, output_format, output)
+    if frame.is_empty():
+        stderr_console().print(
+            "No deployment has a KPI to compare yet: record deployments with `metalake deploy record` and "
+            "KPIs with `metalake kpis define` (a KPI without --model follows every model).",
+            soft_wrap=True,
+            markup=False,
+        )
+    notes = impact_notes(frame)
+    write_result(impact_summary(frame), output_format, output)
+    if notes:
+        console = stderr_console()
+        console.print("Why some deployments lack data:", soft_wrap=True, markup=False)
+        for note in notes:
+            console.print(f"  {note}", soft_wrap=True, markup=False, highlight=False)
+
+
+@kpis_app.command("production-envs")
+@reports_errors
+def production_environments(
+    ctx: typer.Context,
+    set_to: Annotated[
+        str | None,
+        typer.Option(
+            "--set",
+            metavar="ENVS",
+            help="Store these environments (comma-separated) as the lake's production environments.",
+        ),
+    ] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, recorded with the commit.")] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of", metavar="WHEN", help="The list in force then: an ISO time or a snapshot name."
+        ),
+    ] = None,
+) -> None:
+    """Show or set the production environments: observations without an environment count for deployments there.
+
+    The list is kept in the lake (a recorded commit of `policies`, so every client uses it and `--as-of` shows
+    an earlier one). Default: production, prod, prd, live.
+
+    Example: metalake kpis production-envs --set production,main
+    """
+    from metalake.cli.output import stdout_console
+    from metalake.errors import MetalakeError
+
+    console = stdout_console()
+    lake = cli_state(ctx).connect()
+    if set_to is None:
+        names = (lake.as_of(as_of) if as_of else lake).kpis.production_environments()
+        console.print(f"Production environments: {', '.join(names)}", soft_wrap=True, markup=False)
+        return
+    if as_of:
+        raise MetalakeError("--as-of shows the list in force then; it cannot be given with --set.")
+    from metalake.core.tables import POLICIES_TABLE
+
+    version = lake.version(POLICIES_TABLE)
+    names = lake.kpis.set_production_environments(_comma_list(set_to), reason=reason)
+    verb = "unchanged" if lake.version(POLICIES_TABLE) == version else "now"
+    console.print(f"Production environments {verb}: {', '.join(names)}", soft_wrap=True, markup=False)
+
+
+def impact_notes(frame: pl.DataFrame) -> list[str]:
+    """The impact rows' notes as lines: which deployment, KPI and segment, and why a side has no observations."""
+    lines = []
+    for row in frame.filter(frame["note"].is_not_null()).iter_rows(named=True):
+        segment = f" [{row['segment']}]" if row["segment"] is not None else ""
+        deployment = f"{row['model']} v{row['version']} ({row['environment']})"
+        lines.append(f"{deployment}, {row['kpi']}{segment}: {row['note']}")
+    return list(dict.fromkeys(lines))
 
 
 def impact_summary(frame: pl.DataFrame) -> pl.DataFrame:
@@ -454,6 +527,11 @@ def impact_summary(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
+
+
+def _comma_list(text: str) -> list[str]:
+    """`a, b` as ["a", "b"]; '' as an empty list."""
+    return [part.strip() for part in text.split(",")] if text.strip() else []
 
 
 def _summary(deployment: Deployment) -> str:

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from metalake.core.sql import SqlSession
 
 SNAPSHOTS_TABLE = "snapshots"
+POLICIES_TABLE = (
+    "policies"  # lake-wide settings documents (the registry policy, KPI environments), latest wins
+)
 HISTORY_COLUMNS = ["version", "timestamp", "operation", "actor", "reason", "rows_added", "idempotency_key"]
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from metalake.core.catalog_store import CATALOG_TABLE
 from metalake.core.storage import resolve
+from metalake.core.tables import POLICIES_TABLE
 from metalake.demo.training import EXPERIMENTS
 from metalake.errors import NotADemoLake
 
@@ -76,7 +77,7 @@ def stored_policy_document(lake: Lake) -> str | None:
 
     from metalake.registry.registry import POLICY_NAME
 
-    stored = lake.read("policies", where=pl.col("policy") == POLICY_NAME)
+    stored = lake.read(POLICIES_TABLE, where=pl.col("policy") == POLICY_NAME)
     if stored.is_empty():
         return None
     return str(stored.sort("recorded_at").row(-1, named=True)["document"])

@@ -23,9 +23,10 @@ EXPORT_DIALECTS: tuple[str, ...] = get_args(ExportDialect)
 VERIFIED_FUNCTIONS = frozenset(
     {
         "Abs", "And", "AnyValue", "ArgMax", "ArgMin", "Array", "ArrayAgg", "ArrayContains", "ArrayFilter",
-        "ArraySize", "Avg", "Case", "Cast", "Coalesce", "Count", "DateDiff", "FromJson", "Greatest", "If",
-        "IsNan", "JSONExtractScalar", "Lead", "Least", "LogicalAnd", "MapFromEntries", "Max", "Min", "Nullif",
-        "Or", "PercentileCont", "RowNumber", "Struct", "Sum", "ToMap", "TryCast", "Unnest",
+        "ArraySize", "ArrayToString", "Avg", "Case", "Cast", "Coalesce", "ConcatWs", "Count", "DateDiff",
+        "FromJson", "Greatest", "If", "IsNan", "JSONExtractScalar", "Lead", "Least", "LogicalAnd", "LogicalOr",
+        "MapFromEntries", "Max", "Min", "Nullif", "Or", "PercentileCont", "RowNumber", "Struct", "Sum", "ToMap",
+        "TryCast", "Unnest",
         "arg_max_null", "arg_min_null", "epoch_us", "json_array_length", "list_extract", "now",
         "to_microseconds",
     }
@@ -121,9 +122,33 @@ def _common_rewrite(node: exp.Expr) -> exp.Expr | None:
         if node.this is not None and node.this.expressions:
             raise UnportableConstruct("MAP {...} literal", "only the empty map is exported")
         return exp.Anonymous(this="MAP", expressions=[])
+    if isinstance(node, exp.ArrayToString):
+        if node.args.get("null") is not None:
+            raise UnportableConstruct(
+                "array_to_string(list, separator, null)", "only two arguments are exported"
+            )
+        return _array_to_string(node)
     if isinstance(node, exp.DateDiff) and node.text("unit").lower() not in ("microsecond", "microseconds"):
         raise UnportableConstruct("date_diff", "only date_diff('microsecond', start, end) is exported")
     return None
+
+
+def _array_to_string(node: exp.ArrayToString) -> exp.Expr:
+    """DuckDB's array_to_string(list, separator) skips null elements, as array_join does, but gives null where
+    every element of a non-empty list is null; array_join gives '' there."""
+    from sqlglot import exp
+
+    array = node.this
+    element = exp.to_identifier("element")
+    not_null = exp.Lambda(
+        this=exp.Not(this=exp.Is(this=exp.column(element), expression=exp.Null())), expressions=[element]
+    )
+    values = exp.ArraySize(this=exp.ArrayFilter(this=array.copy(), expression=not_null))
+    only_nulls = exp.and_(
+        exp.EQ(this=values, expression=exp.Literal.number(0)),
+        exp.GT(this=exp.ArraySize(this=array.copy()), expression=exp.Literal.number(0)),
+    )
+    return exp.Case(ifs=[exp.If(this=only_nulls, true=exp.Null())], default=node.copy())
 
 
 def _spark_rewrite(node: exp.Expr) -> exp.Expr | None:

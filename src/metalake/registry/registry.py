@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from metalake.core.ids import new_id
 from metalake.core.moments import utc_moment
+from metalake.core.tables import POLICIES_TABLE
 from metalake.core.vocabulary import STAGES, Stage
 from metalake.errors import ModelNotFound, PolicyError, PolicyViolation, RegistryError, RunError
 from metalake.registry.governance import GateContext, InputQuality, Policy, load_policy, parse_policy
@@ -255,7 +256,7 @@ class Registry:
             )
         if persist:
             self._tables.append(
-                "policies",
+                POLICIES_TABLE,
                 [{"policy": POLICY_NAME, "document": loaded.to_json(), "source": loaded.source}],
                 operation="set_policy",
             )
@@ -273,7 +274,7 @@ class Registry:
     def _stored_policy(self) -> Policy | None:
         import polars as pl
 
-        stored = self._tables.read("policies", where=pl.col("policy") == POLICY_NAME)
+        stored = self._tables.read(POLICIES_TABLE, where=pl.col("policy") == POLICY_NAME)
         if stored.is_empty():
             return None
         latest = stored.sort("recorded_at").row(-1, named=True)

@@ -1,5 +1,6 @@
 """Business and online KPIs: `lake.kpis.define(...)`, `observe`, bulk `observe_many`/`ingest`, and `impact`, the
-KPI before and after each deployment (the view `model_kpi_impact`, with a window of your choice)."""
+KPI before and after each deployment (the view `model_kpi_impact`, with a window of your choice); the lake's
+production environments, where observations without an environment count (`production_environments`)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,19 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from metalake.core.file_formats import EXTENSION_FORMATS, INPUT_FORMATS, InputFormat
 from metalake.core.moments import parse_duration, utc_moment
-from metalake.core.vocabulary import KPI_DIRECTIONS, KpiDirection
+from metalake.core.vocabulary import DEFAULT_PRODUCTION_ENVIRONMENTS, KPI_DIRECTIONS, KpiDirection
 from metalake.errors import IngestError, KpiError, KpiNotFound, ViewError
+from metalake.kpis.environments import (
+    environment_names,
+    store_production_environments,
+    stored_production_environments,
+)
 
 if TYPE_CHECKING:
     import os
@@ -33,20 +40,34 @@ OBSERVATION_COLUMNS = ("kpi", "value", "observed_at", "segment", "environment", 
 MAX_NAME_LENGTH = 250
 MAX_UNIT_LENGTH = 32
 DEFAULT_IMPACT_WINDOW = timedelta(days=7)
-# Where observations without an environment count (see sql/model_kpi_impact.sql).
-DEFAULT_UNLABELED_ENVIRONMENT = "production"
-# The one line of sql/model_kpi_impact.sql that fixes its settings; `impact()` binds other values in its place.
-# The window is exact microseconds: an INTERVAL in days would follow the session time zone's calendar (DST).
+# The one line of sql/model_kpi_impact.sql that fixes its settings; `impact()` binds other values in its place:
+# the window, and the environments where observations without one count (null: the lake's production
+# environments, read by the view's `lake_setting`). The window is exact microseconds: an INTERVAL in days would
+# follow the session time zone's calendar (DST).
 SETTINGS_LINE = (
     f"SELECT to_microseconds({DEFAULT_IMPACT_WINDOW // timedelta(microseconds=1)}) AS impact_window, "
-    f"'{DEFAULT_UNLABELED_ENVIRONMENT}' AS unlabeled_environment"
+    "production_environments FROM lake_setting"
 )
 BOUND_SETTINGS_LINE = (
     "SELECT to_microseconds(CAST($window_us AS BIGINT)) AS impact_window, "
-    "CAST($unlabeled_environment AS VARCHAR) AS unlabeled_environment"
+    "coalesce(CAST($unlabeled_environments AS VARCHAR[]), production_environments) AS production_environments "
+    "FROM lake_setting"
 )
 DEFINITIONS_SQL = "select kpi, unit, direction, description, owner, models, tags from kpi_definitions"
 SAMPLE_ROWS = 5
+
+
+class LakeSetting(Enum):
+    """The default of an option that follows a setting stored in the lake."""
+
+    LAKE_SETTING = "the lake's setting"
+
+    def __repr__(self) -> str:
+        return "LAKE_SETTING"
+
+
+LAKE_SETTING = LakeSetting.LAKE_SETTING
+UnlabeledEnvironments = str | Iterable[str] | None | Literal[LakeSetting.LAKE_SETTING]
 
 
 @dataclass(frozen=True)
@@ -267,6 +288,29 @@ class Kpis:
             frame, source=source or file.name, reason=reason or f"ingest {file.name}", idempotency_key=key
         )
 
+    # -- production environments ----------------------------------------------------------------------------
+
+    def production_environments(self) -> tuple[str, ...]:
+        """Where observations without an environment count: the environments whose deployments they judge.
+
+        The lake's setting at the lake's moment (`lake.as_of(...)` reads the list in force then); while none is
+        stored, production, prod, prd and live.
+        """
+        return stored_production_environments(self._tables) or DEFAULT_PRODUCTION_ENVIRONMENTS
+
+    def set_production_environments(
+        self, environments: Iterable[str], *, reason: str | None = None
+    ) -> tuple[str, ...]:
+        """Store the production environments in the lake, for every client and for `model_kpi_impact`.
+
+        A recorded commit of `policies` (`lake.history("policies")`, the view `audit_log`); the previous list
+        stays readable with `lake.as_of(...)`. Setting the list the lake already stores writes nothing.
+        """
+        names = environment_names(environments)
+        if stored_production_environments(self._tables) != names:
+            store_production_environments(self._tables, names, reason=reason)
+        return names
+
     # -- impact ---------------------------------------------------------------------------------------------
 
     def impact(
@@ -277,39 +321,44 @@ class Kpis:
         window: timedelta | str = DEFAULT_IMPACT_WINDOW,
         environment: str | None = None,
         deployment_id: str | None = None,
-        unlabeled_environment: str | None = DEFAULT_UNLABELED_ENVIRONMENT,
+        unlabeled_environment: UnlabeledEnvironments = LAKE_SETTING,
     ) -> pl.DataFrame:
         """Did the deployments help? The view `model_kpi_impact`, computed with `window` ("12h", "7d", "2w").
 
         For each deployment and each KPI that follows its model: the KPI mean in the window before the
         deployment and in the window after it (cut at its end), the change, whether it went the KPI's way, the
-        version's offline metrics and its training data quality. Observations without an environment count for
-        deployments to `unlabeled_environment` only (None: for none). See the view's header for the exact rules.
+        version's offline metrics and its training data quality, and a `note` saying why a side has no
+        observations. Observations without an environment count for deployments to the lake's production
+        environments (`production_environments()`); `unlabeled_environment` names others for this query only:
+        one environment, a list, or None for none. See the view's header for the exact rules.
         """
         duration = parse_duration(window, what="Impact window", error=KpiError)
-        if unlabeled_environment is not None and (
-            not isinstance(unlabeled_environment, str) or not unlabeled_environment.strip()
-        ):
-            raise KpiError(
-                f"unlabeled_environment names the environment where observations without one count, e.g. "
-                f"'production', or is None to count them nowhere; not {unlabeled_environment!r}."
+        unlabeled: tuple[str, ...] | None
+        if unlabeled_environment is LAKE_SETTING:
+            unlabeled = None
+        elif unlabeled_environment is None:
+            unlabeled = ()
+        elif isinstance(unlabeled_environment, str):
+            unlabeled = environment_names([unlabeled_environment], what="unlabeled_environment")
+        else:  # [] as None: count them nowhere
+            unlabeled = environment_names(
+                unlabeled_environment, what="unlabeled_environment", allow_empty=True
             )
         filters = {"model": model, "kpi": kpi, "environment": environment, "deployment_id": deployment_id}
-        from_view = (
-            duration == DEFAULT_IMPACT_WINDOW and unlabeled_environment == DEFAULT_UNLABELED_ENVIRONMENT
-        )
-        return self._impact(duration, unlabeled_environment, filters, from_view=from_view)
+        from_view = duration == DEFAULT_IMPACT_WINDOW and unlabeled is None
+        return self.impact_rows(duration, unlabeled, filters, from_view=from_view)
 
-    def _impact(
+    def impact_rows(
         self,
         duration: timedelta,
-        unlabeled_environment: str | None,
+        unlabeled_environments: Sequence[str] | None,
         filters: Mapping[str, str | None],
         *,
         from_view: bool,
     ) -> pl.DataFrame:
         """Impact rows from the materialized view (its settings are the defaults), or from the view's query with
-        the settings bound (`from_view=False`); the tests hold the two to the same result."""
+        the settings bound (`from_view=False`; `unlabeled_environments` None: the lake's production
+        environments); the tests hold the two to the same result."""
         from metalake.core.sql import bundled_views
 
         params: dict[str, Any] = {}
@@ -319,12 +368,14 @@ class Kpis:
             definition = bundled_views()[IMPACT_VIEW]
             if definition.select.count(SETTINGS_LINE) != 1:
                 raise ViewError(
-                    f"{definition.path} must set its window and unlabeled environment in exactly one line "
+                    f"{definition.path} must set its window and production environments in exactly one line "
                     f"{SETTINGS_LINE!r}, so that lake.kpis.impact(window=...) can bind others."
                 )
             source = f"({definition.select.replace(SETTINGS_LINE, BOUND_SETTINGS_LINE)}\n) as impact"
             params["window_us"] = duration // timedelta(microseconds=1)
-            params["unlabeled_environment"] = unlabeled_environment
+            params["unlabeled_environments"] = (
+                None if unlabeled_environments is None else list(unlabeled_environments)
+            )
         clauses = []
         for column, value in filters.items():
             if value is not None:
