@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_LAKE ?= ./demo-lake
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint format strip-notebooks bench clean
+.PHONY: help demo test test-slow lint format strip-notebooks bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ demo: $(VENV)/.installed-demo ## Create .venv, install with the demo extra, buil
 test: $(VENV)/.installed-dev ## Create .venv with dev extras, lint, run the whole test suite
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest
+
+test-slow: $(VENV)/.installed-dev ## Run the tests marked slow (none is in `make test`)
+	$(BIN)/python -m pytest -m slow || [ $$? -eq 5 ]  # exit 5: no test is marked slow
 
 lint: $(VENV)/.installed-dev ## ruff format --check, ruff check, mypy on src/, the import layers, notebooks without outputs
 	$(BIN)/ruff format --check src tests bench notebooks

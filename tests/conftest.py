@@ -19,7 +19,7 @@ import pytest
 import metalake
 
 if TYPE_CHECKING:
-    from demo_lake import DemoLake
+    from support.demo_lake import DemoLake
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +42,7 @@ def lake(lake_path: Path) -> metalake.Lake:
 @pytest.fixture(scope="session")
 def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> DemoLake:
     """Two rounds of `metalake demo`, built once per session: tests that use it must not write to it."""
-    from demo_lake import build_demo_lake  # the CLI and the demo load only in sessions that need them
+    from support.demo_lake import build_demo_lake  # the CLI and the demo load only in sessions that need them
 
     return build_demo_lake(tmp_path_factory.mktemp("demo") / "demo-lake")
 
@@ -70,7 +70,7 @@ class S3Server:
         }
 
     def create_bucket(self) -> str:
-        from workers import s3_client
+        from support.workers import s3_client
 
         name = f"lake-{uuid.uuid4().hex[:12]}"
         s3_client(self.endpoint).create_bucket(Bucket=name)
@@ -112,10 +112,19 @@ def s3_lake_uri(s3_server: S3Server) -> str:
 
 @pytest.fixture(scope="module")
 def sample_lake(tmp_path_factory: pytest.TempPathFactory) -> metalake.Lake:
-    """A lake with rows for every view (tests/sample_lake.py), built once per test module; do not write to it."""
-    from sample_lake import fill_sample_lake
+    """A lake with rows for every view (tests/support/sample_lake.py), built once per test module; do not write to it."""
+    from support.sample_lake import fill_sample_lake
 
     folder = tmp_path_factory.mktemp("sample")
     lake = metalake.connect(folder / "lake", actor="tester")
     fill_sample_lake(lake, folder)
     return lake
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that reaches the moto S3 server `s3` (`pytest -m s3`, or `-m 'not s3'` without it)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_s3 = callspec is not None and "s3" in callspec.id.split("-")
+        if on_s3 or {"s3_server", "s3_lake_uri"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.s3)

@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 import pytest
 from openlineage.client.serde import Serde
-from openlineage_samples import airflow_dag, spark_events
+from support.openlineage_samples import airflow_dag, spark_events
 
 import metalake
 from metalake.core.tables import Tables
@@ -512,7 +512,7 @@ def test_both_arrival_orders_give_the_same_current_schema(lake_path: Any, tmp_pa
 
 
 def test_two_processes_ingesting_the_same_events_store_each_once(tmp_path: Any) -> None:
-    from workers import ingest_lineage, run_in_processes
+    from support.workers import ingest_lineage, run_in_processes
 
     events = [Serde.to_json(event) for _ in range(6) for event in airflow_dag()]
     uri = str(tmp_path / "lake")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from workers import register_versions, run_in_processes
+from support.workers import register_versions, run_in_processes
 
 import metalake
 from metalake.errors import ModelNotFound, RegistryError

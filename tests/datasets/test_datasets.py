@@ -309,7 +309,7 @@ def test_changed_files_are_not_read_as_an_old_version(lake: metalake.Lake, tmp_p
 def test_object_store_files_are_read_through_pyarrow(
     lake: metalake.Lake, s3_server: Any, tmp_path: Path
 ) -> None:
-    from workers import s3_client
+    from support.workers import s3_client
 
     bucket = s3_server.create_bucket()
     client = s3_client(s3_server.endpoint)
@@ -416,7 +416,7 @@ def test_a_projection_keeps_the_data_order_and_an_empty_one_reads_no_columns(
 def test_object_store_tsv_files_are_read_with_tabs(
     lake: metalake.Lake, s3_server: Any, tmp_path: Path
 ) -> None:
-    from workers import s3_client
+    from support.workers import s3_client
 
     bucket = s3_server.create_bucket()
     client = s3_client(s3_server.endpoint)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from workers import log_runs, run_in_processes
+from support.workers import log_runs, run_in_processes
 
 import metalake
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from openlineage.client import OpenLineageClient
 from openlineage.client.transport.file import FileConfig, FileTransport
-from openlineage_samples import airflow_dag, spark_events
+from support.openlineage_samples import airflow_dag, spark_events
 from typer.testing import CliRunner, Result
 
 import metalake

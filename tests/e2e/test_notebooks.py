@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from demo_lake import DemoLake
+from support.demo_lake import DemoLake
 
 import metalake
 
@@ -25,7 +25,7 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 pytest.importorskip("matplotlib")
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOK_FILES = sorted(NOTEBOOKS.glob("*.ipynb"))
 CELL_TIMEOUT_S = 120
 LAKE_KINDS = ("demo", "empty")

@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from workers import (
+from support.workers import (
     append_batches,
     append_keyed_batches,
     batch_rows,

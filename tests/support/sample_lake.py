@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandera.pandas as pa
 import polars as pl
-from openlineage_samples import airflow_dag
 
 import metalake
+from support.openlineage_samples import airflow_dag
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 

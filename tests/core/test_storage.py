@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from workers import s3_client
+from support.workers import s3_client
 
 import metalake
 from metalake.core.storage import REMOTE_DEFAULTS, resolve

@@ -22,7 +22,7 @@ from conftest import _free_port
 from openlineage.client import OpenLineageClient
 from openlineage.client.serde import Serde
 from openlineage.client.transport.http import ApiKeyTokenProvider, HttpCompression, HttpConfig, HttpTransport
-from openlineage_samples import airflow_dag, spark_events
+from support.openlineage_samples import airflow_dag, spark_events
 
 import metalake
 

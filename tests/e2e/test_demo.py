@@ -17,8 +17,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from demo_lake import DemoLake
 from rich.console import Console
+from support.demo_lake import DemoLake
 from typer.testing import CliRunner, Result
 
 import metalake

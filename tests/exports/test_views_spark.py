@@ -1,6 +1,6 @@
 """The exported Spark SQL run on a local Spark session over the sample lake, answer for answer against DuckDB.
 
-Opt-in: `pip install pyspark delta-spark` (and a Java runtime), then `pytest tests/test_views_spark.py`; skipped
+Opt-in: `pip install pyspark delta-spark` (and a Java runtime), then `pytest tests/exports/test_views_spark.py`; skipped
 otherwise, as in CI. The views' answers need pyspark only: the tables reach Spark as Parquet copies of their
 current Delta versions. Running 00_tables.sql on the Delta tables themselves needs delta-spark, whose session
 fetches Delta's jars from Maven at start.

@@ -9,7 +9,14 @@ from typing import Any
 
 import polars as pl
 import pytest
-from workers import batch_rows, copy_lake, describe_lake, object_keys, run_in_processes, table_versions
+from support.workers import (
+    batch_rows,
+    copy_lake,
+    describe_lake,
+    object_keys,
+    run_in_processes,
+    table_versions,
+)
 
 import metalake
 

@@ -1,0 +1,1 @@
+"""Test helpers: workers for spawned processes, sample lakes, OpenLineage samples."""
