@@ -308,7 +308,8 @@ def ingest(
     """
     from rich.markup import escape
 
-    from metalake.cli.output import ingest_progress, read_input, stderr_console, stdout_console
+    from metalake.cli.input_files import ingest_progress, read_input
+    from metalake.cli.output import stderr_console, stdout_console
 
     file_format = _input_format(file, input_format)
     if not file.exists():

@@ -43,7 +43,8 @@ def import_mlflow_command(
     from rich.progress import TaskID
     from rich.table import Table
 
-    from metalake.cli.output import ingest_progress, stdout_console
+    from metalake.cli.input_files import ingest_progress
+    from metalake.cli.output import stdout_console
     from metalake.integrations.mlflow.importer import import_mlflow
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
