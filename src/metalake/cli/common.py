@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 
+from metalake.cli.output import ListFormat, OutputFormat
 from metalake.errors import MetalakeError
 
 if TYPE_CHECKING:
@@ -16,6 +18,38 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+TABLE_HELP = (
+    "table (Rich in a terminal; piped: a header line, then one row per line, tab-separated, values whole)"
+)
+FormatOption = Annotated[
+    ListFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help=f"{TABLE_HELP}, csv, json (one array), jsonl (one object per line). Columns as the Python API names them.",
+    ),
+]
+FileFormatOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help=f"{TABLE_HELP}, csv, json (JSON lines, one object per row, as this command always wrote; same as "
+        "jsonl), jsonl, parquet (needs --output).",
+    ),
+]
+ShowFormatOption = Annotated[
+    ListFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help=f"{TABLE_HELP}, json (one object with every part), csv and jsonl (the main table, named below).",
+    ),
+]
+OutputOption = Annotated[
+    Path | None, typer.Option("--output", "-o", dir_okay=False, help="Write to FILE instead of stdout.")
+]
 
 
 @dataclass(frozen=True)
