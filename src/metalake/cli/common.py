@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import io
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,5 +86,18 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
             print_error(str(error))
             raise typer.Exit(1) from None
+        except BrokenPipeError:
+            # The reader stopped early (`| head`): not an error to report. Exit as a Unix filter killed by
+            # SIGPIPE does (128 + 13), with stdout pointed at /dev/null so that the flush at exit stays quiet.
+            _discard_stdout()
+            raise typer.Exit(141) from None
 
     return run
+
+
+def _discard_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # not a real file (CliRunner): nothing to flush
+        pass

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -283,8 +283,11 @@ def write_rows(
                 sys.stdout.write(text)
             else:
                 output.write_text(text, encoding="utf-8")
+    except BrokenPipeError:
+        raise  # the reader stopped early (`| head`): reports_errors ends the command quietly
     except OSError as error:
-        raise MetalakeError(f"Cannot write {output}: {error.strerror or error}.") from error
+        target = output or "to standard output"
+        raise MetalakeError(f"Cannot write {target}: {error.strerror or error}.") from error
 
 
 def stdout_is_terminal() -> bool:
@@ -409,7 +412,8 @@ def plain_text(value: Any) -> str:
 def _print_plain(
     sections: Sequence[Section], out: TextIO, err: TextIO, *, empty: str | None, notes: Sequence[str]
 ) -> None:
-    """Header line and rows on stdout; with several sections each starts with `# title`. Notes go to stderr."""
+    """Header line and rows on stdout; with several sections, titles and text lines start with `# `. Notes go
+    to stderr."""
     several = len(sections) > 1
     for index, section in enumerate(sections):
         if index:
@@ -419,8 +423,8 @@ def _print_plain(
                 out.write(f"# {plain_text(section.title)}\n")
             else:
                 err.write(f"{section.title}\n")
-        for line in section.lines:
-            out.write(f"{line}\n")
+        for line in section.lines:  # with several sections, every line that is not a table row starts with #
+            out.write(f"# {plain_text(line)}\n" if several else f"{line}\n")
         if section.is_text:
             continue
         out.write("\t".join(plain_text(name) for name in section.columns) + "\n")
@@ -475,7 +479,8 @@ def rich_table(section: Section) -> Table:
             text = cell(value)
             if name in section.cut:
                 text = text[: section.cut[name]]
-            style = row_style or section.value_styles.get(name, {}).get(value)
+            by_value = section.value_styles.get(name)
+            style = row_style or (by_value.get(value) if by_value and isinstance(value, Hashable) else None)
             cells.append(Text(text.plain, style=style) if style else text)
         table.add_row(*cells)
     return table
