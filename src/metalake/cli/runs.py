@@ -9,6 +9,8 @@ import typer
 from metalake.cli.common import FormatOption, ShowFormatOption, cli_state, reports_errors
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from metalake.cli.output import Section
     from metalake.tracking.search import RunDetails
 
@@ -46,14 +48,16 @@ def list_runs(
     (status, name, experiment, ...) with =, !=, <, >, AND, OR, NOT, IN (...), IS [NOT] NULL, LIKE.
 
     The table shows the params that differ and the first metrics; csv, json and jsonl give every column of
-    lake.runs.search (run_id whole, params.KEY, tags.KEY, metrics.KEY).
+    lake.runs.search: run attributes (run_id whole), then params.KEY, tags.KEY, metrics.KEY, keys sorted.
 
     Example: metalake runs list -e churn -w "metrics.val_auc > 0.8" -o "metrics.val_auc desc"
     """
     from metalake.cli.output import write_rows
 
     lake = cli_state(ctx).connect()
-    runs = lake.runs.search(experiment=experiment, where=where, order_by=order_by, limit=limit)
+    runs = stable_columns(
+        lake.runs.search(experiment=experiment, where=where, order_by=order_by, limit=limit)
+    )
     # Params that are the same for every listed run say nothing about the differences: leave them out.
     varying = [c for c in runs.columns if c.startswith("params.") and runs.get_column(c).n_unique() > 1]
     extra = sorted(varying) + sorted(c for c in runs.columns if c.startswith("metrics."))
@@ -83,7 +87,7 @@ def show_run(
     """Show one run: state and context, params, tags, metric summaries, inputs and artifacts.
 
     json: what lake.runs.get returns, {run_id, info, params, tags, metrics, inputs, artifacts}. csv and jsonl:
-    the run as one row, its info fields then params.KEY, tags.KEY and metrics.KEY (last value).
+    the run as one row, its info fields then params.KEY, tags.KEY and metrics.KEY (last value), keys sorted.
 
     Example: metalake runs show 0193a7c2e4f87b6e9d1c2a3b4c5d6e7f
     """
@@ -101,6 +105,17 @@ def show_run(
     write_rows(
         pl.DataFrame([row]), output_format=output_format, table=run_sections(details), document=details
     )
+
+
+def stable_columns(runs: pl.DataFrame) -> pl.DataFrame:
+    """Run attributes, then params.KEY, tags.KEY and metrics.KEY each sorted, so that a CSV header is the same
+    from one call to the next (the search frame's order of keys may vary)."""
+    keyed = [c for c in runs.columns if c.startswith(("params.", "tags.", "metrics."))]
+    attributes = [c for c in runs.columns if c not in keyed]
+    by_kind = [
+        sorted(c for c in keyed if c.startswith(prefix)) for prefix in ("params.", "tags.", "metrics.")
+    ]
+    return runs.select(attributes + [c for group in by_kind for c in group])
 
 
 def run_sections(details: RunDetails) -> list[Section]:
@@ -150,7 +165,9 @@ def compare_runs(
     if len(run_ids) < 2:
         raise MetalakeError("Give at least two run ids to compare.")
     lake = cli_state(ctx).connect()
-    runs = lake.runs.search(where="run_id in (" + ", ".join(_literal(r) for r in run_ids) + ")")
+    runs = stable_columns(
+        lake.runs.search(where="run_id in (" + ", ".join(_literal(r) for r in run_ids) + ")")
+    )
     missing = [run_id for run_id in run_ids if run_id not in set(runs.get_column("run_id").to_list())]
     if missing:
         raise MetalakeError(
