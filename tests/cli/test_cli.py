@@ -22,6 +22,8 @@ import metalake
 from metalake.cli.app import app
 
 COMMANDS = ["init", "tables", "describe", "sql", "history", "ingest", "snapshot", "snapshots", "demo"]
+# What a terminal shows (Rich tables, captions and notes on stdout); without it, CliRunner's output is a pipe.
+TERMINAL = {"TTY_COMPATIBLE": "1"}
 PARAMS = [
     {"run_id": "r1", "key": "learning_rate", "value": "0.1"},
     {"run_id": "r1", "key": "epochs", "value": "6"},
@@ -92,7 +94,7 @@ def test_lake_comes_from_the_environment_when_not_given(tmp_path: Path) -> None:
 def test_tables_lists_every_table_its_version_and_the_views(
     with_params: metalake.Lake, lake_path: Path
 ) -> None:
-    result = run(lake_path, "tables", "--rows")
+    result = run(lake_path, "tables", "--rows", env=TERMINAL)
     assert_ok(result)
     for spec in with_params.tables():
         assert spec.name in result.stdout
@@ -124,14 +126,14 @@ QUERY = "select run_id, key, value from params order by key"
 
 
 def test_sql_prints_a_table_by_default(with_params: metalake.Lake, lake_path: Path) -> None:
-    result = run(lake_path, "sql", QUERY)
+    result = run(lake_path, "sql", QUERY, env=TERMINAL)
     assert_ok(result)
     assert "learning_rate" in result.stdout
     assert "2 rows" in result.stdout
 
 
 def test_sql_table_shows_at_most_max_rows(with_params: metalake.Lake, lake_path: Path) -> None:
-    result = run(lake_path, "sql", QUERY, "--max-rows", "1")
+    result = run(lake_path, "sql", QUERY, "--max-rows", "1", env=TERMINAL)
     assert_ok(result)
     assert "epochs" in result.stdout
     assert "learning_rate" not in result.stdout
@@ -465,7 +467,7 @@ def test_unknown_command_and_bad_option_are_usage_errors(lake_path: Path) -> Non
 
 
 def test_snapshot_and_snapshots(with_params: metalake.Lake, lake_path: Path) -> None:
-    empty = run(lake_path, "snapshots")
+    empty = run(lake_path, "snapshots", env=TERMINAL)
     assert_ok(empty)
     assert "No snapshots yet" in empty.stdout
     pinned = run(lake_path, "snapshot", "paper-v1", "--description", "numbers in the paper")

@@ -28,8 +28,10 @@ from metalake.demo import NotADemoLake, business, run_demo, target
 RAW_BIOPSIES = "dataset:postgres://clinic-db:5432/pathology.biopsies"
 
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "METALAKE_ACTOR": "tester"})
+def invoke(*args: str, terminal: bool = False) -> Result:
+    """`metalake ARGS`; `terminal` draws Rich tables as a terminal shows them (CliRunner's output is a pipe)."""
+    env = {"COLUMNS": "200", "METALAKE_ACTOR": "tester", **({"TTY_COMPATIBLE": "1"} if terminal else {})}
+    return CliRunner().invoke(app, list(args), env=env)
 
 
 def round_one(demo_lake: DemoLake) -> metalake.Lake:
@@ -249,7 +251,7 @@ def test_the_time_travel_command_compares_the_round_before_with_now(demo_lake: D
     past = next(c for c in second if "--as-of" in c)
     assert past[-1] == "demo-round-1"  # round 2 looks back at round 1, not at the snapshot it just pinned
     now = next(c for c in second if c[3] == "sql" and c[4] == past[4] and "--as-of" not in c)
-    then, today = invoke(*past[1:]).output, invoke(*now[1:]).output
+    then, today = invoke(*past[1:], terminal=True).output, invoke(*now[1:], terminal=True).output
     assert re.search(r"tumor-classifier\s*│\s*1\s*│\s*production", then)
     assert re.search(r"tumor-classifier\s*│\s*1\s*│\s*archived", today)
     assert re.search(r"tumor-classifier\s*│\s*3\s*│\s*production", today) and "│       3 │" not in then

@@ -1,5 +1,14 @@
-"""The command line: a Typer app, one module per command group, one output module."""
+"""The command line: a Typer app, one module per command group, one output module.
 
-from metalake.cli.app import app, main
+`main` imports the app only when called, so that `python -m metalake.cli.app` runs the module once.
+"""
 
-__all__ = ["app", "main"]
+
+def main() -> None:
+    """Entry point of the `metalake` script."""
+    from metalake.cli.app import main as run
+
+    run()
+
+
+__all__ = ["main"]

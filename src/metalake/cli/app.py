@@ -12,8 +12,15 @@ from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 import typer
 
 from metalake._version import __version__
-from metalake.cli.common import CliState, cli_state, reports_errors
-from metalake.cli.output import OutputFormat
+from metalake.cli.catalog import describe, tables
+from metalake.cli.common import (
+    CliState,
+    FileFormatOption,
+    FormatOption,
+    OutputOption,
+    cli_state,
+    reports_errors,
+)
 from metalake.core.file_formats import EXTENSION_FORMATS, INPUT_FORMATS, InputFormat
 from metalake.errors import IngestError, MetalakeError
 
@@ -103,97 +110,8 @@ def init(ctx: typer.Context) -> None:
     )
 
 
-@app.command()
-@reports_errors
-def tables(
-    ctx: typer.Context,
-    rows: Annotated[
-        bool,
-        typer.Option("--rows", help="Also count rows (reads every data file's footer; slower on big lakes)."),
-    ] = False,
-) -> None:
-    """List the tables, with their current version, and the SQL views built on them.
-
-    Example: metalake tables --rows
-    """
-    import polars as pl
-
-    from metalake.cli.output import frame_table, stdout_console
-    from metalake.core.sql import bundled_views
-
-    lake = cli_state(ctx).connect()
-    records = []
-    for spec in lake.tables():
-        record: dict[str, object] = {
-            "table": spec.name,
-            "version": lake.version(spec.name),
-            "columns": len(spec.columns),
-        }
-        if rows:
-            record["rows"] = _row_count(lake, spec.name)
-        record["description"] = _first_sentence(spec.description)
-        records.append(record)
-    console = stdout_console()
-    console.print(frame_table(pl.DataFrame(records), title=f"Tables in {lake.uri}"))
-    views = [
-        {
-            "view": view.name,
-            "question": view.documentation.splitlines()[0].removeprefix(f"{view.name}:").strip(),
-        }
-        for view in bundled_views().values()
-    ]
-    console.print(frame_table(pl.DataFrame(views), title="Views (query them with metalake sql)"))
-
-
-def _row_count(lake: Lake, table: str) -> int:
-    dataset = lake.arrow_dataset(table)
-    return int(dataset.count_rows() if hasattr(dataset, "count_rows") else dataset.num_rows)
-
-
-def _first_sentence(text: str) -> str:
-    head, dot, _ = text.partition(". ")
-    return head + dot.strip()
-
-
-@app.command()
-@reports_errors
-def describe(ctx: typer.Context, table: Annotated[str, typer.Argument(help="Table or view name.")]) -> None:
-    """Show a table's contract: what a row means, its primary key, every column's type, checks and meaning.
-
-    Views (metric_summary, runs_current, audit_log) show their documentation.
-
-    Example: metalake describe metrics
-    """
-    from rich.table import Table
-    from rich.text import Text
-
-    from metalake.cli.output import stdout_console
-    from metalake.core.catalog import describe_columns
-    from metalake.core.sql import bundled_views
-
-    lake = cli_state(ctx).connect()
-    console = stdout_console()
-    views = bundled_views()
-    if table in views and table not in {spec.name for spec in lake.tables()}:
-        console.print(Text(f"View {table}", style="bold"))
-        console.print(Text(views[table].documentation))
-        return
-    spec = lake.spec(table)
-    console.print(Text(f"Table {spec.name}", style="bold"))
-    console.print(Text(spec.description))
-    console.print(Text(f"Primary key: {', '.join(spec.primary_key) or '(none)'}"))
-    if spec.partition_by:
-        console.print(Text(f"Partitioned by: {', '.join(spec.partition_by)}"))
-    columns = Table(title_justify="left")
-    for heading in ("column", "type", "nullable", "checks", "description"):
-        columns.add_column(heading, overflow="fold")
-    for column in describe_columns(spec):
-        name = Text(column["column"], style="bold" if column["primary_key"] else "")
-        nullable = "yes" if column["nullable"] else "no"
-        columns.add_row(
-            name, Text(column["type"]), nullable, Text(column["checks"]), Text(column["description"])
-        )
-    console.print(columns)
+app.command()(tables)
+app.command()(describe)
 
 
 # -- reading ------------------------------------------------------------------------------------------------
@@ -210,20 +128,13 @@ def sql(
             "--as-of", metavar="WHEN", help="Query the lake as it was: an ISO time or a snapshot name."
         ),
     ] = None,
-    output_format: Annotated[
-        OutputFormat,
-        typer.Option(
-            "--format", "-f", help="table (Rich), csv, json (JSON lines, one object per row), parquet."
-        ),
-    ] = "table",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", dir_okay=False, help="Write to FILE instead of stdout.")
-    ] = None,
+    output_format: FileFormatOption = "table",
+    output: OutputOption = None,
     max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown by --format table.")] = 100,
 ) -> None:
     """Run SQL over the lake's tables and views, now or as of a past moment or snapshot.
 
-    JSON output is JSON lines, which `metalake ingest` reads back.
+    JSON output is JSON lines (--format json or jsonl), which `metalake ingest` reads back.
 
     Example: metalake sql "select name, status, duration_s from runs_current" --format csv
 
@@ -231,7 +142,7 @@ def sql(
     """
     from rich.markup import escape
 
-    from metalake.cli.output import fetch_frame, stderr_console, write_result
+    from metalake.cli.output import fetch_frame, stderr_console, write_rows
 
     if output_format == "parquet" and output is None:
         raise typer.BadParameter(
@@ -243,7 +154,14 @@ def sql(
         stderr_console().print("Done: the statement returns no rows.", soft_wrap=True)
         return
     frame = fetch_frame(relation)
-    write_result(frame, output_format, output, max_rows=max_rows)
+    write_rows(
+        frame,
+        output_format=output_format,
+        caption=_rows(frame.height),
+        max_rows=max_rows,
+        output=output,
+        json_lines=True,
+    )
     if output is not None:
         stderr_console().print(f"Wrote {frame.height:,} row(s) to {escape(str(output))}.", soft_wrap=True)
 
@@ -256,16 +174,19 @@ def history(
     limit: Annotated[
         int | None, typer.Option("--limit", "-n", min=1, help="Show only the newest N commits.")
     ] = None,
+    output_format: FormatOption = "table",
 ) -> None:
     """Show a table's commits, newest first: when, who, what operation, why, and how many rows.
 
     Example: metalake history metrics --limit 5
+
+    Example: metalake history runs | grep alice
     """
-    from metalake.cli.output import frame_table, stdout_console
+    from metalake.cli.output import write_rows
 
     lake = cli_state(ctx).connect()
     frame = lake.history(table, limit=limit)
-    stdout_console().print(frame_table(frame, title=f"History of {table} (newest first)"))
+    write_rows(frame, output_format=output_format, title=f"History of {table} (newest first)")
 
 
 # -- writing ------------------------------------------------------------------------------------------------
@@ -308,7 +229,8 @@ def ingest(
     """
     from rich.markup import escape
 
-    from metalake.cli.output import ingest_progress, read_input, stderr_console, stdout_console
+    from metalake.cli.input_files import ingest_progress, read_input
+    from metalake.cli.output import stderr_console, stdout_console
 
     file_format = _input_format(file, input_format)
     if not file.exists():
@@ -396,24 +318,29 @@ def _check_snapshot_name(lake: Lake, name: str) -> None:
 
 @app.command()
 @reports_errors
-def snapshots(ctx: typer.Context) -> None:
+def snapshots(ctx: typer.Context, output_format: FormatOption = "table") -> None:
     """List the named snapshots: when each was pinned, by whom, and why.
 
     Example: metalake snapshots
     """
-    from metalake.cli.output import frame_table, stdout_console
+    from metalake.cli.output import write_rows
 
     frame = cli_state(ctx).connect().snapshots()
-    console = stdout_console()
-    if frame.is_empty():
-        console.print(
-            "No snapshots yet. Pin one with: metalake snapshot NAME --description TEXT", soft_wrap=True
-        )
-        return
-    console.print(frame_table(frame, title="Snapshots"))
+    write_rows(
+        frame,
+        output_format=output_format,
+        title="Snapshots",
+        empty="No snapshots yet. Pin one with: metalake snapshot NAME --description TEXT",
+    )
 
 
 # -- maintenance --------------------------------------------------------------------------------------------
+
+
+MAINTENANCE_SCHEMA = {
+    "table": "String", "action": "String", "files_before": "Int64", "files_after": "Int64", "version": "Int64",
+    "seconds": "Float64",
+}  # fmt: skip
 
 
 @app.command()
@@ -442,36 +369,44 @@ def maintain(
             help="Delete files unreferenced for more than N days (named snapshots keep theirs).",
         ),
     ] = None,
+    output_format: FormatOption = "table",
 ) -> None:
     """Rewrite tables for fast reads (metrics clustered by key and run, small files merged), apply retention.
 
     Retention never removes what a named snapshot, a non-archived model version or its run still needs. Writers
     may keep appending while it runs. On object stores, run it from one job at a time.
 
+    csv, json and jsonl give one row per table and action, as lake.maintain returns them (table, action,
+    files_before, files_after, version, seconds), tables without data files included.
+
     Example: metalake maintain --metric-history-days 90 --vacuum-days 7 --dry-run
     """
-    from metalake.cli.output import stdout_console
+    import dataclasses
+
+    import polars as pl
+
+    from metalake.cli.output import Section, write_rows
 
     lake = cli_state(ctx).connect()
     results = lake.maintain(
         tables=table, dry_run=dry_run, metric_history_days=metric_history_days, vacuum_days=vacuum_days
     )
-    from rich.table import Table
-
-    console = stdout_console()
-    view = Table(title="Maintenance (dry run)" if dry_run else "Maintenance")
-    for column in ("table", "action", "files before", "files after", "seconds"):
-        view.add_column(column, justify="right" if column.startswith(("files", "sec")) else "left")
-    empty = 0
-    for result in results:
-        if result.files_before == 0 and not result.action.startswith(("drop", "vacuum")):
-            empty += 1
-            continue
-        after = "" if dry_run else str(result.files_after)
-        view.add_row(result.table, result.action, str(result.files_before), after, f"{result.seconds:.2f}")
-    console.print(view)
-    if empty:
-        console.print(f"{empty} table(s) without data files left out.")
+    schema = {name: getattr(pl, dtype) for name, dtype in MAINTENANCE_SCHEMA.items()}
+    frame = pl.DataFrame([dataclasses.asdict(result) for result in results], schema=schema)
+    shown = [r for r in results if r.files_before > 0 or r.action.startswith(("drop", "vacuum"))]
+    rows = [
+        (r.table, r.action, r.files_before, "" if dry_run else r.files_after, f"{r.seconds:.2f}")
+        for r in shown
+    ]
+    section = Section(
+        columns=("table", "action", "files before", "files after", "seconds"),
+        rows=rows,
+        title="Maintenance (dry run)" if dry_run else "Maintenance",
+        right=("files before", "files after", "seconds"),
+    )
+    empty = len(results) - len(shown)
+    notes = [f"{empty} table(s) without data files left out."] if empty else []
+    write_rows(frame, output_format=output_format, table=[section], notes=notes)
 
 
 # -- demo ---------------------------------------------------------------------------------------------------

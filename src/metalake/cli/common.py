@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import functools
+import io
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 
+from metalake.cli.output import ListFormat, OutputFormat
 from metalake.errors import MetalakeError
 
 if TYPE_CHECKING:
@@ -16,6 +21,38 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+TABLE_HELP = (
+    "table (Rich in a terminal; piped: a header line, then one row per line, tab-separated, values whole)"
+)
+FormatOption = Annotated[
+    ListFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help=f"{TABLE_HELP}, csv, json (one array), jsonl (one object per line). Columns as the Python API names them.",
+    ),
+]
+FileFormatOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help=f"{TABLE_HELP}, csv, json (JSON lines, one object per row, as this command always wrote; same as "
+        "jsonl), jsonl, parquet (needs --output).",
+    ),
+]
+ShowFormatOption = Annotated[
+    ListFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help=f"{TABLE_HELP}, json (one object with every part), csv and jsonl (the main table, named below).",
+    ),
+]
+OutputOption = Annotated[
+    Path | None, typer.Option("--output", "-o", dir_okay=False, help="Write to FILE instead of stdout.")
+]
 
 
 @dataclass(frozen=True)
@@ -49,5 +86,18 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
             print_error(str(error))
             raise typer.Exit(1) from None
+        except BrokenPipeError:
+            # The reader stopped early (`| head`): not an error to report. Exit as a Unix filter killed by
+            # SIGPIPE does (128 + 13), with stdout pointed at /dev/null so that the flush at exit stays quiet.
+            _discard_stdout()
+            raise typer.Exit(141) from None
 
     return run
+
+
+def _discard_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # not a real file (CliRunner): nothing to flush
+        pass

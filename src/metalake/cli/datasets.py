@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from metalake.cli.common import cli_state, reports_errors
+from metalake.cli.common import FormatOption, ShowFormatOption, cli_state, reports_errors
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    import polars as pl
 
+    from metalake.cli.output import Section
     from metalake.datasets.datasets import DatasetVersion, SchemaChange
 
 datasets_app = typer.Typer(
@@ -23,6 +24,8 @@ quality_app = typer.Typer(
     no_args_is_help=True,
 )
 PROFILE_COLUMNS = ("type", "null_count", "distinct_estimate", "min", "max", "mean")
+OUTCOME_STYLES = {"result": {"pass": "green", "FAIL": "bold red"}}
+BREAKING_STYLES = {"breaking": {"yes": "bold red"}}
 
 
 @datasets_app.command("register")
@@ -48,7 +51,7 @@ def register(
     """
     from rich.markup import escape
 
-    from metalake.cli.output import stdout_console
+    from metalake.cli.output import stdout_console, write_sections
 
     tags = _parse_tags(tag or [])
     lake = cli_state(ctx).connect()
@@ -72,8 +75,8 @@ def register(
         soft_wrap=True,
     )
     if version.schema_changes:
-        console.print(
-            _changes_table(version.schema_changes, f"Schema changes from version {version.version - 1}")
+        write_sections(
+            [_changes_section(version.schema_changes, f"Schema changes from version {version.version - 1}")]
         )
     if version.breaking:
         console.print(
@@ -105,24 +108,26 @@ def _size(size: int | None) -> str:
 
 @datasets_app.command("list")
 @reports_errors
-def list_datasets(ctx: typer.Context) -> None:
+def list_datasets(ctx: typer.Context, output_format: FormatOption = "table") -> None:
     """List every dataset with its latest version, size and owner.
+
+    csv, json and jsonl give every column of lake.datasets.list (the dataset_versions_current view).
 
     Example: metalake datasets list
     """
-    from metalake.cli.output import frame_table, stdout_console
+    from metalake.cli.output import write_rows
 
     frame = cli_state(ctx).connect().datasets.list()
-    console = stdout_console()
-    if frame.is_empty():
-        console.print(
-            "No datasets yet. Register one with: metalake datasets register NAME PATH", soft_wrap=True
-        )
-        return
     shown = frame.select(
         "dataset", "version", "versions", "row_count", "bytes", "source_format", "owner", "registered_at"
     )
-    console.print(frame_table(shown, title=f"{frame.height} dataset(s)"))
+    write_rows(
+        frame,
+        output_format=output_format,
+        table=shown,
+        title=f"{frame.height} dataset(s)",
+        empty="No datasets yet. Register one with: metalake datasets register NAME PATH",
+    )
 
 
 @datasets_app.command("show")
@@ -133,31 +138,50 @@ def show_dataset(
     version: Annotated[
         int | None, typer.Option("--version", "-v", min=1, help="Default: the latest.")
     ] = None,
+    output_format: ShowFormatOption = "table",
 ) -> None:
     """Show one dataset version: where it came from, its size, and each column's type and profile.
 
+    json: what lake.datasets.get returns (name, version, fingerprint, row_count, ..., schema, profile,
+    schema_changes). csv and jsonl: one row per column: name, type, nullable and its profile statistics.
+
     Example: metalake datasets show churn-train --version 2
     """
-    from metalake.cli.output import stdout_console
+    from metalake.cli.output import write_rows
 
     found = cli_state(ctx).connect().datasets.get(name, version)
-    console = stdout_console()
-    console.print(_version_table(found))
-    console.print(_profile_table(found))
+    sections = [_version_section(found), _profile_section(found)]
     if found.schema_changes:
-        console.print(
-            _changes_table(found.schema_changes, f"Schema changes from version {found.version - 1}")
+        sections.append(
+            _changes_section(found.schema_changes, f"Schema changes from version {found.version - 1}")
         )
+    write_rows(_column_profiles(found), output_format=output_format, table=sections, document=found)
 
 
-def _version_table(found: DatasetVersion) -> Table:
-    from rich.table import Table
+def _column_profiles(found: DatasetVersion) -> pl.DataFrame:
+    """One row per column; min and max as text, since their type is the column's."""
+    import polars as pl
 
-    from metalake.cli.output import cell
+    from metalake.datasets.datasets import PROFILE_STATISTICS
 
-    table = Table(
-        title=f"Dataset {found.name} version {found.version}", show_header=False, title_justify="left"
-    )
+    records = []
+    for column in found.schema:
+        stats = found.profile.get(column["name"], {})
+        record: dict[str, Any] = {
+            "name": column["name"], "type": column.get("type"), "nullable": column.get("nullable"),
+        }  # fmt: skip
+        for statistic in PROFILE_STATISTICS:
+            value = stats.get(statistic)
+            record[statistic] = str(value) if statistic in ("min", "max") and value is not None else value
+        records.append(record)
+    schema = {"name": pl.String, "type": pl.String, "nullable": pl.Boolean, "null_count": pl.Int64,
+              "distinct_estimate": pl.Int64, "min": pl.String, "max": pl.String, "mean": pl.Float64}  # fmt: skip
+    return pl.DataFrame(records, schema=schema)
+
+
+def _version_section(found: DatasetVersion) -> Section:
+    from metalake.cli.output import fields_section
+
     fields: dict[str, Any] = {
         "rows": found.row_count,
         "columns": len(found.schema),
@@ -171,57 +195,48 @@ def _version_table(found: DatasetVersion) -> Table:
         "recorded by": found.recorded_by,
         "breaking change": found.breaking,
     }
-    for key, value in fields.items():
-        if value is not None:
-            table.add_row(key, cell(value))
-    return table
+    return fields_section(fields, title=f"Dataset {found.name} version {found.version}")
 
 
-def _profile_table(found: DatasetVersion) -> Table:
-    from rich.table import Table
+def _profile_section(found: DatasetVersion) -> Section:
+    from metalake.cli.output import Section
 
-    from metalake.cli.output import cell
-
-    table = Table(title="Columns", title_justify="left")
-    table.add_column("column")
-    for heading in PROFILE_COLUMNS:
-        table.add_column(heading, justify="left" if heading == "type" else "right")
+    rows = []
     for column in found.schema:
         stats = found.profile.get(column["name"], {})
-        table.add_row(
-            cell(column["name"]), *(cell(stats.get(key, column.get(key))) for key in PROFILE_COLUMNS)
-        )
-    return table
+        rows.append((column["name"], *(stats.get(key, column.get(key)) for key in PROFILE_COLUMNS)))
+    return Section(
+        columns=("column", *PROFILE_COLUMNS), rows=rows, title="Columns", right=PROFILE_COLUMNS[1:]
+    )
 
 
-def _changes_table(changes: list[SchemaChange], title: str) -> Table:
-    from rich.table import Table
-    from rich.text import Text
+def _changes_section(changes: list[SchemaChange], title: str) -> Section:
+    from metalake.cli.output import Section
 
-    from metalake.cli.output import cell
-
-    table = Table(title=Text(title), title_justify="left")
-    for heading in ("column", "change", "old type", "new type", "breaking"):
-        table.add_column(heading)
-    for change in changes:
-        breaking = Text("yes", style="bold red") if change.breaking else Text("no")
-        table.add_row(
-            cell(change.column), cell(change.change), cell(change.old_type), cell(change.new_type), breaking
-        )
-    return table
+    rows = [(c.column, c.change, c.old_type, c.new_type, "yes" if c.breaking else "no") for c in changes]
+    return Section(
+        columns=("column", "change", "old type", "new type", "breaking"),
+        rows=rows,
+        title=title,
+        value_styles=BREAKING_STYLES,
+    )
 
 
 @datasets_app.command("history")
 @reports_errors
-def dataset_history(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
+def dataset_history(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    output_format: FormatOption = "table",
+) -> None:
     """List every version of a dataset, oldest first, with its size and schema changes.
 
     Example: metalake datasets history churn-train
     """
-    from metalake.cli.output import frame_table, stdout_console
+    from metalake.cli.output import write_rows
 
     frame = cli_state(ctx).connect().datasets.history(name)
-    stdout_console().print(frame_table(frame, title=f"Versions of {name}"))
+    write_rows(frame, output_format=output_format, title=f"Versions of {name}")
 
 
 @datasets_app.command("diff")
@@ -234,25 +249,37 @@ def diff_versions(
     all_statistics: Annotated[
         bool, typer.Option("--all", help="Also show statistics that did not change.")
     ] = False,
+    output_format: ShowFormatOption = "table",
 ) -> None:
     """Show how two versions differ: schema changes (breaking ones flagged) and column profiles side by side.
+
+    json: {name, old_version, new_version, row_count: [old, new], breaking, schema_changes, profile}, as
+    lake.datasets.diff returns it. csv and jsonl: the profile (column, statistic, old, new, changed).
 
     Example: metalake datasets diff churn-train 1 2
     """
     import polars as pl
 
-    from metalake.cli.output import frame_table, stdout_console
+    from metalake.cli.output import Section, frame_section, write_rows
 
     difference = cli_state(ctx).connect().datasets.diff(name, v1, v2)
-    console = stdout_console()
-    old_rows, new_rows = ("unknown" if n is None else f"{n:,}" for n in difference.row_count)
-    console.print(f"{name}: version {v1} has {old_rows} rows, version {v2} has {new_rows}.", soft_wrap=True)
-    if difference.schema_changes:
-        console.print(_changes_table(difference.schema_changes, "Schema changes"))
-    else:
-        console.print("Same schema.", soft_wrap=True)
     profile = difference.profile if all_statistics else difference.profile.filter(pl.col("changed"))
-    console.print(frame_table(profile.drop("changed"), title="Profile differences"))
+    old_rows, new_rows = ("unknown" if n is None else f"{n:,}" for n in difference.row_count)
+    summary = f"{name}: version {v1} has {old_rows} rows, version {v2} has {new_rows}."
+    sections = [Section(lines=[summary] if difference.schema_changes else [summary, "Same schema."])]
+    if difference.schema_changes:
+        sections.append(_changes_section(difference.schema_changes, "Schema changes"))
+    sections.append(frame_section(profile.drop("changed"), title="Profile differences"))
+    document = {
+        "name": difference.name,
+        "old_version": difference.old_version,
+        "new_version": difference.new_version,
+        "row_count": list(difference.row_count),
+        "breaking": difference.breaking,
+        "schema_changes": difference.schema_changes,
+        "profile": profile,
+    }
+    write_rows(profile, output_format=output_format, table=sections, document=document)
 
 
 @quality_app.command("validate")
@@ -279,13 +306,13 @@ def validate(
     """
     from rich.markup import escape
 
-    from metalake.cli.output import stdout_console
+    from metalake.cli.output import stdout_console, write_sections
 
     result = cli_state(ctx).connect().quality.validate(name, suite=suite, version=version)
-    console = stdout_console()
-    console.print(_results_table(result.results, f"{result.suite_name} on {name} version {result.version}"))
+    title = f"{result.suite_name} on {name} version {result.version}"
+    write_sections([_results_section(result.results, title)])
     verdict = "[bold green]passed[/]" if result.success else "[bold red]failed[/]"
-    console.print(
+    stdout_console().print(
         f"Validation {verdict}: {result.successful}/{result.evaluated} expectations passed "
         f"({result.engine} {escape(result.engine_version)}, {result.duration_ms:.0f} ms). "
         f"Recorded as {result.validation_id}.",
@@ -296,14 +323,31 @@ def validate(
         raise typer.Exit(1)
 
 
-def _results_table(results: list[dict[str, Any]], title: str) -> Table:
-    from rich.table import Table
-    from rich.text import Text
+def _results_section(results: list[dict[str, Any]], title: str) -> Section:
+    """One row per expectation: pass or FAIL, what was observed, how many rows failed and a sample."""
+    import json
 
-    from metalake.cli.output import cell
+    from metalake.cli.output import Section
 
-    table = Table(title=Text(title), title_justify="left")  # a suite's name is not markup
-    for heading in (
+    rows = []
+    for result in results:
+        details = result.get("details") or {}
+        if isinstance(details, str):
+            details = json.loads(details)
+        observed = result["observed_value"] if result["observed_value"] is not None else details.get("error")
+        rows.append(
+            (
+                result["expectation_type"],
+                result["column"],
+                "pass" if result["success"] else "FAIL",
+                observed,
+                result["unexpected_count"],
+                result["unexpected_percent"],
+                result["severity"],
+                result["unexpected_sample"],
+            )
+        )
+    columns = (
         "expectation",
         "column",
         "result",
@@ -312,64 +356,56 @@ def _results_table(results: list[dict[str, Any]], title: str) -> Table:
         "unexpected %",
         "severity",
         "sample",
-    ):
-        table.add_column(heading, justify="right" if heading.startswith("unexpected") else "left")
-    for result in results:
-        outcome = Text("pass", style="green") if result["success"] else Text("FAIL", style="bold red")
-        details = result.get("details") or {}
-        if isinstance(details, str):
-            import json
-
-            details = json.loads(details)
-        observed = result["observed_value"] if result["observed_value"] is not None else details.get("error")
-        table.add_row(
-            cell(result["expectation_type"]),
-            cell(result["column"]),
-            outcome,
-            cell(observed),
-            cell(result["unexpected_count"]),
-            cell(result["unexpected_percent"]),
-            cell(result["severity"]),
-            cell(result["unexpected_sample"]),
-        )
-    return table
+    )
+    return Section(
+        columns=columns,
+        rows=rows,
+        title=title,
+        right=("unexpected", "unexpected %"),
+        value_styles=OUTCOME_STYLES,
+    )
 
 
 @quality_app.command("report")
 @reports_errors
-def report(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
+def report(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    output_format: ShowFormatOption = "table",
+) -> None:
     """Show a dataset's quality: scorecard (pass rates, trend), recent validations, the latest results.
+
+    json: {scorecard, validations, latest, results}: the dataset's row of lake.quality.scorecard, its ten most
+    recent lake.quality.validations, and lake.quality.latest (the validation and its results). csv and jsonl:
+    the latest validation's results (the dq_results columns).
 
     Example: metalake quality report churn-train
     """
     import polars as pl
 
-    from metalake.cli.output import frame_table, stdout_console
+    from metalake.cli.output import frame_section, write_rows
 
     lake = cli_state(ctx).connect()
     header, results = lake.quality.latest(name)
-    console = stdout_console()
     card = lake.quality.scorecard().filter(pl.col("dataset") == name)
-    console.print(
-        frame_table(
-            card.select(
-                "latest_version",
-                "latest_suite",
-                "latest_success",
-                "latest_pass_rate",
-                "recent_success_rate",
-                "trend",
-                "validations",
-            ),
-            title=f"Quality scorecard of {name}",
-        )
-    )
-    recent = lake.quality.validations(name, limit=10).select(
-        "validated_at", "version", "suite_name", "engine", "success", "successful", "evaluated", "duration_ms"
-    )
-    console.print(frame_table(recent, title="Recent validations (newest first)"))
-    console.print(
-        _results_table(
-            results.to_dicts(), f"Latest results: {header['suite_name']}, version {header['version']}"
-        )
-    )
+    recent = lake.quality.validations(name, limit=10)
+    card_columns = (
+        "latest_version", "latest_suite", "latest_success", "latest_pass_rate", "recent_success_rate", "trend",
+        "validations",
+    )  # fmt: skip
+    recent_columns = (
+        "validated_at", "version", "suite_name", "engine", "success", "successful", "evaluated", "duration_ms",
+    )  # fmt: skip
+    latest_title = f"Latest results: {header['suite_name']}, version {header['version']}"
+    sections = [
+        frame_section(card.select(card_columns), title=f"Quality scorecard of {name}"),
+        frame_section(recent.select(recent_columns), title="Recent validations (newest first)"),
+        _results_section(results.to_dicts(), latest_title),
+    ]
+    document = {
+        "scorecard": card.row(0, named=True) if card.height else None,
+        "validations": recent,
+        "latest": header,
+        "results": results,
+    }
+    write_rows(results, output_format=output_format, table=sections, document=document)

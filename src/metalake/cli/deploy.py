@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperCommand
 
-from metalake.cli.common import cli_state, reports_errors
-from metalake.cli.output import OutputFormat
+from metalake.cli.common import FileFormatOption, OutputOption, cli_state, reports_errors
 from metalake.core.file_formats import InputFormat
 from metalake.core.vocabulary import KpiDirection
 from metalake.kpis.kpis import LAKE_SETTING
@@ -31,13 +30,6 @@ kpis_app = typer.Typer(
     no_args_is_help=True,
 )
 
-FormatOption = Annotated[
-    OutputFormat,
-    typer.Option("--format", "-f", help="table (Rich), csv, json (JSON lines, one object per row), parquet."),
-]
-OutputOption = Annotated[
-    Path | None, typer.Option("--output", "-o", dir_okay=False, help="Write to FILE instead of stdout.")
-]
 AtOption = Annotated[
     str | None,
     typer.Option("--at", metavar="WHEN", help="When, as ISO-8601 (e.g. 2026-03-01T12:00:00Z). Default: now."),
@@ -206,20 +198,26 @@ def list_deployments(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Only this model.")] = None,
     active: Annotated[bool, typer.Option("--active", help="Only deployments still serving.")] = False,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most N (newest first).")] = 50,
-    output_format: FormatOption = "table",
+    output_format: FileFormatOption = "table",
     output: OutputOption = None,
 ) -> None:
     """List deployments, newest first: model version, environment, window, commit and CI run.
 
     Example: metalake deploy list --env production --active
     """
-    from metalake.cli.output import write_result
+    from metalake.cli.output import write_rows
 
     lake = cli_state(ctx).connect()
     frame = lake.deployments.list(environment, model=model, active=True if active else None).head(limit)
-    if output_format == "table":
-        frame = frame.select(LIST_COLUMNS)
-    write_result(frame, output_format, output)
+    write_rows(
+        frame,
+        output_format=output_format,
+        table=frame.select(LIST_COLUMNS),
+        caption=_rows(frame.height),
+        empty="No deployments recorded. Record one with: metalake deploy record --model M --version N --env E",
+        output=output,
+        json_lines=True,
+    )
 
 
 # -- kpis -----------------------------------------------------------------------------------------------------
@@ -348,19 +346,28 @@ def ingest_kpis(
 
 @kpis_app.command("list")
 @reports_errors
-def list_kpis(ctx: typer.Context, output_format: FormatOption = "table", output: OutputOption = None) -> None:
+def list_kpis(
+    ctx: typer.Context, output_format: FileFormatOption = "table", output: OutputOption = None
+) -> None:
     """List the KPIs: definition, models they follow, number of observations and the last value.
 
     Example: metalake kpis list
     """
-    from metalake.cli.output import write_result
+    from metalake.cli.output import write_rows
 
     frame = cli_state(ctx).connect().kpis.list()
-    if output_format == "table":
-        frame = frame.select(
-            "kpi", "unit", "direction", "models", "owner", "observations", "last_observed_at", "last_value"
-        )
-    write_result(frame, output_format, output)
+    shown = frame.select(
+        "kpi", "unit", "direction", "models", "owner", "observations", "last_observed_at", "last_value"
+    )
+    write_rows(
+        frame,
+        output_format=output_format,
+        table=shown,
+        caption=_rows(frame.height),
+        empty="No KPIs defined. Define one with: metalake kpis define NAME --unit U --direction D",
+        output=output,
+        json_lines=True,
+    )
 
 
 @kpis_app.command("impact")
@@ -385,7 +392,7 @@ def kpi_impact(
             "(`metalake kpis production-envs`).",
         ),
     ] = None,
-    output_format: FormatOption = "table",
+    output_format: FileFormatOption = "table",
     output: OutputOption = None,
 ) -> None:
     """Did the new model help? KPI mean before and after each deployment, with offline metrics and data quality.
@@ -397,7 +404,7 @@ def kpi_impact(
 
     Example: metalake kpis impact --model churn --kpi conversion_rate --window 14d
     """
-    from metalake.cli.output import write_result
+    from metalake.cli.output import stderr_console, write_rows
 
     lake = cli_state(ctx).connect()
     frame = lake.kpis.impact(
@@ -409,20 +416,17 @@ def kpi_impact(
         if unlabeled_environment is None
         else _comma_list(unlabeled_environment),
     )
-    if output_format != "table":
-        write_result(frame, output_format, output)
-        return
-    from metalake.cli.output import stderr_console
-
-    if frame.is_empty():
-        stderr_console().print(
-            "No deployment has a KPI to compare yet: record deployments with `metalake deploy record` and "
-            "KPIs with `metalake kpis define` (a KPI without --model follows every model).",
-            soft_wrap=True,
-            markup=False,
-        )
-    notes = impact_notes(frame)
-    write_result(impact_summary(frame), output_format, output)
+    write_rows(
+        frame,
+        output_format=output_format,
+        table=impact_summary(frame),
+        caption=_rows(frame.height),
+        empty="No deployment has a KPI to compare yet: record deployments with `metalake deploy record` and "
+        "KPIs with `metalake kpis define` (a KPI without --model follows every model).",
+        output=output,
+        json_lines=True,
+    )
+    notes = impact_notes(frame) if output_format == "table" else []  # csv and json carry the `note` column
     if notes:
         console = stderr_console()
         console.print("Why some deployments lack data:", soft_wrap=True, markup=False)
@@ -532,6 +536,10 @@ def impact_summary(frame: pl.DataFrame) -> pl.DataFrame:
 def _comma_list(text: str) -> list[str]:
     """`a, b` as ["a", "b"]; '' as an empty list."""
     return [part.strip() for part in text.split(",")] if text.strip() else []
+
+
+def _rows(count: int) -> str:
+    return f"{count:,} row" if count == 1 else f"{count:,} rows"
 
 
 def _summary(deployment: Deployment) -> str:

@@ -41,9 +41,9 @@ def import_mlflow_command(
     Example: metalake import mlflow --tracking-uri sqlite:///mlflow.db --experiment churn
     """
     from rich.progress import TaskID
-    from rich.table import Table
 
-    from metalake.cli.output import ingest_progress, stdout_console
+    from metalake.cli.input_files import ingest_progress
+    from metalake.cli.output import Section, write_sections
     from metalake.integrations.mlflow.importer import import_mlflow
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -59,12 +59,9 @@ def import_mlflow_command(
         summary = import_mlflow(
             lake, tracking_uri, experiments=experiment or None, registry_uri=registry_uri, progress=report
         )
-    table = Table(title=f"Imported from MLflow into {lake.uri}")
-    table.add_column("what")
-    table.add_column("rows", justify="right")
-    for field in fields(summary):
-        table.add_row(field.name.replace("_", " "), f"{getattr(summary, field.name):,}")
-    console = stdout_console()
-    console.print(table)
-    if summary.rows_written == 0:
-        console.print("Nothing new: the lake already holds everything this MLflow store has.")
+    rows = [(field.name.replace("_", " "), getattr(summary, field.name)) for field in fields(summary)]
+    section = Section(
+        columns=("what", "rows"), rows=rows, title=f"Imported from MLflow into {lake.uri}", right=("rows",)
+    )
+    nothing = "Nothing new: the lake already holds everything this MLflow store has."
+    write_sections([section], notes=[nothing] if summary.rows_written == 0 else [])

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from metalake.cli.common import cli_state, reports_errors
+from metalake.cli.common import TABLE_HELP, cli_state, reports_errors
 
 if TYPE_CHECKING:
     import polars as pl
-    from rich.tree import Tree
 
+    from metalake.cli.output import TreeNode
     from metalake.lineage.lineage import Direction
+
+LineageFormat = Literal["tree", "table", "csv", "json", "jsonl"]
 
 lineage_app = typer.Typer(
     name="lineage",
@@ -68,12 +70,27 @@ def show(
         str | None,
         typer.Option("--as-of", metavar="WHEN", help="The graph as it was: an ISO time or a snapshot name."),
     ] = None,
+    output_format: Annotated[
+        LineageFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="tree (Rich in a terminal; piped: one node per line, indented two spaces a level), or the "
+            f"edges walked: {TABLE_HELP}, csv, json (one array), jsonl (one object per line).",
+        ),
+    ] = "tree",
 ) -> None:
     """Print the lineage of a node as a tree, upstream (default) or downstream.
 
+    --format table, csv, json and jsonl give the edges walked, nearest first, with the columns of
+    lake.lineage.walk: depth, source_node, target_node, edge_type, origin, runs, last_run_id, source_version,
+    target_version, last_seen.
+
     Example: metalake lineage show model:churn/3 --upstream --depth 6
+
+    Example: metalake lineage show dataset:metalake/train --format csv
     """
-    from metalake.cli.output import stdout_console
+    from metalake.cli.output import stdout_console, write_rows, write_tree
     from metalake.errors import LineageError
 
     if upstream and downstream:
@@ -83,17 +100,20 @@ def show(
         lake = lake.as_of(as_of)
     direction: Direction = "downstream" if downstream else "upstream"
     edges = lake.lineage.walk(node, direction, depth)
-    console = stdout_console()
-    if edges.is_empty():
-        console.print(f"No {direction} lineage for {node}.", markup=False, soft_wrap=True)
-        return
-    console.print(lineage_tree(node, edges, direction))
+    nothing = f"No {direction} lineage for {node}."
+    if output_format != "tree":
+        write_rows(
+            edges, output_format=output_format, title=f"Lineage of {node} ({direction})", empty=nothing
+        )
+    elif edges.is_empty():
+        stdout_console().print(nothing, markup=False, soft_wrap=True)
+    else:
+        write_tree(lineage_tree(node, edges, direction))
 
 
-def lineage_tree(node: str, edges: pl.DataFrame, direction: str) -> Tree:
-    """Edges of a walk as a Rich tree; a node reached again is shown once more, marked, without its branches."""
-    from rich.text import Text
-    from rich.tree import Tree
+def lineage_tree(node: str, edges: pl.DataFrame, direction: str) -> TreeNode:
+    """Edges of a walk as a tree; a node reached again is shown once more, marked, without its branches."""
+    from metalake.cli.output import TreeNode
 
     here, there = (
         ("target_node", "source_node") if direction == "upstream" else ("source_node", "target_node")
@@ -101,25 +121,26 @@ def lineage_tree(node: str, edges: pl.DataFrame, direction: str) -> Tree:
     children: dict[str, list[dict[str, Any]]] = {}
     for edge in edges.iter_rows(named=True):
         children.setdefault(edge[here], []).append(edge)
-    tree = Tree(Text(node, style="bold"))
+    root = TreeNode(node, style="bold")
     shown: set[str] = {node}
 
-    def grow(branch: Tree, parent: str) -> None:
+    def grow(branch: TreeNode, parent: str) -> None:
         for edge in children.get(parent, []):
             child = edge[there]
-            label = Text(child, style="bold" if child.startswith(("model:", "deployment:")) else "")
+            label = TreeNode(child, style="bold" if child.startswith(("model:", "deployment:")) else "")
             version = edge["source_version"] if direction == "upstream" else edge["target_version"]
-            label.append(f"  {edge['edge_type']}", style="dim")
+            label.details.append((f"  {edge['edge_type']}", "dim"))
             if version:
-                label.append(f" v{version}", style="cyan")
+                label.details.append((f" v{version}", "cyan"))
+            branch.children.append(label)
             if child in shown:
-                branch.add(label.append(" (shown above)", style="dim"))
+                label.details.append((" (shown above)", "dim"))
                 continue
             shown.add(child)
-            grow(branch.add(label), child)
+            grow(label, child)
 
-    grow(tree, node)
-    return tree
+    grow(root, node)
+    return root
 
 
 @reports_errors

@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from metalake.cli.common import cli_state, reports_errors
+from metalake.cli.common import FormatOption, ShowFormatOption, cli_state, reports_errors
 
 if TYPE_CHECKING:
+    import polars as pl
+
+    from metalake.cli.output import Section
     from metalake.core.vocabulary import Stage
     from metalake.registry.registry import ModelVersion
 
@@ -31,26 +34,28 @@ def list_models(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Argument(help="Only this model's versions.")] = None,
     stage: Annotated[str | None, typer.Option("--stage", "-s", help="Only versions in this stage.")] = None,
+    output_format: FormatOption = "table",
 ) -> None:
     """List registered model versions with their stage and aliases.
+
+    csv, json and jsonl give every column of lake.registry.versions (the registry_current view).
 
     Example: metalake models list churn --stage production
     """
     import polars as pl
 
-    from metalake.cli.output import frame_table, stdout_console
+    from metalake.cli.output import write_rows
 
     versions = cli_state(ctx).connect().registry.versions(model)
     if stage:
         versions = versions.filter(pl.col("stage") == stage)
-    console = stdout_console()
-    if versions.is_empty():
-        console.print(
-            "No model versions. Register one with: metalake models register MODEL --run-id ID --artifact-uri URI"
-        )
-        return
-    shown = versions.select([c for c in LIST_COLUMNS if c in versions.columns])
-    console.print(frame_table(shown, title=f"{versions.height} model version(s)"))
+    write_rows(
+        versions,
+        output_format=output_format,
+        table=versions.select([c for c in LIST_COLUMNS if c in versions.columns]),
+        title=f"{versions.height} model version(s)",
+        empty="No model versions. Register one with: metalake models register MODEL --run-id ID --artifact-uri URI",
+    )
 
 
 @models_app.command("show")
@@ -59,24 +64,30 @@ def show_model(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Model name.")],
     version: Annotated[str, typer.Argument(help="Version number, alias, stage name or 'latest'.")] = "latest",
+    output_format: ShowFormatOption = "table",
 ) -> None:
     """Show one model version: stage, aliases, run, card, and its lineage (inputs and their data quality).
 
+    json: what lake.registry.get returns (model, version, run_id, artifact_uri, flavor, signature, card,
+    description, stage, aliases, registered_at, registered_by) and trained_on, the datasets from the
+    model_lineage view. csv and jsonl: the version as one row (signature and card as JSON text).
+
     Example: metalake models show churn champion
     """
-    from metalake.cli.output import frame_table, stdout_console
+    from metalake.cli.output import frame_section, write_rows
 
     lake = cli_state(ctx).connect()
     found = lake.registry.get(model, version)
-    console = stdout_console()
-    console.print(version_table(found))
     lineage = lake.sql(
         "select dataset, dataset_version, context, dq_success, dq_validated_at, suite_name from model_lineage "
         "where model = ? and version = ? and dataset is not null",
         [model, found.version],
     ).pl()
+    sections = [version_section(found)]
     if not lineage.is_empty():
-        console.print(frame_table(lineage, title="Trained on"))
+        sections.append(frame_section(lineage, title="Trained on"))
+    document = {**_version_record(found), "trained_on": lineage}
+    write_rows(version_frame(found), output_format=output_format, table=sections, document=document)
 
 
 @models_app.command("register")
@@ -186,19 +197,23 @@ def model_at(
     model: Annotated[str, typer.Argument(help="Model name.")],
     when: Annotated[str, typer.Argument(help="A date or time, ISO-8601 (e.g. 2026-03-01).")],
     stage: Annotated[str, typer.Option("--stage", "-s", help="Stage to ask about.")] = "production",
+    output_format: FormatOption = "table",
 ) -> None:
     """Which version was in a stage at a past moment (answered from the append-only events).
 
+    The table is one sentence. csv, json and jsonl give the version as `models show` does, as a list of
+    one row, or of none when no version was in the stage then.
+
     Example: metalake models at churn 2026-03-01
     """
-    from metalake.cli.output import stdout_console
+    from metalake.cli.output import Section, write_rows
 
     found = cli_state(ctx).connect().registry.at(model, when, stage=_as_stage(stage))
-    console = stdout_console()
     if found is None:
-        console.print(f"No version of {model} was in {stage!r} at {when}.")
-        return
-    console.print(f"At {when}, {model} version {found.version} was in {stage!r}.")
+        answer = f"No version of {model} was in {stage!r} at {when}."
+    else:
+        answer = f"At {when}, {model} version {found.version} was in {stage!r}."
+    write_rows(version_frame(found), output_format=output_format, table=[Section(lines=[answer])])
 
 
 @policy_app.command("set")
@@ -229,12 +244,10 @@ def show_policy(ctx: typer.Context) -> None:
     console.print_json(policy.to_json())
 
 
-def version_table(found: ModelVersion) -> Any:
-    from rich.table import Table
+def version_section(found: ModelVersion) -> Section:
+    """The version's fields, then its card's as card.KEY."""
+    from metalake.cli.output import fields_section
 
-    from metalake.cli.output import cell
-
-    table = Table(title=f"{found.model} version {found.version}", show_header=False)
     fields = {
         "stage": found.stage,
         "aliases": ", ".join(found.aliases) or None,
@@ -246,10 +259,33 @@ def version_table(found: ModelVersion) -> Any:
         "registered_by": found.registered_by,
     }
     fields.update({f"card.{key}": value for key, value in found.card.items()})
-    for key, value in fields.items():
-        if value is not None:
-            table.add_row(key, cell(value))
-    return table
+    return fields_section(fields, title=f"{found.model} version {found.version}")
+
+
+def _version_record(found: ModelVersion) -> dict[str, Any]:
+    from metalake.cli.output import json_ready
+
+    record: dict[str, Any] = json_ready(found)
+    return record
+
+
+def version_frame(found: ModelVersion | None) -> pl.DataFrame:
+    """A version as one row with the fields of ModelVersion (none for None); signature and card stay nested."""
+    import dataclasses
+
+    import polars as pl
+
+    from metalake.registry.registry import ModelVersion
+
+    names = [f.name for f in dataclasses.fields(ModelVersion)]
+    if found is None:
+        return pl.DataFrame(schema=dict.fromkeys(names, pl.String))
+    plain = _version_record(found)
+    record = {name: getattr(found, name) for name in names}
+    record["aliases"] = list(found.aliases)
+    for nested in ("signature", "card"):  # free-form: JSON text, so that one frame holds any shape
+        record[nested] = None if plain[nested] is None else json.dumps(plain[nested])
+    return pl.DataFrame([record])
 
 
 def _as_stage(text: str) -> Stage:

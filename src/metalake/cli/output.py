@@ -1,5 +1,9 @@
-"""The CLI's input and output: Rich tables and red errors, query results as CSV, JSON lines or Parquet, and the
-files `metalake ingest` reads (CSV, Parquet, JSON lines), with a progress bar.
+"""The CLI's output contract: every command that lists or shows things writes through `write_rows`.
+
+`--format table` draws Rich tables in a terminal and, when stdout is not one, plain lines (a header line, then one
+row per line, columns separated by a tab, every value whole) for grep, cut and awk. csv, json (one array, or one
+object for a command that shows one thing) and jsonl (one object per line) carry the Python API's column names
+and ISO-8601 UTC timestamps. Also: the red error line, and query results as Parquet files.
 
 Imported by the command functions only, so that `metalake --help` does not pay for Rich, polars or DuckDB.
 """
@@ -7,34 +11,33 @@ Imported by the command functions only, so that `metalake --help` does not pay f
 from __future__ import annotations
 
 import contextlib
-import csv
+import dataclasses
 import json
 import math
+import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import date, datetime, time, timedelta
+from collections.abc import Collection, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, TextIO, get_args
 
-from metalake.errors import IngestError, MetalakeError, QueryError
+from metalake.errors import MetalakeError, QueryError
 
 if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
     from rich.console import Console
-    from rich.progress import Progress
     from rich.table import Table
     from rich.text import Text
 
-    from metalake.core.catalog import TableSpec
-    from metalake.core.file_formats import InputFormat
-
-OutputFormat = Literal["table", "csv", "json", "parquet"]
+ListFormat = Literal["table", "csv", "json", "jsonl"]
+LIST_FORMATS: tuple[str, ...] = get_args(ListFormat)
+# Commands that write files (sql, deploy list, kpis list/impact): parquet too, and there `json` stays JSON lines.
+OutputFormat = Literal["table", "csv", "json", "jsonl", "parquet"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 MAX_CELL_CHARS = 200
-BATCH_ROWS = 100_000
-# The stdlib csv module refuses fields over 128 KiB by default; a JSON column can hold more than that.
-CSV_FIELD_LIMIT = 64 * 1024 * 1024
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.6f+00:00"  # polars strftime; the same text as iso_utc() writes
 
 
 def stdout_console() -> Console:
@@ -171,295 +174,377 @@ def unique_names(names: Sequence[str]) -> list[str]:
     return result
 
 
-def _text_ready(frame: pl.DataFrame, *, nested_as_json: bool) -> pl.DataFrame:
-    """Binary as hex for text formats; nested values (lists, structs) as JSON text for CSV."""
-    import polars as pl
-
-    replacements: list[pl.Expr | pl.Series] = []
-    for name, dtype in frame.schema.items():
-        if dtype == pl.Binary:
-            replacements.append(pl.col(name).bin.encode("hex"))
-        elif nested_as_json and dtype.is_nested():
-            values = [
-                None if v is None else json.dumps(v, default=str) for v in frame.get_column(name).to_list()
-            ]
-            replacements.append(pl.Series(name, values, dtype=pl.String))
-    return frame.with_columns(replacements) if replacements else frame
+# -- the output contract -----------------------------------------------------------------------------------------
 
 
-def write_result(
-    frame: pl.DataFrame, output_format: OutputFormat, output: Path | None, *, max_rows: int | None = None
+@dataclass(frozen=True)
+class Section:
+    """One block of a command's `--format table` output: a table (columns and rows), or lines of text.
+
+    The styles apply in a terminal only: `cut` shows the first N characters of a column (piped, values are whole),
+    `value_styles` styles a column's cells by value, `row_styles` whole rows.
+    """
+
+    columns: Sequence[str] = ()
+    rows: Sequence[Sequence[Any]] = ()
+    title: str | None = None
+    caption: str | None = None
+    lines: Sequence[str] = ()
+    header: bool = True
+    right: Collection[str] = ()
+    cut: Mapping[str, int] = field(default_factory=dict)
+    value_styles: Mapping[str, Mapping[Any, str]] = field(default_factory=dict)
+    column_styles: Mapping[str, str] = field(default_factory=dict)
+    row_styles: Sequence[str | None] = ()
+
+    @property
+    def is_text(self) -> bool:
+        return not self.columns
+
+
+def frame_section(
+    frame: pl.DataFrame,
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+    max_rows: int | None = None,
+    cut: Mapping[str, int] | None = None,
+    value_styles: Mapping[str, Mapping[Any, str]] | None = None,
+) -> Section:
+    """A frame as a table section: numbers right-aligned, at most `max_rows` rows with a note on the rest."""
+    shown = frame if max_rows is None else frame.head(max_rows)
+    hidden = frame.height - shown.height
+    if hidden > 0:
+        note = f"{hidden:,} more row(s) not shown; raise --max-rows or use --format csv/json/parquet."
+        caption = f"{caption}\n{note}" if caption else note
+    elif frame.is_empty():
+        caption = caption or "(no rows)"
+    return Section(
+        columns=frame.columns,
+        rows=list(shown.iter_rows()),
+        title=title,
+        caption=caption,
+        right={name for name, dtype in frame.schema.items() if dtype.is_numeric()},
+        cut=cut or {},
+        value_styles=value_styles or {},
+    )
+
+
+def fields_section(fields: Mapping[str, Any], *, title: str) -> Section:
+    """One object as `field  value` lines (fields without a value left out), drawn without a header."""
+    rows = [(key, value) for key, value in fields.items() if value is not None]
+    return Section(columns=("field", "value"), rows=rows, title=title, header=False)
+
+
+def write_rows(
+    rows: pl.DataFrame,
+    *,
+    output_format: OutputFormat,
+    title: str | None = None,
+    caption: str | None = None,
+    table: pl.DataFrame | Sequence[Section] | None = None,
+    document: Any = None,
+    empty: str | None = None,
+    notes: Sequence[str] = (),
+    max_rows: int | None = None,
+    cut: Mapping[str, int] | None = None,
+    output: Path | None = None,
+    json_lines: bool = False,
 ) -> None:
-    """Write a query result to `output` or stdout.
+    """Write what a command lists or shows, in the format asked for: the one place that decides how output looks.
 
-    `json` is JSON lines (one object per row): it streams, and `metalake ingest` reads it back.
+    `rows` (the Python API's frame) is what csv, jsonl and json write; `document`, if given, is what json writes
+    instead (the object a show command returns). `table` is what --format table shows, if not `rows` itself: a
+    frame (titled `title`) or several sections. `empty` replaces the table when `rows` is empty; `notes` follow
+    it (on stderr when piped). `json_lines` keeps `json` meaning JSON lines, for the commands where it did.
     """
     if output is not None and not output.parent.is_dir():
         raise MetalakeError(f"Cannot write {output}: the folder {output.parent} does not exist.")
     try:
         if output_format == "table":
-            _write_table(frame, output, max_rows)
-        elif output_format == "csv":
-            text_frame = _text_ready(frame, nested_as_json=True)
-            if output is None:
-                sys.stdout.write(text_frame.write_csv())
+            if isinstance(table, Sequence):
+                sections = list(table)
             else:
-                text_frame.write_csv(output)
-        elif output_format == "json":
-            json_frame = _text_ready(frame, nested_as_json=False)
-            if output is None:
-                sys.stdout.write(json_frame.write_ndjson())
+                shown = rows if table is None else table
+                sections = [frame_section(shown, title=title, caption=caption, max_rows=max_rows, cut=cut)]
+            if output is not None:
+                _write_table_file(sections, output)
             else:
-                json_frame.write_ndjson(output)
-        else:
+                write_sections(sections, empty=empty if rows.is_empty() else None, notes=notes)
+        elif output_format == "parquet":
             if output is None:
                 raise MetalakeError(
                     "--format parquet writes a binary file: give it a path with --output FILE."
                 )
-            frame.write_parquet(output)
+            rows.write_parquet(output)
+        else:
+            text = machine_text(rows, output_format, document=document, json_lines=json_lines)
+            if output is None:
+                sys.stdout.write(text)
+            else:
+                output.write_text(text, encoding="utf-8")
+    except BrokenPipeError:
+        raise  # the reader stopped early (`| head`): reports_errors ends the command quietly
     except OSError as error:
-        raise MetalakeError(f"Cannot write {output}: {error.strerror or error}.") from error
+        target = output or "to standard output"
+        raise MetalakeError(f"Cannot write {target}: {error.strerror or error}.") from error
 
 
-def _write_table(frame: pl.DataFrame, output: Path | None, max_rows: int | None) -> None:
+def stdout_is_terminal() -> bool:
+    """Whether --format table draws Rich tables: stdout is a terminal, or TTY_COMPATIBLE=1 says to act as one.
+
+    TTY_COMPATIBLE (Rich's variable) =0 asks for the plain lines in a terminal. FORCE_COLOR, which CI systems
+    set for coloured logs, leaves the layout alone: a pipe in CI still gets lines that grep finds.
+    """
+    override = os.environ.get("TTY_COMPATIBLE", "")
+    if override in ("0", "1"):
+        return override == "1"
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
+def write_sections(
+    sections: Sequence[Section], *, empty: str | None = None, notes: Sequence[str] = ()
+) -> None:
+    """--format table: Rich in a terminal, plain lines otherwise (see `stdout_is_terminal`)."""
+    if stdout_is_terminal():
+        _print_rich(sections, empty=empty, notes=notes)
+    else:
+        _print_plain(sections, sys.stdout, sys.stderr, empty=empty, notes=notes)
+
+
+def machine_text(
+    rows: pl.DataFrame, output_format: str, *, document: Any = None, json_lines: bool = False
+) -> str:
+    """csv, json or jsonl text: API column names, ISO-8601 UTC timestamps, binary as hex."""
+    if output_format == "csv":
+        return machine_frame(rows, nested_as_json=True).write_csv()
+    if output_format == "jsonl" or json_lines:
+        return machine_frame(rows, nested_as_json=False).write_ndjson()
+    if document is not None:
+        return json.dumps(json_ready(document), ensure_ascii=False) + "\n"
+    return machine_frame(rows, nested_as_json=False).write_json() + "\n"
+
+
+def machine_frame(frame: pl.DataFrame, *, nested_as_json: bool) -> pl.DataFrame:
+    """Timestamps as ISO-8601 in UTC (the lake's naive ones are UTC), binary as hex, nested values as JSON for CSV."""
+    import polars as pl
+
+    replacements: list[pl.Expr | pl.Series] = []
+    for name, dtype in frame.schema.items():
+        if isinstance(dtype, pl.Datetime):
+            column = pl.col(name)
+            utc = (
+                column.dt.replace_time_zone("UTC")
+                if dtype.time_zone is None
+                else column.dt.convert_time_zone("UTC")
+            )
+            replacements.append(utc.dt.strftime(ISO_FORMAT))
+        elif dtype == pl.Binary:
+            replacements.append(pl.col(name).bin.encode("hex"))
+        elif nested_as_json and dtype.is_nested():
+            values = [
+                None if v is None else json.dumps(json_ready(v)) for v in frame.get_column(name).to_list()
+            ]
+            replacements.append(pl.Series(name, values, dtype=pl.String))
+    return frame.with_columns(replacements) if replacements else frame
+
+
+def json_ready(value: Any) -> Any:
+    """A value as plain JSON data: dataclasses and frames as objects and arrays, timestamps as ISO-8601 UTC."""
+    import polars as pl
+
+    if isinstance(value, pl.DataFrame):
+        return json.loads(machine_frame(value, nested_as_json=False).write_json())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: json_ready(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_ready(item) for item in value]
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)  # JSON has no NaN or infinity
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO-8601 with the UTC offset, microseconds always written (the lake's naive timestamps are UTC)."""
+    utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return utc.isoformat(timespec="microseconds")
+
+
+def plain_text(value: Any) -> str:
+    """A value whole, on one line (tabs and line breaks written as \\t, \\n), for the piped table."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else _format_float(value)
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds():g}s"
+    if isinstance(value, bytes):
+        return value.hex()
+    text = (
+        json.dumps(json_ready(value), ensure_ascii=False)
+        if isinstance(value, dict | list | tuple)
+        else str(value)
+    )
+    return text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _print_plain(
+    sections: Sequence[Section], out: TextIO, err: TextIO, *, empty: str | None, notes: Sequence[str]
+) -> None:
+    """Header line and rows on stdout; with several sections, titles and text lines start with `# `. Notes go
+    to stderr."""
+    several = len(sections) > 1
+    for index, section in enumerate(sections):
+        if index:
+            out.write("\n")
+        if section.title:
+            if several:
+                out.write(f"# {plain_text(section.title)}\n")
+            else:
+                err.write(f"{section.title}\n")
+        for line in section.lines:  # with several sections, every line that is not a table row starts with #
+            out.write(f"# {plain_text(line)}\n" if several else f"{line}\n")
+        if section.is_text:
+            continue
+        out.write("\t".join(plain_text(name) for name in section.columns) + "\n")
+        for row in section.rows:
+            out.write("\t".join(plain_text(value) for value in row) + "\n")
+        if section.caption and section.rows:
+            err.write(f"{section.caption}\n")
+    for message in [empty, *notes]:
+        if message:
+            err.write(f"{message}\n")
+
+
+def _print_rich(sections: Sequence[Section], *, empty: str | None, notes: Sequence[str]) -> None:
+    from rich.text import Text
+
+    console = stdout_console()
+    if empty:
+        console.print(Text(empty), soft_wrap=True)
+    else:
+        for section in sections:
+            if section.is_text:
+                if section.title:
+                    console.print(Text(section.title, style="bold"))
+                for line in section.lines:
+                    console.print(Text(line))
+            else:
+                console.print(rich_table(section))
+    for note in notes:
+        console.print(Text(note), soft_wrap=True)
+
+
+def rich_table(section: Section) -> Table:
+    """A section as a Rich table: the CLI's terminal look (cells as plain text, never markup)."""
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(
+        title=escape(section.title) if section.title else None,
+        title_justify="left",
+        caption=escape(section.caption) if section.caption else None,
+        caption_justify="left",
+        show_header=section.header,
+    )
+    for name in section.columns:
+        justify: Literal["left", "right"] = "right" if name in section.right else "left"
+        table.add_column(name, justify=justify, overflow="fold", style=section.column_styles.get(name))
+    for index, row in enumerate(section.rows):
+        row_style = section.row_styles[index] if index < len(section.row_styles) else None
+        cells = []
+        for name, value in zip(section.columns, row, strict=True):
+            text = cell(value)
+            if name in section.cut:
+                text = text[: section.cut[name]]
+            by_value = section.value_styles.get(name)
+            style = row_style or (by_value.get(value) if by_value and isinstance(value, Hashable) else None)
+            cells.append(Text(text.plain, style=style) if style else text)
+        table.add_row(*cells)
+    return table
+
+
+def _write_table_file(sections: Sequence[Section], output: Path) -> None:
+    """--format table --output FILE: the Rich tables, as wide as they need (up to a limit), without colour."""
     from rich.console import Console
 
-    rows = "row" if frame.height == 1 else "rows"
-    table = frame_table(frame, max_rows=max_rows, caption=f"{frame.height:,} {rows}")
-    if output is None:
-        stdout_console().print(table)
-        return
     with output.open("w", encoding="utf-8") as handle:
-        Console(file=handle, width=max(120, _natural_width(frame)), no_color=True, highlight=False).print(
-            table
-        )
+        console = Console(file=handle, width=_natural_width(sections), no_color=True, highlight=False)
+        for section in sections:
+            console.print(rich_table(section))
 
 
-def _natural_width(frame: pl.DataFrame) -> int:
+def _natural_width(sections: Sequence[Section]) -> int:
     """A width at which a table written to a file needs no wrapping (capped, so a huge cell cannot explode it)."""
-    widths = []
-    for name in frame.columns:
-        longest = max([len(name), *(len(cell(v).plain) for v in frame.get_column(name).head(1000).to_list())])
-        widths.append(longest + 3)
-    return min(sum(widths) + 1, 1000)
+    widest = 120
+    for section in sections:
+        widths = [len(name) + 3 for name in section.columns]
+        for row in section.rows[:1000]:
+            widths = [
+                max(width, len(cell(value).plain) + 3) for width, value in zip(widths, row, strict=True)
+            ]
+        widest = max(widest, sum(widths) + 1)
+    return min(widest, 1000)
 
 
-# -- files to ingest --------------------------------------------------------------------------------------------
+# -- trees ---------------------------------------------------------------------------------------------------
 
 
-def ingest_progress() -> Progress:
-    """Progress on stderr: checking the file, reading it in batches, then validating and committing."""
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        SpinnerColumn,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+@dataclass
+class TreeNode:
+    """A node of a tree the CLI prints (lineage): its label, details after it as (text, Rich style), children."""
 
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=stderr_console(),
-    )
+    label: str
+    style: str = ""
+    details: list[tuple[str, str]] = field(default_factory=list)
+    children: list[TreeNode] = field(default_factory=list)
 
 
-def read_input(path: Path, file_format: InputFormat, spec: TableSpec, progress: Progress) -> pl.DataFrame:
-    """Read a whole file into one frame, in batches so that progress shows; errors name the file.
+def write_tree(root: TreeNode) -> None:
+    """A Rich tree in a terminal; piped, one node per line, indented two spaces a level, never wrapped."""
+    if not stdout_is_terminal():
+        lines: list[str] = []
 
-    The table's text columns stay text (so "6" stays "6"); other columns get the table's types where every
-    value converts, and the contract checks the rest on append.
-    """
-    import polars as pl
+        def walk(node: TreeNode, depth: int) -> None:
+            lines.append("  " * depth + plain_text(node.label + "".join(text for text, _ in node.details)))
+            for child in node.children:
+                walk(child, depth + 1)
 
-    try:
-        if file_format == "csv":
-            frame = _read_csv(path, spec, progress)
-        elif file_format == "parquet":
-            scan = pl.scan_parquet(path)
-            frame = _collect(scan, scan.select(pl.len()).collect().item(), path, progress)
-        elif file_format == "json" and _starts_with(path, b"["):
-            frame = _read_json_array(path, spec)
-        else:
-            frame = _read_json_lines(path, spec, progress)
-    except pl.exceptions.PolarsError as error:
-        raise IngestError(f"Cannot read {path} as {file_format}: {_first_line(error)}") from error
-    except OSError as error:
-        raise IngestError(f"Cannot read {path}: {error.strerror or error}") from error
-    if frame.is_empty():
-        raise IngestError(f"{path} holds no rows: nothing to ingest.")
-    return _typed_from_text(frame, spec)
+        walk(root, 0)
+        sys.stdout.write("".join(f"{line}\n" for line in lines))
+        return
+    from rich.text import Text
+    from rich.tree import Tree
 
+    def grow(branch: Tree, node: TreeNode) -> None:
+        for child in node.children:
+            label = Text(child.label, style=child.style)
+            for text, style in child.details:
+                label.append(text, style=style)
+            grow(branch.add(label), child)
 
-def _read_csv(path: Path, spec: TableSpec, progress: Progress) -> pl.DataFrame:
-    import polars as pl
-
-    _, rows, blank_lines = _check_csv(path, progress)
-    # All text, typed afterwards by the table's spec: polars' own inference over a whole file is slow with
-    # dates (seconds per 100k rows) and fails on a late value that the first rows did not predict.
-    scan = pl.scan_csv(path, infer_schema=False)
-    frame = _collect(scan, rows + blank_lines, path, progress)
-    if blank_lines:  # polars reads a blank line as a row of nulls
-        frame = frame.filter(~pl.all_horizontal(pl.all().is_null()))
-    return frame
-
-
-def _check_csv(path: Path, progress: Progress) -> tuple[list[str], int, int]:
-    """Walk the file once with the stdlib csv module: the header, the row count, and the number of blank lines.
-
-    polars silently pads a short row with nulls; here a ragged row, a NUL byte or bytes that are not UTF-8 text
-    (a binary file) are refused with the line number.
-    """
-    csv.field_size_limit(CSV_FIELD_LIMIT)
-    line = 1
-    try:
-        # utf-8-sig: spreadsheets start their CSV exports with a byte-order mark.
-        with progress.open(path, "r", encoding="utf-8-sig", newline="", description="checking") as handle:
-            reader = csv.reader(_refusing_nul(handle, path), strict=True)
-            header = next(reader, None)
-            if not header:
-                raise IngestError(f"{path} has no header line: a CSV file starts with the column names.")
-            rows = blank_lines = 0
-            for row in reader:
-                line = reader.line_num
-                if not row:
-                    blank_lines += 1
-                elif len(row) != len(header):
-                    raise IngestError(
-                        f"{path} is malformed: line {line} has {len(row)} field(s) but the header has "
-                        f"{len(header)} ({', '.join(header)})."
-                    )
-                else:
-                    rows += 1
-    except UnicodeDecodeError as error:
-        raise IngestError(
-            f"{path} is not UTF-8 text (near line {line + 1}): is it really a CSV file? Save it as UTF-8."
-        ) from error
-    except csv.Error as error:
-        raise IngestError(f"{path} is malformed near line {line + 1}: {error}.") from error
-    return header, rows, blank_lines
-
-
-def _refusing_nul(lines: Iterable[str], path: Path) -> Iterator[str]:
-    """Python 3.11's csv module accepts NUL bytes; in a CSV file they mean binary or UTF-16 data."""
-    for number, line in enumerate(lines, start=1):
-        if "\x00" in line:
-            raise IngestError(
-                f"{path} is malformed: line {number} holds a NUL byte (binary or UTF-16 data?). Save it as UTF-8 CSV."
-            )
-        yield line
-
-
-def _read_json_lines(path: Path, spec: TableSpec, progress: Progress) -> pl.DataFrame:
-    import polars as pl
-
-    rows = 0
-    with progress.open(path, "rb", description="checking") as handle:
-        for raw in handle:
-            rows += bool(raw.strip())
-    columns = pl.scan_ndjson(path, infer_schema_length=None).collect_schema().names()
-    scan = pl.scan_ndjson(path, schema_overrides=_text_overrides(spec, columns), infer_schema_length=None)
-    return _collect(scan, rows, path, progress)
-
-
-def _read_json_array(path: Path, spec: TableSpec) -> pl.DataFrame:
-    """One JSON array of objects, read as JSON lines so that both forms type their columns the same way."""
-    import io
-
-    import polars as pl
-
-    try:
-        rows = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise IngestError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise IngestError(f"{path} must hold JSON objects, one per line, or one array of objects.")
-    if not rows:
-        return pl.DataFrame()
-    lines = "\n".join(json.dumps(row) for row in rows).encode()
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    return pl.read_ndjson(
-        io.BytesIO(lines), schema_overrides=_text_overrides(spec, columns), infer_schema_length=None
-    )
-
-
-def _collect(scan: pl.LazyFrame, total_rows: int, path: Path, progress: Progress) -> pl.DataFrame:
-    import polars as pl
-
-    task = progress.add_task(f"reading {path.name}", total=total_rows)
-    batches = []
-    for batch in scan.collect_batches(chunk_size=BATCH_ROWS):
-        batches.append(batch)
-        progress.advance(task, batch.height)
-    if not batches:
-        return scan.collect()
-    return pl.concat(batches, how="vertical", rechunk=True)
-
-
-def _text_overrides(spec: TableSpec, columns: list[str]) -> dict[str, pl.DataType]:
-    """Read the table's text and JSON columns as text, whatever the values look like."""
-    import polars as pl
-
-    text_columns = {column.name for column in spec.columns if column.type in ("string", "json")}
-    return {name: pl.String() for name in columns if name in text_columns}
-
-
-def _typed_from_text(frame: pl.DataFrame, spec: TableSpec) -> pl.DataFrame:
-    """Give text columns their table type (CSV is all text; JSON may quote numbers), where every value converts.
-
-    A column with a value that does not convert stays text, and the contract refuses it with examples. (Better
-    in contracts.py, which would then name the exact rows: see the CLI report.)
-    """
-    import polars as pl
-
-    known = set(spec.column_names)
-    typed_columns = []
-    for name, dtype in frame.schema.items():
-        if name not in known or dtype != pl.String:
-            continue
-        text = frame.get_column(name)
-        typed = _parse_text(text, spec.column(name).type)
-        if typed is not None and not (text.is_not_null() & typed.is_null()).any():
-            typed_columns.append(typed.alias(name))
-    return frame.with_columns(typed_columns) if typed_columns else frame
-
-
-def _parse_text(text: pl.Series, column_type: str) -> pl.Series | None:
-    """Text -> the column's type, null where a value does not convert; None for types the contract converts."""
-    import polars as pl
-
-    from metalake.core.contracts import polars_dtype
-
-    target = polars_dtype(column_type)
-    stripped = text.str.strip_chars()
-    try:
-        if target.is_integer():
-            whole = stripped.cast(target, strict=False)
-            number = stripped.cast(pl.Float64, strict=False)  # "3.0", as spreadsheets write integers
-            integral = pl.select(pl.when(number == number.floor()).then(number)).to_series()
-            return whole.fill_null(integral.cast(target, strict=False))
-        if target.is_float():
-            return stripped.cast(target, strict=False)
-        if target == pl.Boolean:
-            words = {"true": True, "false": False, "1": True, "0": False}
-            return stripped.str.to_lowercase().replace_strict(words, default=None, return_dtype=pl.Boolean)
-        if column_type == "timestamp[us, UTC]":
-            return stripped.str.to_datetime(time_unit="us", strict=False)
-    except pl.exceptions.PolarsError:  # e.g. no single timestamp format fits: the contract parses each value
-        return None
-    return None
-
-
-def _starts_with(path: Path, prefix: bytes) -> bool:
-    with path.open("rb") as handle:
-        head = handle.read(4096).lstrip()
-    return head.startswith(prefix)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    tree = Tree(Text(root.label, style=root.style))
+    grow(tree, root)
+    stdout_console().print(tree)

@@ -6,15 +6,22 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from metalake.cli.common import cli_state, reports_errors
+from metalake.cli.common import FormatOption, ShowFormatOption, cli_state, reports_errors
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    import polars as pl
+
+    from metalake.cli.output import Section
+    from metalake.tracking.search import RunDetails
 
 runs_app = typer.Typer(name="runs", help="List, show and compare training runs.", no_args_is_help=True)
 
 SUMMARY_COLUMNS = ["run_id", "experiment", "name", "status", "start_time", "duration_s"]
 MAX_EXTRA = 6
+METRIC_SUMMARY = {
+    "last": "last_value", "step": "last_step", "min": "min_value", "max": "max_value", "mean": "mean_value",
+    "count": "count",
+}  # fmt: skip
 
 
 @runs_app.command("list")
@@ -33,79 +40,107 @@ def list_runs(
         typer.Option("--order-by", "-o", help="e.g. 'metrics.val_auc desc'. Default: newest first."),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most N runs.")] = 50,
+    output_format: FormatOption = "table",
 ) -> None:
     """List runs with their params and the last value of each metric.
 
     Filters use params.KEY, metrics.KEY (also metrics.KEY.min/.max/.mean/.count), tags.KEY and run attributes
     (status, name, experiment, ...) with =, !=, <, >, AND, OR, NOT, IN (...), IS [NOT] NULL, LIKE.
 
+    The table shows the params that differ and the first metrics; csv, json and jsonl give every column of
+    lake.runs.search: run attributes (run_id whole), then params.KEY, tags.KEY, metrics.KEY, keys sorted.
+
     Example: metalake runs list -e churn -w "metrics.val_auc > 0.8" -o "metrics.val_auc desc"
     """
-    import polars as pl
-
-    from metalake.cli.output import frame_table, stdout_console
+    from metalake.cli.output import write_rows
 
     lake = cli_state(ctx).connect()
-    runs = lake.runs.search(experiment=experiment, where=where, order_by=order_by, limit=limit)
+    runs = stable_columns(
+        lake.runs.search(experiment=experiment, where=where, order_by=order_by, limit=limit)
+    )
     # Params that are the same for every listed run say nothing about the differences: leave them out.
     varying = [c for c in runs.columns if c.startswith("params.") and runs.get_column(c).n_unique() > 1]
     extra = sorted(varying) + sorted(c for c in runs.columns if c.startswith("metrics."))
-    shown = runs.select(
-        pl.col("run_id").str.slice(0, 12),
-        *[c for c in SUMMARY_COLUMNS[1:] if c in runs.columns],
-        *extra[:MAX_EXTRA],
-    )
-    console = stdout_console()
-    console.print(frame_table(shown, title=f"{runs.height} run(s)"))
+    shown = runs.select(*[c for c in SUMMARY_COLUMNS if c in runs.columns], *extra[:MAX_EXTRA])
+    notes = []
     if len(extra) > MAX_EXTRA:
-        hidden = ", ".join(extra[MAX_EXTRA:])
-        console.print(
-            f"Not shown: {hidden}. See every field with `metalake runs show RUN_ID`.", soft_wrap=True
+        notes.append(
+            f"Not shown: {', '.join(extra[MAX_EXTRA:])}. See every field with `metalake runs show RUN_ID`."
         )
+    write_rows(
+        runs,
+        output_format=output_format,
+        table=shown,
+        title=f"{runs.height} run(s)",
+        cut={"run_id": 12},
+        notes=notes,
+    )
 
 
 @runs_app.command("show")
 @reports_errors
-def show_run(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="The run's id.")]) -> None:
+def show_run(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run's id.")],
+    output_format: ShowFormatOption = "table",
+) -> None:
     """Show one run: state and context, params, tags, metric summaries, inputs and artifacts.
+
+    json: what lake.runs.get returns, {run_id, info, params, tags, metrics, inputs, artifacts}. csv and jsonl:
+    the run as one row, its info fields then params.KEY, tags.KEY and metrics.KEY (last value), keys sorted.
 
     Example: metalake runs show 0193a7c2e4f87b6e9d1c2a3b4c5d6e7f
     """
-    from rich.table import Table
+    import polars as pl
 
-    from metalake.cli.output import cell, stdout_console
+    from metalake.cli.output import write_rows
 
     details = cli_state(ctx).connect().runs.get(run_id)
-    console = stdout_console()
-    info = Table(title=f"Run {run_id}", show_header=False)
-    for key, value in details.info.items():
-        if value is not None and key not in ("run_id",):
-            info.add_row(key, cell(value))
-    console.print(info)
+    row = {
+        **details.info,
+        **{f"params.{key}": value for key, value in sorted(details.params.items())},
+        **{f"tags.{key}": value for key, value in sorted(details.tags.items())},
+        **{f"metrics.{key}": summary["last_value"] for key, summary in sorted(details.metrics.items())},
+    }
+    write_rows(
+        pl.DataFrame([row]), output_format=output_format, table=run_sections(details), document=details
+    )
+
+
+def stable_columns(runs: pl.DataFrame) -> pl.DataFrame:
+    """Run attributes, then params.KEY, tags.KEY and metrics.KEY each sorted, so that a CSV header is the same
+    from one call to the next (the search frame's order of keys may vary)."""
+    keyed = [c for c in runs.columns if c.startswith(("params.", "tags.", "metrics."))]
+    attributes = [c for c in runs.columns if c not in keyed]
+    by_kind = [
+        sorted(c for c in keyed if c.startswith(prefix)) for prefix in ("params.", "tags.", "metrics.")
+    ]
+    return runs.select(attributes + [c for group in by_kind for c in group])
+
+
+def run_sections(details: RunDetails) -> list[Section]:
+    """What `runs show` draws: the run's fields, then params, tags, metrics, inputs and artifacts if any."""
+    from metalake.cli.output import Section, fields_section
+
+    info = {key: value for key, value in details.info.items() if key != "run_id"}
+    sections = [fields_section(info, title=f"Run {details.run_id}")]
     for title, mapping in (("Params", details.params), ("Tags", details.tags)):
         if mapping:
-            table = Table(title=title)
-            table.add_column("key")
-            table.add_column("value")
-            for key in sorted(mapping):
-                table.add_row(key, cell(mapping[key]))
-            console.print(table)
+            rows = [(key, mapping[key]) for key in sorted(mapping)]
+            sections.append(Section(columns=("key", "value"), rows=rows, title=title))
     if details.metrics:
-        metrics = Table(title="Metrics")
-        for column in ("key", "last", "step", "min", "max", "mean", "count"):
-            metrics.add_column(column, justify="left" if column == "key" else "right")
-        for key, summary in details.metrics.items():
-            metrics.add_row(
-                key,
-                *(
-                    cell(summary[name])
-                    for name in ("last_value", "last_step", "min_value", "max_value", "mean_value", "count")
-                ),
-            )
-        console.print(metrics)
-    for title, rows in (("Inputs", details.inputs), ("Artifacts", details.artifacts)):
-        if rows:
-            console.print(_rows_table(title, rows))
+        rows = [
+            (key, *(summary[name] for name in METRIC_SUMMARY.values()))
+            for key, summary in details.metrics.items()
+        ]
+        columns = ("key", *METRIC_SUMMARY)
+        sections.append(Section(columns=columns, rows=rows, title="Metrics", right=columns[1:]))
+    for title, records in (("Inputs", details.inputs), ("Artifacts", details.artifacts)):
+        if records:
+            columns = tuple(c for c in records[0] if c not in ("recorded_at", "recorded_by"))
+            rows = [tuple(record[c] for c in columns) for record in records]
+            sections.append(Section(columns=columns, rows=rows, title=title))
+    return sections
 
 
 @runs_app.command("compare")
@@ -113,62 +148,54 @@ def show_run(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="The
 def compare_runs(
     ctx: typer.Context,
     run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids.")],
+    output_format: FormatOption = "table",
 ) -> None:
     """Show runs side by side: params, tags and the last value of each metric; differences are highlighted.
 
+    The table has one row per field and one column per run; csv, json and jsonl give one row per run, in the
+    order given, with the columns of lake.runs.search.
+
     Example: metalake runs compare 0193a7c2... 0193a7c3...
     """
-    from metalake.cli.output import stdout_console
+    import polars as pl
+
+    from metalake.cli.output import write_rows
     from metalake.errors import MetalakeError
 
     if len(run_ids) < 2:
         raise MetalakeError("Give at least two run ids to compare.")
     lake = cli_state(ctx).connect()
-    runs = lake.runs.search(where="run_id in (" + ", ".join(_literal(r) for r in run_ids) + ")")
+    runs = stable_columns(
+        lake.runs.search(where="run_id in (" + ", ".join(_literal(r) for r in run_ids) + ")")
+    )
     missing = [run_id for run_id in run_ids if run_id not in set(runs.get_column("run_id").to_list())]
     if missing:
         raise MetalakeError(
             f"No run(s) {', '.join(missing)} in this lake; list runs with `metalake runs list`."
         )
-    ordered = {row["run_id"]: row for row in runs.to_dicts()}
-    stdout_console().print(comparison_table([ordered[run_id] for run_id in run_ids]))
+    ordered = runs.join(pl.DataFrame({"run_id": run_ids}).with_row_index("_order"), on="run_id")
+    ordered = ordered.sort("_order").drop("_order")
+    write_rows(ordered, output_format=output_format, table=[comparison_section(ordered.to_dicts())])
 
 
-def comparison_table(runs: list[dict[str, Any]]) -> Table:
+def comparison_section(runs: list[dict[str, Any]]) -> Section:
     """One row per field, one column per run; fields whose values differ are shown in bold yellow."""
-    from rich.table import Table
-    from rich.text import Text
+    from metalake.cli.output import Section
 
-    from metalake.cli.output import cell
-
-    table = Table(title="Run comparison (differences in yellow)")
-    table.add_column("field", style="bold")
-    for run in runs:
-        table.add_column(str(run.get("name") or run["run_id"][:12]))
     fields = ["run_id", "experiment", "status", "start_time", "duration_s"]
     fields += sorted({key for run in runs for key in run if key.startswith(("params.", "tags.", "metrics."))})
-    for field in fields:
-        values = [run.get(field) for run in runs]
-        differs = len({repr(value) for value in values}) > 1
-        rendered = [cell(value) for value in values]
-        if differs:
-            rendered = [Text(text.plain, style="bold yellow") for text in rendered]
-        table.add_row(Text(field, style="bold yellow" if differs else ""), *rendered)
-    return table
-
-
-def _rows_table(title: str, rows: list[dict[str, Any]]) -> Table:
-    from rich.table import Table
-
-    from metalake.cli.output import cell
-
-    table = Table(title=title)
-    columns = [c for c in rows[0] if c not in ("recorded_at", "recorded_by")]
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(cell(row[c]) for c in columns))
-    return table
+    rows, styles = [], []
+    for name in fields:
+        values = [run.get(name) for run in runs]
+        rows.append((name, *values))
+        styles.append("bold yellow" if len({repr(value) for value in values}) > 1 else None)
+    return Section(
+        columns=("field", *(str(run.get("name") or run["run_id"][:12]) for run in runs)),
+        rows=rows,
+        title="Run comparison (differences in yellow)",
+        column_styles={"field": "bold"},
+        row_styles=styles,
+    )
 
 
 def _literal(text: str) -> str:

@@ -1,0 +1,244 @@
+"""The files `metalake ingest` reads (CSV, Parquet, JSON lines or a JSON array), with a progress bar on stderr.
+
+Imported by the command functions only, so that `metalake --help` does not pay for Rich or polars.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from metalake.cli.output import stderr_console
+from metalake.errors import IngestError
+
+if TYPE_CHECKING:
+    import polars as pl
+    from rich.progress import Progress
+
+    from metalake.core.catalog import TableSpec
+    from metalake.core.file_formats import InputFormat
+
+BATCH_ROWS = 100_000
+# The stdlib csv module refuses fields over 128 KiB by default; a JSON column can hold more than that.
+CSV_FIELD_LIMIT = 64 * 1024 * 1024
+
+
+def ingest_progress() -> Progress:
+    """Progress on stderr: checking the file, reading it in batches, then validating and committing."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=stderr_console(),
+    )
+
+
+def read_input(path: Path, file_format: InputFormat, spec: TableSpec, progress: Progress) -> pl.DataFrame:
+    """Read a whole file into one frame, in batches so that progress shows; errors name the file.
+
+    The table's text columns stay text (so "6" stays "6"); other columns get the table's types where every
+    value converts, and the contract checks the rest on append.
+    """
+    import polars as pl
+
+    try:
+        if file_format == "csv":
+            frame = _read_csv(path, spec, progress)
+        elif file_format == "parquet":
+            scan = pl.scan_parquet(path)
+            frame = _collect(scan, scan.select(pl.len()).collect().item(), path, progress)
+        elif file_format == "json" and _starts_with(path, b"["):
+            frame = _read_json_array(path, spec)
+        else:
+            frame = _read_json_lines(path, spec, progress)
+    except pl.exceptions.PolarsError as error:
+        raise IngestError(f"Cannot read {path} as {file_format}: {_first_line(error)}") from error
+    except OSError as error:
+        raise IngestError(f"Cannot read {path}: {error.strerror or error}") from error
+    if frame.is_empty():
+        raise IngestError(f"{path} holds no rows: nothing to ingest.")
+    return _typed_from_text(frame, spec)
+
+
+def _read_csv(path: Path, spec: TableSpec, progress: Progress) -> pl.DataFrame:
+    import polars as pl
+
+    _, rows, blank_lines = _check_csv(path, progress)
+    # All text, typed afterwards by the table's spec: polars' own inference over a whole file is slow with
+    # dates (seconds per 100k rows) and fails on a late value that the first rows did not predict.
+    scan = pl.scan_csv(path, infer_schema=False)
+    frame = _collect(scan, rows + blank_lines, path, progress)
+    if blank_lines:  # polars reads a blank line as a row of nulls
+        frame = frame.filter(~pl.all_horizontal(pl.all().is_null()))
+    return frame
+
+
+def _check_csv(path: Path, progress: Progress) -> tuple[list[str], int, int]:
+    """Walk the file once with the stdlib csv module: the header, the row count, and the number of blank lines.
+
+    polars silently pads a short row with nulls; here a ragged row, a NUL byte or bytes that are not UTF-8 text
+    (a binary file) are refused with the line number.
+    """
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    line = 1
+    try:
+        # utf-8-sig: spreadsheets start their CSV exports with a byte-order mark.
+        with progress.open(path, "r", encoding="utf-8-sig", newline="", description="checking") as handle:
+            reader = csv.reader(_refusing_nul(handle, path), strict=True)
+            header = next(reader, None)
+            if not header:
+                raise IngestError(f"{path} has no header line: a CSV file starts with the column names.")
+            rows = blank_lines = 0
+            for row in reader:
+                line = reader.line_num
+                if not row:
+                    blank_lines += 1
+                elif len(row) != len(header):
+                    raise IngestError(
+                        f"{path} is malformed: line {line} has {len(row)} field(s) but the header has "
+                        f"{len(header)} ({', '.join(header)})."
+                    )
+                else:
+                    rows += 1
+    except UnicodeDecodeError as error:
+        raise IngestError(
+            f"{path} is not UTF-8 text (near line {line + 1}): is it really a CSV file? Save it as UTF-8."
+        ) from error
+    except csv.Error as error:
+        raise IngestError(f"{path} is malformed near line {line + 1}: {error}.") from error
+    return header, rows, blank_lines
+
+
+def _refusing_nul(lines: Iterable[str], path: Path) -> Iterator[str]:
+    """Python 3.11's csv module accepts NUL bytes; in a CSV file they mean binary or UTF-16 data."""
+    for number, line in enumerate(lines, start=1):
+        if "\x00" in line:
+            raise IngestError(
+                f"{path} is malformed: line {number} holds a NUL byte (binary or UTF-16 data?). Save it as UTF-8 CSV."
+            )
+        yield line
+
+
+def _read_json_lines(path: Path, spec: TableSpec, progress: Progress) -> pl.DataFrame:
+    import polars as pl
+
+    rows = 0
+    with progress.open(path, "rb", description="checking") as handle:
+        for raw in handle:
+            rows += bool(raw.strip())
+    columns = pl.scan_ndjson(path, infer_schema_length=None).collect_schema().names()
+    scan = pl.scan_ndjson(path, schema_overrides=_text_overrides(spec, columns), infer_schema_length=None)
+    return _collect(scan, rows, path, progress)
+
+
+def _read_json_array(path: Path, spec: TableSpec) -> pl.DataFrame:
+    """One JSON array of objects, read as JSON lines so that both forms type their columns the same way."""
+    import io
+
+    import polars as pl
+
+    try:
+        rows = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise IngestError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise IngestError(f"{path} must hold JSON objects, one per line, or one array of objects.")
+    if not rows:
+        return pl.DataFrame()
+    lines = "\n".join(json.dumps(row) for row in rows).encode()
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return pl.read_ndjson(
+        io.BytesIO(lines), schema_overrides=_text_overrides(spec, columns), infer_schema_length=None
+    )
+
+
+def _collect(scan: pl.LazyFrame, total_rows: int, path: Path, progress: Progress) -> pl.DataFrame:
+    import polars as pl
+
+    task = progress.add_task(f"reading {path.name}", total=total_rows)
+    batches = []
+    for batch in scan.collect_batches(chunk_size=BATCH_ROWS):
+        batches.append(batch)
+        progress.advance(task, batch.height)
+    if not batches:
+        return scan.collect()
+    return pl.concat(batches, how="vertical", rechunk=True)
+
+
+def _text_overrides(spec: TableSpec, columns: list[str]) -> dict[str, pl.DataType]:
+    """Read the table's text and JSON columns as text, whatever the values look like."""
+    import polars as pl
+
+    text_columns = {column.name for column in spec.columns if column.type in ("string", "json")}
+    return {name: pl.String() for name in columns if name in text_columns}
+
+
+def _typed_from_text(frame: pl.DataFrame, spec: TableSpec) -> pl.DataFrame:
+    """Give text columns their table type (CSV is all text; JSON may quote numbers), where every value converts.
+
+    A column with a value that does not convert stays text, and the contract refuses it with examples. (Better
+    in contracts.py, which would then name the exact rows: see the CLI report.)
+    """
+    import polars as pl
+
+    known = set(spec.column_names)
+    typed_columns = []
+    for name, dtype in frame.schema.items():
+        if name not in known or dtype != pl.String:
+            continue
+        text = frame.get_column(name)
+        typed = _parse_text(text, spec.column(name).type)
+        if typed is not None and not (text.is_not_null() & typed.is_null()).any():
+            typed_columns.append(typed.alias(name))
+    return frame.with_columns(typed_columns) if typed_columns else frame
+
+
+def _parse_text(text: pl.Series, column_type: str) -> pl.Series | None:
+    """Text -> the column's type, null where a value does not convert; None for types the contract converts."""
+    import polars as pl
+
+    from metalake.core.contracts import polars_dtype
+
+    target = polars_dtype(column_type)
+    stripped = text.str.strip_chars()
+    try:
+        if target.is_integer():
+            whole = stripped.cast(target, strict=False)
+            number = stripped.cast(pl.Float64, strict=False)  # "3.0", as spreadsheets write integers
+            integral = pl.select(pl.when(number == number.floor()).then(number)).to_series()
+            return whole.fill_null(integral.cast(target, strict=False))
+        if target.is_float():
+            return stripped.cast(target, strict=False)
+        if target == pl.Boolean:
+            words = {"true": True, "false": False, "1": True, "0": False}
+            return stripped.str.to_lowercase().replace_strict(words, default=None, return_dtype=pl.Boolean)
+        if column_type == "timestamp[us, UTC]":
+            return stripped.str.to_datetime(time_unit="us", strict=False)
+    except pl.exceptions.PolarsError:  # e.g. no single timestamp format fits: the contract parses each value
+        return None
+    return None
+
+
+def _starts_with(path: Path, prefix: bytes) -> bool:
+    with path.open("rb") as handle:
+        head = handle.read(4096).lstrip()
+    return head.startswith(prefix)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
