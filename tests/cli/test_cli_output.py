@@ -27,7 +27,6 @@ from metalake.cli.app import app
 from metalake.core.catalog import describe_columns
 from metalake.core.delta import TableMaintenance
 from metalake.datasets.datasets import PROFILE_STATISTICS, DatasetDiff, DatasetVersion
-from metalake.kpis import DEFAULT_UNLABELED_ENVIRONMENT
 from metalake.registry.registry import ModelVersion
 from metalake.tracking.search import RunDetails
 
@@ -46,7 +45,7 @@ NOT_LISTINGS = {
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> metalake.Lake:
-    """The sample lake (tests/sample_lake.py) written by ACTOR, with a snapshot; built once, only read."""
+    """The sample lake (tests/support/sample_lake.py) written by ACTOR, with a snapshot; built once, only read."""
     from support.sample_lake import fill_sample_lake
 
     folder = tmp_path_factory.mktemp("output")
@@ -180,11 +179,10 @@ LISTINGS: dict[str, Listing] = {
         lambda lake: ["deploy", "list"], **frame_columns(lambda lake: lake.deployments.list())
     ),
     "kpis list": Listing(lambda lake: ["kpis", "list"], **frame_columns(lambda lake: lake.kpis.list())),
+    "kpis production-envs": Listing(lambda lake: ["kpis", "production-envs"], lambda lake: ["environment"]),
     "kpis impact": Listing(
         lambda lake: ["kpis", "impact"],
-        **frame_columns(
-            lambda lake: lake.kpis.impact(None, None, unlabeled_environment=DEFAULT_UNLABELED_ENVIRONMENT)
-        ),
+        **frame_columns(lambda lake: lake.kpis.impact(None, None)),
     ),
     "lineage show": Listing(
         lambda lake: ["lineage", "show", NODE],
@@ -302,8 +300,8 @@ def test_the_piped_table_is_plain_lines(lake: metalake.Lake, words: str) -> None
     result = invoke(lake, *listing.args(lake))
     assert result.stdout.strip(), result.output
     assert not BOX_DRAWING & set(result.stdout), result.stdout
-    if words in ("lineage show", "models at"):
-        return  # a tree and a sentence by default; their rows are checked in the other formats
+    if words in ("lineage show", "models at", "kpis production-envs"):
+        return  # a tree and sentences by default; their rows are checked in the other formats
     first = next(line for line in result.stdout.splitlines() if line and not line.startswith("# "))
     assert "\t" in first, first  # a header line: titles and text of several sections start with #
 
@@ -343,7 +341,7 @@ def test_piped_history_keeps_every_value_whole_on_its_line(lake: metalake.Lake) 
 
 def test_grep_finds_the_actor_in_a_real_pipe(lake: metalake.Lake) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("TTY_COMPATIBLE", "FORCE_COLOR")}
-    command = f"{sys.executable} -m metalake.cli.app --lake {lake.uri} history runs | grep {ACTOR}"
+    command = f"{sys.executable} -m metalake.cli --lake {lake.uri} history runs | grep {ACTOR}"
     result = subprocess.run(
         ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=60, env=env
     )
@@ -356,7 +354,7 @@ def test_grep_finds_the_actor_in_a_real_pipe(lake: metalake.Lake) -> None:
 def test_in_a_terminal_every_listing_draws_rich_tables(lake: metalake.Lake, words: str) -> None:
     listing = LISTINGS[words]
     drawn = invoke(lake, *listing.args(lake), terminal=True).stdout
-    assert BOX_DRAWING & set(drawn) or words == "models at", drawn  # models at answers in a sentence
+    assert BOX_DRAWING & set(drawn) or words in ("models at", "kpis production-envs"), drawn  # sentences
 
 
 def test_in_a_terminal_the_table_is_drawn_with_rich(lake: metalake.Lake) -> None:
@@ -396,7 +394,7 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(lake: metalake.Lake)
     env = {k: v for k, v in os.environ.items() if k not in ("TTY_COMPATIBLE", "FORCE_COLOR")}
     query = "select * from range(300000)"
     command = (
-        f'{sys.executable} -m metalake.cli.app --lake {lake.uri} sql "{query}" --max-rows 300000 | head -n 1'
+        f'{sys.executable} -m metalake.cli --lake {lake.uri} sql "{query}" --max-rows 300000 | head -n 1'
     )
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, env=env)
     assert result.stdout == "range\n"

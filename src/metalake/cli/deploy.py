@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperCommand
 
-from metalake.cli.common import FileFormatOption, OutputOption, cli_state, reports_errors
+from metalake.cli.common import FileFormatOption, FormatOption, OutputOption, cli_state, reports_errors
 from metalake.core.file_formats import InputFormat
 from metalake.core.vocabulary import KpiDirection
 from metalake.kpis.kpis import LAKE_SETTING
@@ -453,6 +453,7 @@ def production_environments(
             "--as-of", metavar="WHEN", help="The list in force then: an ISO time or a snapshot name."
         ),
     ] = None,
+    output_format: FormatOption = "table",
 ) -> None:
     """Show or set the production environments: observations without an environment count for deployments there.
 
@@ -461,14 +462,23 @@ def production_environments(
 
     Example: metalake kpis production-envs --set production,main
     """
-    from metalake.cli.output import stdout_console
+    import polars as pl
+
+    from metalake.cli.output import stdout_console, write_rows
     from metalake.errors import MetalakeError
 
     console = stdout_console()
     lake = cli_state(ctx).connect()
     if set_to is None:
         names = (lake.as_of(as_of) if as_of else lake).kpis.production_environments()
-        console.print(f"Production environments: {', '.join(names)}", soft_wrap=True, markup=False)
+        if output_format == "table":  # a sentence, as `models at` answers
+            console.print(f"Production environments: {', '.join(names)}", soft_wrap=True, markup=False)
+            return
+        write_rows(
+            pl.DataFrame({"environment": list(names)}, schema={"environment": pl.String}),
+            output_format=output_format,
+            title="Production environments",
+        )
         return
     if as_of:
         raise MetalakeError("--as-of shows the list in force then; it cannot be given with --set.")
