@@ -1,6 +1,6 @@
 """The command line: a Typer app, one module per command group, one output module.
 
-`main` imports the app only when called, so that `python -m metalake.cli.app` runs the module once.
+`main` imports the app only when called; `python -m metalake.cli` is the same as the `metalake` command.
 """
 
 
