@@ -105,6 +105,7 @@ def test_the_value_types_users_annotate_with_come_from_metalake() -> None:
     ):
         assert name in metalake.__all__ and inspect.isclass(getattr(metalake, name))
     assert "Stage" in metalake.__all__ and "RunStatus" in metalake.__all__
+    assert "ContractFailure" in metalake.__all__ and "RuleFailure" in metalake.__all__  # in errors' fields
 
 
 def test_the_documented_old_import_paths_keep_working() -> None:
