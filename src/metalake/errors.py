@@ -155,7 +155,7 @@ class LakeNotFound(StorageError):
         self.uri = uri
         super().__init__(
             f"No lake at {uri}; nothing was created there. Check the path (--lake or $METALAKE_URI), or create "
-            "the lake first: `metalake init` or `metalake.connect(uri)`."
+            "the lake first: `metalake init` with the same --lake, or `metalake.connect(uri)` in Python."
         )
 
 

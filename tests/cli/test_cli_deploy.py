@@ -132,6 +132,7 @@ def test_kpis_define_observe_list_and_impact(lake_path: Path, tmp_path: Path) ->
 
 
 def test_kpis_production_envs_shows_sets_and_travels_in_time(lake_path: Path) -> None:
+    metalake.connect(lake_path)
     code, output = invoke(lake_path, "kpis", "production-envs")
     assert code == 0 and "Production environments: production, prod, prd, live" in output
     started = datetime.now(UTC)

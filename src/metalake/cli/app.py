@@ -19,6 +19,7 @@ from metalake.cli.common import (
     FormatOption,
     OutputOption,
     cli_state,
+    open_lake,
     reports_errors,
 )
 from metalake.core.file_formats import EXTENSION_FORMATS, INPUT_FORMATS, InputFormat
@@ -99,7 +100,7 @@ def init(ctx: typer.Context) -> None:
 
     from metalake.cli.output import stdout_console
 
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     console = stdout_console()
     console.print(
         f"Lake ready at [bold]{escape(lake.uri)}[/] with {len(lake.tables())} tables.", soft_wrap=True
@@ -148,7 +149,7 @@ def sql(
         raise typer.BadParameter(
             "--format parquet writes a binary file: add --output FILE.", param_hint="--output"
         )
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     relation = (lake.as_of(as_of) if as_of else lake).sql(query)
     if relation is None:
         stderr_console().print("Done: the statement returns no rows.", soft_wrap=True)
@@ -184,7 +185,7 @@ def history(
     """
     from metalake.cli.output import write_rows
 
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     frame = lake.history(table, limit=limit)
     write_rows(frame, output_format=output_format, title=f"History of {table} (newest first)")
 
@@ -237,7 +238,7 @@ def ingest(
         raise IngestError(f"File not found: {file}")
     if not file.is_file():
         raise IngestError(f"{file} is not a file: give a CSV, Parquet or JSON-lines file.")
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     spec = lake.spec(table)
     with ingest_progress() as progress:
         frame = read_input(file, file_format, spec, progress)
@@ -298,7 +299,7 @@ def snapshot(
 
     from metalake.cli.output import stdout_console
 
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     _check_snapshot_name(lake, name)
     commit = lake.snapshot(name, description=description)
     console = stdout_console()
@@ -325,7 +326,7 @@ def snapshots(ctx: typer.Context, output_format: FormatOption = "table") -> None
     """
     from metalake.cli.output import write_rows
 
-    frame = cli_state(ctx).connect().snapshots()
+    frame = open_lake(ctx).snapshots()
     write_rows(
         frame,
         output_format=output_format,
@@ -387,7 +388,7 @@ def maintain(
 
     from metalake.cli.output import Section, write_rows
 
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     results = lake.maintain(
         tables=table, dry_run=dry_run, metric_history_days=metric_history_days, vacuum_days=vacuum_days
     )

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from metalake.cli.common import FormatOption, ShowFormatOption, cli_state, reports_errors
+from metalake.cli.common import FormatOption, ShowFormatOption, open_lake, reports_errors
 
 if TYPE_CHECKING:
     from metalake.lake import Lake
@@ -33,7 +33,7 @@ def tables(
     from metalake.cli.output import Section, frame_section, write_rows
     from metalake.core.sql import bundled_views
 
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     records = []
     for spec in lake.tables():
         record: dict[str, object] = {
@@ -95,7 +95,7 @@ def describe(
     from metalake.core.catalog import describe_columns
     from metalake.core.sql import bundled_views
 
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     views = bundled_views()
     if table in views and table not in {spec.name for spec in lake.tables()}:
         documentation = views[table].documentation

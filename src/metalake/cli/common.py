@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar
 
 import typer
 
@@ -63,7 +63,7 @@ class CliState:
     actor: str | None
     lake_on_command_line: bool = False
 
-    def connect(self, *, create: bool = True) -> Lake:
+    def connect(self, *, create: bool) -> Lake:
         import metalake
 
         return metalake.connect(self.lake_uri, actor=self.actor, create=create)
@@ -72,6 +72,96 @@ class CliState:
 def cli_state(ctx: typer.Context) -> CliState:
     state = ctx.find_root().obj
     return state if isinstance(state, CliState) else CliState(None, None)
+
+
+LakeUse = Literal["reads", "updates", "writes", "reads or writes", "own"]
+"""How a command uses the lake given by --lake: whether it may create it.
+
+- reads: opens an existing lake; a missing one is LakeNotFound (a mistyped --lake must not become an empty lake).
+- updates: writes, but only to what an existing lake already holds (a model version, a KPI, tables to maintain):
+  opens an existing lake, so a typo fails before anything is created.
+- writes: records new facts; creates the lake if needed, as `init` does.
+- reads or writes: shows, or with an option sets (`kpis production-envs --set`); the command says which.
+- own: picks its lake itself (the demo ignores $METALAKE_URI).
+"""
+
+LAKE_USE: dict[str, LakeUse] = {
+    "init": "writes",
+    "tables": "reads",
+    "describe": "reads",
+    "sql": "reads",
+    "history": "reads",
+    "ingest": "writes",
+    "snapshot": "updates",
+    "snapshots": "reads",
+    "maintain": "updates",
+    "demo": "own",
+    "serve": "writes",
+    "runs list": "reads",
+    "runs show": "reads",
+    "runs compare": "reads",
+    "datasets register": "writes",
+    "datasets list": "reads",
+    "datasets show": "reads",
+    "datasets history": "reads",
+    "datasets diff": "reads",
+    "quality validate": "updates",
+    "quality report": "reads",
+    "import mlflow": "writes",
+    "models list": "reads",
+    "models show": "reads",
+    "models register": "writes",
+    "models alias": "updates",
+    "models transition": "updates",
+    "models at": "reads",
+    "models policy set": "writes",
+    "models policy show": "reads",
+    "deploy record": "writes",
+    "deploy end": "updates",
+    "deploy list": "reads",
+    "kpis define": "writes",
+    "kpis observe": "updates",
+    "kpis ingest": "updates",
+    "kpis list": "reads",
+    "kpis impact": "reads",
+    "kpis production-envs": "reads or writes",
+    "lineage ingest": "writes",
+    "lineage show": "reads",
+    "views export": "reads",
+    "export duckdb": "reads",
+}
+
+
+def command_name(ctx: typer.Context) -> str:
+    """The command as typed after the global options: "runs list", "export duckdb"."""
+    names: list[str] = []
+    current: Any = ctx  # typer.Context, whose parents are typer's click Contexts
+    while current.parent is not None:
+        names.append(current.info_name or "")
+        current = current.parent
+    return " ".join(reversed(names))
+
+
+def lake_use(ctx: typer.Context) -> LakeUse:
+    name = command_name(ctx)
+    if name not in LAKE_USE:
+        raise RuntimeError(f"metalake {name}: classify the command in LAKE_USE (cli/common.py).")
+    return LAKE_USE[name]
+
+
+def open_lake(ctx: typer.Context, *, writing: bool | None = None) -> Lake:
+    """The lake of --lake, opened as the command uses it (LAKE_USE): only writing commands create a lake.
+
+    A "reads or writes" command passes `writing`, as its options decide.
+    """
+    use = lake_use(ctx)
+    if use == "reads or writes":
+        if writing is None:
+            raise RuntimeError(
+                f"metalake {command_name(ctx)} reads or writes: pass open_lake(ctx, writing=...)."
+            )
+        return cli_state(ctx).connect(create=writing)
+    return cli_state(ctx).connect(create=use == "writes")
 
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:

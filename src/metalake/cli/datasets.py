@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from metalake.cli.common import FormatOption, ShowFormatOption, cli_state, reports_errors
+from metalake.cli.common import FormatOption, ShowFormatOption, open_lake, reports_errors
 
 if TYPE_CHECKING:
     import polars as pl
@@ -54,7 +54,7 @@ def register(
     from metalake.cli.output import stdout_console, write_sections
 
     tags = _parse_tags(tag or [])
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     version = lake.datasets.register(name, path, description=description, owner=owner, tags=tags)
     console = stdout_console()
     if not version.created:
@@ -117,7 +117,7 @@ def list_datasets(ctx: typer.Context, output_format: FormatOption = "table") -> 
     """
     from metalake.cli.output import write_rows
 
-    frame = cli_state(ctx).connect().datasets.list()
+    frame = open_lake(ctx).datasets.list()
     shown = frame.select(
         "dataset", "version", "versions", "row_count", "bytes", "source_format", "owner", "registered_at"
     )
@@ -149,7 +149,7 @@ def show_dataset(
     """
     from metalake.cli.output import write_rows
 
-    found = cli_state(ctx).connect().datasets.get(name, version)
+    found = open_lake(ctx).datasets.get(name, version)
     sections = [_version_section(found), _profile_section(found)]
     if found.schema_changes:
         sections.append(
@@ -235,7 +235,7 @@ def dataset_history(
     """
     from metalake.cli.output import write_rows
 
-    frame = cli_state(ctx).connect().datasets.history(name)
+    frame = open_lake(ctx).datasets.history(name)
     write_rows(frame, output_format=output_format, title=f"Versions of {name}")
 
 
@@ -262,7 +262,7 @@ def diff_versions(
 
     from metalake.cli.output import Section, frame_section, write_rows
 
-    difference = cli_state(ctx).connect().datasets.diff(name, v1, v2)
+    difference = open_lake(ctx).datasets.diff(name, v1, v2)
     profile = difference.profile if all_statistics else difference.profile.filter(pl.col("changed"))
     old_rows, new_rows = ("unknown" if n is None else f"{n:,}" for n in difference.row_count)
     summary = f"{name}: version {v1} has {old_rows} rows, version {v2} has {new_rows}."
@@ -308,7 +308,7 @@ def validate(
 
     from metalake.cli.output import stdout_console, write_sections
 
-    result = cli_state(ctx).connect().quality.validate(name, suite=suite, version=version)
+    result = open_lake(ctx).quality.validate(name, suite=suite, version=version)
     title = f"{result.suite_name} on {name} version {result.version}"
     write_sections([_results_section(result.results, title)])
     verdict = "[bold green]passed[/]" if result.success else "[bold red]failed[/]"
@@ -385,7 +385,7 @@ def report(
 
     from metalake.cli.output import frame_section, write_rows
 
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     header, results = lake.quality.latest(name)
     card = lake.quality.scorecard().filter(pl.col("dataset") == name)
     recent = lake.quality.validations(name, limit=10)

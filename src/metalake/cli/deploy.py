@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperCommand
 
-from metalake.cli.common import FileFormatOption, FormatOption, OutputOption, cli_state, reports_errors
+from metalake.cli.common import FileFormatOption, FormatOption, OutputOption, open_lake, reports_errors
 from metalake.core.file_formats import InputFormat
 from metalake.core.vocabulary import KpiDirection
 from metalake.kpis.kpis import LAKE_SETTING
@@ -121,7 +121,7 @@ def record_deployment(
     from metalake.deployments import detect_ci
 
     ci = detect_ci()
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         deployment = lake.deployments.record(
@@ -182,7 +182,7 @@ def end_deployment(
 
     from metalake.cli.output import stdout_console
 
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     ended = lake.deployments.end(deployment_id, model=model, environment=environment, at=at, reason=reason)
     assert ended.ended_at is not None
     stdout_console().print(
@@ -207,7 +207,7 @@ def list_deployments(
     """
     from metalake.cli.output import write_rows
 
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     frame = lake.deployments.list(environment, model=model, active=True if active else None).head(limit)
     write_rows(
         frame,
@@ -258,7 +258,7 @@ def define_kpi(
 
     if all_models and models:
         raise typer.BadParameter("give --model or --all-models, not both", param_hint="--all-models")
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     kpi = lake.kpis.define(
         name,
         unit=unit,
@@ -294,7 +294,7 @@ def observe_kpi(
     """
     from metalake.cli.output import stdout_console
 
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     lake.kpis.observe(name, value, at=at, segment=segment, environment=environment, source=source)
     stdout_console().print(f"Recorded {name} = {value:g}.", soft_wrap=True, markup=False)
 
@@ -324,7 +324,7 @@ def ingest_kpis(
 
     from metalake.cli.output import stderr_console, stdout_console
 
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     commit = lake.kpis.ingest(
         file,
         file_format=file_format,
@@ -355,7 +355,7 @@ def list_kpis(
     """
     from metalake.cli.output import write_rows
 
-    frame = cli_state(ctx).connect().kpis.list()
+    frame = open_lake(ctx).kpis.list()
     shown = frame.select(
         "kpi", "unit", "direction", "models", "owner", "observations", "last_observed_at", "last_value"
     )
@@ -406,7 +406,7 @@ def kpi_impact(
     """
     from metalake.cli.output import stderr_console, write_rows
 
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     frame = lake.kpis.impact(
         model,
         kpi,
@@ -468,7 +468,7 @@ def production_environments(
     from metalake.errors import MetalakeError
 
     console = stdout_console()
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx, writing=set_to is not None)
     if set_to is None:
         names = (lake.as_of(as_of) if as_of else lake).kpis.production_environments()
         if output_format == "table":  # a sentence, as `models at` answers

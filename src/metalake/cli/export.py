@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from metalake.cli.common import cli_state, reports_errors
+from metalake.cli.common import cli_state, open_lake, reports_errors
 from metalake.exports.dialects import ExportDialect
 
 views_app = typer.Typer(
@@ -67,7 +67,7 @@ def export_views_command(
     from metalake.exports.views import export_views
 
     state = cli_state(ctx)
-    location = lake_uri or (state.connect(create=False).uri if state.lake_uri else None)
+    location = lake_uri or (open_lake(ctx).uri if state.lake_uri else None)
     result = export_views(output, dialect, lake_uri=location, force=force)
     console = stdout_console()
     console.print(
@@ -105,7 +105,7 @@ def export_duckdb_command(
     from metalake.cli.output import stdout_console
     from metalake.exports.duckdb_file import export_duckdb
 
-    lake = cli_state(ctx).connect(create=False)
+    lake = open_lake(ctx)
     result = export_duckdb(lake, file, as_of=as_of, force=force)
     moment = f"as of {result.as_of}" if result.as_of else f"as of {result.exported_at:%Y-%m-%d %H:%M:%S} UTC"
     rows = sum(count for name, count in result.table_rows.items() if name in result.table_versions)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from metalake.cli.common import cli_state, reports_errors
+from metalake.cli.common import open_lake, reports_errors
 
 import_app = typer.Typer(
     name="import", help="Import metadata from other tools (MLflow).", no_args_is_help=True
@@ -44,10 +44,11 @@ def import_mlflow_command(
 
     from metalake.cli.input_files import ingest_progress
     from metalake.cli.output import Section, write_sections
-    from metalake.integrations.mlflow.importer import import_mlflow
+    from metalake.integrations.mlflow.importer import check_mlflow_source, import_mlflow
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    lake = cli_state(ctx).connect()
+    check_mlflow_source(tracking_uri, experiments=experiment or None, registry_uri=registry_uri)
+    lake = open_lake(ctx)  # only now: a store that cannot be read leaves no new lake behind
     with ingest_progress() as progress:
         tasks: dict[str, TaskID] = {}
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from metalake.cli.common import TABLE_HELP, cli_state, reports_errors
+from metalake.cli.common import TABLE_HELP, open_lake, reports_errors
 
 if TYPE_CHECKING:
     import polars as pl
@@ -41,7 +41,7 @@ def ingest(
     from metalake.cli.output import stdout_console
 
     started = time.perf_counter()
-    result = cli_state(ctx).connect().lineage.ingest_file(file)
+    result = open_lake(ctx).lineage.ingest_file(file)
     seconds = time.perf_counter() - started
     stdout_console().print(
         f"Ingested {result.new} new event(s) of {result.received} ({result.duplicates} already stored) in "
@@ -95,7 +95,7 @@ def show(
 
     if upstream and downstream:
         raise LineageError("Choose one of --upstream and --downstream.")
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     if as_of:
         lake = lake.as_of(as_of)
     direction: Direction = "downstream" if downstream else "upstream"
@@ -190,7 +190,7 @@ def serve(
     import_server_libraries()
     if ack not in ("spooled", "committed"):
         raise LineageError(f"--ack must be 'spooled' or 'committed', not {ack!r}.")
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     typer.echo(f"metalake serving {lake.uri} on http://{host}:{port} (POST /api/v1/lineage)", err=True)
     run_server(
         lake,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from metalake.cli.common import FormatOption, ShowFormatOption, cli_state, reports_errors
+from metalake.cli.common import FormatOption, ShowFormatOption, open_lake, reports_errors
 
 if TYPE_CHECKING:
     import polars as pl
@@ -46,7 +46,7 @@ def list_models(
 
     from metalake.cli.output import write_rows
 
-    versions = cli_state(ctx).connect().registry.versions(model)
+    versions = open_lake(ctx).registry.versions(model)
     if stage:
         versions = versions.filter(pl.col("stage") == stage)
     write_rows(
@@ -76,7 +76,7 @@ def show_model(
     """
     from metalake.cli.output import frame_section, write_rows
 
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     found = lake.registry.get(model, version)
     lineage = lake.sql(
         "select dataset, dataset_version, context, dq_success, dq_validated_at, suite_name from model_lineage "
@@ -110,17 +110,13 @@ def register_model(
     """
     from metalake.cli.output import stdout_console
 
-    registered = (
-        cli_state(ctx)
-        .connect()
-        .registry.register(
-            model,
-            run_id=run_id,
-            artifact_uri=artifact_uri,
-            flavor=flavor,
-            card=_read_card(card) if card else None,
-            description=description,
-        )
+    registered = open_lake(ctx).registry.register(
+        model,
+        run_id=run_id,
+        artifact_uri=artifact_uri,
+        flavor=flavor,
+        card=_read_card(card) if card else None,
+        description=description,
     )
     stdout_console().print(f"Registered {registered.model} version {registered.version}.")
 
@@ -144,7 +140,7 @@ def alias_model(
     from metalake.cli.output import stdout_console
     from metalake.errors import MetalakeError
 
-    registry = cli_state(ctx).connect().registry
+    registry = open_lake(ctx).registry
     if delete:
         registry.delete_alias(model, alias, reason=reason)
         stdout_console().print(f"Removed alias {alias!r} of {model}.")
@@ -181,7 +177,7 @@ def transition_model(
     """
     from metalake.cli.output import stdout_console
 
-    registry = cli_state(ctx).connect().registry
+    registry = open_lake(ctx).registry
     if policy is not None:
         registry.use_policy(policy)
     moved = registry.transition(
@@ -208,7 +204,7 @@ def model_at(
     """
     from metalake.cli.output import Section, write_rows
 
-    found = cli_state(ctx).connect().registry.at(model, when, stage=_as_stage(stage))
+    found = open_lake(ctx).registry.at(model, when, stage=_as_stage(stage))
     if found is None:
         answer = f"No version of {model} was in {stage!r} at {when}."
     else:
@@ -225,7 +221,7 @@ def set_policy(ctx: typer.Context, path: Annotated[Path, typer.Argument(help="Po
     """
     from metalake.cli.output import stdout_console
 
-    stored = cli_state(ctx).connect().registry.use_policy(path, persist=True)
+    stored = open_lake(ctx).registry.use_policy(path, persist=True)
     stages = ", ".join(sorted(stored.gates)) or "no stage"
     stdout_console().print(f"Policy stored: gates on {stages}.")
 
@@ -236,7 +232,7 @@ def show_policy(ctx: typer.Context) -> None:
     """Show the policy stored in the lake."""
     from metalake.cli.output import stdout_console
 
-    policy = cli_state(ctx).connect().registry.policy
+    policy = open_lake(ctx).registry.policy
     console = stdout_console()
     if not policy.gates:
         console.print("No policy: every transition is allowed. Set one with: metalake models policy set FILE")

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from metalake.cli.common import FormatOption, ShowFormatOption, cli_state, reports_errors
+from metalake.cli.common import FormatOption, ShowFormatOption, open_lake, reports_errors
 
 if TYPE_CHECKING:
     import polars as pl
@@ -54,7 +54,7 @@ def list_runs(
     """
     from metalake.cli.output import write_rows
 
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     runs = stable_columns(
         lake.runs.search(experiment=experiment, where=where, order_by=order_by, limit=limit)
     )
@@ -95,7 +95,7 @@ def show_run(
 
     from metalake.cli.output import write_rows
 
-    details = cli_state(ctx).connect().runs.get(run_id)
+    details = open_lake(ctx).runs.get(run_id)
     row = {
         **details.info,
         **{f"params.{key}": value for key, value in sorted(details.params.items())},
@@ -164,7 +164,7 @@ def compare_runs(
 
     if len(run_ids) < 2:
         raise MetalakeError("Give at least two run ids to compare.")
-    lake = cli_state(ctx).connect()
+    lake = open_lake(ctx)
     runs = stable_columns(
         lake.runs.search(where="run_id in (" + ", ".join(_literal(r) for r in run_ids) + ")")
     )

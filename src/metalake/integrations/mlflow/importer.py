@@ -118,6 +118,26 @@ def import_mlflow(
     return summary
 
 
+def check_mlflow_source(
+    tracking_uri: str, *, experiments: Sequence[str] | None = None, registry_uri: str | None = None
+) -> None:
+    """Check, before any lake is opened or created, that the MLflow store exists and holds the experiments asked.
+
+    The CLI calls it first so that a failed import leaves no new, empty lake behind.
+    """
+    mlflow = _require_mlflow()
+    from mlflow.exceptions import MlflowException
+
+    _check_local_store(tracking_uri)
+    try:
+        client = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+        _select_experiments(client, experiments)
+    except MlflowException as error:
+        raise MetalakeError(
+            f"MLflow at {_redact(tracking_uri)} could not be read: {error.message}. Nothing was imported."
+        ) from error
+
+
 def _require_mlflow() -> Any:
     try:
         import mlflow
