@@ -214,9 +214,17 @@ def ingest(
     idempotency_key: Annotated[
         str | None,
         typer.Option(
-            "--idempotency-key", help="Ingesting again with the same key writes nothing (safe retries)."
+            "--idempotency-key",
+            show_default=False,
+            help="Ingesting again with the same key writes nothing (safe retries). Default: the file's SHA-256.",
         ),
     ] = None,
+    again: Annotated[
+        bool,
+        typer.Option(
+            "--again", help="Append the rows even if this same file was ingested into TABLE before."
+        ),
+    ] = False,
 ) -> None:
     """Append a file's rows to a table as one atomic commit: every row is written, or none.
 
@@ -224,15 +232,22 @@ def ingest(
 
     The whole file is checked against the table's contract first; a refused file lists every failing check.
 
+    A file is ingested once: the same content again writes nothing and says so (--again appends it anyway).
+
     A .json file may hold JSON lines or one JSON array.
 
     Example: metalake ingest params params.csv --reason "backfill from the old tracker"
     """
     from rich.markup import escape
 
-    from metalake.cli.input_files import ingest_progress, read_input
+    from metalake.cli.input_files import content_digest, ingest_progress, read_input
     from metalake.cli.output import stderr_console, stdout_console
 
+    if again and idempotency_key is not None:
+        raise typer.BadParameter(
+            "--again appends without a key; --idempotency-key writes once per key: give one of them.",
+            param_hint="--again",
+        )
     file_format = _input_format(file, input_format)
     if not file.exists():
         raise IngestError(f"File not found: {file}")
@@ -240,6 +255,9 @@ def ingest(
         raise IngestError(f"{file} is not a file: give a CSV, Parquet or JSON-lines file.")
     lake = open_lake(ctx)
     spec = lake.spec(table)
+    key = idempotency_key
+    if key is None and not again:
+        key = f"ingest-file:{content_digest(file)}"
     with ingest_progress() as progress:
         frame = read_input(file, file_format, spec, progress)
         task = progress.add_task(f"validating and committing {_rows(frame.height)}", total=None)
@@ -247,15 +265,19 @@ def ingest(
             table,
             frame,
             reason=reason or f"metalake ingest {file.name}",
-            idempotency_key=idempotency_key,
+            idempotency_key=key,
             operation="ingest",
         )
         progress.update(task, total=1, completed=1)
     if commit.deduplicated:
-        stderr_console().print(
-            f"Nothing written: idempotency key {escape(repr(idempotency_key))} was already used on {table}.",
-            soft_wrap=True,
-        )
+        if idempotency_key is None:
+            said = (
+                f"Nothing written: {escape(str(file))} was already ingested into {table} (same content). "
+                "To append its rows once more on purpose, add --again."
+            )
+        else:
+            said = f"Nothing written: idempotency key {escape(repr(idempotency_key))} was already used on {table}."
+        stderr_console().print(said, soft_wrap=True)
         return
     stdout_console().print(
         f"Ingested {_rows(commit.rows)} from {escape(str(file))} into [bold]{table}[/] (version {commit.version}).",

@@ -47,6 +47,17 @@ def ingest_progress() -> Progress:
     )
 
 
+def content_digest(path: Path) -> str:
+    """The file's SHA-256: `ingest`'s default idempotency key, so that the same file is ingested once."""
+    import hashlib
+
+    try:
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as error:
+        raise IngestError(f"Cannot read {path}: {error.strerror or error}") from error
+
+
 def read_input(path: Path, file_format: InputFormat, spec: TableSpec, progress: Progress) -> pl.DataFrame:
     """Read a whole file into one frame, in batches so that progress shows; errors name the file.
 
