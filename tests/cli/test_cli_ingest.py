@@ -41,3 +41,41 @@ def test_again_appends_the_same_file_on_purpose(lake: metalake.Lake, lake_path: 
     assert_fails(
         run(lake_path, "ingest", "params", str(source), "--again", "--idempotency-key", "k"), 2, "--again"
     )
+
+
+RAGGED = "run_id,key,value\nr1,epochs,6,extra\nr1,lr\nr2,epochs,7\n"
+
+
+def test_a_ragged_csv_gets_one_verdict_from_ingest_and_datasets_register(
+    lake_path: Path, tmp_path: Path
+) -> None:
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text(RAGGED)
+    metalake.connect(lake_path)
+    verdict = "line 2 has 4 field(s) but the header has 3"
+    assert_fails(run(lake_path, "ingest", "params", str(ragged)), 1, verdict)
+    assert_fails(run(lake_path, "datasets", "register", "ragged", str(ragged)), 1, verdict)
+    lake = metalake.connect(lake_path)
+    assert lake.read("params").is_empty() and lake.read("dataset_versions").is_empty()
+
+
+def test_a_ragged_csv_is_refused_by_kpis_ingest(lake: metalake.Lake, lake_path: Path, tmp_path: Path) -> None:
+    assert_ok(
+        run(lake_path, "kpis", "define", "conversion", "--unit", "%", "--direction", "higher_is_better")
+    )
+    ragged = tmp_path / "observations.csv"
+    ragged.write_text("kpi,value,observed_at\nconversion,3.2\n")
+    assert_fails(
+        run(lake_path, "kpis", "ingest", str(ragged)), 1, "line 2 has 2 field(s) but the header has 3"
+    )
+    assert lake.read("kpi_observations").is_empty()
+
+
+def test_a_registered_csv_keeps_its_header_and_tabs_for_tsv(lake: metalake.Lake, tmp_path: Path) -> None:
+    text_only = tmp_path / "cities.csv"
+    text_only.write_text("name,city\nalice,paris\nbob,rome\n")
+    assert lake.datasets.register("cities", text_only).columns == ["name", "city"]
+    tabs = tmp_path / "rows.tsv"
+    tabs.write_text("id\tname\n1\ta,b\n2\tc\n")
+    registered = lake.datasets.register("tsv", tabs)
+    assert registered.columns == ["id", "name"] and registered.row_count == 2

@@ -5,13 +5,13 @@ Imported by the command functions only, so that `metalake --help` does not pay f
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from metalake.cli.output import stderr_console
+from metalake.core.csv_files import check_csv
 from metalake.errors import IngestError
 
 if TYPE_CHECKING:
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from metalake.core.file_formats import InputFormat
 
 BATCH_ROWS = 100_000
-# The stdlib csv module refuses fields over 128 KiB by default; a JSON column can hold more than that.
-CSV_FIELD_LIMIT = 64 * 1024 * 1024
 
 
 def ingest_progress() -> Progress:
@@ -88,7 +86,10 @@ def read_input(path: Path, file_format: InputFormat, spec: TableSpec, progress: 
 def _read_csv(path: Path, spec: TableSpec, progress: Progress) -> pl.DataFrame:
     import polars as pl
 
-    _, rows, blank_lines = _check_csv(path, progress)
+    shape = check_csv(path, error=IngestError, open_text=lambda file: _progress_text(progress, file))
+    if not shape.header:
+        raise IngestError(f"{path} has no header line: a CSV file starts with the column names.")
+    rows, blank_lines = shape.rows, shape.blank_lines
     # All text, typed afterwards by the table's spec: polars' own inference over a whole file is slow with
     # dates (seconds per 100k rows) and fails on a late value that the first rows did not predict.
     scan = pl.scan_csv(path, infer_schema=False)
@@ -98,50 +99,9 @@ def _read_csv(path: Path, spec: TableSpec, progress: Progress) -> pl.DataFrame:
     return frame
 
 
-def _check_csv(path: Path, progress: Progress) -> tuple[list[str], int, int]:
-    """Walk the file once with the stdlib csv module: the header, the row count, and the number of blank lines.
-
-    polars silently pads a short row with nulls; here a ragged row, a NUL byte or bytes that are not UTF-8 text
-    (a binary file) are refused with the line number.
-    """
-    csv.field_size_limit(CSV_FIELD_LIMIT)
-    line = 1
-    try:
-        # utf-8-sig: spreadsheets start their CSV exports with a byte-order mark.
-        with progress.open(path, "r", encoding="utf-8-sig", newline="", description="checking") as handle:
-            reader = csv.reader(_refusing_nul(handle, path), strict=True)
-            header = next(reader, None)
-            if not header:
-                raise IngestError(f"{path} has no header line: a CSV file starts with the column names.")
-            rows = blank_lines = 0
-            for row in reader:
-                line = reader.line_num
-                if not row:
-                    blank_lines += 1
-                elif len(row) != len(header):
-                    raise IngestError(
-                        f"{path} is malformed: line {line} has {len(row)} field(s) but the header has "
-                        f"{len(header)} ({', '.join(header)})."
-                    )
-                else:
-                    rows += 1
-    except UnicodeDecodeError as error:
-        raise IngestError(
-            f"{path} is not UTF-8 text (near line {line + 1}): is it really a CSV file? Save it as UTF-8."
-        ) from error
-    except csv.Error as error:
-        raise IngestError(f"{path} is malformed near line {line + 1}: {error}.") from error
-    return header, rows, blank_lines
-
-
-def _refusing_nul(lines: Iterable[str], path: Path) -> Iterator[str]:
-    """Python 3.11's csv module accepts NUL bytes; in a CSV file they mean binary or UTF-16 data."""
-    for number, line in enumerate(lines, start=1):
-        if "\x00" in line:
-            raise IngestError(
-                f"{path} is malformed: line {number} holds a NUL byte (binary or UTF-16 data?). Save it as UTF-8 CSV."
-            )
-        yield line
+def _progress_text(progress: Progress, path: Path) -> AbstractContextManager[IO[str]]:
+    """The file as open_csv_text opens it, advancing the "checking" bar as it is read."""
+    return progress.open(path, "r", encoding="utf-8-sig", newline="", description="checking")
 
 
 def _read_json_lines(path: Path, spec: TableSpec, progress: Progress) -> pl.DataFrame:

@@ -10,12 +10,13 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from metalake.core.csv_files import check_csv
 from metalake.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -81,16 +82,18 @@ class Source:
 
     def read_sql(self, columns: list[str] | None = None) -> str:
         """A SELECT over the source's files (local files only); other sources are registered Arrow objects."""
-        listing = "[" + ", ".join(_literal(path) for path in self.files) + "]"
-        readers = {
-            "parquet": f"read_parquet({listing})",
-            "csv": f"read_csv({listing})",
-            "json": f"read_json({listing})",
-        }
         projection = "*" if columns is None else ", ".join(quote(c) for c in columns)
-        if self.files:
-            return f"SELECT {projection} FROM {readers[self.format]}"
-        return f"SELECT {projection} FROM {SCAN_RELATION}"
+        if not self.files:
+            return f"SELECT {projection} FROM {SCAN_RELATION}"
+        listing = "[" + ", ".join(_literal(path) for path in self.files) + "]"
+        if self.format == "csv":
+            # The shape check_csv checked: a header line, and the delimiter the extension names.
+            reader = f"read_csv({listing}, header = true, delim = {_literal(csv_delimiter(self.files))})"
+        elif self.format == "json":
+            reader = f"read_json({listing})"
+        else:
+            reader = f"read_parquet({listing})"
+        return f"SELECT {projection} FROM {reader}"
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,10 @@ def _files_source(uri: str, files: list[Path]) -> Source:
             "format. Register each format as its own dataset, or convert the files."
         )
     file_format: FileFormat = formats.pop()  # type: ignore[assignment]
+    if file_format == "csv":
+        delimiter = csv_delimiter([str(file) for file in files], uri)
+        for file in files:
+            check_csv(file, delimiter=delimiter, error=DatasetError)
     stats = []
     for file in files:
         try:
@@ -393,6 +400,17 @@ def _remote_source(uri: str, storage_options: Mapping[str, str] | None) -> Sourc
     )
 
 
+def csv_delimiter(paths: Sequence[str], uri: str = "") -> str:
+    """Tabs for `.tsv` files, commas for `.csv`: the extension names the delimiter, for every reader."""
+    tab_separated = {Path(p).suffix.lower() == ".tsv" for p in paths}
+    if len(tab_separated) > 1:
+        raise DatasetError(
+            f"{uri or paths[0]} mixes .tsv and .csv files; a version is read with one delimiter. "
+            "Register them separately."
+        )
+    return "\t" if tab_separated.pop() else ","
+
+
 def _arrow_file_format(file_format: FileFormat, paths: list[str], uri: str) -> Any:
     """How pyarrow reads the files: `.tsv` files with tabs. Its CSV type inference is not DuckDB's sniffer."""
     import pyarrow.csv as pa_csv
@@ -400,12 +418,7 @@ def _arrow_file_format(file_format: FileFormat, paths: list[str], uri: str) -> A
 
     if file_format != "csv":
         return file_format
-    tab_separated = {Path(p).suffix.lower() == ".tsv" for p in paths}
-    if len(tab_separated) > 1:
-        raise DatasetError(
-            f"{uri} mixes .tsv and .csv files; a version is read with one delimiter. Register them separately."
-        )
-    delimiter = "\t" if tab_separated.pop() else ","
+    delimiter = csv_delimiter(paths, uri)
     return ds.CsvFileFormat(parse_options=pa_csv.ParseOptions(delimiter=delimiter))
 
 

@@ -15,6 +15,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from metalake.core.csv_files import check_csv
 from metalake.core.file_formats import EXTENSION_FORMATS, INPUT_FORMATS, InputFormat
 from metalake.core.moments import parse_duration, utc_moment
 from metalake.core.vocabulary import DEFAULT_PRODUCTION_ENVIRONMENTS, KPI_DIRECTIONS, KpiDirection
@@ -543,6 +544,7 @@ def _read_observations(file: Path, file_format: InputFormat) -> pl.DataFrame:
     text_columns = {"kpi": pl.String, "segment": pl.String, "environment": pl.String, "source": pl.String}
     try:
         if file_format == "csv":
+            check_csv(file, error=IngestError)  # polars pads a ragged row with nulls: refuse it with the line
             # All text, typed by observe_many: polars' inference guesses wrong on late values and is slow on times.
             frame = pl.read_csv(file, infer_schema=False)
         elif file_format == "parquet":
