@@ -3,11 +3,17 @@ and errors that name the bad values, the line and the likely cause."""
 
 from __future__ import annotations
 
+import json
+import math
+from datetime import UTC, datetime
 from pathlib import Path
 
+import polars as pl
+import pytest
 from test_cli import assert_fails, assert_ok, run, write_csv
 
 import metalake
+from metalake.cli.output import machine_text
 
 
 def test_ingesting_the_same_file_again_writes_nothing(
@@ -79,3 +85,47 @@ def test_a_registered_csv_keeps_its_header_and_tabs_for_tsv(lake: metalake.Lake,
     tabs.write_text("id\tname\n1\ta,b\n2\tc\n")
     registered = lake.datasets.register("tsv", tabs)
     assert registered.columns == ["id", "name"] and registered.row_count == 2
+
+
+NON_FINITE = [0.5, float("nan"), float("inf"), float("-inf")]
+
+
+def metric_rows(values: list[float]) -> list[dict[str, object]]:
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    return [
+        {"run_id": "r1", "key": "loss", "value": value, "step": step, "timestamp": moment}
+        for step, value in enumerate(values)
+    ]
+
+
+def same_floats(found: list[float], expected: list[float]) -> bool:
+    return all((math.isnan(a) and math.isnan(b)) or a == b for a, b in zip(found, expected, strict=True))
+
+
+@pytest.mark.parametrize("output_format", ["json", "jsonl", "csv"])
+def test_sql_output_keeps_nan_and_infinity_for_ingest(
+    lake: metalake.Lake, lake_path: Path, tmp_path: Path, output_format: str
+) -> None:
+    lake.append("metrics", metric_rows(NON_FINITE))
+    exported = tmp_path / f"metrics.{'csv' if output_format == 'csv' else 'jsonl'}"
+    query = "select run_id, key, value, step, timestamp from metrics order by step"
+    assert_ok(run(lake_path, "sql", query, "--format", output_format, "--output", str(exported)))
+    if output_format != "csv":
+        first, *_ = exported.read_text().splitlines()
+        assert json.loads(first)["value"] == 0.5  # finite values stay JSON numbers
+        assert "NaN" in exported.read_text() and "-Infinity" in exported.read_text()
+    other = tmp_path / "other-lake"
+    assert_ok(run(other, "ingest", "metrics", str(exported)))
+    stored = metalake.connect(other).read("metrics").sort("step").get_column("value").to_list()
+    assert same_floats(stored, NON_FINITE)
+
+
+def test_json_arrays_and_documents_keep_nan_and_infinity() -> None:
+    frame = pl.DataFrame({"value": NON_FINITE, "name": ["a", "b", "c", "d"]})
+    assert json.loads(machine_text(frame, "json")) == [
+        {"value": 0.5, "name": "a"},
+        {"value": "NaN", "name": "b"},
+        {"value": "Infinity", "name": "c"},
+        {"value": "-Infinity", "name": "d"},
+    ]
+    assert json.loads(machine_text(frame, "json", document={"best": float("inf")})) == {"best": "Infinity"}

@@ -322,10 +322,33 @@ def machine_text(
     if output_format == "csv":
         return machine_frame(rows, nested_as_json=True).write_csv()
     if output_format == "jsonl" or json_lines:
+        if _holds_non_finite_floats(rows):
+            records = json_ready(machine_frame(rows, nested_as_json=False).to_dicts())
+            return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
         return machine_frame(rows, nested_as_json=False).write_ndjson()
     if document is not None:
         return json.dumps(json_ready(document), ensure_ascii=False) + "\n"
+    if _holds_non_finite_floats(rows):
+        return (
+            json.dumps(json_ready(machine_frame(rows, nested_as_json=False).to_dicts()), ensure_ascii=False)
+            + "\n"
+        )
     return machine_frame(rows, nested_as_json=False).write_json() + "\n"
+
+
+def _holds_non_finite_floats(frame: pl.DataFrame) -> bool:
+    """Whether polars' JSON writer would turn a value into null: NaN or an infinity, maybe inside a nested column.
+
+    Such frames are written through json_ready, which keeps them as "NaN", "Infinity" and "-Infinity".
+    """
+
+    for name, dtype in frame.schema.items():
+        if dtype.is_float():
+            if not frame.get_column(name).is_finite().fill_null(True).all():
+                return True
+        elif dtype.is_nested() and "Float" in str(dtype):
+            return True
+    return False
 
 
 def machine_frame(frame: pl.DataFrame, *, nested_as_json: bool) -> pl.DataFrame:
@@ -352,6 +375,9 @@ def machine_frame(frame: pl.DataFrame, *, nested_as_json: bool) -> pl.DataFrame:
     return frame.with_columns(replacements) if replacements else frame
 
 
+NON_FINITE_JSON = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
 def json_ready(value: Any) -> Any:
     """A value as plain JSON data: dataclasses and frames as objects and arrays, timestamps as ISO-8601 UTC."""
     import polars as pl
@@ -373,7 +399,8 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else str(value)  # JSON has no NaN or infinity
+        # JSON has no NaN or infinity: the names as strings, which `metalake ingest` reads back as floats.
+        return NON_FINITE_JSON["nan" if math.isnan(value) else "inf" if value > 0 else "-inf"]
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
