@@ -129,3 +129,45 @@ def test_json_arrays_and_documents_keep_nan_and_infinity() -> None:
         {"value": "-Infinity", "name": "d"},
     ]
     assert json.loads(machine_text(frame, "json", document={"best": float("inf")})) == {"best": "Infinity"}
+
+
+METRIC_HEADER = ["run_id", "key", "value", "step", "timestamp"]
+
+
+def test_a_bad_value_is_named_alone(lake: metalake.Lake, lake_path: Path, tmp_path: Path) -> None:
+    moment = "2026-01-01T00:00:00Z"
+    rows = [
+        ["r1", "auc", "0.9", "0", moment],
+        ["r1", "auc", "high", "1", moment],
+        ["r1", "auc", "0.1", "2", moment],
+    ]
+    source = write_csv(tmp_path / "metrics.csv", METRIC_HEADER, rows)
+    result = run(lake_path, "ingest", "metrics", str(source))
+    assert_fails(result, 1, "column 'value': not a float64 (1 row)", "line=3, value='high'")
+    assert "0.9" not in result.output and "0.1" not in result.output
+    assert lake.read("metrics").is_empty()
+
+
+def test_a_semicolon_separated_csv_is_named_as_such(
+    lake: metalake.Lake, lake_path: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "params.csv"
+    source.write_text("run_id;key;value\nr1;epochs;6\n")
+    assert_fails(run(lake_path, "ingest", "params", str(source)), 1, "separated by semicolons", "commas")
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def test_json_lines_with_a_byte_order_mark(lake: metalake.Lake, lake_path: Path, tmp_path: Path) -> None:
+    good = tmp_path / "params.jsonl"
+    good.write_bytes(BOM + b'{"run_id": "r1", "key": "epochs", "value": "6"}\n')
+    assert_ok(run(lake_path, "ingest", "params", str(good)))
+    assert lake.read("params").get_column("key").to_list() == ["epochs"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(BOM + b'{"run_id": "r1", "key": "a", "value": "1"}\n{"run_id": "r1", "key": oops}\n')
+    assert_fails(run(lake_path, "ingest", "params", str(bad)), 1, "line 2 is not valid JSON")
+    array = tmp_path / "array.json"
+    array.write_bytes(BOM + b'[{"run_id": "r2", "key": "epochs", "value": "7"}]')
+    assert_ok(run(lake_path, "ingest", "params", str(array)))
+    assert lake.read("params").height == 2

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from metalake.core.file_formats import InputFormat
 
 BATCH_ROWS = 100_000
+UTF8_BOM = b"\xef\xbb\xbf"
+SAMPLE_VALUES = 5  # refused values named in an error
 
 
 def ingest_progress() -> Progress:
@@ -59,31 +61,34 @@ def content_digest(path: Path) -> str:
 def read_input(path: Path, file_format: InputFormat, spec: TableSpec, progress: Progress) -> pl.DataFrame:
     """Read a whole file into one frame, in batches so that progress shows; errors name the file.
 
-    The table's text columns stay text (so "6" stays "6"); other columns get the table's types where every
-    value converts, and the contract checks the rest on append.
+    The table's text columns stay text (so "6" stays "6"); other columns get the table's types. A value that
+    does not convert is refused by name (its line, where lines and rows match), not its whole column.
     """
     import polars as pl
 
+    first_line: int | None = None
     try:
         if file_format == "csv":
-            frame = _read_csv(path, spec, progress)
+            frame, first_line = _read_csv(path, spec, progress)
         elif file_format == "parquet":
             scan = pl.scan_parquet(path)
             frame = _collect(scan, scan.select(pl.len()).collect().item(), path, progress)
         elif file_format == "json" and _starts_with(path, b"["):
             frame = _read_json_array(path, spec)
         else:
-            frame = _read_json_lines(path, spec, progress)
+            frame, first_line = _read_json_lines(path, spec, progress)
     except pl.exceptions.PolarsError as error:
+        if file_format in ("json", "jsonl"):
+            _refuse_bad_json_line(path, file_format)
         raise IngestError(f"Cannot read {path} as {file_format}: {_first_line(error)}") from error
     except OSError as error:
         raise IngestError(f"Cannot read {path}: {error.strerror or error}") from error
     if frame.is_empty():
         raise IngestError(f"{path} holds no rows: nothing to ingest.")
-    return _typed_from_text(frame, spec)
+    return _typed_from_text(frame, spec, first_line)
 
 
-def _read_csv(path: Path, spec: TableSpec, progress: Progress) -> pl.DataFrame:
+def _read_csv(path: Path, spec: TableSpec, progress: Progress) -> tuple[pl.DataFrame, int | None]:
     import polars as pl
 
     shape = check_csv(path, error=IngestError, open_text=lambda file: _progress_text(progress, file))
@@ -96,7 +101,7 @@ def _read_csv(path: Path, spec: TableSpec, progress: Progress) -> pl.DataFrame:
     frame = _collect(scan, rows + blank_lines, path, progress)
     if blank_lines:  # polars reads a blank line as a row of nulls
         frame = frame.filter(~pl.all_horizontal(pl.all().is_null()))
-    return frame
+    return frame, 2 if shape.one_line_per_row else None
 
 
 def _progress_text(progress: Progress, path: Path) -> AbstractContextManager[IO[str]]:
@@ -104,16 +109,53 @@ def _progress_text(progress: Progress, path: Path) -> AbstractContextManager[IO[
     return progress.open(path, "r", encoding="utf-8-sig", newline="", description="checking")
 
 
-def _read_json_lines(path: Path, spec: TableSpec, progress: Progress) -> pl.DataFrame:
+def _read_json_lines(path: Path, spec: TableSpec, progress: Progress) -> tuple[pl.DataFrame, int | None]:
+    import io
+
     import polars as pl
 
-    rows = 0
+    rows = blank_lines = 0
     with progress.open(path, "rb", description="checking") as handle:
         for raw in handle:
-            rows += bool(raw.strip())
+            if raw.strip():
+                rows += 1
+            else:
+                blank_lines += 1
+    first_line = 1 if blank_lines == 0 else None
+    if _starts_with(path, UTF8_BOM, strip=False):  # a BOM that editors on Windows write; polars refuses it
+        data = io.BytesIO(path.read_bytes()[len(UTF8_BOM) :])
+        columns = pl.read_ndjson(data, infer_schema_length=None).columns
+        data.seek(0)
+        overrides = _text_overrides(spec, columns)
+        return pl.read_ndjson(data, schema_overrides=overrides, infer_schema_length=None), first_line
     columns = pl.scan_ndjson(path, infer_schema_length=None).collect_schema().names()
     scan = pl.scan_ndjson(path, schema_overrides=_text_overrides(spec, columns), infer_schema_length=None)
-    return _collect(scan, rows, path, progress)
+    return _collect(scan, rows, path, progress), first_line
+
+
+def _refuse_bad_json_line(path: Path, file_format: str) -> None:
+    """Name the first line that is not a JSON object (polars names a character offset, at best)."""
+    try:
+        with path.open("r", encoding="utf-8-sig") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise IngestError(
+                        f"Cannot read {path} as {file_format}: line {number} is not valid JSON: {error.msg} "
+                        f"(column {error.colno}). Each line holds one JSON object."
+                    ) from None
+                if not isinstance(value, dict):
+                    raise IngestError(
+                        f"Cannot read {path} as {file_format}: line {number} is not a JSON object; each line holds "
+                        "one object."
+                    )
+    except UnicodeDecodeError:
+        raise IngestError(
+            f"Cannot read {path} as {file_format}: it is not UTF-8 text; save it as UTF-8."
+        ) from None
 
 
 def _read_json_array(path: Path, spec: TableSpec) -> pl.DataFrame:
@@ -123,7 +165,7 @@ def _read_json_array(path: Path, spec: TableSpec) -> pl.DataFrame:
     import polars as pl
 
     try:
-        rows = json.loads(path.read_bytes())
+        rows = json.loads(path.read_bytes().decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise IngestError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
@@ -158,23 +200,41 @@ def _text_overrides(spec: TableSpec, columns: list[str]) -> dict[str, pl.DataTyp
     return {name: pl.String() for name in columns if name in text_columns}
 
 
-def _typed_from_text(frame: pl.DataFrame, spec: TableSpec) -> pl.DataFrame:
-    """Give text columns their table type (CSV is all text; JSON may quote numbers), where every value converts.
+def _typed_from_text(frame: pl.DataFrame, spec: TableSpec, first_line: int | None) -> pl.DataFrame:
+    """Give text columns their table type (CSV is all text; JSON may quote numbers).
 
-    A column with a value that does not convert stays text, and the contract refuses it with examples. (Better
-    in contracts.py, which would then name the exact rows: see the CLI report.)
+    A number or boolean that does not convert is refused by itself: its column, its line (data row i is on line
+    `first_line + i`, when known) or row, and the value, rather than a type error that lists every row.
+    Timestamps in mixed formats stay text: the contract parses each value.
     """
     import polars as pl
 
+    from metalake.errors import ContractError, ContractFailure
+
     known = set(spec.column_names)
     typed_columns = []
+    failures = []
     for name, dtype in frame.schema.items():
         if name not in known or dtype != pl.String:
             continue
         text = frame.get_column(name)
-        typed = _parse_text(text, spec.column(name).type)
-        if typed is not None and not (text.is_not_null() & typed.is_null()).any():
+        column_type = spec.column(name).type
+        typed = _parse_text(text, column_type)
+        if typed is None:
+            continue
+        unconverted = text.is_not_null() & typed.is_null()
+        if not unconverted.any():
             typed_columns.append(typed.alias(name))
+            continue
+        if column_type.startswith("timestamp"):  # one format did not fit all: the contract parses each value
+            continue
+        rows = unconverted.arg_true()
+        where = "line" if first_line is not None else "row"
+        offset = first_line if first_line is not None else 1
+        sample = [{where: row + offset, "value": text[row]} for row in rows.head(SAMPLE_VALUES).to_list()]
+        failures.append(ContractFailure(name, f"not a {column_type}", len(rows), sample))
+    if failures:
+        raise ContractError(spec.name, failures)
     return frame.with_columns(typed_columns) if typed_columns else frame
 
 
@@ -204,9 +264,12 @@ def _parse_text(text: pl.Series, column_type: str) -> pl.Series | None:
     return None
 
 
-def _starts_with(path: Path, prefix: bytes) -> bool:
+def _starts_with(path: Path, prefix: bytes, *, strip: bool = True) -> bool:
+    """Whether the file starts with `prefix`; with `strip`, after a byte-order mark and white space."""
     with path.open("rb") as handle:
-        head = handle.read(4096).lstrip()
+        head = handle.read(4096)
+    if strip:
+        head = head.removeprefix(UTF8_BOM).lstrip()
     return head.startswith(prefix)
 
 

@@ -24,11 +24,15 @@ TextOpener = Callable[[Path], AbstractContextManager[IO[str]]]
 
 @dataclass(frozen=True)
 class CsvShape:
-    """What one walk over a CSV file found: the header (empty for an empty file), data rows and blank lines."""
+    """What one walk over a CSV file found: the header (empty for an empty file), data rows and blank lines.
+
+    `one_line_per_row`: no blank lines and no line breaks inside values, so data row i is on line i + 2.
+    """
 
     header: list[str]
     rows: int
     blank_lines: int
+    one_line_per_row: bool = True
 
 
 def open_csv_text(path: Path) -> AbstractContextManager[IO[str]]:
@@ -67,13 +71,14 @@ def check_csv(
                     )
                 else:
                     rows += 1
+            one_line_per_row = blank_lines == 0 and reader.line_num == rows + 1
     except UnicodeDecodeError as decode_error:
         raise error(
             f"{path} is not UTF-8 text (near line {line + 1}): is it really a CSV file? Save it as UTF-8."
         ) from decode_error
     except csv.Error as csv_error:
         raise error(f"{path} is malformed near line {line + 1}: {csv_error}.") from csv_error
-    return CsvShape(header, rows, blank_lines)
+    return CsvShape(header, rows, blank_lines, one_line_per_row)
 
 
 def _check_delimiter(path: Path, header: list[str], delimiter: str, error: type[MetalakeError]) -> None:
