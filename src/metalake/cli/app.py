@@ -6,6 +6,7 @@ starts in a fraction of a second.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+QUIET_RUST_LOG = "warn,aws_config::imds=error"
 
 app = typer.Typer(
     name="metalake",
@@ -80,6 +82,9 @@ def _global_options(
 
     Example: metalake --lake ./lake demo
     """
+    # delta-rs logs through env_logger at warn: without AWS credentials or region, aws_config's IMDS probes
+    # print long warnings before metalake's own error. Set before deltalake loads; RUST_LOG, if set, wins.
+    os.environ.setdefault("RUST_LOG", QUIET_RUST_LOG)
     source = ctx.get_parameter_source("lake")
     ctx.obj = CliState(lake, actor, lake_on_command_line=getattr(source, "name", "") == "COMMANDLINE")
 
@@ -145,6 +150,10 @@ def sql(
 
     from metalake.cli.output import fetch_frame, stderr_console, write_rows
 
+    if not query.strip():
+        raise typer.BadParameter(
+            'the query is empty: give a SQL statement, e.g. "select * from runs_current".', param_hint="QUERY"
+        )
     if output_format == "parquet" and output is None:
         raise typer.BadParameter(
             "--format parquet writes a binary file: add --output FILE.", param_hint="--output"
@@ -468,7 +477,8 @@ def demo(
 
     state = cli_state(ctx)
     uri = lake or (state.lake_uri if state.lake_on_command_line else None) or DEFAULT_DEMO_LAKE
-    run_demo(uri, stdout_console(), actor=state.actor)
+    # A closed pipe (`metalake demo | head`) must not cut a round short: the round is written to the end.
+    run_demo(uri, stdout_console(finish_when_pipe_closes=True), actor=state.actor)
 
 
 def _register_subcommands() -> None:

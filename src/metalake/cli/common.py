@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import functools
-import io
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar
 import typer
 
 from metalake.cli.output import ListFormat, OutputFormat
+from metalake.cli.pipes import discard_stdout
 from metalake.errors import MetalakeError
 
 if TYPE_CHECKING:
@@ -179,15 +177,7 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         except BrokenPipeError:
             # The reader stopped early (`| head`): not an error to report. Exit as a Unix filter killed by
             # SIGPIPE does (128 + 13), with stdout pointed at /dev/null so that the flush at exit stays quiet.
-            _discard_stdout()
+            discard_stdout()
             raise typer.Exit(141) from None
 
     return run
-
-
-def _discard_stdout() -> None:
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, io.UnsupportedOperation):  # not a real file (CliRunner): nothing to flush
-        pass

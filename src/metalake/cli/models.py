@@ -110,7 +110,11 @@ def register_model(
     """
     from metalake.cli.output import stdout_console
 
-    registered = open_lake(ctx).registry.register(
+    registry = open_lake(ctx).registry
+    known = registry.versions(model)
+    # register returns the existing version for the same run and artifact: say so, not "Registered".
+    same = known.filter(known["run_id"].eq_missing(run_id) & (known["artifact_uri"] == artifact_uri))
+    registered = registry.register(
         model,
         run_id=run_id,
         artifact_uri=artifact_uri,
@@ -118,6 +122,14 @@ def register_model(
         card=_read_card(card) if card else None,
         description=description,
     )
+    if registered.version in same.get_column("version").to_list():
+        stdout_console().print(
+            f"{registered.model} version {registered.version} was already registered with this run and "
+            "artifact; nothing new was written.",
+            soft_wrap=True,
+            markup=False,
+        )
+        return
     stdout_console().print(f"Registered {registered.model} version {registered.version}.")
 
 

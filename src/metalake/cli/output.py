@@ -40,11 +40,11 @@ MAX_CELL_CHARS = 200
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.6f+00:00"  # polars strftime; the same text as iso_utc() writes
 
 
-def stdout_console() -> Console:
-    """Rich console for results; highlighting off so that values keep their own look."""
-    from rich.console import Console
+def stdout_console(*, finish_when_pipe_closes: bool = False) -> Console:
+    """Rich console for results; highlighting off so that values keep their own look. A closed pipe: see pipes."""
+    from metalake.cli.pipes import results_console
 
-    return Console(highlight=False)
+    return results_console(finish_when_pipe_closes=finish_when_pipe_closes)
 
 
 def stderr_console() -> Console:
@@ -258,8 +258,8 @@ def write_rows(
     frame (titled `title`) or several sections. `empty` replaces the table when `rows` is empty; `notes` follow
     it (on stderr when piped). `json_lines` keeps `json` meaning JSON lines, for the commands where it did.
     """
-    if output is not None and not output.parent.is_dir():
-        raise MetalakeError(f"Cannot write {output}: the folder {output.parent} does not exist.")
+    if output is not None:
+        check_output_folder(output)
     try:
         if output_format == "table":
             if isinstance(table, Sequence):
@@ -288,6 +288,20 @@ def write_rows(
     except OSError as error:
         target = output or "to standard output"
         raise MetalakeError(f"Cannot write {target}: {error.strerror or error}.") from error
+
+
+def check_output_folder(output: Path) -> None:
+    """Say which part of an --output path is wrong: a file where a folder should be, or a missing folder."""
+    if output.parent.is_dir():
+        return
+    blocking = next((folder for folder in output.parents if folder.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise MetalakeError(
+            f"Cannot write {output}: {blocking} is a file, not a folder. Choose another path."
+        )
+    raise MetalakeError(
+        f"Cannot write {output}: the folder {output.parent} does not exist. Create it first, or choose another path."
+    )
 
 
 def stdout_is_terminal() -> bool:
