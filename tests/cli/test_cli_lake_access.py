@@ -113,7 +113,23 @@ def test_a_write_creates_the_lake(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
+    assert f"Created a new lake at {new_lake}" in result.stderr
     assert metalake.connect(new_lake, create=False).kpis.list().height == 1
+    again = CliRunner().invoke(
+        app,
+        [
+            "--lake",
+            str(new_lake),
+            "kpis",
+            "define",
+            "conversion_rate",
+            "--unit",
+            "%",
+            "--direction",
+            "higher_is_better",
+        ],
+    )
+    assert again.exit_code == 0 and "Created" not in again.stderr
 
 
 def test_a_failed_mlflow_import_leaves_no_lake(tmp_path: Path) -> None:

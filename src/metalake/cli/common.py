@@ -150,16 +150,32 @@ def lake_use(ctx: typer.Context) -> LakeUse:
 def open_lake(ctx: typer.Context, *, writing: bool | None = None) -> Lake:
     """The lake of --lake, opened as the command uses it (LAKE_USE): only writing commands create a lake.
 
-    A "reads or writes" command passes `writing`, as its options decide.
+    A "reads or writes" command passes `writing`, as its options decide. A writing command that creates the lake
+    says so on stderr (except `init`, whose answer is the lake), so that a mistyped --lake is seen at once.
     """
+    from metalake.errors import LakeNotFound
+
     use = lake_use(ctx)
     if use == "reads or writes":
         if writing is None:
             raise RuntimeError(
                 f"metalake {command_name(ctx)} reads or writes: pass open_lake(ctx, writing=...)."
             )
-        return cli_state(ctx).connect(create=writing)
-    return cli_state(ctx).connect(create=use == "writes")
+        use = "writes" if writing else "reads"
+    state = cli_state(ctx)
+    if use != "writes":
+        return state.connect(create=False)
+    try:
+        return state.connect(create=False)
+    except LakeNotFound:
+        lake = state.connect(create=True)
+    if command_name(ctx) != "init":
+        from rich.markup import escape
+
+        from metalake.cli.output import stderr_console
+
+        stderr_console().print(f"Created a new lake at {escape(lake.uri)}.", soft_wrap=True)
+    return lake
 
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
