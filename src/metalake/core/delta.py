@@ -544,7 +544,12 @@ def files_may_hold(table: DeltaTable, column: str, low: datetime, high: datetime
     if f"min.{column}" not in actions.column_names or f"max.{column}" not in actions.column_names:
         return True
     smallest, largest = actions[f"min.{column}"], actions[f"max.{column}"]
-    low_value = pa.scalar(low - STATISTICS_SLACK, smallest.type)
-    high_value = pa.scalar(high + STATISTICS_SLACK, largest.type)
+    # clamped: the slack must not overflow at the ends of the datetime range (rows stored before times were checked)
+    low_value = pa.scalar(
+        max(low, datetime.min.replace(tzinfo=UTC) + STATISTICS_SLACK) - STATISTICS_SLACK, smallest.type
+    )
+    high_value = pa.scalar(
+        min(high, datetime.max.replace(tzinfo=UTC) - STATISTICS_SLACK) + STATISTICS_SLACK, largest.type
+    )
     apart = pc.or_(pc.less(largest, low_value), pc.greater(smallest, high_value))
     return not pc.all(pc.fill_null(apart, False)).as_py()
