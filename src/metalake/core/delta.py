@@ -106,6 +106,7 @@ class DeltaStore:
         self._latest: dict[str, DeltaTable] = {}
         self._history: dict[str, list[dict[str, Any]]] = {}
         self._log_mtimes: dict[str, int] = {}
+        self._created_at: datetime | None = None
 
     @property
     def _options(self) -> dict[str, str] | None:
@@ -172,6 +173,22 @@ class DeltaStore:
         """
         versions = [record["version"] for record in self.history(table) if record["timestamp"] <= moment]
         return self.load_version(table, max(versions)) if versions else None
+
+    def created_at(self, tables: Sequence[str]) -> datetime | None:
+        """When the first of these tables was created (the lake's creation): None when none exists yet.
+
+        Read from each table's metadata (its createdTime), not its history, which would read the whole log;
+        kept once found, since a lake's creation never moves.
+        """
+        if self._created_at is None:
+            times = []
+            for table in tables:
+                loaded = self.load(table)
+                created = None if loaded is None else loaded.metadata().created_time
+                if created is not None:
+                    times.append(datetime.fromtimestamp(created / 1000, tz=UTC))
+            self._created_at = min(times) if times else None
+        return self._created_at
 
     def current_version(self, table: str) -> int | None:
         loaded = self.load(table)
