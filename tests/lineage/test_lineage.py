@@ -620,3 +620,22 @@ def test_an_event_time_that_cannot_be_stored_is_refused_on_a_lake_with_events(
     assert lake.read("lineage_events").height == stored
     fine = {**event, "eventTime": datetime.now(UTC).isoformat()}
     assert lake.lineage.ingest([fine]).new == 1
+
+
+def test_a_lake_that_already_holds_extreme_event_times_still_ingests_and_reads(
+    lake: metalake.Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lakes written before event times were checked may hold year 1 or year 9999: no read path overflows."""
+    from metalake.lineage.openlineage import events as openlineage_events
+
+    lake.lineage.ingest(airflow_dag())
+    monkeypatch.setattr(openlineage_events, "EARLIEST_MOMENT", datetime.min.replace(tzinfo=UTC))
+    monkeypatch.setattr(openlineage_events, "latest_allowed", lambda: datetime.max.replace(tzinfo=UTC))
+    for moment in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):
+        event = {**as_dicts(airflow_dag(dag_run_id=str(uuid.uuid4())))[0], "eventTime": moment}
+        assert lake.lineage.ingest([event]).new == 1
+    monkeypatch.undo()
+    assert lake.lineage.ingest(airflow_dag()).new == 4
+    assert lake.read("lineage_events").height == 10
+    assert not lake.lineage.upstream(TRAIN).is_empty()
+    assert lake.sql("select count(*) from pipeline_runs_current").fetchall()[0][0] > 0

@@ -202,13 +202,13 @@ class Tables:
             settle_pending_writes(self.location.uri)  # this process's queued writes first: read your writes
             return self._store.load(table)
         if table not in self._pinned:  # a moment never changes: open each table once
-            if self.moment.versions is not None:
+            if self.moment.versions is not None:  # a snapshot: vacuum keeps its files
                 loaded = self._store.load_version(table, self.moment.versions.get(table))
             else:
                 assert self.moment.at is not None
                 loaded = self._store.load_at(table, self.moment.at)
-            if loaded is not None:
-                self._check_not_vacuumed(table, loaded)
+                if loaded is not None:  # load_at read the history: only a later vacuum costs a file check
+                    self._check_not_vacuumed(table, loaded)
             self._pinned[table] = loaded
         return self._pinned[table]
 
