@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from metalake.core.ids import new_id
-from metalake.core.moments import utc_moment
+from metalake.core.moments import recordable_moment, utc_moment
 from metalake.errors import DeploymentError, DeploymentNotFound
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ class Deployments:
         _check_name(environment, "environment")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise DeploymentError(f"A model version is a whole number from 1, not {version!r}.")
-        start = _moment(at)
+        start = _recorded_moment(at, "start time (at)")
         key = idempotency_key or default_idempotency_key(model, version, environment, git_sha, ci_run_id)
         if key is not None:
             key, serving = self._key_for_start(key)
@@ -232,7 +232,7 @@ class Deployments:
             if earlier is not None:
                 return replace(earlier, deduplicated=True)
         target = self._target(deployment_id, model=model, environment=environment)
-        moment = _moment(at)
+        moment = _recorded_moment(at, "end time (at)")
         if moment < target.at:
             raise DeploymentError(
                 f"Deployment {target.describe()} started at {target.at.isoformat()}; it cannot end before that "
@@ -442,6 +442,13 @@ def _moment(value: datetime | date | str | None) -> datetime:
     if value is None:
         return datetime.now(UTC)
     return utc_moment(value, what="Deployment time", error=DeploymentError)
+
+
+def _recorded_moment(value: datetime | date | str | None, what: str) -> datetime:
+    """A start or end time to record: default now; a time in the future (beyond the clock skew) is refused."""
+    if value is None:
+        return datetime.now(UTC)
+    return recordable_moment(value, what=f"The deployment {what}", error=DeploymentError)
 
 
 def _check_name(value: object, what: str) -> None:

@@ -117,18 +117,25 @@ class ReadOnlyLakeError(MetalakeError):
     code = "read_only"
 
 
-class SnapshotNotFound(MetalakeError, KeyError):
-    """A snapshot name that was never pinned."""
+class TimeTravelError(MetalakeError, ValueError):
+    """A moment the lake cannot be read at: in the future, before the lake was created, or whose files a vacuum
+    deleted; the message says which moments and snapshots can be read."""
+
+    code = "time_travel_error"
+
+
+class SnapshotNotFound(TimeTravelError, KeyError):
+    """Text given as a moment that is neither a valid time nor a snapshot that was pinned."""
 
     code = "snapshot_not_found"
 
-    def __init__(self, name: str, known: Iterable[str]):
+    def __init__(self, name: str, known: Iterable[str], message: str | None = None):
         self.name = name
         self.known = sorted(known)
         listing = (
             ", ".join(self.known) if self.known else "none yet (create one with `metalake snapshot NAME`)"
         )
-        super().__init__(f"Unknown snapshot {name!r}. Known snapshots: {listing}.")
+        super().__init__(message or f"Unknown snapshot {name!r}. Known snapshots: {listing}.")
 
     def __str__(self) -> str:
         return str(self.args[0])

@@ -247,8 +247,18 @@ class Lake:
     # -- time travel and snapshots --------------------------------------------------------------------------
 
     def as_of(self, when: datetime | date | str) -> Lake:
-        """A read-only lake at a moment: a datetime, an ISO-8601 string, or a snapshot name."""
+        """A read-only lake at a moment: a datetime, an ISO-8601 string, or a snapshot name.
+
+        A moment in the future (beyond 5 minutes of clock skew) or before the lake was created raises
+        TimeTravelError; so does reading a table whose files of that moment a vacuum deleted (the message names
+        the versions and snapshots still readable). Text that is neither a time nor a snapshot raises
+        SnapshotNotFound (a TimeTravelError).
+        """
         return Lake(self._tables.as_of(when))
+
+    def created_at(self) -> datetime | None:
+        """When the lake was created (its first table); `as_of` refuses earlier moments. None: no table yet."""
+        return self._tables.created_at()
 
     def snapshot(self, name: str, *, description: str | None = None) -> Commit:
         """Pin the current version of every table under `name`; `lake.as_of(name)` reads them back."""

@@ -227,3 +227,33 @@ def test_kpis_define_keeps_the_model_list_unless_told_to_follow_every_model(lake
     assert code == 2 and "not both" in output
     code, output = invoke(lake_path, "kpis", "define", "--help")
     assert "Left out: the current list on an update" in output and "Default: every model" not in output
+
+
+def test_deploy_and_kpi_times_in_the_future_are_refused_and_later_ends_work(lake_path: Path) -> None:
+    code, output = invoke(
+        lake_path,
+        "deploy",
+        "record",
+        "--model",
+        "churn",
+        "--version",
+        "3",
+        "--env",
+        "prod",
+        "--at",
+        "2099-01-01",
+    )
+    assert code == 1 and "start time (at) 2099-01-01T00:00:00Z is in the future" in output
+    assert "Traceback" not in output
+    assert (
+        invoke(lake_path, "deploy", "record", "--model", "churn", "--version", "3", "--env", "prod")[0] == 0
+    )
+    code, output = invoke(lake_path, "deploy", "end", "--env", "prod", "--at", "2099-01-01")
+    assert code == 1 and "is in the future" in output
+    assert invoke(lake_path, "deploy", "end", "--env", "prod")[0] == 0
+    assert (
+        invoke(lake_path, "kpis", "define", "conversion", "--unit", "%", "--direction", "higher_is_better")[0]
+        == 0
+    )
+    code, output = invoke(lake_path, "kpis", "observe", "conversion", "3.2", "--at", "2099-01-01")
+    assert code == 1 and "Observation time (at) 2099-01-01T00:00:00Z is in the future" in output

@@ -54,6 +54,7 @@ def test_an_invalid_line_refuses_the_file(lake_path: Path, tmp_path: Path) -> No
 
 
 def test_show_prints_a_tree_now_and_as_of_a_moment(lake_path: Path, tmp_path: Path) -> None:
+    assert run(lake_path, "init").exit_code == 0  # as_of refuses moments before the lake was created
     before = datetime.now(UTC)
     time.sleep(0.05)
     events_file = tmp_path / "events.jsonl"

@@ -19,6 +19,7 @@ from support.workers import (
     copy_lake,
     run_in_processes,
     table_versions,
+    write_or_read,
 )
 
 import metalake
@@ -207,3 +208,28 @@ def test_writers_compacting_at_the_same_time_duplicate_no_row(
     assert params.height == 3 * 20 * 2, f"{params.height - 120} rows duplicated by overlapping compactions"
     assert params.select("run_id", "key").n_unique() == params.height
     assert "compact" in lake.history("params").get_column("operation").to_list()
+
+
+# -- a long-lived lake while others write ----------------------------------------------------------------------
+
+
+def test_a_long_lived_lake_reads_and_maintains_while_processes_append(target: Target) -> None:
+    """The server is one Lake for hours: its history, time travel, reads and maintenance must not fail (or
+    mislabel versions) because other processes commit between its steps."""
+    batches = 30 if target.storage_options is None else 10
+    writers = [
+        ("append", target.uri, target.storage_options, "metrics", batches + number)
+        for number in range(METRIC_WRITERS)
+    ]
+    readers = [("read", target.uri, target.storage_options, "metrics", batches // 2)]
+    # on object stores one maintainer at a time (README): nothing there stops two compactions of the same files
+    maintainer_count = 2 if target.storage_options is None else 1
+    maintainers = [
+        ("maintain", target.uri, target.storage_options, "metrics", batches // 3)
+    ] * maintainer_count
+    outcomes = run_in_processes(write_or_read, [*writers, *readers, *maintainers], timeout_s=300)
+    failures = [failure for outcome in outcomes[METRIC_WRITERS:] for failure in outcome]
+    assert failures == []
+    lake = target.connect()
+    assert_contiguous_history(lake, "metrics")
+    assert lake.read("metrics").height == sum(batches + number for number in range(METRIC_WRITERS)) * 5

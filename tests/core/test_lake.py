@@ -153,13 +153,17 @@ def test_as_of_time_resolves_every_table_and_view(lake: metalake.Lake) -> None:
     assert "as_of" in repr(past)
 
 
-def test_a_time_before_the_lake_existed_gives_empty_tables(lake: metalake.Lake) -> None:
+def test_a_time_before_the_first_commit_of_a_table_gives_an_empty_table(lake: metalake.Lake) -> None:
+    created = lake.created_at()
+    assert created is not None
+    time.sleep(0.05)
     lake.append("metrics", metrics("r1", [1.0]))
-    ancient = lake.as_of("2001-01-01")
-    assert ancient.read("metrics").is_empty()
-    assert ancient.read("metrics").columns == lake.spec("metrics").column_names
-    assert ancient.sql("select count(*) from metric_summary").fetchall()[0] == (0,)
-    assert ancient.history("metrics").is_empty()
+    early = lake.as_of(created)
+    assert early.read("metrics").is_empty()
+    assert early.read("metrics").columns == lake.spec("metrics").column_names
+    assert early.sql("select count(*) from metric_summary").fetchall()[0] == (0,)
+    with pytest.raises(metalake.TimeTravelError, match="the lake was created at"):
+        lake.as_of("2001-01-01")
 
 
 def test_writes_on_a_past_lake_are_refused(lake: metalake.Lake) -> None:

@@ -278,8 +278,10 @@ def test_an_empty_dataset_is_refused(lake: metalake.Lake, tmp_path: Path) -> Non
 
 
 def test_a_past_lake_refuses_to_register(lake: metalake.Lake) -> None:
+    created = lake.created_at()
+    assert created is not None
     lake.datasets.register("d", pl.DataFrame({"x": [1]}))
-    past = lake.as_of("2020-01-01T00:00:00Z")
+    past = lake.as_of(created)
     with pytest.raises(metalake.ReadOnlyLakeError, match="register datasets through the live lake"):
         past.datasets.register("d", pl.DataFrame({"x": [2]}))
     with pytest.raises(DatasetNotFound):

@@ -286,3 +286,17 @@ def test_ci_variables_are_detected(
         monkeypatch.setenv(name, value)
     ci = detect_ci()
     assert (ci.provider, ci.git_sha, ci.ci_run_id) == expected
+
+
+def test_a_start_or_end_in_the_future_is_refused_and_the_deployment_can_still_end(
+    lake: metalake.Lake,
+) -> None:
+    with pytest.raises(DeploymentError, match=r"start time \(at\) 2099-01-01T00:00:00Z is in the future"):
+        lake.deployments.record("churn", 1, "prod", at="2099-01-01")
+    serving = lake.deployments.record("churn", 1, "prod")
+    with pytest.raises(DeploymentError, match=r"end time \(at\) 2099-01-01T00:00:00Z is in the future"):
+        lake.deployments.end(serving.deployment_id, at=datetime(2099, 1, 1, tzinfo=UTC))
+    with pytest.raises(DeploymentError, match="before 1900"):
+        lake.deployments.end(serving.deployment_id, at="0001-01-01")
+    assert lake.deployments.end(serving.deployment_id).ended_at is not None
+    assert lake.read("deployments").height == 2

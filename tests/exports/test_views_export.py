@@ -19,7 +19,7 @@ import metalake
 from metalake.core.sql import bundled_views, load_views
 from metalake.errors import ExportError, ViewExportError
 from metalake.exports.dialects import EXPORT_DIALECTS
-from metalake.exports.duckdb_file import EXPORT_TABLE, export_duckdb, lake_started_at
+from metalake.exports.duckdb_file import EXPORT_TABLE, export_duckdb
 from metalake.exports.views import (
     INDEX_FILE,
     ORDER_FILE,
@@ -418,14 +418,14 @@ def test_duckdb_export_refuses_a_lake_that_does_not_exist(tmp_path: Path) -> Non
 
 
 def test_duckdb_export_refuses_a_time_before_the_lake_began(lake: metalake.Lake, tmp_path: Path) -> None:
-    started = lake_started_at(lake)
+    started = lake.created_at()
     assert started is not None
     result = run(lake.uri, "export", "duckdb", str(tmp_path / "old.duckdb"), "--as-of", "2020-01-01")
     assert_fails(
-        result, 1, "as of 2020-01-01T00:00:00+00:00", f"the lake starts at {started:%Y-%m-%d %H:%M:%S}"
+        result, 1, "as of 2020-01-01T00:00:00+00:00", f"the lake was created at {started:%Y-%m-%dT%H:%M:%S}"
     )
     assert not (tmp_path / "old.duckdb").exists()
-    with pytest.raises(ExportError, match="the lake starts at"):
+    with pytest.raises(metalake.TimeTravelError, match="the lake was created at"):
         export_duckdb(lake, tmp_path / "old.duckdb", as_of=started - timedelta(milliseconds=1))
     assert export_duckdb(lake, tmp_path / "first.duckdb", as_of=started).as_of == started.isoformat()
 

@@ -649,3 +649,23 @@ def test_an_unversioned_training_input_has_unknown_quality(rollout: metalake.Lak
     second = row_for(rollout.kpis.impact(kpi="conversion"), 2, "conversion")
     assert (second["training_inputs"], second["validated_inputs"]) == (1, 0)
     assert second["training_data_ok"] is None and second["training_data_pass_rate"] is None
+
+
+def test_observations_in_the_future_are_refused_one_by_one_and_in_batches(lake: metalake.Lake) -> None:
+    lake.kpis.define("conversion", unit="%", direction="higher_is_better")
+    with pytest.raises(KpiError, match=r"Observation time \(at\) 2099-01-01T00:00:00Z is in the future"):
+        lake.kpis.observe("conversion", 3.2, at="2099-01-01")
+    rows = [
+        {"kpi": "conversion", "value": 1.0, "observed_at": "2026-03-01T00:00:00Z"},
+        {"kpi": "conversion", "value": 2.0, "observed_at": datetime(2099, 1, 1, tzinfo=UTC)},
+    ]
+    with pytest.raises(
+        KpiError, match=r"1 KPI observation\(s\) refused: observed_at is in the future.*row 1"
+    ):
+        lake.kpis.observe_many(rows)
+    frame = pl.DataFrame(
+        {"kpi": ["conversion"] * 2, "value": [1.0, 2.0], "observed_at": ["2026-03-01", "2099-01-01"]}
+    )
+    with pytest.raises(KpiError, match="row 1"):
+        lake.kpis.observe_many(frame)
+    assert lake.read("kpi_observations").is_empty()

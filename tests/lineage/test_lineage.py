@@ -598,3 +598,44 @@ def test_a_name_on_several_lines_is_refused_before_anything_is_written(lake: met
     event["outputs"][0]["namespace"] = "\nns"
     with pytest.raises(InvalidEvent, match="one-line namespace and name"):
         lake.lineage.ingest([event])
+
+
+@pytest.mark.parametrize(
+    ("event_time", "problem"),
+    [
+        ("0001-01-01T00:00:00Z", "before 1900"),
+        ("9999-12-31T23:59:59Z", "in the future"),
+        ("2099-01-01T00:00:00Z", "in the future"),
+        ("9999-12-31T23:00:00-05:00", "is not an ISO-8601 date-time"),
+    ],
+)
+def test_an_event_time_that_cannot_be_stored_is_refused_on_a_lake_with_events(
+    lake: metalake.Lake, event_time: str, problem: str
+) -> None:
+    lake.lineage.ingest(airflow_dag())
+    stored = lake.read("lineage_events").height
+    event = {**as_dicts(airflow_dag(dag_run_id=str(uuid.uuid4())))[0], "eventTime": event_time}
+    with pytest.raises(InvalidEvent, match=problem):
+        lake.lineage.ingest([event])
+    assert lake.read("lineage_events").height == stored
+    fine = {**event, "eventTime": datetime.now(UTC).isoformat()}
+    assert lake.lineage.ingest([fine]).new == 1
+
+
+def test_a_lake_that_already_holds_extreme_event_times_still_ingests_and_reads(
+    lake: metalake.Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lakes written before event times were checked may hold year 1 or year 9999: no read path overflows."""
+    from metalake.lineage.openlineage import events as openlineage_events
+
+    lake.lineage.ingest(airflow_dag())
+    monkeypatch.setattr(openlineage_events, "EARLIEST_MOMENT", datetime.min.replace(tzinfo=UTC))
+    monkeypatch.setattr(openlineage_events, "latest_allowed", lambda: datetime.max.replace(tzinfo=UTC))
+    for moment in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):
+        event = {**as_dicts(airflow_dag(dag_run_id=str(uuid.uuid4())))[0], "eventTime": moment}
+        assert lake.lineage.ingest([event]).new == 1
+    monkeypatch.undo()
+    assert lake.lineage.ingest(airflow_dag()).new == 4
+    assert lake.read("lineage_events").height == 10
+    assert not lake.lineage.upstream(TRAIN).is_empty()
+    assert lake.sql("select count(*) from pipeline_runs_current").fetchall()[0][0] > 0

@@ -332,3 +332,24 @@ def test_a_second_server_on_the_same_spool_refuses_to_start(
     assert "Another metalake server uses the spool folder" in refused.stdout + refused.stderr
     assert "Traceback" not in refused.stdout + refused.stderr
     running.stop()
+
+
+def test_event_times_that_cannot_be_stored_get_400_not_a_dead_letter(
+    start_server: Callable[..., Server],
+) -> None:
+    server = start_server("--token", TOKEN, "--ack", "committed")
+    url = f"{server.url}/api/v1/lineage"
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    events = [Serde.to_dict(e) for e in airflow_dag()]
+    assert requests.post(url, data=json.dumps(events), headers=auth, timeout=30).status_code == 201
+    for moment in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):
+        refused = requests.post(
+            url, data=json.dumps({**events[0], "eventTime": moment}), headers=auth, timeout=10
+        )
+        assert refused.status_code == 400, refused.text
+        assert (
+            refused.json()["error"] == "invalid_event" and "accepted: from 1900" in refused.json()["message"]
+        )
+    server.stop()
+    assert metalake.connect(server.lake_path).read("lineage_events").height == len(events)
+    assert not (server.lake_path.parent / "spool" / "dead-letter" / "events.jsonl").exists()

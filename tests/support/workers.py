@@ -227,3 +227,52 @@ def ingest_lineage(uri: str, events: list[str], batch: int, start: Any) -> int:
     _warm_up()
     start.wait(START_TIMEOUT_S)
     return sum(lake.lineage.ingest(events[i : i + batch]).new for i in range(0, len(events), batch))
+
+
+def read_while_others_write(
+    uri: str, storage_options: Options, table: str, rounds: int, start: Any
+) -> list[str]:
+    """One long-lived lake reading history, the recent past and the table in a loop; returns the failures."""
+    from datetime import timedelta
+
+    lake = metalake.connect(uri, storage_options=storage_options, actor="reader")
+    _warm_up()
+    start.wait(START_TIMEOUT_S)
+    failures = []
+    for _ in range(rounds):
+        try:
+            lake.history(table)
+            lake.as_of(datetime.now(UTC) - timedelta(seconds=1)).read(table)
+            lake.read(table)
+        except metalake.MetalakeError as error:
+            failures.append(f"{type(error).__name__}: {error}")
+    seen = lake.history(table)
+    fresh = metalake.connect(uri, storage_options=storage_options).history(table)
+    if not fresh.filter(fresh["version"] <= seen["version"].max()).equals(seen):
+        failures.append("the long-lived lake's history differs from a fresh connect's")
+    return failures
+
+
+def maintain_while_others_write(
+    uri: str, storage_options: Options, table: str, rounds: int, start: Any
+) -> list[str]:
+    """One long-lived lake maintaining a table in a loop while others append; returns the failures."""
+    lake = metalake.connect(uri, storage_options=storage_options, actor="maintainer")
+    _warm_up()
+    start.wait(START_TIMEOUT_S)
+    failures = []
+    for _ in range(rounds):
+        try:
+            lake.maintain(tables=[table])
+        except metalake.MetalakeError as error:
+            failures.append(f"{type(error).__name__}: {error}")
+    return failures
+
+
+def write_or_read(kind: str, uri: str, storage_options: Options, table: str, rounds: int, start: Any) -> Any:
+    """A child that appends (`kind` "append"), reads or maintains, so one barrier releases them all together."""
+    if kind == "append":
+        return append_batches(uri, storage_options, table, f"writer-{rounds}", rounds, 5, start)
+    if kind == "read":
+        return read_while_others_write(uri, storage_options, table, rounds, start)
+    return maintain_while_others_write(uri, storage_options, table, rounds, start)

@@ -195,3 +195,13 @@ def test_log_input_registers_a_path_on_the_fly_and_links_versions(
     assert inputs["version"].to_list() == [1, 1, 1, 7]
     assert inputs["digest"].to_list()[:3] == [registered.fingerprint] * 3
     assert lake.runs.get(first.run_id).inputs[0]["context"] == "training"
+
+
+def test_a_metric_timestamp_in_the_future_is_refused(lake: metalake.Lake) -> None:
+    with lake.runs.start(experiment="churn") as run:
+        with pytest.raises(RunError, match="Metric timestamp 2099-01-01T00:00:00Z is in the future"):
+            run.log_metric("loss", 0.5, timestamp=datetime(2099, 1, 1, tzinfo=UTC))
+        with pytest.raises(RunError, match="before 1900"):
+            run.log_metrics({"loss": 0.5}, timestamp=datetime(1, 1, 1))
+        run.log_metric("loss", 0.4, timestamp=datetime(2026, 1, 1))
+    assert lake.read("metrics").get_column("value").to_list() == [0.4]

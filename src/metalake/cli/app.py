@@ -131,7 +131,9 @@ def sql(
     as_of: Annotated[
         str | None,
         typer.Option(
-            "--as-of", metavar="WHEN", help="Query the lake as it was: an ISO time or a snapshot name."
+            "--as-of",
+            metavar="WHEN",
+            help="Query the lake as it was: an ISO time (between the lake's creation and now) or a snapshot name.",
         ),
     ] = None,
     output_format: FileFormatOption = "table",

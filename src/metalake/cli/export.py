@@ -87,7 +87,9 @@ def export_duckdb_command(
     as_of: Annotated[
         str | None,
         typer.Option(
-            "--as-of", metavar="WHEN", help="Export the lake as it was: an ISO time or a snapshot name."
+            "--as-of",
+            metavar="WHEN",
+            help="Export the lake as it was: an ISO time (between the lake's creation and now) or a snapshot name.",
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace FILE if it exists.")] = False,

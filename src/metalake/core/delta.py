@@ -106,6 +106,7 @@ class DeltaStore:
         self._latest: dict[str, DeltaTable] = {}
         self._history: dict[str, list[dict[str, Any]]] = {}
         self._log_mtimes: dict[str, int] = {}
+        self._created_at: datetime | None = None
 
     @property
     def _options(self) -> dict[str, str] | None:
@@ -172,6 +173,22 @@ class DeltaStore:
         """
         versions = [record["version"] for record in self.history(table) if record["timestamp"] <= moment]
         return self.load_version(table, max(versions)) if versions else None
+
+    def created_at(self, tables: Sequence[str]) -> datetime | None:
+        """When the first of these tables was created (the lake's creation): None when none exists yet.
+
+        Read from each table's metadata (its createdTime), not its history, which would read the whole log;
+        kept once found, since a lake's creation never moves.
+        """
+        if self._created_at is None:
+            times = []
+            for table in tables:
+                loaded = self.load(table)
+                created = None if loaded is None else loaded.metadata().created_time
+                if created is not None:
+                    times.append(datetime.fromtimestamp(created / 1000, tz=UTC))
+            self._created_at = min(times) if times else None
+        return self._created_at
 
     def current_version(self, table: str) -> int | None:
         loaded = self.load(table)
@@ -375,50 +392,69 @@ class DeltaStore:
         A table whose latest commit is already a maintenance commit is left alone. Row groups of clustered
         tables are kept small so that filters on the clustering columns skip most of them.
         """
-        from deltalake import WriterProperties
-        from deltalake.exceptions import DeltaError
+        from deltalake.exceptions import CommitFailedError
 
         started = time.perf_counter()
         with self.table_lock(spec.name, COMPACTION_LOCK):
-            table = self.load(spec.name)
-            if table is None:
-                return TableMaintenance(spec.name, "missing", 0, 0, None, 0.0)
-            files = len(table.file_uris())
-            latest = self.history(spec.name)[0]
-            if latest["operation"] in MAINTENANCE_OPERATIONS or files == 0:
-                action = "up to date"
-            elif spec.cluster_by:
-                action = f"cluster by {', '.join(spec.cluster_by)}"
-            elif files > 1:
-                action = "compact"
+            for attempt in range(COMMIT_ATTEMPTS):
+                try:
+                    return self._maintain_once(spec, actor, dry_run=dry_run, started=started)
+                except CommitFailedError as error:
+                    # appends from other processes kept landing first: plan again on the newer state
+                    self._latest.pop(spec.name, None)
+                    if attempt == COMMIT_ATTEMPTS - 1:
+                        raise storage_error(self.location, f"maintain table {spec.name!r}", error) from error
+                    _backoff(attempt)
+        raise CommitFailed(f"Could not maintain table {spec.name!r} after {COMMIT_ATTEMPTS} attempts.")
+
+    def _maintain_once(
+        self, spec: TableSpec, actor: str, *, dry_run: bool, started: float
+    ) -> TableMaintenance:
+        """One attempt of `maintain` on the table's latest state; a lost commit race raises CommitFailedError."""
+        from deltalake import WriterProperties
+        from deltalake.exceptions import CommitFailedError, DeltaError
+
+        table = self.load(spec.name)
+        if table is None:
+            return TableMaintenance(spec.name, "missing", 0, 0, None, 0.0)
+        files = len(table.file_uris())
+        latest = self.history(spec.name, up_to_version=table.version())[0]
+        if latest["operation"] in MAINTENANCE_OPERATIONS or files == 0:
+            action = "up to date"
+        elif spec.cluster_by:
+            action = f"cluster by {', '.join(spec.cluster_by)}"
+        elif files > 1:
+            action = "compact"
+        else:
+            action = "up to date"
+        if dry_run or action == "up to date":
+            return TableMaintenance(spec.name, action, files, files, table.version(), 0.0)
+        try:
+            if spec.cluster_by:
+                table.optimize.z_order(
+                    list(spec.cluster_by),
+                    writer_properties=WriterProperties(max_row_group_size=CLUSTERED_ROW_GROUP_ROWS),
+                    commit_properties=_commit_properties(actor, "cluster"),
+                    post_commithook_properties=_hooks(),
+                )
             else:
-                action = "up to date"
-            if dry_run or action == "up to date":
-                return TableMaintenance(spec.name, action, files, files, table.version(), 0.0)
-            try:
-                if spec.cluster_by:
-                    table.optimize.z_order(
-                        list(spec.cluster_by),
-                        writer_properties=WriterProperties(max_row_group_size=CLUSTERED_ROW_GROUP_ROWS),
-                        commit_properties=_commit_properties(actor, "cluster"),
-                        post_commithook_properties=_hooks(),
-                    )
-                else:
-                    table.optimize.compact(
-                        commit_properties=_commit_properties(actor, "maintain"),
-                        post_commithook_properties=_hooks(),
-                    )
-                table.create_checkpoint()
-            except (DeltaError, OSError) as error:
-                raise storage_error(self.location, f"maintain table {spec.name!r}", error) from error
-            return TableMaintenance(
-                spec.name,
-                action,
-                files,
-                len(table.file_uris()),
-                table.version(),
-                time.perf_counter() - started,
-            )
+                table.optimize.compact(
+                    commit_properties=_commit_properties(actor, "maintain"),
+                    post_commithook_properties=_hooks(),
+                )
+            table.create_checkpoint()
+        except CommitFailedError:
+            raise
+        except (DeltaError, OSError) as error:
+            raise storage_error(self.location, f"maintain table {spec.name!r}", error) from error
+        return TableMaintenance(
+            spec.name,
+            action,
+            files,
+            len(table.file_uris()),
+            table.version(),
+            time.perf_counter() - started,
+        )
 
     def vacuum(
         self, table: str, *, retention_hours: int, keep_versions: Sequence[int], dry_run: bool, actor: str
@@ -471,10 +507,12 @@ class DeltaStore:
         """Commit records, newest first, as plain dicts with metalake's metadata unpacked.
 
         Commits never change, so records are cached and only newer commits are read on later calls. delta-rs
-        numbers history from the loaded version even when newer commits exist, so a read that raced a new
-        commit (detected by the overlap with what is cached) is retried.
+        lists the commits from `loaded version - limit + 1` up to the newest one in storage, but numbers them
+        down from the loaded version: when another process commits between the load and the listing, its
+        labels are off. So records are numbered by their position above the oldest one listed, whose version
+        is known (0, or the newest cached, which must match); a cache that no longer matches is read again.
         """
-        for _ in range(COMMIT_ATTEMPTS):
+        for attempt in range(COMMIT_ATTEMPTS):
             latest = self.load(table)
             if latest is None:
                 return []
@@ -482,17 +520,21 @@ class DeltaStore:
             newest_known = cached[0]["version"] if cached else -1
             version = latest.version()
             if version > newest_known:
+                base = max(newest_known, 0)
                 try:
-                    raw = latest.history(limit=version - newest_known + 1) if cached else latest.history()
+                    raw = latest.history(limit=version - base + 1)
                 except OSError as error:
                     raise storage_error(self.location, "read table history", error) from error
                 fresh = [_history_record(entry) for entry in raw]
-                consistent = (
-                    fresh[-1]["timestamp"] == cached[0]["timestamp"] if cached else len(fresh) == version + 1
-                )
-                if not consistent:
+                if cached and (not fresh or fresh[-1]["timestamp"] != cached[0]["timestamp"]):
+                    self._history.pop(table, None)  # the log changed under the cache: read it whole again
                     self._latest.pop(table, None)
+                    _backoff(attempt)
                     continue
+                if cached or len(fresh) >= version + 1:
+                    for offset, record in enumerate(reversed(fresh)):
+                        record["version"] = base + offset
+                # else: older log files were cleaned up, so positions say nothing; the labels are the best guess
                 cached = [r for r in fresh if r["version"] > newest_known] + cached
                 self._history[table] = cached
             return [r for r in cached if up_to_version is None or r["version"] <= up_to_version]
@@ -544,7 +586,12 @@ def files_may_hold(table: DeltaTable, column: str, low: datetime, high: datetime
     if f"min.{column}" not in actions.column_names or f"max.{column}" not in actions.column_names:
         return True
     smallest, largest = actions[f"min.{column}"], actions[f"max.{column}"]
-    low_value = pa.scalar(low - STATISTICS_SLACK, smallest.type)
-    high_value = pa.scalar(high + STATISTICS_SLACK, largest.type)
+    # clamped: the slack must not overflow at the ends of the datetime range (rows stored before times were checked)
+    low_value = pa.scalar(
+        max(low, datetime.min.replace(tzinfo=UTC) + STATISTICS_SLACK) - STATISTICS_SLACK, smallest.type
+    )
+    high_value = pa.scalar(
+        min(high, datetime.max.replace(tzinfo=UTC) - STATISTICS_SLACK) + STATISTICS_SLACK, largest.type
+    )
     apart = pc.or_(pc.less(largest, low_value), pc.greater(smallest, high_value))
     return not pc.all(pc.fill_null(apart, False)).as_py()

@@ -7,6 +7,11 @@ from datetime import UTC, date, datetime, timedelta
 
 from metalake.errors import MetalakeError
 
+# How far ahead of this machine's clock a user's time may be: the clocks of writers drift by seconds to minutes.
+CLOCK_SKEW = timedelta(minutes=5)
+# The earliest time metalake records or reads the lake at: older times are typos (year 0001), and Python's
+# datetime arithmetic near its own limits (year 1, year 9999) overflows on the way in or out of the lake.
+EARLIEST_MOMENT = datetime(1900, 1, 1, tzinfo=UTC)
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -28,7 +33,66 @@ def utc_moment(
             ) from None
     else:
         raise error(f"{what} takes a datetime or ISO-8601 text, not {type(value).__name__}.")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past the last representable UTC moment
+        raise error(
+            f"{what} {value!r} is out of the range of times; write e.g. 2026-03-01T12:00:00Z."
+        ) from None
+
+
+def latest_allowed(now: datetime | None = None) -> datetime:
+    """The latest moment a user's time may name: now plus the clock-skew allowance."""
+    return (now or datetime.now(UTC)) + CLOCK_SKEW
+
+
+def describe_moment(moment: datetime) -> str:
+    """A moment as users read it in messages: ISO-8601 in UTC, to the second (milliseconds when set)."""
+    plain = moment.astimezone(UTC).replace(tzinfo=None)
+    return plain.isoformat(timespec="milliseconds" if plain.microsecond else "seconds") + "Z"
+
+
+def accepted_range(now: datetime | None = None) -> str:
+    """The range `check_recordable` accepts, for messages."""
+    latest = latest_allowed(now)
+    return (
+        f"from {describe_moment(EARLIEST_MOMENT)} to now ({describe_moment(latest - CLOCK_SKEW)}) "
+        f"plus {int(CLOCK_SKEW.total_seconds() // 60)} minutes of clock skew"
+    )
+
+
+def check_recordable(
+    moment: datetime,
+    *,
+    what: str,
+    error: type[MetalakeError] = MetalakeError,
+    now: datetime | None = None,
+) -> datetime:
+    """Refuse a user's time that has not happened yet (beyond the clock skew) or lies before 1900.
+
+    A lake records what happened: a time in the future would, for example, end a serving deployment years from
+    now and make every later end fail. Returns the moment (aware, UTC) when it is accepted.
+    """
+    aware = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    current = now or datetime.now(UTC)
+    if aware > latest_allowed(current):
+        raise error(
+            f"{what} {describe_moment(aware)} is in the future: metalake records what has happened, so it takes "
+            f"times {accepted_range(current)}. Give the time it happened, or leave it out for now."
+        )
+    if aware < EARLIEST_MOMENT:
+        raise error(
+            f"{what} {describe_moment(aware)} is before {EARLIEST_MOMENT.year}: metalake takes times "
+            f"{accepted_range(current)}. Check the year."
+        )
+    return aware
+
+
+def recordable_moment(
+    value: datetime | date | str, *, what: str, error: type[MetalakeError] = MetalakeError
+) -> datetime:
+    """A user's time for a write (`utc_moment`), refused when it is in the future or before 1900."""
+    return check_recordable(utc_moment(value, what=what, error=error), what=what, error=error)
 
 
 def parse_duration(

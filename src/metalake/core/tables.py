@@ -23,6 +23,7 @@ from metalake.errors import (
     SnapshotExists,
     SnapshotNotFound,
     TableNotFound,
+    TimeTravelError,
 )
 
 if TYPE_CHECKING:
@@ -201,12 +202,55 @@ class Tables:
             settle_pending_writes(self.location.uri)  # this process's queued writes first: read your writes
             return self._store.load(table)
         if table not in self._pinned:  # a moment never changes: open each table once
-            if self.moment.versions is not None:
-                self._pinned[table] = self._store.load_version(table, self.moment.versions.get(table))
+            if self.moment.versions is not None:  # a snapshot: vacuum keeps its files
+                loaded = self._store.load_version(table, self.moment.versions.get(table))
             else:
                 assert self.moment.at is not None
-                self._pinned[table] = self._store.load_at(table, self.moment.at)
+                loaded = self._store.load_at(table, self.moment.at)
+                if loaded is not None:  # load_at read the history: only a later vacuum costs a file check
+                    self._check_not_vacuumed(table, loaded)
+            self._pinned[table] = loaded
         return self._pinned[table]
+
+    def _check_not_vacuumed(self, table: str, loaded: DeltaTable) -> None:
+        """Raise TimeTravelError when a vacuum deleted files of this past version, naming what is readable."""
+        from metalake.core.time_travel import missing_files, vacuum_after, vacuumed_error
+
+        history = self._store.history(table)
+        vacuum = vacuum_after(history, loaded.version())
+        if vacuum is None or not missing_files(loaded):
+            return
+        low, high = loaded.version() + 1, history[0]["version"]
+        while low < high:  # the oldest version whose files are all there: versions after it keep theirs
+            middle = (low + high) // 2
+            candidate = self._store.load_version(table, middle)
+            if candidate is not None and not missing_files(candidate):
+                high = middle
+            else:
+                low = middle + 1
+        stamps = {record["version"]: record["timestamp"] for record in history}
+        oldest = (high, stamps[high]) if high in stamps else None
+        assert self.moment is not None
+        raise vacuumed_error(
+            table, self.moment.label, loaded.version(), vacuum, oldest, self._live_snapshot_names()
+        )
+
+    def _live_snapshot_names(self) -> list[str]:
+        """The names of every snapshot pinned until now (for messages)."""
+        pins = self._store.load(SNAPSHOTS_TABLE)
+        if pins is None:
+            return []
+        import polars as pl
+
+        names: list[str] = (
+            pl.scan_pyarrow_dataset(pins.to_pyarrow_dataset())
+            .select("snapshot")
+            .unique()
+            .collect()
+            .get_column("snapshot")
+            .to_list()
+        )
+        return names
 
     def arrow_dataset(self, table: str) -> Any:
         """The table as a pyarrow dataset (an empty table when it does not exist at this moment)."""
@@ -348,6 +392,10 @@ class Tables:
 
     # -- time travel and snapshots --------------------------------------------------------------------------
 
+    def created_at(self) -> datetime | None:
+        """When the lake was created (its first table); `as_of` refuses earlier moments. None: no table yet."""
+        return self._store.created_at(self.names())
+
     def as_of(self, when: datetime | date | str) -> Tables:
         """Read-only tables at a moment: a datetime, an ISO-8601 string, or a snapshot name."""
         settle_pending_writes(self.location.uri)
@@ -355,29 +403,39 @@ class Tables:
         return Tables(self.location, self.actor, self._specs, self._store, moment)
 
     def _resolve_moment(self, when: datetime | date | str) -> Moment:
+        """A moment by the one rule of time travel (core/time_travel.py): times in the future or before the
+        lake was created are refused; text that is no time must name a snapshot."""
+        from metalake.core.time_travel import TIME_FORMS, check_moment, parse_time_text
+
         if isinstance(when, datetime):
             moment = when if when.tzinfo else when.replace(tzinfo=UTC)
-            return Moment(moment.isoformat(), at=moment.astimezone(UTC))
+            try:
+                at = moment.astimezone(UTC)
+            except OverflowError:
+                raise TimeTravelError(f"as_of {when!r} is out of the range of times.") from None
+            label = moment.isoformat()
+            check_moment(label, at, self.created_at(), self._live_snapshot_names)
+            return Moment(label, at=at)
         if isinstance(when, date):
             return self._resolve_moment(datetime(when.year, when.month, when.day, tzinfo=UTC))
         if not isinstance(when, str) or not when.strip():
-            raise MetalakeError(
-                f"as_of takes a datetime, an ISO-8601 string or a snapshot name, not {when!r}."
-            )
+            raise TimeTravelError(f"as_of takes {TIME_FORMS}, not {when!r}.")
         text = when.strip()
-        try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
+        parsed = parse_time_text(text)
+        if parsed is None:
             return Moment(f"snapshot {text}", versions=self._snapshot_versions(text))
-        return self._resolve_moment(parsed)
+        return self._resolve_moment(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
     def _snapshot_versions(self, name: str) -> dict[str, int | None]:
         import polars as pl
 
+        from metalake.core.time_travel import unknown_moment
+
         pins = self.read(SNAPSHOTS_TABLE, columns=["snapshot", "table_name", "table_version"])
         chosen = pins.filter(pl.col("snapshot") == name)
         if chosen.is_empty():
-            raise SnapshotNotFound(name, pins.get_column("snapshot").unique().to_list())
+            known = pins.get_column("snapshot").unique().to_list()
+            raise SnapshotNotFound(name, known, unknown_moment(name, known))
         return {row["table_name"]: row["table_version"] for row in chosen.iter_rows(named=True)}
 
     def snapshot(self, name: str, *, description: str | None = None) -> Commit:
@@ -416,7 +474,14 @@ class Tables:
 
     def check_snapshot_name(self, name: str) -> None:
         """Raise MetalakeError unless `name` is a valid snapshot name (the snapshots table's pattern)."""
+        from metalake.core.time_travel import parse_time_text
+
         pattern = self.spec(SNAPSHOTS_TABLE).column("snapshot").checks.get("str_matches")
+        if isinstance(name, str) and parse_time_text(name) is not None:
+            raise MetalakeError(
+                f"{name!r} is not a valid snapshot name: it reads as a time, so `as_of({name!r})` would read the "
+                f"lake at that moment, not the snapshot. Add a word, e.g. 'release-{name}'."
+            )
         if pattern and not re.fullmatch(pattern, name):
             raise MetalakeError(
                 f"{name!r} is not a valid snapshot name: start with a letter or digit, then letters, digits, "

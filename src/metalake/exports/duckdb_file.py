@@ -52,8 +52,9 @@ def export_duckdb(
     """Write the lake (as of `as_of`: a datetime, ISO string or snapshot name; default now) to a DuckDB file.
 
     An existing file is refused unless `force`; it is replaced only once the new file is complete. A time before
-    the lake's first commit, or in the future, is refused: the file would hold nothing, or claim a moment that has
-    not happened. A file-system error (unwritable folder, full disk) becomes an ExportError.
+    the lake was created, or in the future, is refused by `lake.as_of` (TimeTravelError), as everywhere: the file
+    would hold nothing, or claim a moment that has not happened. A file-system error (unwritable folder, full
+    disk) becomes an ExportError.
     """
     import duckdb
 
@@ -64,8 +65,6 @@ def export_duckdb(
         raise _write_error(target, error) from error
     exported_at = datetime.now(UTC)
     source = lake.as_of(as_of) if as_of is not None else lake
-    if source.moment is not None and source.moment.at is not None:
-        _check_moment(lake, source.moment.label, source.moment.at, exported_at)
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         with contextlib.closing(duckdb.connect(str(partial))) as database:
@@ -102,29 +101,6 @@ def _check_target(target: Path, *, force: bool) -> None:
         raise ExportError(f"{target.parent} is a file, not a folder: give a path in a folder.")
     if not target.parent.is_dir():
         raise ExportError(f"The folder {target.parent} does not exist: create it first.")
-
-
-def _check_moment(lake: Lake, label: str, at: datetime, now: datetime) -> None:
-    """Refuse a moment in the future or before the lake's first commit; snapshots are not checked here."""
-    if at > now:
-        raise ExportError(
-            f"Cannot export the lake as of {label}: that is in the future (now is {now:%Y-%m-%d %H:%M:%S} UTC). "
-            "Give a past time or a snapshot name, or leave --as-of out for the lake now."
-        )
-    started = lake_started_at(lake)
-    if started is not None and at < started:
-        raise ExportError(
-            f"Cannot export the lake as of {label}: the lake starts at "
-            f"{started.astimezone(UTC):%Y-%m-%d %H:%M:%S}.{started.microsecond // 1000:03d} UTC (its first commit), so the "
-            "file would hold no rows. Give a later time or a snapshot name."
-        )
-
-
-def lake_started_at(lake: Lake) -> datetime | None:
-    """The time of the lake's first commit (the oldest version 0 of its tables); None if it has none."""
-    firsts = [lake.history(spec.name)["timestamp"].min() for spec in lake.tables()]
-    times = [first for first in firsts if isinstance(first, datetime)]
-    return min(times) if times else None
 
 
 def _write_error(target: Path, error: BaseException) -> ExportError:

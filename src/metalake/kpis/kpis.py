@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from metalake.core.csv_files import check_csv
 from metalake.core.file_formats import EXTENSION_FORMATS, INPUT_FORMATS, InputFormat
-from metalake.core.moments import parse_duration, utc_moment
+from metalake.core.moments import (
+    EARLIEST_MOMENT,
+    accepted_range,
+    latest_allowed,
+    parse_duration,
+    recordable_moment,
+    utc_moment,
+)
 from metalake.core.vocabulary import DEFAULT_PRODUCTION_ENVIRONMENTS, KPI_DIRECTIONS, KpiDirection
 from metalake.errors import IngestError, KpiError, KpiNotFound, ViewError
 from metalake.kpis.environments import (
@@ -199,7 +206,9 @@ class Kpis:
                 {
                     "kpi": name,
                     "value": value,
-                    "observed_at": datetime.now(UTC) if at is None else _moment(at),
+                    "observed_at": datetime.now(UTC)
+                    if at is None
+                    else recordable_moment(at, what="Observation time (at)", error=KpiError),
                     "segment": segment,
                     "environment": environment,
                     "source": source,
@@ -244,6 +253,7 @@ class Kpis:
         frame = frame.with_columns(
             _numbers(frame.get_column("value")), _times(frame.get_column("observed_at"))
         )
+        _refuse_times_out_of_range(frame.get_column("observed_at"))
         known = self._definitions()
         names = frame.get_column("kpi").drop_nulls().unique().to_list()
         undefined = [name for name in names if name not in known]
@@ -517,10 +527,25 @@ def _times(values: pl.Series) -> pl.Series:
             parsed = values.str.strip_chars().str.to_datetime(time_unit="us", strict=False)
         except pl.exceptions.PolarsError:
             return values
-        if (values.is_not_null() & parsed.is_null()).any():
-            return values  # the contract parses value by value and names the rows it cannot read
+        if (values.is_not_null() & parsed.is_null()).any():  # mixed formats: parsed value by value
+            return pl.Series(values.name, _row_moments(values.to_list()), pl.Datetime("us", "UTC"))
         return _times(parsed)
     return values
+
+
+def _refuse_times_out_of_range(times: pl.Series) -> None:
+    """Observations in the future (beyond the clock skew) or before 1900 are refused, naming the rows."""
+    import polars as pl
+
+    if not isinstance(times.dtype, pl.Datetime):
+        return  # text the contract parses: it refuses what it cannot read
+    outside = ((times > latest_allowed()) | (times < EARLIEST_MOMENT)).fill_null(False)
+    if outside.any():
+        rows = outside.arg_true().to_list()
+        sample = [(row, times[row]) for row in rows[:SAMPLE_ROWS]]
+        _refuse(
+            sample, f"observed_at is in the future or before 1900; accepted: {accepted_range()}", len(rows)
+        )
 
 
 def _refuse_rows(mask: pl.Series, values: pl.Series, problem: str) -> None:

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from metalake.core.ids import new_id
+from metalake.core.moments import check_recordable
 from metalake.core.vocabulary import FINAL_RUN_STATUSES, RunStatus
 from metalake.errors import RunError
 from metalake.tracking.group_commit import METRICS_TABLE, RUNS_TABLE, FlushQueue, QueuedFlush, queue_for
@@ -132,14 +133,14 @@ class Run:
 
     def log_metric(self, key: str, value: float, step: int = 0, *, timestamp: datetime | None = None) -> None:
         self._check_open()
-        self._metrics.add(key, float(value), int(step), timestamp or datetime.now(UTC))
+        self._metrics.add(key, float(value), int(step), _metric_time(timestamp))
         self._maybe_flush()
 
     def log_metrics(
         self, metrics: Mapping[str, float], step: int = 0, *, timestamp: datetime | None = None
     ) -> None:
         self._check_open()
-        moment = timestamp or datetime.now(UTC)
+        moment = _metric_time(timestamp)
         for key, value in metrics.items():
             self._metrics.add(key, float(value), int(step), moment)
         self._maybe_flush()
@@ -511,3 +512,12 @@ class Runs:
             [key, *ids],
         ).pl()
         return history
+
+
+def _metric_time(timestamp: datetime | None) -> datetime:
+    """When a metric was measured: now by default; a given time in the future (beyond the clock skew) is refused."""
+    if timestamp is None:
+        return datetime.now(UTC)
+    if not isinstance(timestamp, datetime):
+        raise RunError(f"A metric timestamp is a datetime, not {type(timestamp).__name__} {timestamp!r}.")
+    return check_recordable(timestamp, what="Metric timestamp", error=RunError)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple, get_args
 
+from metalake.core.moments import EARLIEST_MOMENT, accepted_range, latest_allowed
 from metalake.errors import InvalidEvent
 from metalake.lineage.openlineage.checks import (
     check_dataset,
@@ -116,6 +117,14 @@ def parse_event(raw: Any, position: int = 0, *, source: str = "batch", keep_payl
             f"eventTime {payload.get('eventTime')!r} is not an ISO-8601 date-time with a time, "
             "e.g. '2026-01-31T12:00:00.000Z'"
         )
+    if not EARLIEST_MOMENT <= event_time <= latest_allowed():
+        # refused here, where the server still answers 400: such a time cannot be stored (year 1 and year
+        # 9999 overflow on the way into the tables) or has not happened yet
+        raise fail(
+            f"eventTime {payload.get('eventTime')!r} is "
+            f"{'in the future' if event_time > EARLIEST_MOMENT else 'before 1900'}; "
+            f"accepted: {accepted_range()}. Send the time the run or job event happened"
+        )
     producer = payload.get("producer")
     if producer is not None and not isinstance(producer, str):
         raise fail("producer must be a URI string")
@@ -159,7 +168,10 @@ def _parse_time(value: Any) -> datetime | None:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # beyond year 9999 in UTC: refused as unreadable
+        return None
 
 
 def dataset_node(namespace: str, name: str) -> str:
