@@ -219,7 +219,9 @@ def ingest(
 ) -> None:
     """Append a file's rows to a table as one atomic commit: every row is written, or none.
 
-    Columns are matched by name (see metalake describe TABLE); recorded_at and recorded_by are filled in.
+    Columns are matched by name (see metalake describe TABLE). recorded_at and recorded_by are set by
+    metalake (the time of this commit and --actor); a file that has them, such as an export of the table by
+    `metalake sql --format csv|json`, has them dropped, with a notice.
 
     The whole file is checked against the table's contract first; a refused file lists every failing check.
 
@@ -231,6 +233,7 @@ def ingest(
 
     from metalake.cli.input_files import ingest_progress, read_input
     from metalake.cli.output import stderr_console, stdout_console
+    from metalake.core.catalog import AUDIT_COLUMN_NAMES
 
     file_format = _input_format(file, input_format)
     if not file.exists():
@@ -241,6 +244,8 @@ def ingest(
     spec = lake.spec(table)
     with ingest_progress() as progress:
         frame = read_input(file, file_format, spec, progress)
+        audit = [column for column in AUDIT_COLUMN_NAMES if column in frame.columns]
+        frame = frame.drop(audit)
         task = progress.add_task(f"validating and committing {_rows(frame.height)}", total=None)
         commit = lake.append(
             table,
@@ -250,6 +255,12 @@ def ingest(
             operation="ingest",
         )
         progress.update(task, total=1, completed=1)
+    if audit:
+        stderr_console().print(
+            f"Dropped the file's {' and '.join(audit)} column(s): recorded_at and recorded_by are set by metalake "
+            "on every write (this commit's time and actor). Keep a source's own time in a column of its own.",
+            soft_wrap=True,
+        )
     if commit.deduplicated:
         stderr_console().print(
             f"Nothing written: idempotency key {escape(repr(idempotency_key))} was already used on {table}.",
