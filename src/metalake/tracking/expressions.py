@@ -414,11 +414,11 @@ class _Writer:
         if isinstance(node, Constant):
             return "TRUE" if node.value else "FALSE"
         if isinstance(node, Comparison):
-            numeric = node.left.kind == "number" or node.right.kind == "number"
+            numeric = node.left.is_numeric or node.right.is_numeric
             self.check_types(node.left, node.right)
             return f"{self.value(node.left, numeric)} {node.operator} {self.value(node.right, numeric)}"
         if isinstance(node, Between):
-            numeric = node.low.kind == "number" or node.high.kind == "number"
+            numeric = node.low.is_numeric or node.high.is_numeric
             self.check_types(node.operand, node.low, node.high)
             bounds = f"{self.value(node.low, numeric)} AND {self.value(node.high, numeric)}"
             return f"({self.value(node.operand, numeric)} {'NOT ' if node.negated else ''}BETWEEN {bounds})"
@@ -436,14 +436,12 @@ class _Writer:
         return f"{self.value(node.operand, False)} IS {'NOT ' if node.negated else ''}NULL"
 
     def value(self, operand: Operand, compared_with_number: bool) -> str:
+        """A literal as written (the tokenizer only lets well-formed numbers and quoted texts through), or a
+        column; a param or tag compared with a number (or a metric) is read as a number."""
         if operand.is_literal:
             return operand.text
         column = self.resolve(operand)
-        if compared_with_number and operand.is_text_field:
-            return (
-                f"TRY_CAST({column} AS DOUBLE)"  # params and tags are text; `params.lr > 0.2` means a number
-            )
-        return column
+        return f"TRY_CAST({column} AS DOUBLE)" if compared_with_number and operand.is_text_field else column
 
     def check_types(self, *operands: Operand) -> None:
         """A number (a metric, duration_s, a number) compared with a quoted text is refused where the text is."""
