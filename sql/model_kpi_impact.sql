@@ -41,9 +41,11 @@
 --   training_inputs           dataset versions the training run read (run_inputs)
 --   validated_inputs          how many of them have a data-quality validation (an input read without a version
 --                             has none: which data the run read, and so its quality, is unknown)
---   training_data_ok          whether the latest validation of every suite on every validated input passed;
---                             null when none was validated
---   training_data_pass_rate   passed / evaluated expectations over those latest validations
+--   training_data_ok          the verdict on the training data (run_input_quality, as in model_lineage and
+--                             the governance rule): true when the latest validation of every suite on every
+--                             input passed, false when any failed, null otherwise (no inputs, an input never
+--                             validated or read without a version)
+--   training_data_pass_rate   passed / evaluated expectations over the latest validations of the validated inputs
 --   note                      why a side has no observations; null when both have some. It names the window
 --                             searched and the environment counted ("no observations labeled 'staging' in the
 --                             7 days before or in the 7 days after"), a window with no time in it, "none since
@@ -212,31 +214,10 @@ offline AS (
     WHERE run_id IN (SELECT run_id FROM versions)
     GROUP BY run_id
 ),
-latest_validations AS (
-    SELECT
-        dataset,
-        version,
-        suite_name,
-        arg_max(success, {'v': validated_at, 'r': recorded_at}) AS success,
-        arg_max(successful, {'v': validated_at, 'r': recorded_at}) AS successful,
-        arg_max(evaluated, {'v': validated_at, 'r': recorded_at}) AS evaluated
-    FROM dq_validations
-    GROUP BY dataset, version, suite_name
-),
-training_quality AS (
-    SELECT
-        i.run_id,
-        count(DISTINCT {'d': i.dataset, 'v': i.version}) AS training_inputs,
-        count(DISTINCT {'d': i.dataset, 'v': i.version}) FILTER (WHERE q.success IS NOT NULL) AS validated_inputs,
-        bool_and(q.success) AS training_data_ok,
-        sum(q.successful) / nullif(sum(q.evaluated), 0) AS training_data_pass_rate
-    FROM (
-        SELECT DISTINCT run_id, dataset, version
-        FROM run_inputs
-        WHERE run_id IN (SELECT run_id FROM versions)
-    ) AS i
-    LEFT JOIN latest_validations AS q ON q.dataset = i.dataset AND q.version = i.version
-    GROUP BY i.run_id
+training_quality AS (  -- the one verdict on a run's training data (run_input_quality)
+    SELECT DISTINCT run_id, training_inputs, validated_inputs, training_data_ok, training_data_pass_rate
+    FROM run_input_quality
+    WHERE run_id IN (SELECT run_id FROM versions)
 )
 SELECT
     c.deployment_id,

@@ -211,6 +211,7 @@ class Lake:
 
         `data` is a pyarrow Table, a polars or pandas DataFrame, or a list of dicts. A refused batch raises
         `ContractError` and writes nothing; a batch retried with the same `idempotency_key` is written once.
+        metalake sets `recorded_at` and `recorded_by` on every row; a batch that gives them is refused.
         """
         return self._tables.append(
             table, data, actor=actor, reason=reason, idempotency_key=idempotency_key, operation=operation

@@ -555,3 +555,21 @@ def test_a_snapshot_name_that_reads_as_a_time_is_a_usage_error(lake: metalake.La
     result = run(lake_path, "snapshot", "2026-03-01")
     assert result.exit_code == 2 and "reads as a time" in result.output
     assert lake.snapshots().is_empty()
+
+
+@pytest.mark.parametrize("output_format", ["csv", "json"])
+def test_ingest_of_an_export_of_the_table_drops_its_audit_columns_with_a_notice(
+    with_params: metalake.Lake, lake_path: Path, tmp_path: Path, output_format: str
+) -> None:
+    exported = tmp_path / f"params.{'csv' if output_format == 'csv' else 'jsonl'}"
+    assert_ok(
+        run(lake_path, "sql", "select * from params", "--format", output_format, "--output", str(exported))
+    )
+    assert "recorded_at" in exported.read_text()
+
+    result = run(lake_path, "--actor", "importer", "ingest", "params", str(exported))
+
+    assert_ok(result)
+    assert "recorded_at and recorded_by are set by metalake on every write" in " ".join(result.stderr.split())
+    latest = with_params.read("params").filter(pl.col("recorded_by") == "importer")
+    assert latest.height == len(PARAMS)

@@ -42,6 +42,20 @@ def test_runs_list_explains_a_bad_filter(lake_path: Path, logged: list[str]) -> 
     assert code == 1 and "No params key 'nope'" in output and "Traceback" not in output
 
 
+def test_runs_list_shows_where_a_filter_breaks_under_a_caret(lake_path: Path, logged: list[str]) -> None:
+    code, output = invoke(lake_path, "runs", "list", "-w", "(metrics.val_auc > 0.9 or")
+    assert code == 1 and "Traceback" not in output
+    assert "a condition must follow 'OR', not the end of the expression" in output
+    assert "  (metrics.val_auc > 0.9 or\n" + " " * 27 + "^\n" in output
+    assert "Parser Error" not in output and "__runs" not in output
+
+
+def test_runs_list_filters_by_a_range(lake_path: Path, logged: list[str]) -> None:
+    code, output = invoke(lake_path, "runs", "list", "-w", "metrics.val_auc between 0.8 and 0.85")
+    assert code == 0, output
+    assert "xgb-depth4" in output and "xgb-depth6" not in output
+
+
 def test_runs_show(lake_path: Path, logged: list[str]) -> None:
     code, output = invoke(lake_path, "runs", "show", logged[1])
     assert code == 0, output

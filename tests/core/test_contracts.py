@@ -232,3 +232,38 @@ def test_json_columns_hold_standard_json(lake: metalake.Lake) -> None:
     )
     stored = lake.read("datasets")["tags"].item()
     assert json.loads(stored) == {"bounds": [1.0, None], "score": None}
+
+
+@pytest.mark.parametrize(
+    ("column", "forged"),
+    [
+        ("recorded_at", datetime(2000, 1, 1, tzinfo=UTC)),
+        ("recorded_at", "2000-01-01"),
+        ("recorded_by", "someone-else"),
+    ],
+)
+def test_audit_columns_carried_by_a_batch_are_refused(
+    lake: metalake.Lake, column: str, forged: object
+) -> None:
+    rows = [{"run_id": "r1", "key": "lr", "value": "0.1", column: forged}]
+    error = refused(lake, "params", rows)
+    assert f"column {column!r}: set by metalake on every write" in str(error)
+    assert "keep a source's own time in a column of its own" in str(error)
+
+
+def test_audit_columns_in_a_frame_are_refused_and_all_null_ones_ignored(lake: metalake.Lake) -> None:
+    frame = pl.DataFrame({"run_id": ["r1"], "key": ["lr"], "value": ["0.1"], "recorded_by": ["someone-else"]})
+    refused(lake, "params", frame)
+    empty = frame.with_columns(pl.lit(None, dtype=pl.String).alias("recorded_by"))
+    lake.append("params", empty)  # a column of nulls gives nothing: metalake fills it
+    assert lake.read("params")["recorded_by"].to_list() == ["tester"]
+
+
+def test_a_forged_time_cannot_decide_a_params_current_value(lake: metalake.Lake) -> None:
+    lake.append("params", [{"run_id": "r1", "key": "lr", "value": "0.1"}])
+    with pytest.raises(ContractError):
+        lake.append("params", [{"run_id": "r1", "key": "lr", "value": "9", "recorded_at": "2999-01-01"}])
+    lake.append("params", [{"run_id": "r1", "key": "lr", "value": "0.2"}])
+    stored = lake.read("params").sort("recorded_at")
+    assert stored["value"].to_list() == ["0.1", "0.2"]
+    assert stored["recorded_at"].is_sorted() and set(stored["recorded_by"]) == {"tester"}

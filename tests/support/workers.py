@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -19,6 +20,8 @@ import metalake
 
 SPAWN = multiprocessing.get_context("spawn")
 START_TIMEOUT_S = 60.0
+EXIT_TIMEOUT_S = 300.0  # a child's exit drains its commit queue: on one busy moto server, >10 s
+ABANDON_TIMEOUT_S = 10.0  # after a failure or a timeout, how long children get before they are killed
 
 Options = Mapping[str, str] | None
 CommitRecord = tuple[int, bool]
@@ -154,11 +157,19 @@ def _child(target: Callable[..., Any], args: tuple[Any, ...], index: int, start:
 
 
 def run_in_processes(
-    target: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, timeout_s: float = 120.0
+    target: Callable[..., Any],
+    calls: Sequence[tuple[Any, ...]],
+    *,
+    timeout_s: float = 120.0,
+    exit_timeout_s: float = EXIT_TIMEOUT_S,
 ) -> list[Any]:
     """Run `target(*args, start)` in a spawned process per `args`, released together; results in call order.
 
-    A child's failure is raised here with the child's traceback, so the test report shows it.
+    A child's failure is raised here with the child's traceback, so the test report shows it. A child that
+    returned its result is not done: its interpreter's exit drains its commit queue (to S3 on a loaded machine
+    that takes many seconds), so every child is waited for until it exits by itself, for up to
+    `exit_timeout_s`. One that does not exit in time (or exits with an error) fails the call rather than
+    being killed quietly, which would lose the runs still queued.
     """
     start = SPAWN.Barrier(len(calls))
     results = SPAWN.Queue()
@@ -183,14 +194,29 @@ def run_in_processes(
             else:
                 errors.append(f"child {index}:\n{value}")
     finally:
-        for process in processes:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        every_result_in = len(collected) == len(processes)
+        errors += _wait_for_exits(processes, exit_timeout_s if every_result_in else ABANDON_TIMEOUT_S)
     if errors:
         raise AssertionError("A child process failed:\n" + "\n".join(errors))
     return [collected[index] for index in range(len(calls))]
+
+
+def _wait_for_exits(processes: Sequence[Any], timeout_s: float) -> list[str]:
+    """Join every process within one shared deadline; kill (and report) those still running after it."""
+    deadline = time.monotonic() + timeout_s
+    problems = []
+    for index, process in enumerate(processes):
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
+            problems.append(
+                f"child {index} did not exit within {timeout_s:.0f}s of the start of the wait and was killed; "
+                "its exit drains its commit queue, so the runs it still had queued are lost"
+            )
+        elif process.exitcode != 0:
+            problems.append(f"child {index} exited with code {process.exitcode}")
+    return problems
 
 
 def log_runs(uri: str, storage_options: Options, worker: str, runs: int, steps: int, start: Any) -> list[str]:
@@ -276,3 +302,33 @@ def write_or_read(kind: str, uri: str, storage_options: Options, table: str, rou
     if kind == "read":
         return read_while_others_write(uri, storage_options, table, rounds, start)
     return maintain_while_others_write(uri, storage_options, table, rounds, start)
+
+
+def exit_slowly(marker: str, exit_seconds: float, start: Any) -> str:
+    """Return at once, then take `exit_seconds` to exit (as a long drain of the commit queue does) and say so."""
+    import atexit
+
+    def finish() -> None:
+        time.sleep(exit_seconds)
+        with open(marker, "w") as handle:
+            handle.write("exited")
+
+    atexit.register(finish)
+    start.wait(START_TIMEOUT_S)
+    return "returned"
+
+
+def log_a_run_then_hang(uri: str, results: Any) -> None:
+    """Log one run, report its id, and hang with its flush still queued (the committer is held), to be killed.
+
+    Holding the committer makes the window between the end of the `with` block and the commit, which is
+    milliseconds long in real jobs, last until the kill: the test sees the loss every time, not by chance.
+    """
+    lake = metalake.connect(uri, actor="doomed-job")
+    _warm_up()
+    with lake.runs.flush_queue.holding():
+        with lake.runs.start(experiment="killed", name="last-run") as run:
+            run.log_params({"lr": 0.1})
+            run.log_metrics({"loss": 0.5}, step=0)
+        results.put(run.run_id)
+        time.sleep(600)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import metalake
-from metalake import QueryError
+from metalake import MetalakeError, QueryError
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,10 @@ def test_search_gives_one_wide_row_per_run(runs_lake: metalake.Lake) -> None:
         ("metrics.loss.mean < 0.2", ["xgb-depth6"]),
         ("not (name like 'xgb%')", ["crashed"]),
         ("tags.team = 'growth' and metrics.val_auc.count = 2 and params.lr > 0.2", ["xgb-depth8"]),
+        ("metrics.val_auc between 0.85 and 0.91", ["xgb-depth6", "xgb-depth8"]),
+        ("params.lr BETWEEN 0.05 AND 0.2 and params.depth between 5 and 8", ["xgb-depth6"]),
+        ("metrics.val_auc not between 0.8 and 0.95", ["crashed"]),
+        ("not (metrics.loss.min between 0.1 and 0.18) and params.depth in (4, 8)", ["xgb-depth4"]),
     ],
 )
 def test_search_filters(runs_lake: metalake.Lake, where: str, expected: list[str]) -> None:
@@ -74,14 +80,50 @@ def test_search_orders_and_limits(runs_lake: metalake.Lake) -> None:
     ("where", "message"),
     [
         ("params.nope = '1'", "No params key 'nope'"),
-        ("metrics.val_auc >", "Search failed"),
-        ("drop table runs", "Unknown name 'drop'"),
-        ("name = 'x'; select 1", "Cannot read the expression"),
+        ("metrics.val_auc >", "a name or a value must come after '>'"),
+        ("drop table runs", "unknown name 'drop'"),
+        ("name = 'x'; select 1", "';' has no place in a search expression"),
     ],
 )
 def test_bad_expressions_are_explained(runs_lake: metalake.Lake, where: str, message: str) -> None:
     with pytest.raises(QueryError, match=message):
         runs_lake.runs.search(where=where)
+
+
+@pytest.mark.parametrize(
+    ("where", "problem", "at"),
+    [
+        ("(metrics.val_auc > 0.8 or params.depth = '6'", "this '(' is never closed", 0),
+        ("metrics.val_auc > 0.8)", "this ')' closes no '('", 21),
+        ("metrics.val_auc > 0.8 or", "a condition must follow 'OR', not the end of the expression", 24),
+        ("metrics.val_auc > 0.8 and and params.depth = '6'", "a condition must follow 'AND', not 'and'", 26),
+        ("metrics.val_auc >", "a name or a value must come after '>'", 17),
+        ("metrics.val_auc between 0.8 or 0.9", "BETWEEN needs AND between its bounds, not 'or'", 28),
+        ("metrics.val_auc 0.8", "metrics.val_auc needs a comparison here, not '0.8'", 16),
+        ("params.depth in '4'", "IN needs a list in parentheses", 16),
+        ("params.depth in ('4', )", "IN (...) takes numbers or quoted texts, not ')'", 22),
+        ("name = 'xgb", "this text is never closed", 7),
+        ("metrics.val_auc = 'high'", "metrics.val_auc is a number; compare it with a number", 18),
+        ("status = 'finished' metrics.loss < 1", "expected AND, OR or the end of the expression", 20),
+        (
+            "params.nope = '1'",
+            "No params key 'nope' among the runs searched. Known params keys: depth, lr",
+            0,
+        ),
+        ("metrics. > 1", "a key must follow 'metrics.'", 8),
+    ],
+)
+def test_a_mistake_is_shown_under_a_caret_without_sql(
+    runs_lake: metalake.Lake, where: str, problem: str, at: int
+) -> None:
+    with pytest.raises(QueryError) as refused:
+        runs_lake.runs.search(where=where)
+    message = str(refused.value)
+    assert problem in message
+    assert f"  {where}\n  {' ' * at}^" in message, message
+    assert f"at character {at + 1}:" in message
+    for leaked in ("Parser Error", "__runs", "TRY_CAST", "select "):
+        assert leaked not in message
 
 
 def test_bad_order_by(runs_lake: metalake.Lake) -> None:
@@ -120,3 +162,37 @@ def test_run_views(runs_lake: metalake.Lake) -> None:
         "select distinct key from run_comparison where experiment = 'churn' and kind = 'param' and differs_in_experiment"
     ).fetchall()
     assert sorted(differing) == [("depth",), ("lr",)]
+
+
+SEARCH_WORDS = [
+    "(", ")", "and", "or", "not", "in", "is", "null", "between", "like", ",", "=", "!=", "<", ">=",
+    "metrics.val_auc", "metrics.loss.min", "params.depth", "params.lr", "tags.team", "status", "name", "nope",
+    "0.8", "-1", "6", "'6'", "'xgb%'", "'", "true", ";", "metrics.",
+]  # fmt: skip
+
+
+def answers_or_explains(lake: metalake.Lake, where: str) -> None:
+    """A search gives runs, or a MetalakeError that neither is a DuckDB parser error nor shows generated SQL."""
+    try:
+        found = lake.runs.search(where=where)
+    except MetalakeError as error:
+        message = str(error)
+        assert "Parser Error" not in message and "__runs" not in message and "TRY_CAST" not in message, (
+            message
+        )
+    else:
+        assert "run_id" in found.columns
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=40))
+def test_any_text_gives_runs_or_a_clear_error(runs_lake: metalake.Lake, text: str) -> None:
+    answers_or_explains(runs_lake, text)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(words=st.lists(st.sampled_from(SEARCH_WORDS), min_size=1, max_size=9))
+def test_any_sequence_of_search_words_gives_runs_or_a_clear_error(
+    runs_lake: metalake.Lake, words: list[str]
+) -> None:
+    answers_or_explains(runs_lake, " ".join(words))

@@ -239,7 +239,9 @@ def ingest(
 ) -> None:
     """Append a file's rows to a table as one atomic commit: every row is written, or none.
 
-    Columns are matched by name (see metalake describe TABLE); recorded_at and recorded_by are filled in.
+    Columns are matched by name (see metalake describe TABLE). recorded_at and recorded_by are set by
+    metalake (the time of this commit and --actor); a file that has them, such as an export of the table by
+    `metalake sql --format csv|json`, has them dropped, with a notice.
 
     The whole file is checked against the table's contract first; a refused file lists every failing check.
 
@@ -253,6 +255,7 @@ def ingest(
 
     from metalake.cli.input_files import content_digest, ingest_progress, read_input
     from metalake.cli.output import stderr_console, stdout_console
+    from metalake.core.catalog import AUDIT_COLUMN_NAMES
 
     if again and idempotency_key is not None:
         raise typer.BadParameter(
@@ -271,6 +274,8 @@ def ingest(
         key = f"ingest-file:{content_digest(file)}"
     with ingest_progress() as progress:
         frame = read_input(file, file_format, spec, progress)
+        audit = [column for column in AUDIT_COLUMN_NAMES if column in frame.columns]
+        frame = frame.drop(audit)
         task = progress.add_task(f"validating and committing {_rows(frame.height)}", total=None)
         commit = lake.append(
             table,
@@ -280,6 +285,12 @@ def ingest(
             operation="ingest",
         )
         progress.update(task, total=1, completed=1)
+    if audit:
+        stderr_console().print(
+            f"Dropped the file's {' and '.join(audit)} column(s): recorded_at and recorded_by are set by metalake "
+            "on every write (this commit's time and actor). Keep a source's own time in a column of its own.",
+            soft_wrap=True,
+        )
     if commit.deduplicated:
         if idempotency_key is None:
             said = (

@@ -33,7 +33,12 @@ def list_runs(
     ] = None,
     where: Annotated[
         str | None,
-        typer.Option("--where", "-w", help="Filter, e.g. \"params.depth = '6' and metrics.val_auc > 0.8\"."),
+        typer.Option(
+            "--where",
+            "-w",
+            help="Filter, e.g. \"params.depth = '6' and metrics.val_auc > 0.8\"; with AND, OR, NOT, "
+            "parentheses, IN (...), BETWEEN x AND y, LIKE and IS [NOT] NULL.",
+        ),
     ] = None,
     order_by: Annotated[
         str | None,

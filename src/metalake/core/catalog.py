@@ -28,6 +28,7 @@ COLUMN_KEYS = frozenset({"name", "type", "nullable", "description", "checks"})
 
 RECORDED_AT = "recorded_at"
 RECORDED_BY = "recorded_by"
+AUDIT_COLUMN_NAMES = (RECORDED_AT, RECORDED_BY)  # set by metalake on every write, never by a batch
 
 
 @dataclass(frozen=True)

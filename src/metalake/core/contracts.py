@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from metalake.core.catalog import RECORDED_AT, RECORDED_BY, TableSpec
+from metalake.core.catalog import AUDIT_COLUMN_NAMES, RECORDED_AT, RECORDED_BY, TableSpec
 from metalake.errors import ContractError, ContractFailure, MetalakeError
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ def conform(spec: TableSpec, data: Any, *, actor: str, recorded_at: datetime | N
     failures: list[ContractFailure] = []
     mistyped: dict[str, set[int]] = {}
     frame = _to_typed_frame(spec, data, failures, mistyped)
+    failures += _audit_columns_given(frame, mistyped)
     frame = _fill_audit_columns(frame, actor=actor, recorded_at=recorded_at or datetime.now(UTC))
     failures += pandera_failures(spec, frame, mistyped)
     if failures:
@@ -337,12 +338,34 @@ _PYTHON_CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+AUDIT_COLUMNS_SET_BY_METALAKE = (
+    "set by metalake on every write (the time and the actor of the write), not by the batch: drop the column; "
+    "to keep a source's own time in a column of its own, add one to the table's spec"
+)
+
+
+def _audit_columns_given(frame: pl.DataFrame, mistyped: Mapping[str, set[int]]) -> list[ContractFailure]:
+    """recorded_at and recorded_by belong to metalake: a batch that gives values for them is refused, so that no
+    row can claim another time or actor (the latest recorded_at decides current values). Nulls give nothing."""
+    failures = []
+    for name in AUDIT_COLUMN_NAMES:
+        if name not in frame.columns:
+            continue
+        given = frame.get_column(name).is_not_null()
+        count = int(given.sum()) + len(mistyped.get(name, ()))  # values of the wrong type were given too
+        if count:
+            failures.append(
+                ContractFailure(name, AUDIT_COLUMNS_SET_BY_METALAKE, count, _sample(frame, given, [name]))
+            )
+    return failures
+
+
 def _fill_audit_columns(frame: pl.DataFrame, *, actor: str, recorded_at: datetime) -> pl.DataFrame:
     import polars as pl
 
     return frame.with_columns(
-        pl.col(RECORDED_AT).fill_null(pl.lit(recorded_at, dtype=pl.Datetime("us", "UTC"))),
-        pl.col(RECORDED_BY).fill_null(pl.lit(actor, dtype=pl.String)),
+        pl.lit(recorded_at, dtype=pl.Datetime("us", "UTC")).alias(RECORDED_AT),
+        pl.lit(actor, dtype=pl.String).alias(RECORDED_BY),
     )
 
 

@@ -101,7 +101,7 @@ def impact_table(frame: pl.DataFrame, roles: Mapping[str, str], round_number: in
             text.append(
                 f"{row['deployed_at']:%Y-%m-%d}  {row['model']} v{row['version']}, "
                 f"{roles.get(shown, row['environment'])} (val_auc {_number(row['val_auc'], digits=4)}, "
-                + data.get(row["training_data_ok"], "training data not validated")
+                + data.get(row["training_data_ok"], "training data not all validated")
                 + ")\n",
                 style="bold red" if row["training_data_ok"] is False else "bold",
             )

@@ -5,7 +5,7 @@ A policy maps a target stage to the rules a version must satisfy to enter it:
     production:
       require_card_fields: [owner, intended_use]
       require_metrics: {val_auc: ">= 0.8"}        # the source run's last value
-      require_passing_data_quality: true          # every input dataset's latest validation passed
+      require_passing_data_quality: true          # every input passed (run_input_quality view)
       require_distinct_approver: true             # the actor moving it did not register it
       require_previous_stage: staging             # it must come from this stage
       allow_override: false                       # may `override=True` (with a reason) force a refused move
@@ -39,11 +39,14 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
 
 @dataclass(frozen=True)
 class InputQuality:
-    """One dataset version a run read, and its latest data-quality validation (None: never validated)."""
+    """One dataset version a run read and its verdict from the run_input_quality view: True when the latest
+    validation of every suite passed, False when one failed, None when unknown (never validated, no version)."""
 
     dataset: str
     version: int | None
     success: bool | None
+    failed_suites: int = 0
+    failed_suite: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,10 +90,14 @@ def _data_quality(required: Any, context: GateContext) -> str | None:
     problems = []
     for item in context.inputs:
         label = f"{item.dataset} v{item.version}" if item.version is not None else item.dataset
-        if item.success is None:
+        if item.success is None and item.version is None:
+            problems.append(f"{label} was never validated (read without a version, so which data is unknown)")
+        elif item.success is None:
             problems.append(f"{label} was never validated")
         elif not item.success:
-            problems.append(f"{label} failed its latest validation")
+            suite = repr(item.failed_suite) if item.failed_suite else "without a name"
+            others = f" and {item.failed_suites - 1} more" if item.failed_suites > 1 else ""
+            problems.append(f"{label} failed its latest validation (suite {suite}{others})")
     return "; ".join(problems) or None
 
 

@@ -398,7 +398,7 @@ class Registry:
         if version.run_id is not None:
             details = self._runs.get(version.run_id)
             metrics = {key: summary["last_value"] for key, summary in details.metrics.items()}
-            inputs = [self._input_quality(item["dataset"], item.get("version")) for item in details.inputs]
+            inputs = self._input_quality(version.run_id)
         return GateContext(
             model=version.model,
             version=version.version,
@@ -411,17 +411,17 @@ class Registry:
             actor=self._tables.actor,
         )
 
-    def _input_quality(self, dataset: str, version: int | None) -> InputQuality:
-        import polars as pl
-
-        if version is None:  # which data the run read is unknown, so is its quality (as in model_lineage)
-            return InputQuality(dataset, None, None)
-        condition = (pl.col("dataset") == dataset) & (pl.col("version") == version)
-        validations = self._tables.read("dq_validations", where=condition)
-        if validations.is_empty():
-            return InputQuality(dataset, version, None)
-        latest = validations.sort(["validated_at", "recorded_at"]).row(-1, named=True)
-        return InputQuality(dataset, version, bool(latest["success"]))
+    def _input_quality(self, run_id: str) -> list[InputQuality]:
+        """The run's inputs with their verdicts from the run_input_quality view, the definition every view uses."""
+        rows = self._tables.sql(
+            "select dataset, version, dq_success, failed_suites, failed_suite from run_input_quality "
+            "where run_id = ? order by dataset, version nulls first",
+            [run_id],
+        ).fetchall()
+        return [
+            InputQuality(dataset, version, success, failed_suites=failed_suites, failed_suite=failed_suite)
+            for dataset, version, success, failed_suites, failed_suite in rows
+        ]
 
     def _event(self, model: str, version: int | None, event_type: str, **fields: Any) -> None:
         self._append_events([self._event_row(model, version, event_type, **fields)])

@@ -470,9 +470,10 @@ class Runs:
         """Runs as a polars DataFrame: one row per run, `params.K`, `tags.K` and `metrics.K` (last value) columns.
 
         `where` is an MLflow-style filter: `params.depth = '6' and metrics.val_auc > 0.8`, with OR, NOT,
-        parentheses, IN (...), IS [NOT] NULL, LIKE, and a metric's range as `metrics.loss.min`, `.max`, `.mean`,
-        `.count`. `order_by` is e.g. `"metrics.val_auc desc"` (or a list of such). Newest runs come first by
-        default. Unknown names and unreadable expressions raise QueryError saying what is known.
+        parentheses, IN (...), BETWEEN x AND y, IS [NOT] NULL, LIKE, and a metric's range as `metrics.loss.min`,
+        `.max`, `.mean`, `.count`. `order_by` is e.g. `"metrics.val_auc desc"` (or a list of such). Newest runs
+        come first by default. Unknown names and unreadable expressions raise QueryError with a caret under the
+        mistake, saying what is known.
         """
         from metalake.tracking.search import search_runs
 

@@ -19,7 +19,6 @@ RUN_ATTRIBUTES = (
     "run_id", "experiment", "name", "status", "start_time", "end_time", "duration_s", "parent_run_id", "user",
     "source",
 )  # fmt: skip
-KEYWORDS = frozenset({"and", "or", "not", "in", "is", "null", "like", "ilike", "between", "true", "false"})
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<number>-?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)
@@ -99,8 +98,10 @@ def search_runs(
         cursor.register("__runs", frame.to_arrow())
         result: pl.DataFrame = cursor.sql(f"select * from __runs {' '.join(clauses)}").pl()
     except duckdb.Error as error:
+        # a value DuckDB cannot compare (a bad timestamp, say): its first line only, the rest quotes the SQL
+        reason = str(error).strip().splitlines()[0]
         raise QueryError(
-            f"Search failed: {error}. Expression: where={where!r}, order_by={order_by!r}."
+            f"Search failed: {reason}. Expression: where={where!r}, order_by={order_by!r}."
         ) from error
     finally:
         cursor.close()
@@ -111,38 +112,22 @@ def search_runs(
 
 
 def translate(expression: str, columns: set[str]) -> str:
-    """An MLflow-style filter -> a DuckDB predicate over the wide relation; anything unknown is refused."""
-    parts = []
-    tokens = list(_tokens(expression))
-    for index, (kind, text) in enumerate(tokens):
-        if kind == "field":
-            column = _quote(_resolve(text, columns))
-            if not text.startswith("metrics.") and _compared_with_number(tokens, index):
-                column = f"TRY_CAST({column} AS DOUBLE)"  # params and tags are text; `params.lr > 0.2` means a number
-            parts.append(column)
-        elif kind == "word":
-            lowered = text.lower()
-            if lowered in KEYWORDS:
-                parts.append(lowered.upper())
-            elif text in RUN_ATTRIBUTES:
-                parts.append(_quote(text))
-            else:
-                raise QueryError(
-                    f"Unknown name {text!r} in {expression!r}. Use params.KEY, metrics.KEY (or metrics.KEY.min, "
-                    f".max, .mean, .count), tags.KEY, or a run attribute: {', '.join(RUN_ATTRIBUTES)}."
-                )
-        else:
-            parts.append(text)
-    return " ".join(parts)
+    """An MLflow-style filter -> a DuckDB predicate over the wide relation; anything unknown is refused.
 
+    The whole expression is parsed first (metalake.tracking.expressions), so a mistake is reported with a caret
+    under it, never as a DuckDB parser error quoting the generated SQL.
+    """
+    from metalake.tracking.expressions import Operand, expression_error, parse, to_sql
 
-def _compared_with_number(tokens: list[tuple[str, str]], index: int) -> bool:
-    comparisons = {"=", "!=", "<>", "<", "<=", ">", ">="}
-    after = tokens[index + 1 : index + 3]
-    before = tokens[max(0, index - 2) : index]
-    return (len(after) == 2 and after[0][1] in comparisons and after[1][0] == "number") or (
-        len(before) == 2 and before[1][1] in comparisons and before[0][0] == "number"
-    )
+    def resolve(operand: Operand) -> str:
+        if operand.kind == "attribute":
+            return _quote(operand.text)
+        try:
+            return _quote(_resolve(operand.text, columns))
+        except QueryError as error:
+            raise expression_error(expression, operand.position, str(error)) from None
+
+    return to_sql(parse(expression, RUN_ATTRIBUTES), expression, resolve)
 
 
 def translate_order(item: str, columns: set[str]) -> str:
