@@ -354,6 +354,19 @@ class Tables:
         moment = self._resolve_moment(when)
         return Tables(self.location, self.actor, self._specs, self._store, moment)
 
+    @contextmanager
+    def live(self) -> Iterator[Tables]:
+        """These tables as they are now (self when already live; else opened for the block, then closed): to
+        tell a name unknown at a past moment from one that came later."""
+        if self.moment is None:
+            yield self
+            return
+        now = Tables(self.location, self.actor, self._specs, self._store)
+        try:
+            yield now
+        finally:
+            now.close()
+
     def _resolve_moment(self, when: datetime | date | str) -> Moment:
         if isinstance(when, datetime):
             moment = when if when.tzinfo else when.replace(tzinfo=UTC)
