@@ -299,7 +299,7 @@ class Deployments:
         return found[0] if found else None
 
     def _known_later(self, environment: str) -> bool:
-        """Whether a environment unknown at this lake's past moment exists now: then it is only absent at that moment."""
+        """Whether `environment`, unknown at this lake's past moment, exists now: then it is only absent then."""
         if not self._tables.read_only:
             return False
         with self._tables.live() as now:

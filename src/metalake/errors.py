@@ -84,7 +84,7 @@ def closest_names(name: str, known: Iterable[Any], *, limit: int = 3) -> list[st
 
 
 def unknown_name_message(
-    kind: str, name: str, known: Sequence[Any], *, plural: str | None = None, hint: str = "", shown: int = 20
+    kind: str, name: str, known: Sequence[Any], *, hint: str = "", shown: int = 20
 ) -> str:
     """`Unknown experiment 'chrun'. Did you mean 'churn'? Known experiments: churn, fraud.` and the hint."""
     suggestions = closest_names(name, known)
@@ -94,7 +94,7 @@ def unknown_name_message(
     listing = ", ".join(str(k) for k in known[:shown]) + (
         f" (and {len(known) - shown} more)" if len(known) > shown else ""
     )
-    text += f" Known {plural or kind + 's'}: {listing or 'none yet'}."
+    text += f" Known {kind}s: {listing or 'none yet'}."
     return f"{text} {hint}" if hint else text
 
 
@@ -268,9 +268,7 @@ class ExperimentNotFound(NameNotFound):
                 "experiment",
                 name,
                 listing,
-                hint='See them with `metalake sql "select distinct experiment from runs_current"`.'
-                if len(listing) > 20
-                else "",
+                hint="Every name: lake.runs.experiments()." if len(listing) > 20 else "",
             ),
             name=name,
             known=listing,

@@ -399,7 +399,7 @@ class Lineage:
         return frame
 
     def _known_later(self, node: str) -> bool:
-        """Whether a node unknown at this lake's past moment exists now: then it is only absent at that moment."""
+        """Whether `node`, unknown at this lake's past moment, exists now: then it is only absent then."""
         if not self._tables.read_only:
             return False
         with self._tables.live() as now:

@@ -243,7 +243,7 @@ class Registry:
         return frame
 
     def _known_later(self, model: str) -> bool:
-        """Whether a model unknown at this lake's past moment exists now: then it is only absent at that moment."""
+        """Whether `model`, unknown at this lake's past moment, exists now: then it is only absent then."""
         if not self._tables.read_only:
             return False
         with self._tables.live() as now:

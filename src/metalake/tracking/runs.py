@@ -419,13 +419,13 @@ class Runs:
     ) -> Run:
         """Continue logging into an existing run (e.g. a job restarted from a checkpoint); a unique prefix of
         its id is enough."""
-        run_id = self.resolve_id(run_id)
-        current = self._tables.sql(
-            "select experiment, name, parent_run_id, start_time from runs_current where run_id = ?",
-            [run_id],
-        ).fetchall()
+        query = "select experiment, name, parent_run_id, start_time from runs_current where run_id = ?"
+        current = self._tables.sql(query, [run_id]).fetchall()
+        if not current:  # not a whole id: a prefix, else RunNotFound
+            run_id = self.resolve_id(run_id)
+            current = self._tables.sql(query, [run_id]).fetchall()
         if not current:
-            raise RunError(f"No run {run_id!r} in this lake; list runs with `metalake runs list`.")
+            raise RunNotFound(run_id)
         experiment, name, parent_run_id, start_time = current[0]
         return Run(
             self._tables,
@@ -486,7 +486,7 @@ class Runs:
         return found
 
     def _known_later(self, experiment: str) -> bool:
-        """Whether a experiment unknown at this lake's past moment exists now: then it is only absent at that moment."""
+        """Whether `experiment`, unknown at this lake's past moment, exists now: then it is only absent then."""
         if not self._tables.read_only:
             return False
         with self._tables.live() as now:
@@ -535,10 +535,21 @@ class Runs:
     def metric_history(self, run_ids: str | list[str], key: str) -> pl.DataFrame:
         """Every point of one metric for some runs: run_id, step, timestamp, value (ordered by run, step).
 
-        Each id may be a unique prefix."""
-        ids = [self.resolve_id(run_id) for run_id in ([run_ids] if isinstance(run_ids, str) else run_ids)]
+        An id with no point of the metric may be a unique prefix of a run's id: it is looked up, and the
+        points of that run are returned. An id that names no run at all gives no rows (points may be ingested
+        without a run record).
+        """
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
         if not ids:
             raise RunError("metric_history needs at least one run id.")
+        history = self._points(ids, key)
+        missing = set(ids) - set(history.get_column("run_id").to_list())
+        whole = {run_id: self._whole_id_or_itself(run_id) for run_id in missing}
+        if any(found != run_id for run_id, found in whole.items()):
+            history = self._points([whole.get(run_id, run_id) for run_id in ids], key)
+        return history
+
+    def _points(self, ids: list[str], key: str) -> pl.DataFrame:
         placeholders = ", ".join("?" for _ in ids)  # an IN list lets DuckDB skip row groups by run_id
         history: pl.DataFrame = self._tables.sql(
             f'select run_id, step, "timestamp", "value" from metrics where "key" = ? and run_id in ({placeholders}) '
@@ -546,3 +557,9 @@ class Runs:
             [key, *ids],
         ).pl()
         return history
+
+    def _whole_id_or_itself(self, run_id: str) -> str:
+        try:
+            return self.resolve_id(run_id)
+        except RunNotFound:
+            return run_id
