@@ -9,10 +9,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import metalake
+
+if TYPE_CHECKING:
+    from conftest import S3Server
 
 HEAVY = ("pyarrow.dataset", "pandas")
 PROBE = """
@@ -46,12 +50,23 @@ def test_short_commands_import_no_heavy_reader(logged_lake: Path, command: list[
     assert found.stdout.strip() == "", f"{' '.join(command)} imported {found.stdout.strip()}"
 
 
-def test_the_catalog_read_by_delta_rs_is_the_one_pyarrow_reads(logged_lake: Path) -> None:
+def same_catalog_both_ways(uri: str, storage_options: dict[str, str] | None = None) -> None:
     from metalake.core.catalog_store import read_catalog
     from metalake.core.delta import DeltaStore
     from metalake.core.storage import resolve
 
-    store = DeltaStore(resolve(str(logged_lake), None))
+    store = DeltaStore(resolve(uri, storage_options))
     loaded = store.load("_catalog")
     assert loaded is not None
-    assert read_catalog(store) == read_catalog(store, loaded.to_pyarrow_table())
+    by_delta_rs = read_catalog(store)
+    assert by_delta_rs and by_delta_rs == read_catalog(store, loaded.to_pyarrow_table())
+
+
+def test_the_catalog_read_by_delta_rs_is_the_one_pyarrow_reads(logged_lake: Path) -> None:
+    same_catalog_both_ways(str(logged_lake))
+
+
+@pytest.mark.s3
+def test_the_catalog_read_by_delta_rs_on_s3(s3_server: S3Server, s3_lake_uri: str) -> None:
+    metalake.connect(s3_lake_uri, storage_options=s3_server.storage_options)
+    same_catalog_both_ways(s3_lake_uri, s3_server.storage_options)
