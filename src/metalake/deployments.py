@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from metalake.core.ids import new_id
 from metalake.core.moments import recordable_moment, utc_moment
-from metalake.errors import DeploymentError, DeploymentNotFound
+from metalake.errors import DeploymentError, DeploymentNotFound, EnvironmentNotFound
 
 if TYPE_CHECKING:
     import polars as pl
@@ -276,6 +276,8 @@ class Deployments:
         frame: pl.DataFrame = self._tables.sql(
             f"select * from {CURRENT_VIEW} {where} order by started_at desc, deployment_id desc", args
         ).pl()
+        if environment is not None and frame.is_empty():
+            self._check_environment(environment)
         return frame.with_columns(
             pl.col(name).dt.convert_time_zone("UTC")
             for name, dtype in frame.schema.items()
@@ -292,7 +294,27 @@ class Deployments:
         clauses.append("started_at <= ? and (ended_at is null or ended_at > ?)")
         args += [moment, moment]
         found = self._select(" and ".join(clauses), args, order="started_at desc, deployment_id desc")
+        if not found:
+            self._check_environment(environment)
         return found[0] if found else None
+
+    def _known_later(self, environment: str) -> bool:
+        """Whether `environment`, unknown at this lake's past moment, exists now: then it is only absent then."""
+        if not self._tables.read_only:
+            return False
+        with self._tables.live() as now:
+            return environment in _environments(now)
+
+    def environments(self) -> builtins.list[str]:
+        """The environments that deployments were recorded in (by this lake's moment), sorted."""
+        return _environments(self._tables)
+
+    def _check_environment(self, environment: str) -> None:
+        """EnvironmentNotFound, naming the closest known ones, for an environment no deployment was in (at a
+        past moment: nor was later)."""
+        known = self.environments()
+        if environment not in known and not self._known_later(environment):
+            raise EnvironmentNotFound(environment, known)
 
     def active(
         self, *, model: str | None = None, environment: str | None = None
@@ -387,6 +409,7 @@ class Deployments:
         active = self.active(model=model, environment=environment)
         what = f"of model {model!r} " if model else ""
         if not active:
+            self._check_environment(environment)
             serving = self.active(model=None, environment=None)
             listing = "; ".join(d.describe() for d in serving) or "none"
             raise DeploymentError(
@@ -456,3 +479,8 @@ def _check_name(value: object, what: str) -> None:
         raise DeploymentError(
             f"The {what} of a deployment must be a non-empty name without surrounding spaces, not {value!r}."
         )
+
+
+def _environments(tables: Tables) -> builtins.list[str]:
+    rows = tables.sql(f"select distinct environment from {DEPLOYMENTS_TABLE} order by 1").fetchall()
+    return [row[0] for row in rows]

@@ -72,21 +72,69 @@ class ContractError(MetalakeError, ValueError):
         super().__init__("\n".join(lines))
 
 
-class TableNotFound(MetalakeError, KeyError):
+def closest_names(name: str, known: Iterable[Any], *, limit: int = 3) -> list[str]:
+    """The known names nearest to a mistyped one (difflib, case ignored), best first: for "did you mean"."""
+    import difflib
+
+    by_folded: dict[str, str] = {}
+    for candidate in known:
+        by_folded.setdefault(str(candidate).casefold(), str(candidate))
+    matches = difflib.get_close_matches(str(name).casefold(), list(by_folded), n=limit, cutoff=0.6)
+    return [by_folded[match] for match in matches]
+
+
+def unknown_name_message(
+    kind: str, name: str, known: Sequence[Any], *, hint: str = "", shown: int = 20
+) -> str:
+    """`Unknown experiment 'chrun'. Did you mean 'churn'? Known experiments: churn, fraud.` and the hint."""
+    suggestions = closest_names(name, known)
+    text = f"Unknown {kind} {name!r}."
+    if suggestions:
+        text += f" Did you mean {' or '.join(repr(s) for s in suggestions)}?"
+    listing = ", ".join(str(k) for k in known[:shown]) + (
+        f" (and {len(known) - shown} more)" if len(known) > shown else ""
+    )
+    text += f" Known {kind}s: {listing or 'none yet'}."
+    return f"{text} {hint}" if hint else text
+
+
+class NameNotFound(MetalakeError, KeyError):
+    """A name the lake does not know (table, experiment, model, environment, lineage node, ...).
+
+    `.name` is what was asked for, `.known` the names the lake holds, `.suggestions` the closest of them, so that
+    a typo is answered with "did you mean ...?" instead of an empty result.
+    """
+
+    code = "name_not_found"
+
+    def __init__(self, message: str, *, name: str, known: Iterable[Any] = ()):
+        self.name = name
+        self.known = sorted(set(known))
+        self.suggestions = closest_names(name, self.known)
+        super().__init__(message)
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class TableNotFound(NameNotFound):
     """A table name that the lake's catalog does not know."""
 
     code = "table_not_found"
 
     def __init__(self, name: str, known: Iterable[str]):
-        self.name = name
-        self.known = sorted(known)
+        listing = sorted(known)
         super().__init__(
-            f"Unknown table {name!r}. Known tables: {', '.join(self.known)}. "
-            "Add your own with a spec folder: metalake.connect(..., extra_specs='my_tables/')."
+            unknown_name_message(
+                "table",
+                name,
+                listing,
+                shown=len(listing),
+                hint="Add your own with a spec folder: metalake.connect(..., extra_specs='my_tables/').",
+            ),
+            name=name,
+            known=listing,
         )
-
-    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
-        return str(self.args[0])
 
 
 class SpecError(MetalakeError, ValueError):
@@ -124,21 +172,17 @@ class TimeTravelError(MetalakeError, ValueError):
     code = "time_travel_error"
 
 
-class SnapshotNotFound(TimeTravelError, KeyError):
+class SnapshotNotFound(TimeTravelError, NameNotFound):
     """Text given as a moment that is neither a valid time nor a snapshot that was pinned."""
 
     code = "snapshot_not_found"
 
     def __init__(self, name: str, known: Iterable[str], message: str | None = None):
-        self.name = name
-        self.known = sorted(known)
-        listing = (
-            ", ".join(self.known) if self.known else "none yet (create one with `metalake snapshot NAME`)"
+        listing = sorted(set(known))
+        hint = "" if listing else "Create one with `metalake snapshot NAME`."
+        super().__init__(
+            message or unknown_name_message("snapshot", name, listing, hint=hint), name=name, known=listing
         )
-        super().__init__(message or f"Unknown snapshot {name!r}. Known snapshots: {listing}.")
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class SnapshotExists(MetalakeError):
@@ -190,6 +234,56 @@ class RunError(MetalakeError):
     code = "run_error"
 
 
+class RunNotFound(RunError, NameNotFound):
+    """A run id, or an id prefix, that no run of the lake has."""
+
+    code = "run_not_found"
+
+    def __init__(self, run_id: str):
+        super().__init__(
+            f"No run {run_id!r} in this lake; list runs with `metalake runs list` (a unique prefix of an id "
+            "is enough).",
+            name=run_id,
+        )
+
+
+class AmbiguousRunId(RunError, KeyError):
+    """A run id prefix that several runs share; `.candidates` are their whole ids."""
+
+    code = "ambiguous_run_id"
+
+    def __init__(self, prefix: str, candidates: Sequence[str], *, shown: int = 10):
+        self.prefix = prefix
+        self.candidates = sorted(candidates)
+        listing = ", ".join(self.candidates[:shown]) + (" ..." if len(self.candidates) > shown else "")
+        super().__init__(
+            f"Run id prefix {prefix!r} is ambiguous: {len(self.candidates)} runs start with it ({listing}). "
+            "Give more characters of the id."
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ExperimentNotFound(NameNotFound):
+    """An experiment name that no run of the lake was logged under."""
+
+    code = "experiment_not_found"
+
+    def __init__(self, name: str, known: Iterable[str]):
+        listing = sorted(set(known))
+        super().__init__(
+            unknown_name_message(
+                "experiment",
+                name,
+                listing,
+                hint="Every name: lake.runs.experiments()." if len(listing) > 20 else "",
+            ),
+            name=name,
+            known=listing,
+        )
+
+
 class FlushError(MetalakeError):
     """Queued run flushes could not be committed; they are retried at the next flush or wait, under their keys."""
 
@@ -202,13 +296,28 @@ class RegistryError(MetalakeError, ValueError):
     code = "registry_error"
 
 
-class ModelNotFound(MetalakeError, KeyError):
-    """No such model, version or alias in the registry."""
+class ModelNotFound(NameNotFound):
+    """No such model, version or alias in the registry; `.known` are the models (or the model's versions)."""
 
     code = "model_not_found"
 
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
+    def __init__(self, message: str, *, name: str = "", known: Iterable[Any] = ()):
+        super().__init__(message, name=name, known=known)
+
+    @classmethod
+    def unknown_model(cls, model: str, known: Iterable[str]) -> ModelNotFound:
+        """No model of that name: the message names the closest registered models."""
+        listing = sorted(set(known))
+        return cls(
+            unknown_name_message(
+                "model",
+                model,
+                listing,
+                hint="List them with `metalake models list`; register one with lake.registry.register.",
+            ),
+            name=model,
+            known=listing,
+        )
 
 
 class PolicyError(MetalakeError, ValueError):
@@ -245,31 +354,27 @@ class PolicyViolation(MetalakeError):
         return [failure.rule for failure in self.failures]
 
 
-class DatasetNotFound(MetalakeError, KeyError):
+class DatasetNotFound(NameNotFound):
     """A dataset name, or a version of it, that the lake does not hold."""
 
     code = "dataset_not_found"
 
-    def __init__(self, name: str, known: Iterable[str], version: int | None = None):
-        self.name = name
+    def __init__(self, name: str, known: Iterable[Any], version: int | None = None):
         self.version = version
-        self.known = sorted(known)
+        listing = sorted(set(known))
         if version is not None:
-            listing = ", ".join(str(v) for v in self.known) or "none"
+            versions = ", ".join(str(v) for v in listing) or "none"
             message = (
-                f"Dataset {name!r} has no version {version}. Its versions: {listing}. "
+                f"Dataset {name!r} has no version {version}. Its versions: {versions}. "
                 f"See them with `metalake datasets history {name}`."
             )
         else:
-            listing = ", ".join(self.known) if self.known else "none yet"
-            message = (
-                f"Unknown dataset {name!r}. Known datasets: {listing}. "
-                "Register one with `metalake datasets register NAME PATH`."
+            message = unknown_name_message(
+                "dataset", name, listing, hint="Register one with `metalake datasets register NAME PATH`."
             )
-        super().__init__(message)
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+        super().__init__(message, name=name, known=listing)
+        if version is not None:
+            self.suggestions = []
 
 
 class DatasetError(MetalakeError, ValueError):
@@ -305,35 +410,75 @@ class DeploymentNotFound(DeploymentError, KeyError):
         return str(self.args[0])
 
 
+class EnvironmentNotFound(DeploymentError, NameNotFound):
+    """An environment that no deployment was ever recorded in."""
+
+    code = "environment_not_found"
+
+    def __init__(self, name: str, known: Iterable[str]):
+        listing = sorted(set(known))
+        hint = (
+            ""
+            if listing
+            else "Record a deployment with `metalake deploy record --model M --version N --env E`."
+        )
+        super().__init__(
+            unknown_name_message("environment", name, listing, hint=hint), name=name, known=listing
+        )
+
+
 class KpiError(MetalakeError, ValueError):
     """A KPI definition or observation that cannot be recorded as given."""
 
     code = "kpi_error"
 
 
-class KpiNotFound(KpiError, KeyError):
-    """A KPI name that was never defined; the message lists the defined ones."""
+class KpiNotFound(KpiError, NameNotFound):
+    """A KPI name that was never defined; the message lists the defined ones and the closest to each."""
 
     code = "kpi_not_found"
 
     def __init__(self, names: Iterable[str], known: Iterable[str]):
         self.names = sorted(names)
-        self.known = sorted(known)
-        listing = ", ".join(self.known) if self.known else "none yet"
+        listing = sorted(set(known))
         unknown = ", ".join(repr(name) for name in self.names)
+        guesses = [
+            f"{guess!r} for {name!r}" for name in self.names for guess in closest_names(name, listing)[:1]
+        ]
+        did_you_mean = f" Did you mean {', '.join(guesses)}?" if guesses else ""
         super().__init__(
-            f"Unknown KPI(s) {unknown}. Defined KPIs: {listing}. "
-            "Define it first: lake.kpis.define(name, unit=..., direction=...) or `metalake kpis define`."
+            f"Unknown KPI(s) {unknown}.{did_you_mean} Defined KPIs: {', '.join(listing) or 'none yet'}. "
+            "Define it first: lake.kpis.define(name, unit=..., direction=...) or `metalake kpis define`.",
+            name=self.names[0] if self.names else "",
+            known=listing,
         )
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class LineageError(MetalakeError, ValueError):
     """A lineage request that cannot be answered or done as asked (bad node id, unreadable event file, ...)."""
 
     code = "lineage_error"
+
+
+class LineageNodeNotFound(LineageError, NameNotFound):
+    """A well-formed lineage node id that the lake has never seen (no edge, run, model, dataset or deployment)."""
+
+    code = "lineage_node_not_found"
+
+    def __init__(self, node: str, known: Iterable[str]):
+        listing = sorted(set(known))
+        kind = node.partition(":")[0]
+        same_kind = [n for n in listing if n.startswith(kind + ":")]
+        suggestions = closest_names(node, same_kind or listing)
+        text = f"Unknown lineage node {node!r}: nothing in this lake's lineage has that id."
+        if suggestions:
+            text += f" Did you mean {' or '.join(repr(s) for s in suggestions)}?"
+        example = ", ".join(same_kind[:5])
+        if example:
+            text += f" Known {kind} nodes: {example}{' ...' if len(same_kind) > 5 else ''}."
+        text += " List them with lake.lineage.nodes()."
+        super().__init__(text, name=node, known=listing)
+        self.suggestions = suggestions
 
 
 class InvalidEvent(LineageError):

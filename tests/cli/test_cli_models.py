@@ -52,4 +52,4 @@ def test_the_registry_from_the_command_line(lake: metalake.Lake, lake_path: Path
     code, out = invoke(lake_path, "models", "transition", "churn", "1", "retired")
     assert code == 2 and "not a stage" in out
     code, out = invoke(lake_path, "models", "show", "nope")
-    assert code == 1 and "No model 'nope'" in out
+    assert code == 1 and "Unknown model 'nope'" in out

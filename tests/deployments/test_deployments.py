@@ -17,7 +17,7 @@ from metalake.deployments import (
     default_idempotency_key,
     detect_ci,
 )
-from metalake.errors import DeploymentError, DeploymentNotFound, MetalakeError
+from metalake.errors import DeploymentError, DeploymentNotFound, EnvironmentNotFound, MetalakeError
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -221,7 +221,8 @@ def test_at_says_which_version_served_then(lake: metalake.Lake) -> None:
     assert served is not None and served.version == 1
     served = lake.deployments.at("production", T0 + timedelta(days=10))
     assert served is not None and served.version == 2  # the window starts at the start, ends before the end
-    assert lake.deployments.at("staging", T0 + timedelta(days=10)) is None
+    with pytest.raises(EnvironmentNotFound):  # no deployment was ever recorded there: a typo, say so
+        lake.deployments.at("staging", T0 + timedelta(days=10))
 
 
 def test_deployments_are_recorded_in_time_order(lake: metalake.Lake) -> None:

@@ -61,7 +61,7 @@ def test_aliases_and_lookups(lake: metalake.Lake) -> None:
         lake.registry.set_alias("churn", "production", 1)
     with pytest.raises(ModelNotFound, match=r"no version 9 \(versions: 1, 2, 3\)"):
         lake.registry.set_alias("churn", "x", 9)
-    with pytest.raises(ModelNotFound, match="No model 'nope'"):
+    with pytest.raises(ModelNotFound, match="Unknown model 'nope'"):
         lake.registry.get("nope")
 
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from metalake.cli.output import TreeNode
+    from metalake.lake import Lake
     from metalake.lineage.lineage import Direction
 
 LineageFormat = Literal["tree", "table", "csv", "json", "jsonl"]
@@ -59,8 +60,8 @@ def show(
     node: Annotated[
         str,
         typer.Argument(
-            help="dataset:NAMESPACE/NAME (metalake: dataset:metalake/NAME), job:NAMESPACE/NAME, run:ID, "
-            "model:NAME/VERSION or deployment:ENV/ID."
+            help="dataset:NAMESPACE/NAME (metalake: dataset:metalake/NAME), job:NAMESPACE/NAME, run:ID (a "
+            "unique prefix of a metalake run's id will do), model:NAME/VERSION or deployment:ENV/ID."
         ),
     ],
     upstream: Annotated[bool, typer.Option("--upstream", help="What the node comes from (default).")] = False,
@@ -99,6 +100,8 @@ def show(
     if as_of:
         lake = lake.as_of(as_of)
     direction: Direction = "downstream" if downstream else "upstream"
+    if node.startswith("run:"):
+        node = "run:" + _whole_run_id(lake, node.removeprefix("run:"))
     edges = lake.lineage.walk(node, direction, depth)
     nothing = f"No {direction} lineage for {node}."
     if output_format != "tree":
@@ -109,6 +112,16 @@ def show(
         stdout_console().print(nothing, markup=False, soft_wrap=True)
     else:
         write_tree(lineage_tree(node, edges, direction))
+
+
+def _whole_run_id(lake: Lake, run_id: str) -> str:
+    """A metalake run's whole id from a unique prefix; other run ids (OpenLineage's) stay as given."""
+    from metalake.errors import RunNotFound
+
+    try:
+        return lake.runs.resolve_id(run_id)
+    except RunNotFound:
+        return run_id
 
 
 def lineage_tree(node: str, edges: pl.DataFrame, direction: str) -> TreeNode:

@@ -33,7 +33,12 @@ LIST_COLUMNS = ["model", "version", "stage", "aliases", "run_id", "flavor", "reg
 def list_models(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Argument(help="Only this model's versions.")] = None,
-    stage: Annotated[str | None, typer.Option("--stage", "-s", help="Only versions in this stage.")] = None,
+    stage: Annotated[
+        str | None,
+        typer.Option(
+            "--stage", "-s", help="Only versions in this stage: none, staging, production or archived."
+        ),
+    ] = None,
     output_format: FormatOption = "table",
 ) -> None:
     """List registered model versions with their stage and aliases.
@@ -48,7 +53,7 @@ def list_models(
 
     versions = open_lake(ctx).registry.versions(model)
     if stage:
-        versions = versions.filter(pl.col("stage") == stage)
+        versions = versions.filter(pl.col("stage") == _as_stage(stage))
     write_rows(
         versions,
         output_format=output_format,

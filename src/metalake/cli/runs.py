@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -52,41 +53,63 @@ def list_runs(
     Filters use params.KEY, metrics.KEY (also metrics.KEY.min/.max/.mean/.count), tags.KEY and run attributes
     (status, name, experiment, ...) with =, !=, <, >, AND, OR, NOT, IN (...), IS [NOT] NULL, LIKE.
 
-    The table shows the params that differ and the first metrics; csv, json and jsonl give every column of
-    lake.runs.search: run attributes (run_id whole), then params.KEY, tags.KEY, metrics.KEY, keys sorted.
+    The table shows the columns the filter and the order name, then the params that differ and the first
+    metrics; in a terminal run ids are cut to a prefix that `runs show` accepts, piped they are whole. csv, json
+    and jsonl give every column of lake.runs.search: run attributes (run_id whole), then params.KEY, tags.KEY,
+    metrics.KEY, keys sorted.
 
     Example: metalake runs list -e churn -w "metrics.val_auc > 0.8" -o "metrics.val_auc desc"
     """
     from metalake.cli.output import write_rows
+    from metalake.tracking.search import referenced_columns
 
     lake = open_lake(ctx)
     runs = stable_columns(
         lake.runs.search(experiment=experiment, where=where, order_by=order_by, limit=limit)
     )
-    # Params that are the same for every listed run say nothing about the differences: leave them out.
+    # What the listing filters and sorts by is always shown, first; of the rest, params that are the same for
+    # every listed run say nothing about the differences: leave them out.
+    asked = [c for c in referenced_columns(where, order_by, runs.columns) if c not in SUMMARY_COLUMNS]
     varying = [c for c in runs.columns if c.startswith("params.") and runs.get_column(c).n_unique() > 1]
-    extra = sorted(varying) + sorted(c for c in runs.columns if c.startswith("metrics."))
-    shown = runs.select(*[c for c in SUMMARY_COLUMNS if c in runs.columns], *extra[:MAX_EXTRA])
+    extra = [
+        c
+        for c in sorted(varying) + sorted(c for c in runs.columns if c.startswith("metrics."))
+        if c not in asked
+    ]
+    room = max(MAX_EXTRA - len(asked), 0)
+    shown = runs.select(*[c for c in SUMMARY_COLUMNS if c in runs.columns], *asked, *extra[:room])
     notes = []
-    if len(extra) > MAX_EXTRA:
+    if len(extra) > room:
         notes.append(
-            f"Not shown: {', '.join(extra[MAX_EXTRA:])}. See every field with `metalake runs show RUN_ID`."
+            f"Not shown: {', '.join(extra[room:])}. See every field with `metalake runs show RUN_ID`."
         )
     write_rows(
         runs,
         output_format=output_format,
         table=shown,
         title=f"{runs.height} run(s)",
-        cut={"run_id": 12},
+        cut={"run_id": unique_prefix_length(runs.get_column("run_id").to_list())},
         notes=notes,
     )
+
+
+def unique_prefix_length(run_ids: list[str], *, shortest: int = 12) -> int:
+    """How many leading characters tell the listed ids apart (at least `shortest`): what a terminal shows of
+    each id, and what `runs show` then accepts. Ids started in the same millisecond share 12 characters."""
+    ordered = sorted(run_ids)
+    shared = [_shared_prefix(before, after) for before, after in itertools.pairwise(ordered)]
+    return max([shortest, *(length + 1 for length in shared)])
+
+
+def _shared_prefix(first: str, second: str) -> int:
+    return next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), len(first))
 
 
 @runs_app.command("show")
 @reports_errors
 def show_run(
     ctx: typer.Context,
-    run_id: Annotated[str, typer.Argument(help="The run's id.")],
+    run_id: Annotated[str, typer.Argument(help="The run's id, or any unique prefix of it.")],
     output_format: ShowFormatOption = "table",
 ) -> None:
     """Show one run: state and context, params, tags, metric summaries, inputs and artifacts.
@@ -94,7 +117,9 @@ def show_run(
     json: what lake.runs.get returns, {run_id, info, params, tags, metrics, inputs, artifacts}. csv and jsonl:
     the run as one row, its info fields then params.KEY, tags.KEY and metrics.KEY (last value), keys sorted.
 
-    Example: metalake runs show 0193a7c2e4f87b6e9d1c2a3b4c5d6e7f
+    The id may be shortened to any prefix that only this run's id has, e.g. what `runs list` shows.
+
+    Example: metalake runs show 0193a7c2e4f8
     """
     import polars as pl
 
@@ -152,7 +177,7 @@ def run_sections(details: RunDetails) -> list[Section]:
 @reports_errors
 def compare_runs(
     ctx: typer.Context,
-    run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids.")],
+    run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids (or unique prefixes).")],
     output_format: FormatOption = "table",
 ) -> None:
     """Show runs side by side: params, tags and the last value of each metric; differences are highlighted.
@@ -170,14 +195,10 @@ def compare_runs(
     if len(run_ids) < 2:
         raise MetalakeError("Give at least two run ids to compare.")
     lake = open_lake(ctx)
+    run_ids = [lake.runs.resolve_id(run_id) for run_id in run_ids]
     runs = stable_columns(
         lake.runs.search(where="run_id in (" + ", ".join(_literal(r) for r in run_ids) + ")")
     )
-    missing = [run_id for run_id in run_ids if run_id not in set(runs.get_column("run_id").to_list())]
-    if missing:
-        raise MetalakeError(
-            f"No run(s) {', '.join(missing)} in this lake; list runs with `metalake runs list`."
-        )
     ordered = runs.join(pl.DataFrame({"run_id": run_ids}).with_row_index("_order"), on="run_id")
     ordered = ordered.sort("_order").drop("_order")
     write_rows(ordered, output_format=output_format, table=[comparison_section(ordered.to_dicts())])

@@ -52,13 +52,10 @@ class StoredSpec:
 
 def read_catalog(store: DeltaStore, table: pa.Table | None = None) -> dict[str, StoredSpec]:
     """The latest stored spec per table (an empty dict for a lake that has none yet)."""
-    if table is None:
-        loaded = store.load(CATALOG_TABLE)
-        if loaded is None:
-            return {}
-        table = loaded.to_pyarrow_table()
+    columns = ["table_name", "spec_json", "source_digest", "origin", "recorded_at"]
+    rows = store.small_table_rows(CATALOG_TABLE, columns) if table is None else table.to_pylist()
     latest: dict[str, tuple[Any, StoredSpec]] = {}
-    for row in table.to_pylist():
+    for row in rows:
         stamp = row["recorded_at"]
         name = row["table_name"]
         if name in latest and latest[name][0] > stamp:

@@ -137,6 +137,27 @@ class DeltaStore:
         self._latest[table] = loaded
         return loaded
 
+    def small_table_rows(self, table: str, columns: Sequence[str]) -> list[dict[str, Any]]:
+        """Every row of a small table (the catalog, say) as dicts; [] when the table does not exist.
+
+        Read by delta-rs itself (its DataFusion engine, Arrow through arro3), so that a short command does not pay
+        for importing pyarrow's dataset layer and pandas with it: a few milliseconds instead of about 0.3 s.
+        Falls back to the pyarrow reader if delta-rs cannot answer.
+        """
+        loaded = self.load(table)
+        if loaded is None:
+            return []
+        from deltalake import QueryBuilder
+        from deltalake.exceptions import DeltaError
+
+        selected = ", ".join('"' + column.replace('"', '""') + '"' for column in columns)
+        try:
+            read = QueryBuilder().register("t", loaded).execute(f"select {selected} from t").read_all()
+            values = [read.column(column).to_pylist() for column in columns]
+        except (DeltaError, OSError, ValueError):
+            return loaded.to_pyarrow_table(columns=list(columns)).to_pylist()  # type: ignore[no-any-return]
+        return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
+
     def _log_unchanged(self, table: str) -> bool:
         """On local disk, whether the table's log folder is as it was at the last refresh (then skip it).
 

@@ -402,6 +402,19 @@ class Tables:
         moment = self._resolve_moment(when)
         return Tables(self.location, self.actor, self._specs, self._store, moment)
 
+    @contextmanager
+    def live(self) -> Iterator[Tables]:
+        """These tables as they are now (self when already live; else opened for the block, then closed): to
+        tell a name unknown at a past moment from one that came later."""
+        if self.moment is None:
+            yield self
+            return
+        now = Tables(self.location, self.actor, self._specs, self._store)
+        try:
+            yield now
+        finally:
+            now.close()
+
     def _resolve_moment(self, when: datetime | date | str) -> Moment:
         """A moment by the one rule of time travel (core/time_travel.py): times in the future or before the
         lake was created are refused; text that is no time must name a snapshot."""

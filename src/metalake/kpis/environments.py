@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from metalake.core.tables import POLICIES_TABLE
-from metalake.errors import KpiError
+from metalake.errors import EnvironmentNotFound, KpiError, ModelNotFound
 
 if TYPE_CHECKING:
     from metalake.core.tables import Tables
@@ -93,3 +93,23 @@ def store_production_environments(tables: Tables, names: tuple[str, ...], *, rea
 def sql_list(names: Iterable[str]) -> str:
     """A DuckDB list literal of text, as the view writes its default: ['production', 'prod']."""
     return "[" + ", ".join("'" + name.replace("'", "''") + "'" for name in names) + "]"
+
+
+def check_deployed_names(tables: Tables, *, model: str | None, environment: str | None) -> None:
+    """ModelNotFound or EnvironmentNotFound (with "did you mean") for a model or an environment that no
+    deployment or registration of the lake has named, by its moment or later; known names pass."""
+    for name, query, unknown in (
+        (model, MODELS_QUERY, ModelNotFound.unknown_model),
+        (environment, "select distinct environment from deployments", EnvironmentNotFound),
+    ):
+        if name is None:
+            continue
+        known = sorted(row[0] for row in tables.sql(query).fetchall())
+        if name in known:
+            continue
+        with tables.live() as now:
+            if name not in {row[0] for row in now.sql(query).fetchall()}:
+                raise unknown(name, known)
+
+
+MODELS_QUERY = "select model from deployments union select model from model_versions"

@@ -28,6 +28,7 @@ from metalake.core.moments import (
 from metalake.core.vocabulary import DEFAULT_PRODUCTION_ENVIRONMENTS, KPI_DIRECTIONS, KpiDirection
 from metalake.errors import IngestError, KpiError, KpiNotFound, ViewError
 from metalake.kpis.environments import (
+    check_deployed_names,
     environment_names,
     store_production_environments,
     stored_production_environments,
@@ -357,7 +358,12 @@ class Kpis:
             )
         filters = {"model": model, "kpi": kpi, "environment": environment, "deployment_id": deployment_id}
         from_view = duration == DEFAULT_IMPACT_WINDOW and unlabeled is None
-        return self.impact_rows(duration, unlabeled, filters, from_view=from_view)
+        found = self.impact_rows(duration, unlabeled, filters, from_view=from_view)
+        if found.is_empty():  # a mistyped name says so, with the closest; known names give an empty answer
+            if kpi is not None:
+                self.get(kpi)
+            check_deployed_names(self._tables, model=model, environment=environment)
+        return found
 
     def impact_rows(
         self,

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from metalake.errors import LineageError, MetalakeError
+from metalake.errors import LineageError, LineageNodeNotFound, MetalakeError
 from metalake.lineage.openlineage.events import Event, canonical_json, parse_event
 from metalake.lineage.openlineage.rows import EDGE_COLUMNS, EVENT_COLUMNS, RUN_COLUMNS, EventRows
 from metalake.lineage.versions import (
@@ -63,6 +63,17 @@ class IngestResult:
     edges: int
     dataset_versions: int
     validations: int
+
+
+NODES_QUERY = """
+    SELECT source_node AS node FROM lineage_graph
+    UNION SELECT target_node FROM lineage_graph
+    UNION SELECT 'run:' || run_id FROM runs
+    UNION SELECT 'model:' || model || '/' || version FROM model_versions
+    UNION SELECT 'dataset:metalake/' || dataset FROM dataset_versions WHERE coalesce(source_format, '') <> 'openlineage'
+    UNION SELECT 'deployment:' || environment || '/' || deployment_id FROM deployments
+    ORDER BY node
+"""
 
 
 class Lineage:
@@ -381,7 +392,23 @@ class Lineage:
         frame: pl.DataFrame = self._tables.sql(
             query, {"node": node, "depth": UNLIMITED_DEPTH if depth is None else depth}
         ).pl()
+        if frame.is_empty():  # a typo answers "did you mean", a known node without edges an empty walk
+            known = self.nodes()
+            if node not in known and not self._known_later(node):
+                raise LineageNodeNotFound(node, known)
         return frame
+
+    def _known_later(self, node: str) -> bool:
+        """Whether `node`, unknown at this lake's past moment, exists now: then it is only absent then."""
+        if not self._tables.read_only:
+            return False
+        with self._tables.live() as now:
+            return node in _nodes(now)
+
+    def nodes(self) -> list[str]:
+        """Every node id the lake knows (by its moment), sorted: the ends of lineage_graph's edges, and
+        metalake's own runs, model versions, datasets and deployments even where no edge reaches them yet."""
+        return _nodes(self._tables)
 
     def column_lineage(self, dataset: str) -> pl.DataFrame:
         """Column-level edges into `dataset` (a node id or NAMESPACE/NAME): which source columns feed which."""
@@ -413,6 +440,10 @@ def _no_cyclic_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _nodes(tables: Tables) -> list[str]:
+    return [row[0] for row in tables.sql(NODES_QUERY).fetchall()]
 
 
 def check_node(node: str) -> None:

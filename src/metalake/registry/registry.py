@@ -19,7 +19,14 @@ from metalake.core.ids import new_id
 from metalake.core.moments import utc_moment
 from metalake.core.tables import POLICIES_TABLE
 from metalake.core.vocabulary import STAGES, Stage
-from metalake.errors import ModelNotFound, PolicyError, PolicyViolation, RegistryError, RunError
+from metalake.errors import (
+    AmbiguousRunId,
+    ModelNotFound,
+    PolicyError,
+    PolicyViolation,
+    RegistryError,
+    RunError,
+)
 from metalake.registry.governance import GateContext, InputQuality, Policy, load_policy, parse_policy
 
 if TYPE_CHECKING:
@@ -83,7 +90,7 @@ class Registry:
         if not artifact_uri:
             raise RegistryError("artifact_uri is required: where the model's files are (a path or a URI).")
         if run_id is not None:
-            self._check_run(run_id)
+            run_id = self._whole_run_id(run_id)
         for _ in range(REGISTER_ATTEMPTS):
             versions = self._versions_frame(model)
             same = versions.filter(
@@ -223,12 +230,35 @@ class Registry:
         return self._model_version(model, number, stages, aliases)
 
     def versions(self, model: str | None = None) -> pl.DataFrame:
-        """Every version (of a model) with its current stage and aliases, from the registry_current view."""
+        """Every version (of a model) with its current stage and aliases, from the registry_current view.
+
+        A model that was never registered raises ModelNotFound naming the closest registered models.
+        """
         where = "where model = ?" if model else ""
         frame: pl.DataFrame = self._tables.sql(
             f"select * from registry_current {where} order by model, version", [model] if model else None
         ).pl()
+        if model and frame.is_empty():
+            self._check_model(model)
         return frame
+
+    def _known_later(self, model: str) -> bool:
+        """Whether `model`, unknown at this lake's past moment, exists now: then it is only absent then."""
+        if not self._tables.read_only:
+            return False
+        with self._tables.live() as now:
+            return model in _models(now)
+
+    def models(self) -> list[str]:
+        """The names of the registered models (by this lake's moment), sorted."""
+        return _models(self._tables)
+
+    def _check_model(self, model: str) -> None:
+        """ModelNotFound naming the closest models, unless `model` is registered (or, at a past moment, was
+        registered later: then it is only absent at that moment)."""
+        known = self.models()
+        if model not in known and not self._known_later(model):
+            raise ModelNotFound.unknown_model(model, known)
 
     def at(self, model: str, when: datetime | date | str, stage: Stage = "production") -> ModelVersion | None:
         """The version that was in `stage` at `when` (the latest to enter it, if several); None if none was.
@@ -239,6 +269,7 @@ class Registry:
         stages, aliases = self._state(model, until=moment)
         candidates = [number for number, now in stages.items() if now == stage]
         if not candidates:
+            self._check_model(model)
             return None
         entered = self._entered_at(model, moment)
         number = max(candidates, key=lambda n: (entered.get(n, datetime.min.replace(tzinfo=UTC)), n))
@@ -285,9 +316,12 @@ class Registry:
 
     # -- internals ------------------------------------------------------------------------------------------
 
-    def _check_run(self, run_id: str) -> None:
+    def _whole_run_id(self, run_id: str) -> str:
+        """The id of the run that trained the model (a unique prefix is enough), else RegistryError."""
         try:
-            self._runs.get(run_id)
+            return self._runs.resolve_id(run_id)
+        except AmbiguousRunId as error:
+            raise RegistryError(str(error)) from None
         except RunError:
             raise RegistryError(
                 f"No run {run_id!r} in this lake: register a model from a run logged with lake.runs "
@@ -302,9 +336,7 @@ class Registry:
     def _version_row(self, model: str, version: int) -> dict[str, Any]:
         versions = self._versions_frame(model)
         if versions.is_empty():
-            raise ModelNotFound(
-                f"No model {model!r} in the registry; register one with lake.registry.register."
-            )
+            raise ModelNotFound.unknown_model(model, self.models())
         rows = versions.filter(versions["version"] == version)
         if rows.is_empty():
             known = ", ".join(str(v) for v in sorted(versions["version"].to_list()))
@@ -349,9 +381,7 @@ class Registry:
 
     def _resolve(self, model: str, key: int | str, stages: dict[int, str], aliases: dict[str, int]) -> int:
         if not stages:
-            raise ModelNotFound(
-                f"No model {model!r} in the registry; register one with lake.registry.register."
-            )
+            raise ModelNotFound.unknown_model(model, self.models())
         if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
             number = int(key)
             if number not in stages:
@@ -446,6 +476,11 @@ class Registry:
             reason=rows[0].get("reason"),
             idempotency_key=idempotency_key or f"model_event:{rows[0]['event_id']}",
         )
+
+
+def _models(tables: Tables) -> list[str]:
+    rows = tables.sql("select distinct model from model_versions order by model").fetchall()
+    return [row[0] for row in rows]
 
 
 def _as_json(value: Any) -> str | None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from metalake.core.ids import new_id
 from metalake.core.moments import check_recordable
 from metalake.core.vocabulary import FINAL_RUN_STATUSES, RunStatus
-from metalake.errors import RunError
+from metalake.errors import AmbiguousRunId, ExperimentNotFound, RunError, RunNotFound
 from metalake.tracking.group_commit import METRICS_TABLE, RUNS_TABLE, FlushQueue, QueuedFlush, queue_for
 from metalake.tracking.run_context import run_context
 from metalake.tracking.search import RunDetails, TableCache, current_state, latest_values, without_run_id
@@ -344,6 +344,11 @@ def _metric_table(run_id: str, buffer: _MetricBuffer) -> pa.Table:
     )
 
 
+def _experiments(tables: Tables) -> list[str]:
+    rows = tables.sql("select distinct experiment from runs_current order by experiment").fetchall()
+    return [row[0] for row in rows]
+
+
 class Runs:
     """`lake.runs`: start, resume and query training runs."""
 
@@ -413,13 +418,15 @@ class Runs:
         flush_every_seconds: float = DEFAULT_FLUSH_SECONDS,
         wait: bool = False,
     ) -> Run:
-        """Continue logging into an existing run (e.g. a job restarted from a checkpoint)."""
-        current = self._tables.sql(
-            "select experiment, name, parent_run_id, start_time from runs_current where run_id = ?",
-            [run_id],
-        ).fetchall()
+        """Continue logging into an existing run (e.g. a job restarted from a checkpoint); a unique prefix of
+        its id is enough."""
+        query = "select experiment, name, parent_run_id, start_time from runs_current where run_id = ?"
+        current = self._tables.sql(query, [run_id]).fetchall()
+        if not current:  # not a whole id: a prefix, else RunNotFound
+            run_id = self.resolve_id(run_id)
+            current = self._tables.sql(query, [run_id]).fetchall()
         if not current:
-            raise RunError(f"No run {run_id!r} in this lake; list runs with `metalake runs list`.")
+            raise RunNotFound(run_id)
         experiment, name, parent_run_id, start_time = current[0]
         return Run(
             self._tables,
@@ -442,13 +449,7 @@ class Runs:
         """
         from metalake.tracking.retention import ARCHIVED_TAG
 
-        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
-        cache = self.table_cache
-        unknown = [run_id for run_id in ids if not cache.rows("runs", run_id)]
-        if unknown:
-            raise RunError(
-                f"No run(s) {', '.join(unknown)} in this lake; list runs with `metalake runs list`."
-            )
+        ids = [self.resolve_id(run_id) for run_id in ([run_ids] if isinstance(run_ids, str) else run_ids)]
         rows = [{"run_id": run_id, "key": ARCHIVED_TAG, "value": reason} for run_id in ids]
         self._tables.append("run_tags", rows, operation="archive_runs", reason=reason)
 
@@ -477,20 +478,52 @@ class Runs:
         """
         from metalake.tracking.search import search_runs
 
-        return search_runs(
+        found = search_runs(
             self.table_cache, experiment=experiment, where=where, order_by=order_by, limit=limit
         )
+        if experiment and found.is_empty():  # a typo answers "did you mean", a known name an empty frame
+            known = self.experiments()
+            if experiment not in known and not self._known_later(experiment):
+                raise ExperimentNotFound(experiment, known)
+        return found
+
+    def _known_later(self, experiment: str) -> bool:
+        """Whether `experiment`, unknown at this lake's past moment, exists now: then it is only absent then."""
+        if not self._tables.read_only:
+            return False
+        with self._tables.live() as now:
+            return experiment in _experiments(now)
+
+    def experiments(self) -> list[str]:
+        """The names of the experiments that runs were logged under (by this lake's moment), sorted."""
+        return _experiments(self._tables)
+
+    def resolve_id(self, run_id: str) -> str:
+        """The whole id of the run that `run_id` names: the id itself, or a prefix that only one run's id has.
+
+        As git does for commits: `lake.runs.get("01a237cf1d27")` finds the run whose id starts so. Raises
+        RunNotFound when no run matches and AmbiguousRunId (listing the candidates) when several do.
+        """
+        ids = self.table_cache.run_ids()
+        if run_id in ids:
+            return run_id
+        candidates = [known for known in ids if run_id and known.startswith(run_id)]
+        if len(candidates) > 1:
+            raise AmbiguousRunId(run_id, candidates)
+        if not candidates:
+            raise RunNotFound(run_id)
+        return candidates[0]
 
     def get(self, run_id: str) -> RunDetails:
         """One run: its state and context, params, tags, metric summaries, inputs and artifacts.
 
-        Reads from in-memory copies of the run tables, indexed by run and reloaded only when a table has new
-        commits, so repeated look-ups in a warm process cost about a millisecond.
+        `run_id` may be any unique prefix of the id. Reads from in-memory copies of the run tables, indexed by
+        run and reloaded only when a table has new commits, so repeated look-ups in a warm process cost about a
+        millisecond.
         """
         cache = self.table_cache
+        run_id = self.resolve_id(run_id)
         events = cache.rows("runs", run_id)
-        if not events:
-            raise RunError(f"No run {run_id!r} in this lake; list runs with `metalake runs list`.")
         return RunDetails(
             run_id=run_id,
             info=current_state(events),
@@ -502,10 +535,23 @@ class Runs:
         )
 
     def metric_history(self, run_ids: str | list[str], key: str) -> pl.DataFrame:
-        """Every point of one metric for some runs: run_id, step, timestamp, value (ordered by run, step)."""
+        """Every point of one metric for some runs: run_id, step, timestamp, value (ordered by run, step).
+
+        An id with no point of the metric may be a unique prefix of a run's id: it is looked up, and the
+        points of that run are returned. An id that names no run at all gives no rows (points may be ingested
+        without a run record).
+        """
         ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
         if not ids:
             raise RunError("metric_history needs at least one run id.")
+        history = self._points(ids, key)
+        missing = set(ids) - set(history.get_column("run_id").to_list())
+        whole = {run_id: self._whole_id_or_itself(run_id) for run_id in missing}
+        if any(found != run_id for run_id, found in whole.items()):
+            history = self._points([whole.get(run_id, run_id) for run_id in ids], key)
+        return history
+
+    def _points(self, ids: list[str], key: str) -> pl.DataFrame:
         placeholders = ", ".join("?" for _ in ids)  # an IN list lets DuckDB skip row groups by run_id
         history: pl.DataFrame = self._tables.sql(
             f'select run_id, step, "timestamp", "value" from metrics where "key" = ? and run_id in ({placeholders}) '
@@ -513,6 +559,12 @@ class Runs:
             [key, *ids],
         ).pl()
         return history
+
+    def _whole_id_or_itself(self, run_id: str) -> str:
+        try:
+            return self.resolve_id(run_id)
+        except RunNotFound:
+            return run_id
 
 
 def _metric_time(timestamp: datetime | None) -> datetime:

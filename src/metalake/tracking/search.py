@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -105,10 +105,32 @@ def search_runs(
         ) from error
     finally:
         cursor.close()
+    asked = set(referenced_columns(where, orders, columns))  # a range filtered or sorted by stays in view
     hidden = [
-        c for c in result.columns if c.startswith("metrics.") and c.rsplit(".", 1)[-1] in METRIC_STATS[1:]
+        c
+        for c in result.columns
+        if c.startswith("metrics.") and c.rsplit(".", 1)[-1] in METRIC_STATS[1:] and c not in asked
     ]
     return result.drop(hidden)
+
+
+def referenced_columns(
+    where: str | None, order_by: str | Iterable[str] | None, columns: Iterable[str]
+) -> list[str]:
+    """The columns of the wide run table that a filter and an ordering name, in the order they appear.
+
+    For listings that must show what they filter and sort by (`metalake runs list -o "metrics.auc desc"`).
+    """
+    known = set(columns)
+    orders = [order_by] if isinstance(order_by, str) else list(order_by or [])
+    named: list[str] = []
+    for expression in [where or "", *orders]:
+        for kind, text in _tokens(expression):
+            if kind == "field":
+                named.append(_resolve(text, known))
+            elif kind == "word" and text in RUN_ATTRIBUTES:
+                named.append(text)
+    return list(dict.fromkeys(named))
 
 
 def translate(expression: str, columns: set[str]) -> str:
@@ -254,6 +276,11 @@ class TableCache:
                 self._wide.pop(next(iter(self._wide)))
             self._wide[key] = run_table(self._tables, experiment)
         return self._wide[key]
+
+    def run_ids(self) -> Collection[str]:
+        """Every run id the lake holds (at this moment), from the indexed copy of the runs table."""
+        self.rows("runs", "")
+        return self._by_run["runs"][1].keys()
 
     def rows(self, table: str, run_id: str) -> list[dict[str, Any]]:
         loaded = self._tables.load(table)
