@@ -6,7 +6,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,8 +14,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from metalake.core.ids import new_id
+from metalake.core.values import column_checker, to_storable, value_failures
 from metalake.core.vocabulary import FINAL_RUN_STATUSES, RunStatus
-from metalake.errors import RunError
+from metalake.errors import ContractError, ContractFailure, RunError
 from metalake.tracking.group_commit import METRICS_TABLE, RUNS_TABLE, FlushQueue, QueuedFlush, queue_for
 from metalake.tracking.run_context import run_context
 from metalake.tracking.search import RunDetails, TableCache, current_state, latest_values, without_run_id
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 DEFAULT_FLUSH_POINTS = 50_000
 DEFAULT_FLUSH_SECONDS = 30.0
+TIMESTAMP = "timestamp[us, UTC]"
+_CALL_REFUSED = "Nothing of this call was logged; what the run logged before is kept."
 
 
 @dataclass
@@ -99,6 +102,8 @@ class Run:
         self._inputs: list[dict[str, Any]] = []
         self._artifacts: list[dict[str, Any]] = []
         self._metrics = _MetricBuffer()
+        self._checked_metric_keys: set[str] = set()
+        self._metric_checks: dict[str, Callable[[Any], str | None]] | None = None
         self.wait_for_commits = wait
         self._queued: list[QueuedFlush] = []
         self._ended = False
@@ -117,39 +122,95 @@ class Run:
         self.log_params({key: value})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Record hyper-parameters (stored as text, like MLflow); a key keeps its first value within a run."""
+        """Record hyper-parameters (stored as text, like MLflow); a key keeps its first value within a run.
+
+        Keys and values are checked against the `params` contract here, so a bad one raises ContractError at
+        this call and nothing of the call is kept; what the run logged before is kept.
+        """
         self._check_open()
-        for key, value in params.items():
-            self._params.setdefault(str(key), _as_text(value))
+        given = {str(key): _as_text(value) for key, value in params.items()}
+        self._check_facts("params", "log_params", [{"key": k, "value": v} for k, v in given.items()])
+        for key, value in given.items():
+            self._params.setdefault(key, value)
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags (text); checked against the `run_tags` contract at the call, as `log_params` is."""
         self._check_open()
-        for key, value in tags.items():
-            self._tags[str(key)] = _as_text(value)
+        given = {str(key): _as_text(value) for key, value in tags.items()}
+        self._check_facts("run_tags", "set_tags", [{"key": k, "value": v} for k, v in given.items()])
+        self._tags.update(given)
 
     def log_metric(self, key: str, value: float, step: int = 0, *, timestamp: datetime | None = None) -> None:
-        self._check_open()
-        self._metrics.add(key, float(value), int(step), timestamp or datetime.now(UTC))
-        self._maybe_flush()
+        self.log_metrics({key: value}, step, timestamp=timestamp)
 
     def log_metrics(
         self, metrics: Mapping[str, float], step: int = 0, *, timestamp: datetime | None = None
     ) -> None:
+        """Buffer metric points at one step; flushed in batches (see `Runs.start`).
+
+        Each key, value, step and timestamp is checked against the `metrics` contract at the call (a key of
+        1 to 250 printable characters, a real number, a whole step in 0..2**63-1): a bad one raises
+        ContractError here, none of the call's points are kept, and the run's earlier facts stay as they were.
+        """
         self._check_open()
-        moment = timestamp or datetime.now(UTC)
-        for key, value in metrics.items():
-            self._metrics.add(key, float(value), int(step), moment)
+        points = self._checked_points(metrics, step, timestamp)
+        whole_step = step if type(step) is int else to_storable("int64", step)
+        moment = datetime.now(UTC) if timestamp is None else to_storable(TIMESTAMP, timestamp)
+        for key, value in points:
+            self._metrics.add(key, value, whole_step, moment)
         self._maybe_flush()
+
+    def _checked_points(
+        self, metrics: Mapping[str, Any], step: Any, timestamp: datetime | None
+    ) -> list[tuple[str, float]]:
+        """The call's (key, value) points as stored, after the per-value contract checks; raises ContractError."""
+        check = self._metric_checkers()
+        failures = []
+        for column, given in (("step", step), ("timestamp", timestamp)):
+            problem = check[column](given) if given is not None or column == "step" else None
+            if problem is not None:
+                failures.append(ContractFailure(column, problem, 1, [{column: given}]))
+        points = []
+        for key, value in metrics.items():
+            found = []
+            for column, given in (("value", value), ("key", key)):
+                problem = check[column](given)
+                if problem is not None:
+                    found.append(ContractFailure(column, problem, 1, [{"key": key, column: given}]))
+                if column == "value" and key in self._checked_metric_keys:
+                    break  # a key is checked once per run
+            failures += found
+            if not found:
+                self._checked_metric_keys.add(key)
+                points.append((key, value if type(value) is float else to_storable("float64", value)))
+        if failures:
+            raise ContractError(METRICS_TABLE, failures, refused="log_metrics call", outcome=_CALL_REFUSED)
+        return points
+
+    def _metric_checkers(self) -> dict[str, Callable[[Any], str | None]]:
+        if self._metric_checks is None:
+            spec = self._tables.spec(METRICS_TABLE)
+            self._metric_checks = {
+                name: column_checker(spec.column(name)) for name in ("key", "value", "step", "timestamp")
+            }
+        return self._metric_checks
+
+    def _check_facts(self, table: str, call: str, rows: list[dict[str, Any]]) -> None:
+        """Refuse the call (ContractError) if any of its rows' values breaks the table's contract."""
+        spec = self._tables.spec(table)
+        failures = [failure for row in rows for failure in value_failures(spec, row)]
+        if failures:
+            raise ContractError(table, failures, refused=f"{call} call", outcome=_CALL_REFUSED)
 
     def log_input(
         self,
         dataset: str,
         *,
         version: int | None = None,
-        path: str | None = None,
+        path: str | os.PathLike[str] | None = None,
         context: str | None = None,
         digest: str | None = None,
     ) -> None:
@@ -157,11 +218,17 @@ class Run:
 
         With `path` and no `version`, the data at `path` is registered as a version of `dataset` on the fly
         (`lake.datasets.register`; identical content reuses its version) and the link carries its number and
-        fingerprint. With neither, the dataset's latest registered version is linked, if there is one.
-        `version=N` is recorded as given.
+        fingerprint. With neither, the dataset's latest registered version is linked, if there is one (else the
+        link has no version). `version=N` must be a registered version of `dataset`: an unknown one raises
+        DatasetNotFound listing the dataset's versions, as a link to data the lake does not know is no lineage.
         """
         self._check_open()
-        if version is None and (path is not None or dataset in self._registered_datasets()):
+        path = os.fspath(path) if path is not None else None
+        row = {"dataset": dataset, "version": version, "path": path, "context": context, "digest": digest}
+        self._check_facts("run_inputs", "log_input", [row])
+        if version is not None:
+            self._datasets.get(dataset, version)  # raises DatasetNotFound with the known versions
+        elif path is not None or dataset in self._registered_datasets():
             found = self._datasets.resolve_input(dataset, path=path)
             version, digest = found.version, digest or found.fingerprint
         self._inputs.append(
