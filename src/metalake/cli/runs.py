@@ -45,7 +45,8 @@ def list_runs(
     """List runs with their params and the last value of each metric.
 
     Filters use params.KEY, metrics.KEY (also metrics.KEY.min/.max/.mean/.count), tags.KEY and run attributes
-    (status, name, experiment, ...) with =, !=, <, >, AND, OR, NOT, IN (...), IS [NOT] NULL, LIKE.
+    (status, name, experiment, ...) with =, !=, <, >, AND, OR, NOT, IN (...), IS [NOT] NULL, LIKE. Quote a key
+    to be exact: metrics.`loss`.min is the minimum of loss, metrics.`loss.min` a metric named loss.min.
 
     The table shows the params that differ and the first metrics; csv, json and jsonl give every column of
     lake.runs.search: run attributes (run_id whole), then params.KEY, tags.KEY, metrics.KEY, keys sorted.

@@ -537,7 +537,8 @@ class Runs:
 
         `where` is an MLflow-style filter: `params.depth = '6' and metrics.val_auc > 0.8`, with OR, NOT,
         parentheses, IN (...), IS [NOT] NULL, LIKE, and a metric's range as `metrics.loss.min`, `.max`, `.mean`,
-        `.count`. `order_by` is e.g. `"metrics.val_auc desc"` (or a list of such). Newest runs come first by
+        `.count` (a logged metric named `loss.min` wins; metrics.`loss`.min is always the minimum of `loss`,
+        metrics.`loss.min` always the metric). `order_by` is e.g. `"metrics.val_auc desc"` (or a list of such). Newest runs come first by
         default. Unknown names and unreadable expressions raise QueryError saying what is known.
         """
         from metalake.tracking.search import search_runs
