@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from metalake.cli.common import FormatOption, ShowFormatOption, cli_state, reports_errors
+from metalake.cli.common import FormatOption, ShowFormatOption, clamp_count, cli_state, reports_errors
 
 if TYPE_CHECKING:
     import polars as pl
@@ -39,7 +39,9 @@ def list_runs(
         str | None,
         typer.Option("--order-by", "-o", help="e.g. 'metrics.val_auc desc'. Default: newest first."),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most N runs.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, callback=clamp_count, help="Show at most N runs.")
+    ] = 50,
     output_format: FormatOption = "table",
 ) -> None:
     """List runs with their params and the last value of each metric.
