@@ -191,3 +191,36 @@ def test_log_input_takes_a_path_object(lake: metalake.Lake, tmp_path: Path) -> N
     with lake.runs.start(experiment="churn") as run:
         run.log_input("churn_train", path=data)
     assert lake.read("run_inputs").select("version", "path").rows() == [(1, str(data))]
+
+
+def test_quick_calls_for_one_key_and_step_never_share_a_primary_key(lake: metalake.Lake) -> None:
+    with lake.runs.start(experiment="churn", wait=True) as run:
+        for value in range(2000):  # faster than the clock ticks: timestamps are made strictly increasing
+            run.log_metric("loss", float(value))
+    assert lake.sql("select count(*), count(distinct timestamp) from metrics").fetchall() == [(2000, 2000)]
+
+
+def test_start_checks_the_run_description(lake: metalake.Lake) -> None:
+    with pytest.raises(ContractError, match="No run was started") as caught:
+        lake.runs.start(experiment="churn", name="caf\udce9")
+    assert caught.value.failures[0].column == "name"
+    with pytest.raises(ContractError, match="set_tags call"):
+        lake.runs.start(experiment="churn", tags={"": "x"})
+
+
+def test_an_error_message_that_utf8_cannot_store_still_ends_the_run(lake: metalake.Lake) -> None:
+    with pytest.raises(OSError), lake.runs.start(experiment="churn") as run:
+        run.log_param("lr", 0.1)
+        raise OSError("cannot open caf\udce9.csv")  # a file name decoded with surrogateescape
+    state = current(lake, run.run_id)
+    assert (state["status"], state["error_message"]) == ("failed", "cannot open caf\\udce9.csv")
+
+
+def test_log_artifact_checks_its_name(lake: metalake.Lake, tmp_path: Path) -> None:
+    model = tmp_path / "model.pkl"
+    model.write_bytes(b"weights")
+    with lake.runs.start(experiment="churn") as run:
+        with pytest.raises(ContractError, match="log_artifact call"):
+            run.log_artifact(model, name="model\udce9")
+        run.log_artifact(model)
+    assert lake.read("artifacts").get_column("name").to_list() == ["model.pkl"]

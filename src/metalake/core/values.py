@@ -144,6 +144,17 @@ def text_refusal(text: str) -> Refusal | None:
     return None
 
 
+def storable_text(text: str) -> str:
+    """`text` with each lone surrogate written as its escape (`\\udce9`), so UTF-8 can store it.
+
+    For text that describes a write rather than being its fact (an exception's message, a command line from
+    undecodable bytes): refusing it would lose the facts it describes.
+    """
+    if text_refusal(text) is None:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _as_json(value: Any) -> Any:
     if isinstance(value, str):
         return _as_text(value)

@@ -6,7 +6,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,9 +14,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from metalake.core.ids import new_id
-from metalake.core.values import column_checker, to_storable, value_failures
+from metalake.core.values import storable_text
 from metalake.core.vocabulary import FINAL_RUN_STATUSES, RunStatus
-from metalake.errors import ContractError, ContractFailure, RunError
+from metalake.errors import RunError
+from metalake.tracking.call_checks import MetricPointChecks, check_call
 from metalake.tracking.group_commit import METRICS_TABLE, RUNS_TABLE, FlushQueue, QueuedFlush, queue_for
 from metalake.tracking.run_context import run_context
 from metalake.tracking.search import RunDetails, TableCache, current_state, latest_values, without_run_id
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 
 DEFAULT_FLUSH_POINTS = 50_000
 DEFAULT_FLUSH_SECONDS = 30.0
-TIMESTAMP = "timestamp[us, UTC]"
-_CALL_REFUSED = "Nothing of this call was logged; what the run logged before is kept."
 
 
 @dataclass
@@ -102,8 +101,7 @@ class Run:
         self._inputs: list[dict[str, Any]] = []
         self._artifacts: list[dict[str, Any]] = []
         self._metrics = _MetricBuffer()
-        self._checked_metric_keys: set[str] = set()
-        self._metric_checks: dict[str, Callable[[Any], str | None]] | None = None
+        self._metric_checks: MetricPointChecks | None = None
         self.wait_for_commits = wait
         self._queued: list[QueuedFlush] = []
         self._ended = False
@@ -129,7 +127,7 @@ class Run:
         """
         self._check_open()
         given = {str(key): _as_text(value) for key, value in params.items()}
-        self._check_facts("params", "log_params", [{"key": k, "value": v} for k, v in given.items()])
+        check_call(self._tables, "params", "log_params", [{"key": k, "value": v} for k, v in given.items()])
         for key, value in given.items():
             self._params.setdefault(key, value)
 
@@ -140,7 +138,7 @@ class Run:
         """Set tags (text); checked against the `run_tags` contract at the call, as `log_params` is."""
         self._check_open()
         given = {str(key): _as_text(value) for key, value in tags.items()}
-        self._check_facts("run_tags", "set_tags", [{"key": k, "value": v} for k, v in given.items()])
+        check_call(self._tables, "run_tags", "set_tags", [{"key": k, "value": v} for k, v in given.items()])
         self._tags.update(given)
 
     def log_metric(self, key: str, value: float, step: int = 0, *, timestamp: datetime | None = None) -> None:
@@ -156,54 +154,12 @@ class Run:
         ContractError here, none of the call's points are kept, and the run's earlier facts stay as they were.
         """
         self._check_open()
-        points = self._checked_points(metrics, step, timestamp)
-        whole_step = step if type(step) is int else to_storable("int64", step)
-        moment = datetime.now(UTC) if timestamp is None else to_storable(TIMESTAMP, timestamp)
+        if self._metric_checks is None:
+            self._metric_checks = MetricPointChecks(self._tables, METRICS_TABLE)
+        points, whole_step, moment = self._metric_checks.points(metrics, step, timestamp)
         for key, value in points:
             self._metrics.add(key, value, whole_step, moment)
         self._maybe_flush()
-
-    def _checked_points(
-        self, metrics: Mapping[str, Any], step: Any, timestamp: datetime | None
-    ) -> list[tuple[str, float]]:
-        """The call's (key, value) points as stored, after the per-value contract checks; raises ContractError."""
-        check = self._metric_checkers()
-        failures = []
-        for column, given in (("step", step), ("timestamp", timestamp)):
-            problem = check[column](given) if given is not None or column == "step" else None
-            if problem is not None:
-                failures.append(ContractFailure(column, problem, 1, [{column: given}]))
-        points = []
-        for key, value in metrics.items():
-            found = []
-            for column, given in (("value", value), ("key", key)):
-                problem = check[column](given)
-                if problem is not None:
-                    found.append(ContractFailure(column, problem, 1, [{"key": key, column: given}]))
-                if column == "value" and key in self._checked_metric_keys:
-                    break  # a key is checked once per run
-            failures += found
-            if not found:
-                self._checked_metric_keys.add(key)
-                points.append((key, value if type(value) is float else to_storable("float64", value)))
-        if failures:
-            raise ContractError(METRICS_TABLE, failures, refused="log_metrics call", outcome=_CALL_REFUSED)
-        return points
-
-    def _metric_checkers(self) -> dict[str, Callable[[Any], str | None]]:
-        if self._metric_checks is None:
-            spec = self._tables.spec(METRICS_TABLE)
-            self._metric_checks = {
-                name: column_checker(spec.column(name)) for name in ("key", "value", "step", "timestamp")
-            }
-        return self._metric_checks
-
-    def _check_facts(self, table: str, call: str, rows: list[dict[str, Any]]) -> None:
-        """Refuse the call (ContractError) if any of its rows' values breaks the table's contract."""
-        spec = self._tables.spec(table)
-        failures = [failure for row in rows for failure in value_failures(spec, row)]
-        if failures:
-            raise ContractError(table, failures, refused=f"{call} call", outcome=_CALL_REFUSED)
 
     def log_input(
         self,
@@ -225,7 +181,7 @@ class Run:
         self._check_open()
         path = os.fspath(path) if path is not None else None
         row = {"dataset": dataset, "version": version, "path": path, "context": context, "digest": digest}
-        self._check_facts("run_inputs", "log_input", [row])
+        check_call(self._tables, "run_inputs", "log_input", [row])
         if version is not None:
             self._datasets.get(dataset, version)  # raises DatasetNotFound with the known versions
         elif path is not None or dataset in self._registered_datasets():
@@ -244,6 +200,7 @@ class Run:
         """Record a reference to a file the run produced: its URI, size and SHA-256 (the file stays where it is)."""
         self._check_open()
         file = Path(path)
+        check_call(self._tables, "artifacts", "log_artifact", [{"name": name or file.name, "kind": kind}])
         if not file.is_file():
             raise RunError(f"Artifact {str(path)!r} is not a file; log_artifact records existing files.")
         digest = hashlib.sha256()
@@ -350,7 +307,7 @@ class Run:
         self, final_status: RunStatus | None, error: BaseException | None, flush_id: str
     ) -> list[dict[str, Any]]:
         now = datetime.now(UTC)
-        context = run_context()
+        context = {key: storable_text(v) if isinstance(v, str) else v for key, v in run_context().items()}
         base = {
             "run_id": self.run_id,
             "experiment": self.experiment,
@@ -379,7 +336,7 @@ class Run:
                     "end_time": now,
                     "event_time": max(now, self.start_time),
                     "error_type": type(error).__name__ if error is not None else None,
-                    "error_message": str(error)[:2000] if error is not None else None,
+                    "error_message": storable_text(str(error)[:2000]) if error is not None else None,
                 }
             )
         return events
@@ -454,6 +411,11 @@ class Runs:
             raise RunError("A run needs an experiment name, e.g. lake.runs.start(experiment='churn').")
         if flush_every_points < 1 or flush_every_seconds <= 0:
             raise RunError("flush_every_points must be >= 1 and flush_every_seconds > 0.")
+        described = {"experiment": experiment, "name": name, "parent_run_id": parent_run_id}
+        given_id = {"run_id": run_id} if run_id is not None else {}
+        check_call(
+            self._tables, RUNS_TABLE, "start", [{**described, **given_id}], outcome="No run was started."
+        )
         run = Run(
             self._tables,
             self._datasets,
