@@ -51,7 +51,7 @@ def conform(spec: TableSpec, data: Any, *, actor: str, recorded_at: datetime | N
     except MetalakeError:
         raise
     except Exception as error:  # a value no converter foresaw must still be refused, never crash the writer
-        rows = len(data) if isinstance(data, Sized) else 0
+        rows = len(data) if isinstance(data, Sized) and not isinstance(data, Mapping) else 0
         reason = f"the batch cannot be read as the table's columns ({type(error).__name__}: {error})"
         raise ContractError(spec.name, [ContractFailure(None, reason[:500], rows)]) from error
     frame = _fill_audit_columns(frame, actor=actor, recorded_at=recorded_at or datetime.now(UTC))

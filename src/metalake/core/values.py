@@ -136,10 +136,9 @@ def text_refusal(text: str) -> Refusal | None:
     """A Refusal for text that UTF-8 cannot encode (a lone surrogate, e.g. from a badly decoded file name)."""
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError as error:
+    except UnicodeEncodeError:
         return Refusal(
-            f"text holding a lone surrogate (at position {error.start}), which UTF-8 cannot store; decode "
-            "the source text properly"
+            "text holding a lone surrogate, which UTF-8 cannot store; decode the source text properly"
         )
     return None
 

@@ -175,15 +175,17 @@ class Run:
         With `path` and no `version`, the data at `path` is registered as a version of `dataset` on the fly
         (`lake.datasets.register`; identical content reuses its version) and the link carries its number and
         fingerprint. With neither, the dataset's latest registered version is linked, if there is one (else the
-        link has no version). `version=N` must be a registered version of `dataset`: an unknown one raises
-        DatasetNotFound listing the dataset's versions, as a link to data the lake does not know is no lineage.
+        link has no version). `version=N` must be a registered version of `dataset` (the link then carries its
+        fingerprint too): an unknown one raises DatasetNotFound listing the dataset's versions, as a link to
+        data the lake does not know is no lineage.
         """
         self._check_open()
         path = os.fspath(path) if path is not None else None
         row = {"dataset": dataset, "version": version, "path": path, "context": context, "digest": digest}
         check_call(self._tables, "run_inputs", "log_input", [row])
         if version is not None:
-            self._datasets.get(dataset, version)  # raises DatasetNotFound with the known versions
+            registered = self._datasets.get(dataset, version)  # DatasetNotFound lists the known versions
+            version, digest = registered.version, digest or registered.fingerprint
         elif path is not None or dataset in self._registered_datasets():
             found = self._datasets.resolve_input(dataset, path=path)
             version, digest = found.version, digest or found.fingerprint
@@ -500,8 +502,9 @@ class Runs:
         `where` is an MLflow-style filter: `params.depth = '6' and metrics.val_auc > 0.8`, with OR, NOT,
         parentheses, IN (...), IS [NOT] NULL, LIKE, and a metric's range as `metrics.loss.min`, `.max`, `.mean`,
         `.count` (a logged metric named `loss.min` wins; metrics.`loss`.min is always the minimum of `loss`,
-        metrics.`loss.min` always the metric). `order_by` is e.g. `"metrics.val_auc desc"` (or a list of such). Newest runs come first by
-        default. Unknown names and unreadable expressions raise QueryError saying what is known.
+        metrics.`loss.min` always the metric). `order_by` is e.g. `"metrics.val_auc desc"` (or a list of
+        such). Newest runs come first by default. Unknown names and unreadable expressions raise QueryError
+        saying what is known.
         """
         from metalake.tracking.search import search_runs
 
