@@ -224,3 +224,16 @@ def test_log_artifact_checks_its_name(lake: metalake.Lake, tmp_path: Path) -> No
             run.log_artifact(model, name="model\udce9")
         run.log_artifact(model)
     assert lake.read("artifacts").get_column("name").to_list() == ["model.pkl"]
+
+
+def test_a_point_repeating_a_given_timestamp_is_refused_at_the_call(lake: metalake.Lake) -> None:
+    moment = datetime(2026, 3, 1, tzinfo=UTC)
+    with lake.runs.start(experiment="churn") as run:
+        run.log_metric("loss", 1.0, step=0, timestamp=moment)
+        with pytest.raises(
+            ContractError, match="already logged a point of this key at this step and timestamp"
+        ):
+            run.log_metric("loss", 2.0, step=0, timestamp=moment)
+        run.log_metric("loss", 2.0, step=1, timestamp=moment)
+    assert current(lake, run.run_id)["status"] == "finished"
+    assert metric_points(lake, run.run_id) == [("loss", 1.0, 0), ("loss", 2.0, 1)]

@@ -37,7 +37,8 @@ class MetricPointChecks:
 
     A key is checked the first time the run logs it. Points logged without a timestamp get strictly increasing
     ones (now, or a microsecond after the previous point), so two quick calls for one key and step never share
-    the metrics table's primary key (run_id, key, step, timestamp), which would refuse the run's flush.
+    the metrics table's primary key (run_id, key, step, timestamp), which would refuse the run's flush; a
+    point given a timestamp that repeats a buffered point's key, step and timestamp is refused at the call.
     """
 
     def __init__(self, tables: Tables, table: str):
@@ -48,6 +49,7 @@ class MetricPointChecks:
         }
         self._known_keys: set[str] = set()
         self._last_moment = datetime.min.replace(tzinfo=UTC)
+        self._explicit_points: set[tuple[str, int, datetime]] = set()
 
     def points(
         self, metrics: Mapping[Any, Any], step: Any, timestamp: datetime | None
@@ -75,7 +77,32 @@ class MetricPointChecks:
         if failures:
             raise ContractError(self._table, failures, refused="log_metrics call", outcome=CALL_REFUSED)
         whole_step = step if type(step) is int else to_storable("int64", step)
-        return points, whole_step, self._moment(timestamp)
+        moment = self._moment(timestamp)
+        if timestamp is not None:
+            self._refuse_repeated_points(points, whole_step, moment)
+        return points, whole_step, moment
+
+    def buffer_taken(self) -> None:
+        """The buffered points left in a flush; later calls are checked against the new buffer only."""
+        self._explicit_points.clear()
+
+    def _refuse_repeated_points(self, points: list[tuple[str, float]], step: int, moment: datetime) -> None:
+        """A point with a given timestamp that repeats a buffered one (key, step, timestamp) would be a
+        duplicate primary key in the flush: refuse it here rather than lose the flush."""
+        repeated = [key for key, _ in points if (key, step, moment) in self._explicit_points]
+        if repeated:
+            failures = [
+                ContractFailure(
+                    "timestamp",
+                    "this run already logged a point of this key at this step and timestamp; give another "
+                    "step or timestamp (or none: metalake then takes the current time)",
+                    1,
+                    [{"key": key, "step": step, "timestamp": moment}],
+                )
+                for key in repeated
+            ]
+            raise ContractError(self._table, failures, refused="log_metrics call", outcome=CALL_REFUSED)
+        self._explicit_points.update((key, step, moment) for key, _ in points)
 
     def _moment(self, timestamp: datetime | None) -> datetime:
         if timestamp is not None:

@@ -303,6 +303,8 @@ class Run:
         points = len(self._metrics)
         if points:
             batches[METRICS_TABLE] = _metric_table(self.run_id, self._metrics.take())
+            if self._metric_checks is not None:
+                self._metric_checks.buffer_taken()
         return batches, points
 
     def _run_events(
