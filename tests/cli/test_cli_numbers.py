@@ -91,7 +91,7 @@ def assert_no_traceback(result: Result, args: list[str]) -> None:
     assert "Traceback" not in result.output
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(args=numeric_calls())
 def test_numeric_options_answer_a_result_or_a_clear_error(sample_lake_path: Path, args: list[str]) -> None:
     assert_no_traceback(invoke(sample_lake_path, args), args)

@@ -420,6 +420,8 @@ class Runs:
         check_call(
             self._tables, RUNS_TABLE, "start", [{**described, **given_id}], outcome="No run was started."
         )
+        given_tags = [{"key": str(key), "value": _as_text(value)} for key, value in (tags or {}).items()]
+        check_call(self._tables, "run_tags", "start", given_tags, outcome="No run was started.")
         run = Run(
             self._tables,
             self._datasets,
