@@ -61,13 +61,16 @@ class ContractError(MetalakeError, ValueError):
 
     code = "contract_violation"
 
-    def __init__(self, table: str, failures: Sequence[ContractFailure]):
+    def __init__(
+        self, table: str, failures: Sequence[ContractFailure], *, refused: str = "batch", outcome: str = ""
+    ):
         self.table = table
         self.failures = list(failures)
-        lines = [f"Refused batch for table {table!r}: {len(self.failures)} contract check(s) failed."]
+        lines = [f"Refused {refused} for table {table!r}: {len(self.failures)} contract check(s) failed."]
         lines += [f"  - {failure.describe()}" for failure in self.failures]
         lines.append(
-            f"Nothing was written. Fix the rows above, or see the contract with `metalake describe {table}`."
+            f"{outcome or 'Nothing was written.'} Fix the {'rows' if refused == 'batch' else 'values'} above, "
+            f"or see the contract with `metalake describe {table}`."
         )
         super().__init__("\n".join(lines))
 

@@ -289,9 +289,14 @@ class Lake:
         named snapshots pin. Run it from one job at a time on object stores (on local disk a lock file
         serializes it); writers may keep appending. `dry_run=True` only reports what would be done.
         """
+        from metalake.core.moments import age_in_days
         from metalake.tracking.group_commit import METRICS_TABLE
         from metalake.tracking.retention import drop_metric_history
 
+        if metric_history_days is not None:
+            metric_history_days = age_in_days(metric_history_days, what="metric_history_days")
+        if vacuum_days is not None:
+            vacuum_days = age_in_days(vacuum_days, what="vacuum_days")
         names = list(tables) if tables is not None else self._tables.names()
         for name in names:
             self._tables.spec(name)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from support.datasets import register_dataset_versions
 
 import metalake
 from metalake.core.vocabulary import DEFAULT_PRODUCTION_ENVIRONMENTS
@@ -598,6 +599,8 @@ def test_the_note_says_when_a_window_was_cut_short_or_has_no_time(lake: metalake
 
 
 def test_impact_shows_offline_metrics_and_training_data_quality(rollout: metalake.Lake) -> None:
+    register_dataset_versions(rollout, "churn_train", 2)
+    register_dataset_versions(rollout, "churn_holdout", 1)
     with rollout.runs.start(experiment="churn", wait=True) as run:
         run.log_metric("val_auc", 0.91)
         run.log_input("churn_train", version=2)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.datasets import register_dataset_versions
 
 import metalake
 from metalake.errors import PolicyError, PolicyViolation
@@ -45,6 +46,8 @@ def validation(dataset: str, version: int, success: bool) -> dict[str, object]:
 
 
 def register(lake: metalake.Lake, *, auc: float, card: dict[str, str], inputs: bool = True) -> int:
+    if inputs and "churn_train" not in lake.datasets.names():
+        register_dataset_versions(lake, "churn_train", 1)
     with lake.runs.start(experiment="churn") as run:
         if inputs:
             run.log_input("churn_train", version=1)

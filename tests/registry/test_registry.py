@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support.datasets import register_dataset_versions
 from support.workers import register_versions, run_in_processes
 
 import metalake
@@ -113,6 +114,7 @@ def test_concurrent_registrations_get_distinct_numbers(lake_path: Path) -> None:
 
 
 def test_model_lineage_walks_to_the_data_quality_of_the_inputs(lake: metalake.Lake) -> None:
+    register_dataset_versions(lake, "churn_train", 4)
     with lake.runs.start(experiment="churn") as run:
         run.log_input("churn_train", version=4, context="training")
         run.log_metric("val_auc", 0.9)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import metalake
 from metalake import FlushError
 from metalake.core.tables import Tables
 from metalake.tracking import group_commit
+from metalake.tracking.group_commit import QueuedFlush
 
 
 def log_sweep(lake: metalake.Lake, runs: int, *, steps: int = 5) -> list[str]:
@@ -64,10 +66,27 @@ def test_facts_are_committed_before_the_run_events(lake: metalake.Lake) -> None:
         assert metrics_at[flush_id] <= event_at, "a run event never lands before its facts"  # type: ignore[operator]
 
 
+def submit_refused_flush(lake: metalake.Lake, run_id: str) -> None:
+    """Queue, for `run_id`, a flush that the metrics contract refuses (a key over 250 characters). Log calls
+    refuse such values at the call, so only a flush built by hand still carries one to the queue."""
+    import pyarrow as pa
+
+    points = pa.table(
+        {
+            "run_id": [run_id],
+            "key": ["k" * 300],
+            "value": [1.0],
+            "step": pa.array([0], pa.int64()),
+            "timestamp": pa.array([datetime(2026, 3, 1, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    lake.runs.flush_queue.submit(QueuedFlush(f"{run_id}:by-hand", run_id, {"metrics": points}, points=1))
+
+
 def test_a_refused_flush_fails_alone(lake: metalake.Lake) -> None:
     ids = log_sweep(lake, 3)
     with lake.runs.start(experiment="sweep", name="bad") as bad:
-        bad.log_metric("k" * 300, 1.0)  # longer than the metrics contract allows
+        submit_refused_flush(lake, bad.run_id)
     ids += log_sweep(lake, 2)
     with pytest.raises(FlushError, match=f"{bad.run_id}.*metrics"):
         lake.runs.wait()
@@ -183,7 +202,7 @@ def test_a_run_never_shows_finished_before_an_earlier_flush_that_failed(
 
 def test_a_refused_flush_refuses_the_rest_of_its_run(lake: metalake.Lake) -> None:
     run = lake.runs.start(experiment="order")
-    run.log_metric("k" * 300, 1.0)
+    submit_refused_flush(lake, run.run_id)
     with pytest.raises(FlushError, match="metrics"):
         run.flush()
     run.log_metric("loss", 0.5)

@@ -196,3 +196,49 @@ def test_any_sequence_of_search_words_gives_runs_or_a_clear_error(
     runs_lake: metalake.Lake, words: list[str]
 ) -> None:
     answers_or_explains(runs_lake, " ".join(words))
+
+
+# -- a metric key that ends like a summary (`loss.min`) never collides with the summary of another (`loss`) -------
+
+
+@pytest.fixture(scope="module")
+def suffix_lake(tmp_path_factory: pytest.TempPathFactory) -> metalake.Lake:
+    lake = metalake.connect(Path(tmp_path_factory.mktemp("suffix")) / "lake", actor="tester")
+    with lake.runs.start(experiment="churn", name="both") as run:
+        run.log_metrics({"loss": 0.9, "loss.min": 0.5}, step=0)
+        run.log_metrics({"loss": 0.7}, step=1)
+    with lake.runs.start(experiment="churn", name="plain") as run:
+        run.log_metrics({"loss": 0.4}, step=0)
+    return lake
+
+
+def test_search_keeps_a_metric_whose_key_ends_like_a_summary(suffix_lake: metalake.Lake) -> None:
+    runs = suffix_lake.runs.search(order_by="name")
+    metric_columns = sorted(c for c in runs.columns if c.startswith("metrics."))
+    assert metric_columns == ["metrics.loss", "metrics.loss.min"], "no dropped metric, no stray _right column"
+    assert runs.select("name", "metrics.loss", "metrics.loss.min").rows() == [
+        ("both", 0.7, 0.5),
+        ("plain", 0.4, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("metrics.loss.min < 0.6", ["both"]),  # the logged metric named loss.min wins
+        ("metrics.`loss.min` < 0.6", ["both"]),  # quoted: always the whole key
+        ("metrics.`loss`.min < 0.6", ["plain"]),  # quoted key, then .min: always the summary
+        ("metrics.`loss`.max > 0.8", ["both"]),
+        ("metrics.loss.count = 2", ["both"]),  # no metric named loss.count: the summary of loss
+        ("metrics.loss < 0.6", ["plain"]),
+    ],
+)
+def test_a_suffix_names_the_metric_or_the_summary_unambiguously(
+    suffix_lake: metalake.Lake, where: str, expected: list[str]
+) -> None:
+    assert names(suffix_lake.runs.search(where=where, order_by="name")) == expected
+
+
+def test_ordering_by_a_summary_next_to_a_suffixed_key(suffix_lake: metalake.Lake) -> None:
+    assert names(suffix_lake.runs.search(order_by="metrics.`loss`.min")) == ["plain", "both"]
+    assert names(suffix_lake.runs.search(order_by="metrics.loss.min desc")) == ["both", "plain"]

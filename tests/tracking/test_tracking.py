@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.datasets import register_dataset_versions
 
 import metalake
 from metalake import FlushError
@@ -25,6 +26,7 @@ def current(lake: metalake.Lake, run_id: str) -> dict[str, object]:
 def test_a_run_block_records_everything_it_logs(lake: metalake.Lake, tmp_path: Path) -> None:
     model = tmp_path / "model.pkl"
     model.write_bytes(b"weights")
+    register_dataset_versions(lake, "churn_train", 4)
     with lake.runs.start(experiment="churn", name="xgb-depth6", tags={"team": "growth"}) as run:
         run.log_params({"depth": 6, "lr": 0.1})
         run.log_param("seed", 7)
@@ -188,12 +190,12 @@ def test_log_input_registers_a_path_on_the_fly_and_links_versions(
     with lake.runs.start(experiment="churn") as second:
         second.log_input("churn_train", path=str(data))  # same content: the same version
         second.log_input("churn_train", context="validation")  # no path: the latest registered version
-        second.log_input("holdout", version=7)  # recorded as given
+        second.log_input("churn_train", version=1)  # a registered version, as given
     inputs = lake.read("run_inputs").sort("recorded_at")
     registered = lake.datasets.get("churn_train")
     assert registered.version == 1
-    assert inputs["version"].to_list() == [1, 1, 1, 7]
-    assert inputs["digest"].to_list()[:3] == [registered.fingerprint] * 3
+    assert inputs["version"].to_list() == [1, 1, 1, 1]
+    assert inputs["digest"].to_list() == [registered.fingerprint] * 4  # an explicit version carries it too
     assert lake.runs.get(first.run_id).inputs[0]["context"] == "training"
 
 

@@ -15,10 +15,12 @@ import typer
 from metalake._version import __version__
 from metalake.cli.catalog import describe, tables
 from metalake.cli.common import (
+    MAX_AGE_DAYS,
     CliState,
     FileFormatOption,
     FormatOption,
     OutputOption,
+    clamp_count,
     cli_state,
     open_lake,
     reports_errors,
@@ -138,7 +140,10 @@ def sql(
     ] = None,
     output_format: FileFormatOption = "table",
     output: OutputOption = None,
-    max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown by --format table.")] = 100,
+    max_rows: Annotated[
+        int,
+        typer.Option("--max-rows", min=1, callback=clamp_count, help="Rows shown by --format table."),
+    ] = 100,
 ) -> None:
     """Run SQL over the lake's tables and views, now or as of a past moment or snapshot.
 
@@ -184,7 +189,8 @@ def history(
     ctx: typer.Context,
     table: Annotated[str, typer.Argument(help="Table name.")],
     limit: Annotated[
-        int | None, typer.Option("--limit", "-n", min=1, help="Show only the newest N commits.")
+        int | None,
+        typer.Option("--limit", "-n", min=1, callback=clamp_count, help="Show only the newest N commits."),
     ] = None,
     output_format: FormatOption = "table",
 ) -> None:
@@ -403,6 +409,7 @@ def maintain(
         typer.Option(
             "--metric-history-days",
             min=0,
+            max=MAX_AGE_DAYS,
             help="Drop the metric points of archived runs that ended more than N days ago (summaries stay).",
         ),
     ] = None,
@@ -411,6 +418,7 @@ def maintain(
         typer.Option(
             "--vacuum-days",
             min=0,
+            max=MAX_AGE_DAYS,
             help="Delete files unreferenced for more than N days (named snapshots keep theirs).",
         ),
     ] = None,

@@ -12,7 +12,21 @@ import typer
 
 from metalake.cli.output import ListFormat, OutputFormat
 from metalake.cli.pipes import discard_stdout
+from metalake.core.moments import MAX_DAYS
 from metalake.errors import MetalakeError
+
+# Bounds of the numeric options, so that no number reaches code that cannot hold it (an OverflowError deep in
+# polars or a datetime). Counts (rows, runs, commits, edges) clamp: a larger limit means "all" anyway.
+MAX_COUNT = 1_000_000_000
+MAX_VERSION = 2**63 - 1  # versions are int64 in the lake
+MAX_AGE_DAYS = MAX_DAYS
+
+
+def clamp_count(value: int | None) -> int | None:
+    """A count option's callback: above MAX_COUNT means "all", so clamp instead of passing on what polars cannot
+    hold (the option's min still refuses 0 and negatives)."""
+    return None if value is None else min(value, MAX_COUNT)
+
 
 if TYPE_CHECKING:
     from metalake.lake import Lake

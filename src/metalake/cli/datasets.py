@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from metalake.cli.common import FormatOption, ShowFormatOption, open_lake, reports_errors
+from metalake.cli.common import MAX_VERSION, FormatOption, ShowFormatOption, open_lake, reports_errors
 
 if TYPE_CHECKING:
     import polars as pl
@@ -136,7 +136,7 @@ def show_dataset(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Dataset name.")],
     version: Annotated[
-        int | None, typer.Option("--version", "-v", min=1, help="Default: the latest.")
+        int | None, typer.Option("--version", "-v", min=1, max=MAX_VERSION, help="Default: the latest.")
     ] = None,
     output_format: ShowFormatOption = "table",
 ) -> None:
@@ -244,8 +244,8 @@ def dataset_history(
 def diff_versions(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Dataset name.")],
-    v1: Annotated[int, typer.Argument(help="Older version.", min=1)],
-    v2: Annotated[int, typer.Argument(help="Newer version.", min=1)],
+    v1: Annotated[int, typer.Argument(help="Older version.", min=1, max=MAX_VERSION)],
+    v2: Annotated[int, typer.Argument(help="Newer version.", min=1, max=MAX_VERSION)],
     all_statistics: Annotated[
         bool, typer.Option("--all", help="Also show statistics that did not change.")
     ] = False,
@@ -297,7 +297,7 @@ def validate(
         ),
     ],
     version: Annotated[
-        int | None, typer.Option("--version", "-v", min=1, help="Default: the latest.")
+        int | None, typer.Option("--version", "-v", min=1, max=MAX_VERSION, help="Default: the latest.")
     ] = None,
 ) -> None:
     """Validate a dataset version and record every expectation's outcome; exit 1 when any critical one fails.

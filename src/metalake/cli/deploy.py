@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperCommand
 
-from metalake.cli.common import FileFormatOption, FormatOption, OutputOption, open_lake, reports_errors
+from metalake.cli.common import (
+    MAX_VERSION,
+    FileFormatOption,
+    FormatOption,
+    OutputOption,
+    clamp_count,
+    open_lake,
+    reports_errors,
+)
 from metalake.core.file_formats import InputFormat
 from metalake.core.vocabulary import KpiDirection
 from metalake.kpis.kpis import LAKE_SETTING
@@ -74,7 +82,8 @@ def record_deployment(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", "-m", help="Model deployed.", show_default=False)],
     version: Annotated[
-        int, typer.Option("--version", "-v", min=1, help="Model version.", show_default=False)
+        int,
+        typer.Option("--version", "-v", min=1, max=MAX_VERSION, help="Model version.", show_default=False),
     ],
     environment: Annotated[
         str, typer.Option("--env", "-e", help="Environment, e.g. staging or production.", show_default=False)
@@ -197,7 +206,10 @@ def list_deployments(
     environment: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Only this model.")] = None,
     active: Annotated[bool, typer.Option("--active", help="Only deployments still serving.")] = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most N (newest first).")] = 50,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", "-n", min=1, callback=clamp_count, help="Show at most N (newest first)."),
+    ] = 50,
     output_format: FileFormatOption = "table",
     output: OutputOption = None,
 ) -> None:

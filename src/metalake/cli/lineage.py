@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from metalake.cli.common import TABLE_HELP, open_lake, reports_errors
+from metalake.cli.common import TABLE_HELP, clamp_count, open_lake, reports_errors
 
 if TYPE_CHECKING:
     import polars as pl
@@ -66,7 +66,9 @@ def show(
     ],
     upstream: Annotated[bool, typer.Option("--upstream", help="What the node comes from (default).")] = False,
     downstream: Annotated[bool, typer.Option("--downstream", help="What comes from the node.")] = False,
-    depth: Annotated[int | None, typer.Option("--depth", min=1, help="At most N edges away.")] = None,
+    depth: Annotated[
+        int | None, typer.Option("--depth", min=1, callback=clamp_count, help="At most N edges away.")
+    ] = None,
     as_of: Annotated[
         str | None,
         typer.Option("--as-of", metavar="WHEN", help="The graph as it was: an ISO time or a snapshot name."),
@@ -188,7 +190,10 @@ def serve(
     commit_interval: Annotated[
         float,
         typer.Option(
-            "--commit-interval", min=0.001, help="Seconds between group commits of accepted events."
+            "--commit-interval",
+            min=0.001,
+            max=3600,
+            help="Seconds between group commits of accepted events.",
         ),
     ] = 0.5,
 ) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from metalake.cli.common import FormatOption, ShowFormatOption, open_lake, reports_errors
+from metalake.cli.common import MAX_VERSION, FormatOption, ShowFormatOption, open_lake, reports_errors
 
 if TYPE_CHECKING:
     import polars as pl
@@ -145,7 +145,8 @@ def alias_model(
     model: Annotated[str, typer.Argument(help="Model name.")],
     alias: Annotated[str, typer.Argument(help="Alias, e.g. champion.")],
     version: Annotated[
-        int | None, typer.Argument(help="Version the alias names (omit with --delete).")
+        int | None,
+        typer.Argument(help="Version the alias names (omit with --delete).", min=1, max=MAX_VERSION),
     ] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
     reason: Annotated[str | None, typer.Option("--reason")] = None,
@@ -175,7 +176,7 @@ def alias_model(
 def transition_model(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Model name.")],
-    version: Annotated[int, typer.Argument(help="Version number.")],
+    version: Annotated[int, typer.Argument(help="Version number.", min=1, max=MAX_VERSION)],
     stage: Annotated[str, typer.Argument(help="none, staging, production or archived.")],
     reason: Annotated[str | None, typer.Option("--reason", help="Why; required for an override.")] = None,
     override: Annotated[

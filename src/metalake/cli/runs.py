@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from metalake.cli.common import FormatOption, ShowFormatOption, open_lake, reports_errors
+from metalake.cli.common import FormatOption, ShowFormatOption, clamp_count, open_lake, reports_errors
 
 if TYPE_CHECKING:
     import polars as pl
@@ -45,13 +45,16 @@ def list_runs(
         str | None,
         typer.Option("--order-by", "-o", help="e.g. 'metrics.val_auc desc'. Default: newest first."),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most N runs.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, callback=clamp_count, help="Show at most N runs.")
+    ] = 50,
     output_format: FormatOption = "table",
 ) -> None:
     """List runs with their params and the last value of each metric.
 
     Filters use params.KEY, metrics.KEY (also metrics.KEY.min/.max/.mean/.count), tags.KEY and run attributes
-    (status, name, experiment, ...) with =, !=, <, >, AND, OR, NOT, IN (...), IS [NOT] NULL, LIKE.
+    (status, name, experiment, ...) with =, !=, <, >, AND, OR, NOT, IN (...), IS [NOT] NULL, LIKE. Quote a key
+    to be exact: metrics.`loss`.min is the minimum of loss, metrics.`loss.min` a metric named loss.min.
 
     The table shows the columns the filter and the order name, then the params that differ and the first
     metrics; in a terminal run ids are cut to a prefix that `runs show` accepts, piped they are whole. csv, json

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Mapping, Sequence, Sized
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from metalake.core.catalog import AUDIT_COLUMN_NAMES, RECORDED_AT, RECORDED_BY, TableSpec
+from metalake.core.values import Refusal, parse_timestamp_text, to_storable
 from metalake.errors import ContractError, ContractFailure, MetalakeError
 
 if TYPE_CHECKING:
@@ -46,7 +46,14 @@ def conform(spec: TableSpec, data: Any, *, actor: str, recorded_at: datetime | N
     """
     failures: list[ContractFailure] = []
     mistyped: dict[str, set[int]] = {}
-    frame = _to_typed_frame(spec, data, failures, mistyped)
+    try:
+        frame = _to_typed_frame(spec, data, failures, mistyped)
+    except MetalakeError:
+        raise
+    except Exception as error:  # a value no converter foresaw must still be refused, never crash the writer
+        rows = len(data) if isinstance(data, Sized) and not isinstance(data, Mapping) else 0
+        reason = f"the batch cannot be read as the table's columns ({type(error).__name__}: {error})"
+        raise ContractError(spec.name, [ContractFailure(None, reason[:500], rows)]) from error
     failures += _audit_columns_given(frame, mistyped)
     frame = _fill_audit_columns(frame, actor=actor, recorded_at=recorded_at or datetime.now(UTC))
     failures += pandera_failures(spec, frame, mistyped)
@@ -186,16 +193,9 @@ def _parse_timestamps(series: pl.Series) -> pl.Series:
 
     parsed = []
     for value in series.to_list():
-        parsed.append(None if value is None else _parse_timestamp_text(value))
+        moment = None if value is None else parse_timestamp_text(value)
+        parsed.append(None if isinstance(moment, Refusal) else moment)
     return pl.Series(series.name, parsed, dtype=pl.Datetime("us", "UTC"))
-
-
-def _parse_timestamp_text(text: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _sample(frame: pl.DataFrame, mask: pl.Series, columns: list[str]) -> list[dict[str, Any]]:
@@ -232,110 +232,24 @@ def _frame_from_rows(
             columns[name] = pl.Series(name, [None] * len(rows), dtype=pl.Null)
             continue
         column_type = spec.column(name).type
-        convert = _PYTHON_CONVERTERS[column_type]
         converted: list[Any] = []
-        bad: list[dict[str, Any]] = []
-        bad_count = 0
+        refused: dict[str, list[int]] = {}
         for index, value in enumerate(values):
-            result = None if value is None else convert(value)
-            if value is not None and result is None:
-                bad_count += 1
+            result = to_storable(column_type, value)
+            if isinstance(result, Refusal):
+                refused.setdefault(result.reason, []).append(index)
                 mistyped.setdefault(name, set()).add(index)
-                if len(bad) < SAMPLE_ROWS:
-                    bad.append({"row": index, name: value})
+                result = None
             converted.append(result)
-        if bad_count:
-            failures.append(
-                ContractFailure(name, f"wrong type: value cannot be stored as {column_type}", bad_count, bad)
-            )
+        for reason, indices in refused.items():
+            sample = [{"row": index, name: values[index]} for index in indices[:SAMPLE_ROWS]]
+            failures.append(ContractFailure(name, f"wrong type: {reason}", len(indices), sample))
         columns[name] = pl.Series(name, converted, dtype=polars_dtype(column_type))
     return (
         pl.DataFrame(list(columns.values()))
         if columns
         else pl.DataFrame({"__empty__": [None] * len(rows)}).drop("__empty__")
     )
-
-
-def _as_text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _as_json(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    try:  # standard JSON only: NaN and infinities become null, as JSON has no such numbers
-        return json.dumps(_finite(value), default=str, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError):
-        return None
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
-def _as_float(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _as_bool(value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-def _as_date(value: Any) -> date | None:
-    if isinstance(value, datetime):
-        return None
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _as_timestamp(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if isinstance(value, str):
-        return _parse_timestamp_text(value)
-    return None
-
-
-def _as_binary(value: Any) -> bytes | None:
-    return bytes(value) if isinstance(value, bytes | bytearray) else None
-
-
-_PYTHON_CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "string": _as_text,
-    "json": _as_json,
-    "int32": _as_int,
-    "int64": _as_int,
-    "float32": _as_float,
-    "float64": _as_float,
-    "bool": _as_bool,
-    "date": _as_date,
-    "timestamp[us, UTC]": _as_timestamp,
-    "binary": _as_binary,
-}
 
 
 AUDIT_COLUMNS_SET_BY_METALAKE = (

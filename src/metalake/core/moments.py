@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, date, datetime, timedelta
 
@@ -14,6 +15,10 @@ CLOCK_SKEW = timedelta(minutes=5)
 EARLIEST_MOMENT = datetime(1900, 1, 1, tzinfo=UTC)
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Durations and ages beyond a century reach before any lake existed; capping them keeps every date arithmetic
+# (a deployment start minus a window, now minus a retention age) inside the range a datetime can hold.
+MAX_DAYS = 36_525
+MAX_DURATION = timedelta(days=MAX_DAYS)
 
 
 def utc_moment(
@@ -103,7 +108,10 @@ def parse_duration(
         duration = value
     elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
         amount, unit = match.groups()
-        duration = timedelta(seconds=float(amount) * _UNIT_SECONDS[unit.lower()])
+        seconds = float(amount) * _UNIT_SECONDS[unit.lower()]
+        if not seconds <= MAX_DURATION.total_seconds():
+            raise error(f"{what} {value!r} is longer than {MAX_DAYS} days (100 years); give a shorter one.")
+        duration = timedelta(seconds=seconds)
     else:
         raise error(
             f"{what} {value!r} is not a duration: give a timedelta or a number with a unit s, m, h, d or w "
@@ -111,4 +119,17 @@ def parse_duration(
         )
     if duration <= timedelta(0):
         raise error(f"{what} must be longer than zero, not {value!r}.")
+    if duration > MAX_DURATION:
+        raise error(f"{what} {value!r} is longer than {MAX_DAYS} days (100 years); give a shorter one.")
     return duration
+
+
+def age_in_days(value: float, *, what: str, error: type[MetalakeError] = MetalakeError) -> float:
+    """An age for a retention rule ("older than N days"): a finite number from 0 to MAX_DAYS."""
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    if not 0 <= number <= MAX_DAYS:
+        raise error(
+            f"{what} must be a number of days from 0 to {MAX_DAYS} (100 years), not {value!r}; "
+            "e.g. 7 to delete what is older than a week."
+        )
+    return float(number)

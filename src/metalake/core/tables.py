@@ -524,8 +524,11 @@ class Tables:
     ) -> list[TableMaintenance]:
         """Cluster or compact each table, then delete files unreferenced for more than `vacuum_days`, except
         those that named snapshots pin."""
+        from metalake.core.moments import age_in_days
         from metalake.core.retention import vacuum
 
+        if vacuum_days is not None:
+            vacuum_days = age_in_days(vacuum_days, what="vacuum_days")
         if self.moment is not None:
             raise ReadOnlyLakeError("Maintenance rewrites the present: run it on the live lake.")
         settle_pending_writes(self.location.uri)

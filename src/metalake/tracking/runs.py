@@ -14,9 +14,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from metalake.core.ids import new_id
-from metalake.core.moments import check_recordable
+from metalake.core.values import storable_text
 from metalake.core.vocabulary import FINAL_RUN_STATUSES, RunStatus
 from metalake.errors import AmbiguousRunId, ExperimentNotFound, RunError, RunNotFound
+from metalake.tracking.call_checks import MetricPointChecks, check_call
 from metalake.tracking.group_commit import METRICS_TABLE, RUNS_TABLE, FlushQueue, QueuedFlush, queue_for
 from metalake.tracking.run_context import run_context
 from metalake.tracking.search import RunDetails, TableCache, current_state, latest_values, without_run_id
@@ -100,6 +101,7 @@ class Run:
         self._inputs: list[dict[str, Any]] = []
         self._artifacts: list[dict[str, Any]] = []
         self._metrics = _MetricBuffer()
+        self._metric_checks: MetricPointChecks | None = None
         self.wait_for_commits = wait
         self._queued: list[QueuedFlush] = []
         self._ended = False
@@ -118,31 +120,45 @@ class Run:
         self.log_params({key: value})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Record hyper-parameters (stored as text, like MLflow); a key keeps its first value within a run."""
+        """Record hyper-parameters (stored as text, like MLflow); a key keeps its first value within a run.
+
+        Keys and values are checked against the `params` contract here, so a bad one raises ContractError at
+        this call and nothing of the call is kept; what the run logged before is kept.
+        """
         self._check_open()
-        for key, value in params.items():
-            self._params.setdefault(str(key), _as_text(value))
+        given = {str(key): _as_text(value) for key, value in params.items()}
+        check_call(self._tables, "params", "log_params", [{"key": k, "value": v} for k, v in given.items()])
+        for key, value in given.items():
+            self._params.setdefault(key, value)
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags (text); checked against the `run_tags` contract at the call, as `log_params` is."""
         self._check_open()
-        for key, value in tags.items():
-            self._tags[str(key)] = _as_text(value)
+        given = {str(key): _as_text(value) for key, value in tags.items()}
+        check_call(self._tables, "run_tags", "set_tags", [{"key": k, "value": v} for k, v in given.items()])
+        self._tags.update(given)
 
     def log_metric(self, key: str, value: float, step: int = 0, *, timestamp: datetime | None = None) -> None:
-        self._check_open()
-        self._metrics.add(key, float(value), int(step), _metric_time(timestamp))
-        self._maybe_flush()
+        self.log_metrics({key: value}, step, timestamp=timestamp)
 
     def log_metrics(
         self, metrics: Mapping[str, float], step: int = 0, *, timestamp: datetime | None = None
     ) -> None:
+        """Buffer metric points at one step; flushed in batches (see `Runs.start`).
+
+        Each key, value, step and timestamp is checked against the `metrics` contract at the call (a key of
+        1 to 250 printable characters, a real number, a whole step in 0..2**63-1): a bad one raises
+        ContractError here, none of the call's points are kept, and the run's earlier facts stay as they were.
+        """
         self._check_open()
-        moment = _metric_time(timestamp)
-        for key, value in metrics.items():
-            self._metrics.add(key, float(value), int(step), moment)
+        if self._metric_checks is None:
+            self._metric_checks = MetricPointChecks(self._tables, METRICS_TABLE)
+        points, whole_step, moment = self._metric_checks.points(metrics, step, timestamp)
+        for key, value in points:
+            self._metrics.add(key, value, whole_step, moment)
         self._maybe_flush()
 
     def log_input(
@@ -150,7 +166,7 @@ class Run:
         dataset: str,
         *,
         version: int | None = None,
-        path: str | None = None,
+        path: str | os.PathLike[str] | None = None,
         context: str | None = None,
         digest: str | None = None,
     ) -> None:
@@ -158,11 +174,19 @@ class Run:
 
         With `path` and no `version`, the data at `path` is registered as a version of `dataset` on the fly
         (`lake.datasets.register`; identical content reuses its version) and the link carries its number and
-        fingerprint. With neither, the dataset's latest registered version is linked, if there is one.
-        `version=N` is recorded as given.
+        fingerprint. With neither, the dataset's latest registered version is linked, if there is one (else the
+        link has no version). `version=N` must be a registered version of `dataset` (the link then carries its
+        fingerprint too): an unknown one raises DatasetNotFound listing the dataset's versions, as a link to
+        data the lake does not know is no lineage.
         """
         self._check_open()
-        if version is None and (path is not None or dataset in self._registered_datasets()):
+        path = os.fspath(path) if path is not None else None
+        row = {"dataset": dataset, "version": version, "path": path, "context": context, "digest": digest}
+        check_call(self._tables, "run_inputs", "log_input", [row])
+        if version is not None:
+            registered = self._datasets.get(dataset, version)  # DatasetNotFound lists the known versions
+            version, digest = registered.version, digest or registered.fingerprint
+        elif path is not None or dataset in self._registered_datasets():
             found = self._datasets.resolve_input(dataset, path=path)
             version, digest = found.version, digest or found.fingerprint
         self._inputs.append(
@@ -178,6 +202,7 @@ class Run:
         """Record a reference to a file the run produced: its URI, size and SHA-256 (the file stays where it is)."""
         self._check_open()
         file = Path(path)
+        check_call(self._tables, "artifacts", "log_artifact", [{"name": name or file.name, "kind": kind}])
         if not file.is_file():
             raise RunError(f"Artifact {str(path)!r} is not a file; log_artifact records existing files.")
         digest = hashlib.sha256()
@@ -278,13 +303,15 @@ class Run:
         points = len(self._metrics)
         if points:
             batches[METRICS_TABLE] = _metric_table(self.run_id, self._metrics.take())
+            if self._metric_checks is not None:
+                self._metric_checks.buffer_taken()
         return batches, points
 
     def _run_events(
         self, final_status: RunStatus | None, error: BaseException | None, flush_id: str
     ) -> list[dict[str, Any]]:
         now = datetime.now(UTC)
-        context = run_context()
+        context = {key: storable_text(v) if isinstance(v, str) else v for key, v in run_context().items()}
         base = {
             "run_id": self.run_id,
             "experiment": self.experiment,
@@ -313,7 +340,7 @@ class Run:
                     "end_time": now,
                     "event_time": max(now, self.start_time),
                     "error_type": type(error).__name__ if error is not None else None,
-                    "error_message": str(error)[:2000] if error is not None else None,
+                    "error_message": storable_text(str(error)[:2000]) if error is not None else None,
                 }
             )
         return events
@@ -393,6 +420,13 @@ class Runs:
             raise RunError("A run needs an experiment name, e.g. lake.runs.start(experiment='churn').")
         if flush_every_points < 1 or flush_every_seconds <= 0:
             raise RunError("flush_every_points must be >= 1 and flush_every_seconds > 0.")
+        described = {"experiment": experiment, "name": name, "parent_run_id": parent_run_id}
+        given_id = {"run_id": run_id} if run_id is not None else {}
+        check_call(
+            self._tables, RUNS_TABLE, "start", [{**described, **given_id}], outcome="No run was started."
+        )
+        given_tags = [{"key": str(key), "value": _as_text(value)} for key, value in (tags or {}).items()]
+        check_call(self._tables, "run_tags", "start", given_tags, outcome="No run was started.")
         run = Run(
             self._tables,
             self._datasets,
@@ -472,9 +506,10 @@ class Runs:
 
         `where` is an MLflow-style filter: `params.depth = '6' and metrics.val_auc > 0.8`, with OR, NOT,
         parentheses, IN (...), BETWEEN x AND y, IS [NOT] NULL, LIKE, and a metric's range as `metrics.loss.min`,
-        `.max`, `.mean`, `.count`. `order_by` is e.g. `"metrics.val_auc desc"` (or a list of such). Newest runs
-        come first by default. Unknown names and unreadable expressions raise QueryError with a caret under the
-        mistake, saying what is known.
+        `.max`, `.mean`, `.count` (a logged metric named `loss.min` wins; metrics.`loss`.min is always the minimum
+        of `loss`, metrics.`loss.min` always the metric). `order_by` is e.g. `"metrics.val_auc desc"` (or a list
+        of such). Newest runs come first by default. Unknown names and unreadable expressions raise QueryError
+        with a caret under the mistake, saying what is known.
         """
         from metalake.tracking.search import search_runs
 
@@ -565,12 +600,3 @@ class Runs:
             return self.resolve_id(run_id)
         except RunNotFound:
             return run_id
-
-
-def _metric_time(timestamp: datetime | None) -> datetime:
-    """When a metric was measured: now by default; a given time in the future (beyond the clock skew) is refused."""
-    if timestamp is None:
-        return datetime.now(UTC)
-    if not isinstance(timestamp, datetime):
-        raise RunError(f"A metric timestamp is a datetime, not {type(timestamp).__name__} {timestamp!r}.")
-    return check_recordable(timestamp, what="Metric timestamp", error=RunError)

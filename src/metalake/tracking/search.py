@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from metalake.core.tables import Tables
 
 METRIC_STATS = ("last", "min", "max", "mean", "count")
+SUMMARY_STATS = METRIC_STATS[1:]  # "last" is the metric's own column
 RUN_ATTRIBUTES = (
     "run_id", "experiment", "name", "status", "start_time", "end_time", "duration_s", "parent_run_id", "user",
     "source",
@@ -32,7 +33,8 @@ _TOKEN = re.compile(
 
 
 def run_table(tables: Tables, experiment: str | None) -> pl.DataFrame:
-    """Every run (of an experiment) as one row: state, `params.K`, `tags.K`, `metrics.K` (+ `.min` ...)."""
+    """Every run (of an experiment) as one row: state, `params.K`, `tags.K`, `metrics.K`, and the summaries of
+    each metric as `min(metrics.K)`, `max(...)`, `mean(...)`, `count(...)` (see `summary_column`)."""
     import polars as pl
 
     scope = "where experiment = ?" if experiment else ""
@@ -52,10 +54,23 @@ def run_table(tables: Tables, experiment: str | None) -> pl.DataFrame:
         args,
     ).pl()
     frame = _join_pivot(frame, metrics, "last_value", lambda key: f"metrics.{key}")
-    for stat in ("min", "max", "mean", "count"):
+    for stat in SUMMARY_STATS:
         column = "count" if stat == "count" else f"{stat}_value"
-        frame = _join_pivot(frame, metrics, column, lambda key, s=stat: f"metrics.{key}.{s}")
+        frame = _join_pivot(frame, metrics, column, lambda key, s=stat: summary_column(key, s))
     return frame.with_columns(pl.col("start_time").dt.convert_time_zone("UTC"))
+
+
+def summary_column(key: str, stat: str) -> str:
+    """The wide table's column of one summary of a metric, e.g. `min(metrics.loss)`.
+
+    Metric values are `metrics.KEY` columns, so a summary named `metrics.loss.min` would collide with a metric
+    whose key is `loss.min`; nothing a key holds can make a `metrics.` column look like this.
+    """
+    return f"{stat}(metrics.{key})"
+
+
+def is_summary_column(column: str) -> bool:
+    return column.endswith(")") and column.startswith(tuple(f"{stat}(metrics." for stat in SUMMARY_STATS))
 
 
 def _join_pivot(frame: pl.DataFrame, facts: pl.DataFrame, value: str, name: object) -> pl.DataFrame:
@@ -106,12 +121,7 @@ def search_runs(
     finally:
         cursor.close()
     asked = set(referenced_columns(where, orders, columns))  # a range filtered or sorted by stays in view
-    hidden = [
-        c
-        for c in result.columns
-        if c.startswith("metrics.") and c.rsplit(".", 1)[-1] in METRIC_STATS[1:] and c not in asked
-    ]
-    return result.drop(hidden)
+    return result.drop([c for c in result.columns if is_summary_column(c) and c not in asked])
 
 
 def referenced_columns(
@@ -187,18 +197,22 @@ def _tokens(expression: str) -> Iterable[tuple[str, str]]:
 
 
 def _resolve(field: str, columns: set[str]) -> str:
+    """A field -> its column. `metrics.loss.min` is the metric named `loss.min` if one was logged, else the
+    minimum of `loss`; quoting decides for sure: metrics.`loss.min` is the metric, metrics.`loss`.min the minimum."""
     prefix, _, rest = field.partition(".")
     stat = None
+    quoted = rest[:1] in ("`", '"')
     for candidate in METRIC_STATS:
-        if prefix == "metrics" and rest.endswith(f".{candidate}") and rest not in _keys(columns, "metrics"):
-            rest, stat = rest[: -len(candidate) - 1], candidate
+        suffix = f".{candidate}"
+        if prefix == "metrics" and rest.endswith(suffix) and (quoted or f"metrics.{rest}" not in columns):
+            rest, stat = rest[: -len(suffix)], candidate
             break
     key = rest.strip('`"')
     if prefix == "attributes":
         if key not in RUN_ATTRIBUTES:
             raise QueryError(f"Unknown run attribute {key!r}; known: {', '.join(RUN_ATTRIBUTES)}.")
         return key
-    column = f"{prefix}.{key}" + (f".{stat}" if stat and stat != "last" else "")
+    column = summary_column(key, stat) if stat and stat != "last" else f"{prefix}.{key}"
     if column not in columns:
         known = sorted(_keys(columns, prefix))
         listing = ", ".join(known[:30]) + (" ..." if len(known) > 30 else "") if known else "none logged"
@@ -207,10 +221,7 @@ def _resolve(field: str, columns: set[str]) -> str:
 
 
 def _keys(columns: set[str], prefix: str) -> set[str]:
-    keys = {c[len(prefix) + 1 :] for c in columns if c.startswith(prefix + ".")}
-    if prefix == "metrics":
-        keys = {k for k in keys if k.rsplit(".", 1)[-1] not in METRIC_STATS[1:] or k in columns}
-    return keys
+    return {c[len(prefix) + 1 :] for c in columns if c.startswith(prefix + ".")}
 
 
 def _quote(identifier: str) -> str:
