@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.datasets import register_dataset_versions
 
 import metalake
 from metalake.errors import PolicyViolation
@@ -16,6 +17,15 @@ from metalake.errors import PolicyViolation
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 pytestmark = pytest.mark.filterwarnings("ignore::metalake.deployments.UnregisteredModelVersionWarning")
+
+
+@pytest.fixture
+def lake(lake_path: Path) -> metalake.Lake:
+    """A lake where the inputs the cases link are registered (churn_raw stays unregistered: read without a version)."""
+    lake = metalake.connect(lake_path, actor="tester")
+    register_dataset_versions(lake, "churn_train", 2)
+    register_dataset_versions(lake, "churn_holdout", 1)
+    return lake
 
 
 def validation(dataset: str, version: int | None, suite: str, success: bool, at: datetime) -> dict[str, Any]:

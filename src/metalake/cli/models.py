@@ -116,9 +116,8 @@ def register_model(
     from metalake.cli.output import stdout_console
 
     registry = open_lake(ctx).registry
-    known = registry.versions(model)
     # register returns the existing version for the same run and artifact: say so, not "Registered".
-    same = known.filter(known["run_id"].eq_missing(run_id) & (known["artifact_uri"] == artifact_uri))
+    earlier = registry.versions(model).get_column("version").to_list() if model in registry.models() else []
     registered = registry.register(
         model,
         run_id=run_id,
@@ -127,7 +126,7 @@ def register_model(
         card=_read_card(card) if card else None,
         description=description,
     )
-    if registered.version in same.get_column("version").to_list():
+    if registered.version in earlier:
         stdout_console().print(
             f"{registered.model} version {registered.version} was already registered with this run and "
             "artifact; nothing new was written.",
