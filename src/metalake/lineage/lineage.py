@@ -101,11 +101,7 @@ class Lineage:
         """
         if chunk_events < 1:
             raise LineageError(f"chunk_events must be at least 1, not {chunk_events}.")
-        file = Path(path)
-        if not file.is_file():
-            raise LineageError(
-                f"{file} is not a file: give a JSONL file of OpenLineage events, one per line."
-            )
+        file = event_file(path)
         checked: list[Event] = []
         source = f"file {file}"
         with file.open("rb") as handle, _no_cyclic_gc():
@@ -440,6 +436,14 @@ def _no_cyclic_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def event_file(path: str | Path) -> Path:
+    """The JSONL file of OpenLineage events at `path`; LineageError when there is no such file."""
+    file = Path(path)
+    if not file.is_file():
+        raise LineageError(f"{file} is not a file: give a JSONL file of OpenLineage events, one per line.")
+    return file
 
 
 def _nodes(tables: Tables) -> list[str]:
