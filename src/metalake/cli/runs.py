@@ -141,14 +141,18 @@ def show_run(
 
 
 def stable_columns(runs: pl.DataFrame) -> pl.DataFrame:
-    """Run attributes, then params.KEY, tags.KEY and metrics.KEY each sorted, so that a CSV header is the same
-    from one call to the next (the search frame's order of keys may vary)."""
+    """Run attributes, then params.KEY, tags.KEY, metrics.KEY and the metric ranges a search kept
+    (`min(metrics.KEY)`, ...) each sorted, so that a CSV header is the same from one call to the next (the search
+    frame's order of keys may vary)."""
+    from metalake.tracking.search import is_summary_column
+
+    summaries = sorted(c for c in runs.columns if is_summary_column(c))
     keyed = [c for c in runs.columns if c.startswith(("params.", "tags.", "metrics."))]
-    attributes = [c for c in runs.columns if c not in keyed]
+    attributes = [c for c in runs.columns if c not in keyed and c not in summaries]
     by_kind = [
         sorted(c for c in keyed if c.startswith(prefix)) for prefix in ("params.", "tags.", "metrics.")
     ]
-    return runs.select(attributes + [c for group in by_kind for c in group])
+    return runs.select(attributes + [c for group in by_kind for c in group] + summaries)
 
 
 def run_sections(details: RunDetails) -> list[Section]:
