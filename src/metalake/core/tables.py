@@ -4,7 +4,7 @@ travel and snapshots. Domain namespaces receive a Tables; the facade `Lake` comp
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -414,6 +414,14 @@ class Tables:
             yield now
         finally:
             now.close()
+
+    def known_later(self, name: str, names: Callable[[Tables], Collection[str]]) -> bool:
+        """Whether `name`, unknown at these tables' past moment, is among `names` now: then it was only absent
+        at that moment (an empty answer), not a typo (a "did you mean" error). Live tables: False."""
+        if not self.read_only:
+            return False
+        with self.live() as now:
+            return name in names(now)
 
     def _resolve_moment(self, when: datetime | date | str) -> Moment:
         """A moment by the one rule of time travel (core/time_travel.py): times in the future or before the

@@ -390,16 +390,9 @@ class Lineage:
         ).pl()
         if frame.is_empty():  # a typo answers "did you mean", a known node without edges an empty walk
             known = self.nodes()
-            if node not in known and not self._known_later(node):
+            if node not in known and not self._tables.known_later(node, _nodes):
                 raise LineageNodeNotFound(node, known)
         return frame
-
-    def _known_later(self, node: str) -> bool:
-        """Whether `node`, unknown at this lake's past moment, exists now: then it is only absent then."""
-        if not self._tables.read_only:
-            return False
-        with self._tables.live() as now:
-            return node in _nodes(now)
 
     def nodes(self) -> list[str]:
         """Every node id the lake knows (by its moment), sorted: the ends of lineage_graph's edges, and
