@@ -255,7 +255,7 @@ class Lineage:
         """
         import polars as pl
 
-        from metalake.core.delta import files_may_hold
+        from metalake.core.file_statistics import files_may_hold
 
         column = str(ids.name)
         if time_column is not None:
