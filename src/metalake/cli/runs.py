@@ -59,7 +59,7 @@ def list_runs(
     The table shows the columns the filter and the order name, then the params that differ and the first
     metrics; in a terminal run ids are cut to a prefix that `runs show` accepts, piped they are whole. csv, json
     and jsonl give every column of lake.runs.search: run attributes (run_id whole), then params.KEY, tags.KEY,
-    metrics.KEY, keys sorted.
+    metrics.KEY, keys sorted, then the metric ranges the filter or order named, e.g. min(metrics.loss).
 
     Example: metalake runs list -e churn -w "metrics.val_auc > 0.8" -o "metrics.val_auc desc"
     """
