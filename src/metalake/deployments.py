@@ -306,7 +306,7 @@ class Deployments:
         """EnvironmentNotFound, naming the closest known ones, for an environment no deployment was in (at a
         past moment: nor was later)."""
         known = self.environments()
-        if environment not in known and not self._tables.known_later(environment, _environments):
+        if self._tables.is_unknown_name(environment, known, _environments):
             raise EnvironmentNotFound(environment, known)
 
     def active(

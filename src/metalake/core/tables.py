@@ -415,13 +415,21 @@ class Tables:
         finally:
             now.close()
 
-    def known_later(self, name: str, names: Callable[[Tables], Collection[str]]) -> bool:
-        """Whether `name`, unknown at these tables' past moment, is among `names` now: then it was only absent
-        at that moment (an empty answer), not a typo (a "did you mean" error). Live tables: False."""
-        if not self.read_only:
+    def is_unknown_name(
+        self, name: str, known: Collection[str], names: Callable[[Tables], Collection[str]]
+    ) -> bool:
+        """Whether a name a query filters by is a typo, to answer with "did you mean" rather than nothing.
+
+        `known` are the names of its kind at these tables' moment, `names` reads them from any tables. A name
+        among them is known; with none of its kind at all (a new lake, or a moment before the first) there is
+        nothing to mistype, so the answer is empty; at a past moment, a name that came later was only absent then.
+        """
+        if name in known or not known:
             return False
+        if not self.read_only:
+            return True
         with self.live() as now:
-            return name in names(now)
+            return name not in names(now)
 
     def _resolve_moment(self, when: datetime | date | str) -> Moment:
         """A moment by the one rule of time travel (core/time_travel.py): times in the future or before the

@@ -106,7 +106,7 @@ def check_deployed_names(tables: Tables, *, model: str | None, environment: str 
         if name is None:
             continue
         known = _names(tables, query)
-        if name not in known and not tables.known_later(name, functools.partial(_names, query=query)):
+        if tables.is_unknown_name(name, known, functools.partial(_names, query=query)):
             raise unknown(name, known)
 
 

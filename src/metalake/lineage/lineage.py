@@ -390,7 +390,7 @@ class Lineage:
         ).pl()
         if frame.is_empty():  # a typo answers "did you mean", a known node without edges an empty walk
             known = self.nodes()
-            if node not in known and not self._tables.known_later(node, _nodes):
+            if self._tables.is_unknown_name(node, known, _nodes):
                 raise LineageNodeNotFound(node, known)
         return frame
 

@@ -250,7 +250,7 @@ class Registry:
         """ModelNotFound naming the closest models, unless `model` is registered (or, at a past moment, was
         registered later: then it is only absent at that moment)."""
         known = self.models()
-        if model not in known and not self._tables.known_later(model, _models):
+        if self._tables.is_unknown_name(model, known, _models):
             raise ModelNotFound.unknown_model(model, known)
 
     def at(self, model: str, when: datetime | date | str, stage: Stage = "production") -> ModelVersion | None:

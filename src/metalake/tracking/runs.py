@@ -518,7 +518,7 @@ class Runs:
         )
         if experiment and found.is_empty():  # a typo answers "did you mean", a known name an empty frame
             known = self.experiments()
-            if experiment not in known and not self._tables.known_later(experiment, _experiments):
+            if self._tables.is_unknown_name(experiment, known, _experiments):
                 raise ExperimentNotFound(experiment, known)
         return found
 
