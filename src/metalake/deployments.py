@@ -298,13 +298,6 @@ class Deployments:
             self._check_environment(environment)
         return found[0] if found else None
 
-    def _known_later(self, environment: str) -> bool:
-        """Whether `environment`, unknown at this lake's past moment, exists now: then it is only absent then."""
-        if not self._tables.read_only:
-            return False
-        with self._tables.live() as now:
-            return environment in _environments(now)
-
     def environments(self) -> builtins.list[str]:
         """The environments that deployments were recorded in (by this lake's moment), sorted."""
         return _environments(self._tables)
@@ -313,7 +306,7 @@ class Deployments:
         """EnvironmentNotFound, naming the closest known ones, for an environment no deployment was in (at a
         past moment: nor was later)."""
         known = self.environments()
-        if environment not in known and not self._known_later(environment):
+        if self._tables.is_unknown_name(environment, known, _environments):
             raise EnvironmentNotFound(environment, known)
 
     def active(

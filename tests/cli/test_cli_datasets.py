@@ -48,6 +48,7 @@ def test_register_list_show_history(lake_path: Path, data: Path) -> None:
 
 
 def test_datasets_errors_are_one_line_without_traceback(lake_path: Path, tmp_path: Path) -> None:
+    assert invoke(lake_path, "init")[0] == 0  # a refused register creates no lake, and `show` reads one
     code, output = invoke(lake_path, "datasets", "register", "x", str(tmp_path / "missing.csv"))
     assert code == 1 and f"Path not found: {tmp_path / 'missing.csv'}" in output and "Traceback" not in output
     code, output = invoke(lake_path, "datasets", "show", "ghost")

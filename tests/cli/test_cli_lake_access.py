@@ -141,3 +141,24 @@ def test_a_failed_mlflow_import_leaves_no_lake(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert "No MLflow store" in result.output
     assert not typo.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["datasets", "register", "churn-train", "missing.csv"], "Path not found"),
+        (["datasets", "register", "churn-train", "ragged.csv"], "line 2 has 3 field(s)"),
+        (["lineage", "ingest", "missing.jsonl"], "is not a file"),
+        (["models", "policy", "set", "missing.yaml"], "does not exist"),
+    ],
+)
+def test_a_write_refused_for_its_input_leaves_no_lake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ragged.csv").write_text("a,b\n1,2,3\n")
+    typo = tmp_path / "typo-lake"
+    result = CliRunner().invoke(app, ["--lake", str(typo), *command])
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert not typo.exists()

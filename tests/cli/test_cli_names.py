@@ -77,3 +77,31 @@ def test_kpis_impact_names_the_closest_known_name(
     assert code == 1 and expected in " ".join(output.split())
     code, output = invoke(churn_lake, "kpis", "impact", "--model", "churn", "--env", "production")
     assert code == 0, output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("runs", "list", "-e", "churn"),
+        ("models", "list", "churn"),
+        ("deploy", "list", "--env", "production"),
+        ("lineage", "show", "model:churn/1"),
+        ("kpis", "impact", "--model", "churn"),
+    ],
+)
+def test_on_a_new_lake_with_no_names_of_the_kind_a_filter_answers_empty(
+    lake_path: Path, args: tuple[str, ...]
+) -> None:
+    """Nothing to mistype against: the first training job's "best previous run" lookup gets no rows, not an error."""
+    metalake.connect(lake_path).close()
+    code, output = invoke(lake_path, *args)
+    assert code == 0, output
+    assert "Unknown" not in output
+
+
+def test_an_empty_new_lake_answers_searches_and_walks_empty(lake_path: Path) -> None:
+    lake = metalake.connect(lake_path)
+    assert lake.runs.search(experiment="churn").is_empty()
+    assert lake.registry.versions("churn").is_empty()
+    assert lake.deployments.list(environment="production").is_empty()
+    assert lake.lineage.upstream("model:churn/1").is_empty()

@@ -56,6 +56,24 @@ def test_runs_list_filters_by_a_range(lake_path: Path, logged: list[str]) -> Non
     assert "xgb-depth4" in output and "xgb-depth6" not in output
 
 
+def test_runs_list_csv_puts_the_metric_ranges_it_kept_last(lake_path: Path, logged: list[str]) -> None:
+    code, output = invoke(
+        lake_path,
+        "runs",
+        "list",
+        "-f",
+        "csv",
+        "-w",
+        "metrics.val_auc.min > 0",
+        "-o",
+        "metrics.val_auc.max desc",
+    )
+    assert code == 0, output
+    header = output.splitlines()[0].split(",")
+    assert header[-2:] == ["max(metrics.val_auc)", "min(metrics.val_auc)"]
+    assert header.index("source") < header.index("params.depth") < header.index("metrics.val_auc")
+
+
 def test_runs_show(lake_path: Path, logged: list[str]) -> None:
     code, output = invoke(lake_path, "runs", "show", logged[1])
     assert code == 0, output

@@ -161,11 +161,15 @@ def lake_use(ctx: typer.Context) -> LakeUse:
     return LAKE_USE[name]
 
 
-def open_lake(ctx: typer.Context, *, writing: bool | None = None) -> Lake:
+def open_lake(
+    ctx: typer.Context, *, writing: bool | None = None, before_creating: Callable[[], object] | None = None
+) -> Lake:
     """The lake of --lake, opened as the command uses it (LAKE_USE): only writing commands create a lake.
 
     A "reads or writes" command passes `writing`, as its options decide. A writing command that creates the lake
     says so on stderr (except `init`, whose answer is the lake), so that a mistyped --lake is seen at once.
+    `before_creating` checks the command's own input (a file that must exist, a policy that must parse) before a
+    new lake is created, so that a write refused for its input leaves no lake behind; an existing lake skips it.
     """
     from metalake.errors import LakeNotFound
 
@@ -182,6 +186,8 @@ def open_lake(ctx: typer.Context, *, writing: bool | None = None) -> Lake:
     try:
         return state.connect(create=False)
     except LakeNotFound:
+        if before_creating is not None:
+            before_creating()
         lake = state.connect(create=True)
     if command_name(ctx) != "init":
         from rich.markup import escape

@@ -52,9 +52,10 @@ def register(
     from rich.markup import escape
 
     from metalake.cli.output import stdout_console, write_sections
+    from metalake.datasets.profile import resolve_source
 
     tags = _parse_tags(tag or [])
-    lake = open_lake(ctx)
+    lake = open_lake(ctx, before_creating=lambda: resolve_source(path))
     version = lake.datasets.register(name, path, description=description, owner=owner, tags=tags)
     console = stdout_console()
     if not version.created:

@@ -40,9 +40,10 @@ def ingest(
     import time
 
     from metalake.cli.output import stdout_console
+    from metalake.lineage.lineage import event_file
 
     started = time.perf_counter()
-    result = open_lake(ctx).lineage.ingest_file(file)
+    result = open_lake(ctx, before_creating=lambda: event_file(file)).lineage.ingest_file(file)
     seconds = time.perf_counter() - started
     stdout_console().print(
         f"Ingested {result.new} new event(s) of {result.received} ({result.duplicates} already stored) in "

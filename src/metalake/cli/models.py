@@ -237,8 +237,9 @@ def set_policy(ctx: typer.Context, path: Annotated[Path, typer.Argument(help="Po
     Example: metalake models policy set policy.yaml
     """
     from metalake.cli.output import stdout_console
+    from metalake.registry.governance import load_policy
 
-    stored = open_lake(ctx).registry.use_policy(path, persist=True)
+    stored = open_lake(ctx, before_creating=lambda: load_policy(path)).registry.use_policy(path, persist=True)
     stages = ", ".join(sorted(stored.gates)) or "no stage"
     stdout_console().print(f"Policy stored: gates on {stages}.")
 

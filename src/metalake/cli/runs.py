@@ -59,7 +59,7 @@ def list_runs(
     The table shows the columns the filter and the order name, then the params that differ and the first
     metrics; in a terminal run ids are cut to a prefix that `runs show` accepts, piped they are whole. csv, json
     and jsonl give every column of lake.runs.search: run attributes (run_id whole), then params.KEY, tags.KEY,
-    metrics.KEY, keys sorted.
+    metrics.KEY, keys sorted, then the metric ranges the filter or order named, e.g. min(metrics.loss).
 
     Example: metalake runs list -e churn -w "metrics.val_auc > 0.8" -o "metrics.val_auc desc"
     """
@@ -141,14 +141,18 @@ def show_run(
 
 
 def stable_columns(runs: pl.DataFrame) -> pl.DataFrame:
-    """Run attributes, then params.KEY, tags.KEY and metrics.KEY each sorted, so that a CSV header is the same
-    from one call to the next (the search frame's order of keys may vary)."""
+    """Run attributes, then params.KEY, tags.KEY, metrics.KEY and the metric ranges a search kept
+    (`min(metrics.KEY)`, ...) each sorted, so that a CSV header is the same from one call to the next (the search
+    frame's order of keys may vary)."""
+    from metalake.tracking.search import is_summary_column
+
+    summaries = sorted(c for c in runs.columns if is_summary_column(c))
     keyed = [c for c in runs.columns if c.startswith(("params.", "tags.", "metrics."))]
-    attributes = [c for c in runs.columns if c not in keyed]
+    attributes = [c for c in runs.columns if c not in keyed and c not in summaries]
     by_kind = [
         sorted(c for c in keyed if c.startswith(prefix)) for prefix in ("params.", "tags.", "metrics.")
     ]
-    return runs.select(attributes + [c for group in by_kind for c in group])
+    return runs.select(attributes + [c for group in by_kind for c in group] + summaries)
 
 
 def run_sections(details: RunDetails) -> list[Section]:

@@ -1,4 +1,5 @@
-"""The one place metalake talks to delta-rs: table loading, creation, atomic commits, history and time travel."""
+"""The one place metalake talks to delta-rs (with file_statistics.py): table loading, creation, atomic commits, history
+and time travel."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +45,6 @@ COMPACT_TARGET_BYTES = 1024 * 1024
 COMPACTION_LOCK = "_metalake_compaction.lock"  # one process rewrites a table's files at a time
 INGEST_LOCK = "_metalake_ingest.lock"
 # Timestamp statistics in the Delta log are cut to the millisecond: ranges compared with them are widened by this
-STATISTICS_SLACK = timedelta(seconds=1)
 LOG_CLOCK_SLACK_NS = 100_000_000
 MAINTENANCE_OPERATIONS = frozenset({"maintain", "cluster"})  # auto-compaction ("compact") is not one
 CLUSTERED_ROW_GROUP_ROWS = 16_384
@@ -589,30 +589,3 @@ def _backoff(attempt: int) -> None:
 
 
 __all__ = ["CommitInfo", "DeltaStore", "StorageError", "TableMaintenance"]
-
-
-def files_may_hold(table: DeltaTable, column: str, low: datetime, high: datetime) -> bool:
-    """Whether a file of the table may hold rows whose `column` is within [low, high], by the statistics in
-    the Delta log (a file without them may): answers in a millisecond where a scan costs tens of them.
-
-    delta-rs stores timestamp statistics cut to the millisecond (a file whose latest row is at .000900 says
-    .000000), so the range is widened by a second on each side: never a file skipped that holds the range.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    actions = pa.table(table.get_add_actions(flatten=True))
-    if actions.num_rows == 0:
-        return False
-    if f"min.{column}" not in actions.column_names or f"max.{column}" not in actions.column_names:
-        return True
-    smallest, largest = actions[f"min.{column}"], actions[f"max.{column}"]
-    # clamped: the slack must not overflow at the ends of the datetime range (rows stored before times were checked)
-    low_value = pa.scalar(
-        max(low, datetime.min.replace(tzinfo=UTC) + STATISTICS_SLACK) - STATISTICS_SLACK, smallest.type
-    )
-    high_value = pa.scalar(
-        min(high, datetime.max.replace(tzinfo=UTC) - STATISTICS_SLACK) + STATISTICS_SLACK, largest.type
-    )
-    apart = pc.or_(pc.less(largest, low_value), pc.greater(smallest, high_value))
-    return not pc.all(pc.fill_null(apart, False)).as_py()

@@ -4,7 +4,7 @@ travel and snapshots. Domain namespaces receive a Tables; the facade `Lake` comp
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -414,6 +414,22 @@ class Tables:
             yield now
         finally:
             now.close()
+
+    def is_unknown_name(
+        self, name: str, known: Collection[str], names: Callable[[Tables], Collection[str]]
+    ) -> bool:
+        """Whether a name a query filters by is a typo, to answer with "did you mean" rather than nothing.
+
+        `known` are the names of its kind at these tables' moment, `names` reads them from any tables. A name
+        among them is known; with none of its kind at all (a new lake, or a moment before the first) there is
+        nothing to mistype, so the answer is empty; at a past moment, a name that came later was only absent then.
+        """
+        if name in known or not known:
+            return False
+        if not self.read_only:
+            return True
+        with self.live() as now:
+            return name not in names(now)
 
     def _resolve_moment(self, when: datetime | date | str) -> Moment:
         """A moment by the one rule of time travel (core/time_travel.py): times in the future or before the

@@ -8,6 +8,7 @@ and falls back to the same default list; `lake.kpis` offers the setting (`produc
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
@@ -104,12 +105,13 @@ def check_deployed_names(tables: Tables, *, model: str | None, environment: str 
     ):
         if name is None:
             continue
-        known = sorted(row[0] for row in tables.sql(query).fetchall())
-        if name in known:
-            continue
-        with tables.live() as now:
-            if name not in {row[0] for row in now.sql(query).fetchall()}:
-                raise unknown(name, known)
+        known = _names(tables, query)
+        if tables.is_unknown_name(name, known, functools.partial(_names, query=query)):
+            raise unknown(name, known)
+
+
+def _names(tables: Tables, query: str) -> list[str]:
+    return sorted(row[0] for row in tables.sql(query).fetchall())
 
 
 MODELS_QUERY = "select model from deployments union select model from model_versions"

@@ -4,9 +4,6 @@ production environments, where observations without an environment count (`produ
 
 from __future__ import annotations
 
-import builtins
-import contextlib
-import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,15 +12,10 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from metalake.core.csv_files import check_csv
 from metalake.core.file_formats import EXTENSION_FORMATS, INPUT_FORMATS, InputFormat
 from metalake.core.moments import (
-    EARLIEST_MOMENT,
-    accepted_range,
-    latest_allowed,
     parse_duration,
     recordable_moment,
-    utc_moment,
 )
 from metalake.core.vocabulary import DEFAULT_PRODUCTION_ENVIRONMENTS, KPI_DIRECTIONS, KpiDirection
 from metalake.errors import IngestError, KpiError, KpiNotFound, ViewError
@@ -32,6 +24,14 @@ from metalake.kpis.environments import (
     environment_names,
     store_production_environments,
     stored_production_environments,
+)
+from metalake.kpis.observations import (
+    as_frame,
+    file_digest,
+    read_observations,
+    refuse_times_out_of_range,
+    time_column,
+    value_column,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +63,6 @@ BOUND_SETTINGS_LINE = (
     "FROM lake_setting"
 )
 DEFINITIONS_SQL = "select kpi, unit, direction, description, owner, models, tags from kpi_definitions"
-SAMPLE_ROWS = 5
 
 
 class LakeSetting(Enum):
@@ -235,7 +234,7 @@ class Kpis:
         """
         import polars as pl
 
-        frame = _as_frame(data)
+        frame = as_frame(data)
         if frame.is_empty():
             raise KpiError("No observations given: nothing to record.")
         unknown_columns = [c for c in frame.columns if c not in OBSERVATION_COLUMNS]
@@ -252,9 +251,9 @@ class Kpis:
         elif source is not None:
             frame = frame.with_columns(pl.col("source").fill_null(source))
         frame = frame.with_columns(
-            _numbers(frame.get_column("value")), _times(frame.get_column("observed_at"))
+            value_column(frame.get_column("value")), time_column(frame.get_column("observed_at"))
         )
-        _refuse_times_out_of_range(frame.get_column("observed_at"))
+        refuse_times_out_of_range(frame.get_column("observed_at"))
         known = self._definitions()
         names = frame.get_column("kpi").drop_nulls().unique().to_list()
         undefined = [name for name in names if name not in known]
@@ -294,8 +293,8 @@ class Kpis:
             raise IngestError(
                 f"{file} is not a file: give a CSV, Parquet or JSON-lines file of observations."
             )
-        frame = _read_observations(file, chosen)
-        key = idempotency_key or f"kpi-ingest:{_file_digest(file)}"
+        frame = read_observations(file, chosen)
+        key = idempotency_key or f"kpi-ingest:{file_digest(file)}"
         return self.observe_many(
             frame, source=source or file.name, reason=reason or f"ingest {file.name}", idempotency_key=key
         )
@@ -430,176 +429,6 @@ def _tags(tags: Mapping[str, str]) -> dict[str, str]:
     if not isinstance(tags, Mapping):
         raise KpiError(f"tags takes a mapping of text to text, not {type(tags).__name__}.")
     return {str(key): str(value) for key, value in tags.items()}
-
-
-def _moment(value: datetime | date | str) -> datetime:
-    return utc_moment(value, what="Observation time", error=KpiError)
-
-
-def _as_frame(data: Any) -> pl.DataFrame:
-    import polars as pl
-
-    if isinstance(data, pl.DataFrame):
-        return data
-    if isinstance(data, pl.LazyFrame):
-        return data.collect()
-    if isinstance(data, list | tuple):
-        if not all(isinstance(row, Mapping) for row in data):
-            raise KpiError("Observations as a list must be dicts with keys kpi, value, observed_at, ...")
-        return _frame_from_rows(data)
-    module = type(data).__module__
-    if module.startswith("pandas"):
-        from_pandas: pl.DataFrame = pl.from_pandas(data)
-        return from_pandas
-    if module.startswith("pyarrow"):
-        converted = pl.from_arrow(data)
-        if isinstance(converted, pl.DataFrame):
-            return converted
-    raise KpiError(
-        f"Cannot read observations from {type(data).__name__}: give a polars, pandas or pyarrow frame, or a "
-        "list of dicts."
-    )
-
-
-def _frame_from_rows(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
-    """Rows may mix types in a column (a datetime here, ISO text there): times and values are read one by one."""
-    import polars as pl
-
-    names = list(dict.fromkeys(key for row in rows for key in row))
-    columns = {name: [row.get(name) for row in rows] for name in names}
-    if "value" in columns:
-        columns["value"] = _row_values(columns["value"])
-    if "observed_at" in columns:
-        columns["observed_at"] = _row_moments(columns["observed_at"])
-    return pl.DataFrame([pl.Series(name, values, strict=False) for name, values in columns.items()])
-
-
-def _row_values(values: builtins.list[Any]) -> builtins.list[float | None]:
-    converted: builtins.list[float | None] = []
-    bad: builtins.list[tuple[int, Any]] = []
-    for row, value in enumerate(values):
-        number: float | None = None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                number = float(value.strip())
-        if number is None and value is not None:
-            bad.append((row, value))
-        converted.append(number)
-    _refuse(bad, "the value is not a number")
-    return converted
-
-
-def _row_moments(values: builtins.list[Any]) -> builtins.list[datetime | None]:
-    converted: builtins.list[datetime | None] = []
-    bad: builtins.list[tuple[int, Any]] = []
-    for row, value in enumerate(values):
-        moment = None
-        if value is not None:
-            try:
-                moment = _moment(value)
-            except KpiError:
-                bad.append((row, value))
-        converted.append(moment)
-    _refuse(bad, "observed_at is not an ISO-8601 time or a datetime")
-    return converted
-
-
-def _numbers(values: pl.Series) -> pl.Series:
-    """KPI values as float64; text that is not a number, and NaN or infinite values, are refused with rows."""
-    import polars as pl
-
-    if values.dtype == pl.String:
-        converted = values.str.strip_chars().cast(pl.Float64, strict=False)
-        _refuse_rows(values.is_not_null() & converted.is_null(), values, "is not a number")
-        values = converted
-    elif values.dtype == pl.Boolean or not (values.dtype.is_numeric() or values.dtype == pl.Null):
-        raise KpiError(f"KPI values must be numbers, not {values.dtype}.")
-    values = values.cast(pl.Float64)
-    _refuse_rows(values.is_not_null() & ~values.is_finite(), values, "is not a finite number")
-    return values
-
-
-def _times(values: pl.Series) -> pl.Series:
-    """observed_at as UTC microseconds; text is parsed by polars when one format fits, else by the contract."""
-    import polars as pl
-
-    if isinstance(values.dtype, pl.Datetime):
-        zoned = values.dt.replace_time_zone("UTC") if values.dtype.time_zone is None else values
-        return zoned.dt.convert_time_zone("UTC").cast(pl.Datetime("us", "UTC"))
-    if values.dtype == pl.String:
-        try:
-            parsed = values.str.strip_chars().str.to_datetime(time_unit="us", strict=False)
-        except pl.exceptions.PolarsError:
-            return values
-        if (values.is_not_null() & parsed.is_null()).any():  # mixed formats: parsed value by value
-            return pl.Series(values.name, _row_moments(values.to_list()), pl.Datetime("us", "UTC"))
-        return _times(parsed)
-    return values
-
-
-def _refuse_times_out_of_range(times: pl.Series) -> None:
-    """Observations in the future (beyond the clock skew) or before 1900 are refused, naming the rows."""
-    import polars as pl
-
-    if not isinstance(times.dtype, pl.Datetime):
-        return  # text the contract parses: it refuses what it cannot read
-    outside = ((times > latest_allowed()) | (times < EARLIEST_MOMENT)).fill_null(False)
-    if outside.any():
-        rows = outside.arg_true().to_list()
-        sample = [(row, times[row]) for row in rows[:SAMPLE_ROWS]]
-        _refuse(
-            sample, f"observed_at is in the future or before 1900; accepted: {accepted_range()}", len(rows)
-        )
-
-
-def _refuse_rows(mask: pl.Series, values: pl.Series, problem: str) -> None:
-    if mask.any():
-        rows = mask.arg_true().to_list()
-        _refuse([(row, values[row]) for row in rows[:SAMPLE_ROWS]], f"the value {problem}", len(rows))
-
-
-def _refuse(bad: Sequence[tuple[int, Any]], problem: str, count: int | None = None) -> None:
-    """Raise KpiError naming a few refused rows (0-based, as in the frame given) and how many there are."""
-    if not bad:
-        return
-    sample = ", ".join(f"row {row}: {value!r}" for row, value in bad[:SAMPLE_ROWS])
-    total = len(bad) if count is None else count
-    raise KpiError(f"{total:,} KPI observation(s) refused: {problem} ({sample}). Nothing was written.")
-
-
-def _read_observations(file: Path, file_format: InputFormat) -> pl.DataFrame:
-    import polars as pl
-
-    text_columns = {"kpi": pl.String, "segment": pl.String, "environment": pl.String, "source": pl.String}
-    try:
-        if file_format == "csv":
-            check_csv(file, error=IngestError)  # polars pads a ragged row with nulls: refuse it with the line
-            # All text, typed by observe_many: polars' inference guesses wrong on late values and is slow on times.
-            frame = pl.read_csv(file, infer_schema=False)
-        elif file_format == "parquet":
-            frame = pl.read_parquet(file)
-        elif file_format == "json" and file.read_bytes().lstrip().startswith(b"["):
-            frame = pl.read_json(file, infer_schema_length=None)
-        else:
-            columns = pl.read_ndjson(file, infer_schema_length=None).columns
-            overrides = {c: t for c, t in text_columns.items() if c in columns}
-            frame = pl.read_ndjson(file, schema_overrides=overrides, infer_schema_length=None)
-    except (pl.exceptions.PolarsError, OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise IngestError(f"Cannot read {file} as {file_format}: {first_line}") from error
-    if frame.is_empty():
-        raise IngestError(f"{file} holds no observations: nothing to ingest.")
-    return frame
-
-
-def _file_digest(file: Path) -> str:
-    digest = hashlib.sha256()
-    with file.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _utc(frame: pl.DataFrame) -> pl.DataFrame:

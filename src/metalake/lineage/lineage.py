@@ -101,11 +101,7 @@ class Lineage:
         """
         if chunk_events < 1:
             raise LineageError(f"chunk_events must be at least 1, not {chunk_events}.")
-        file = Path(path)
-        if not file.is_file():
-            raise LineageError(
-                f"{file} is not a file: give a JSONL file of OpenLineage events, one per line."
-            )
+        file = event_file(path)
         checked: list[Event] = []
         source = f"file {file}"
         with file.open("rb") as handle, _no_cyclic_gc():
@@ -259,7 +255,7 @@ class Lineage:
         """
         import polars as pl
 
-        from metalake.core.delta import files_may_hold
+        from metalake.core.file_statistics import files_may_hold
 
         column = str(ids.name)
         if time_column is not None:
@@ -394,16 +390,9 @@ class Lineage:
         ).pl()
         if frame.is_empty():  # a typo answers "did you mean", a known node without edges an empty walk
             known = self.nodes()
-            if node not in known and not self._known_later(node):
+            if self._tables.is_unknown_name(node, known, _nodes):
                 raise LineageNodeNotFound(node, known)
         return frame
-
-    def _known_later(self, node: str) -> bool:
-        """Whether `node`, unknown at this lake's past moment, exists now: then it is only absent then."""
-        if not self._tables.read_only:
-            return False
-        with self._tables.live() as now:
-            return node in _nodes(now)
 
     def nodes(self) -> list[str]:
         """Every node id the lake knows (by its moment), sorted: the ends of lineage_graph's edges, and
@@ -440,6 +429,14 @@ def _no_cyclic_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def event_file(path: str | Path) -> Path:
+    """The JSONL file of OpenLineage events at `path`; LineageError when there is no such file."""
+    file = Path(path)
+    if not file.is_file():
+        raise LineageError(f"{file} is not a file: give a JSONL file of OpenLineage events, one per line.")
+    return file
 
 
 def _nodes(tables: Tables) -> list[str]:

@@ -242,13 +242,6 @@ class Registry:
             self._check_model(model)
         return frame
 
-    def _known_later(self, model: str) -> bool:
-        """Whether `model`, unknown at this lake's past moment, exists now: then it is only absent then."""
-        if not self._tables.read_only:
-            return False
-        with self._tables.live() as now:
-            return model in _models(now)
-
     def models(self) -> list[str]:
         """The names of the registered models (by this lake's moment), sorted."""
         return _models(self._tables)
@@ -257,7 +250,7 @@ class Registry:
         """ModelNotFound naming the closest models, unless `model` is registered (or, at a past moment, was
         registered later: then it is only absent at that moment)."""
         known = self.models()
-        if model not in known and not self._known_later(model):
+        if self._tables.is_unknown_name(model, known, _models):
             raise ModelNotFound.unknown_model(model, known)
 
     def at(self, model: str, when: datetime | date | str, stage: Stage = "production") -> ModelVersion | None:

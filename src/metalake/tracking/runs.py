@@ -518,16 +518,9 @@ class Runs:
         )
         if experiment and found.is_empty():  # a typo answers "did you mean", a known name an empty frame
             known = self.experiments()
-            if experiment not in known and not self._known_later(experiment):
+            if self._tables.is_unknown_name(experiment, known, _experiments):
                 raise ExperimentNotFound(experiment, known)
         return found
-
-    def _known_later(self, experiment: str) -> bool:
-        """Whether `experiment`, unknown at this lake's past moment, exists now: then it is only absent then."""
-        if not self._tables.read_only:
-            return False
-        with self._tables.live() as now:
-            return experiment in _experiments(now)
 
     def experiments(self) -> list[str]:
         """The names of the experiments that runs were logged under (by this lake's moment), sorted."""

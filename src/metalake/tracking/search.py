@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,16 +19,6 @@ RUN_ATTRIBUTES = (
     "run_id", "experiment", "name", "status", "start_time", "end_time", "duration_s", "parent_run_id", "user",
     "source",
 )  # fmt: skip
-_TOKEN = re.compile(
-    r"""\s*(?:
-        (?P<number>-?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)
-      | (?P<string>'(?:[^']|'')*')
-      | (?P<field>(?:params|metrics|tags|attributes)\.(?:`[^`]+`|"[^"]+"|[A-Za-z0-9_\-/:]+)(?:\.(?:last|min|max|mean|count))?)
-      | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
-      | (?P<operator><=|>=|!=|<>|=|<|>|\(|\)|,)
-    )""",
-    re.VERBOSE,
-)
 
 
 def run_table(tables: Tables, experiment: str | None) -> pl.DataFrame:
@@ -180,20 +169,11 @@ def translate_order(item: str, columns: set[str]) -> str:
     return f"{_quote(column)} {direction} NULLS LAST"
 
 
-def _tokens(expression: str) -> Iterable[tuple[str, str]]:
-    position = 0
-    text = expression.strip()
-    while position < len(text):
-        match = _TOKEN.match(text, position)
-        if match is None or match.end() == position:
-            raise QueryError(
-                f"Cannot read the expression {expression!r} at position {position}: {text[position : position + 20]!r}."
-            )
-        kind = match.lastgroup or ""
-        yield kind, match.group(kind)
-        position = match.end()
-        while position < len(text) and text[position].isspace():
-            position += 1
+def _tokens(expression: str) -> list[tuple[str, str]]:
+    """The (kind, text) tokens of an expression, read by the one tokenizer of the search language."""
+    from metalake.tracking.expressions import tokenize
+
+    return [(token.kind, token.text) for token in tokenize(expression) if token.kind != "end"]
 
 
 def _resolve(field: str, columns: set[str]) -> str:
