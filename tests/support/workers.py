@@ -332,3 +332,20 @@ def log_a_run_then_hang(uri: str, results: Any) -> None:
             run.log_metrics({"loss": 0.5}, step=0)
         results.put(run.run_id)
         time.sleep(600)
+
+
+def flush_every_50_steps_then_hang(uri: str, steps: int, results: Any) -> None:
+    """Log 2 metrics a step with flush_every_points=100 and call `run.flush()` every 50 steps, as a job that
+    checkpoints does; report the steps whose `flush()` returned, then hang until killed.
+
+    The 100th point queues a flush automatically, so each `flush()` finds an empty buffer: it must still wait
+    for the queued flush before it returns.
+    """
+    lake = metalake.connect(uri, actor="checkpointing-job")
+    run = lake.runs.start(experiment="checkpoints", flush_every_points=100)
+    for step in range(steps):
+        run.log_metrics({"loss": 1 / (step + 1), "acc": step / steps}, step=step)
+        if (step + 1) % 50 == 0:
+            run.flush()
+    results.put((run.run_id, steps))
+    time.sleep(600)

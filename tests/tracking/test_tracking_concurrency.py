@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.workers import SPAWN, exit_slowly, log_a_run_then_hang, log_runs, run_in_processes
+from support.workers import (
+    SPAWN,
+    exit_slowly,
+    flush_every_50_steps_then_hang,
+    log_a_run_then_hang,
+    log_runs,
+    run_in_processes,
+)
 
 import metalake
 
@@ -78,3 +85,35 @@ def test_a_job_killed_after_its_run_block_returned_loses_nothing(tmp_path: Path)
     lake = metalake.connect(uri, actor="tester")
     stored = lake.sql("select status from runs_current where run_id = ?", [run_id]).fetchall()
     assert stored == [("finished",)], f"run {run_id} was lost with the killed job"
+
+
+def test_flush_waits_for_the_flushes_queued_before_it_even_with_an_empty_buffer(tmp_path: Path) -> None:
+    """Five jobs call `flush()` with nothing buffered (the 100th point just queued one) and are killed as soon
+    as it returns: every point logged before that `flush()` is in the lake."""
+    uri = str(tmp_path / "lake")
+    metalake.connect(uri, actor="tester")
+    results = SPAWN.Queue()
+    children = [
+        SPAWN.Process(target=flush_every_50_steps_then_hang, args=(uri, 100, results), daemon=True)
+        for _ in range(5)
+    ]
+    for child in children:
+        child.start()
+    reported = []
+    try:
+        for _ in children:
+            reported.append(results.get(timeout=120))
+    finally:
+        for child in children:
+            os.kill(child.pid or 0, signal.SIGKILL)
+            child.join(timeout=30)
+
+    lake = metalake.connect(uri, actor="tester")
+    for run_id, steps in reported:
+        stored = lake.sql(
+            "select count(*), count(distinct (key, step)) from metrics where run_id = ?", [run_id]
+        ).fetchall()
+        assert stored == [(2 * steps, 2 * steps)], f"run {run_id} lost points logged before flush() returned"
+        assert lake.sql("select status from runs_current where run_id = ?", [run_id]).fetchall() == [
+            ("running",)
+        ]

@@ -232,7 +232,8 @@ class Run:
             self._write(final_status=None, error=None, wait=self.wait_for_commits)
 
     def flush(self) -> None:
-        """Commit what is buffered now (one commit per table, with other runs' flushes) and wait for it."""
+        """Commit what is buffered now (one commit per table, with other runs' flushes) and wait for it and for
+        every earlier flush of this run, whatever the buffer holds."""
         self._write(final_status=None, error=None, wait=True)
 
     def end(self, status: RunStatus = "finished", *, error: BaseException | None = None) -> None:
@@ -276,12 +277,10 @@ class Run:
         if events:
             tables[RUNS_TABLE] = events
             self._start_recorded = True
-        if not tables:
-            return
-        flush = QueuedFlush(flush_id, self.run_id, tables, points)
-        queue = queue_for(self._tables)
-        queue.submit(flush)
-        self._queued = [queued for queued in self._queued if queued.state != "committed"] + [flush]
+        if tables:  # an empty buffer queues nothing, but a waiting call still waits for the earlier flushes
+            flush = QueuedFlush(flush_id, self.run_id, tables, points)
+            queue_for(self._tables).submit(flush)
+            self._queued = [queued for queued in self._queued if queued.state != "committed"] + [flush]
         if wait:
             self.wait()
 
