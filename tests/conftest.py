@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -22,11 +23,19 @@ if TYPE_CHECKING:
     from support.demo_lake import DemoLake
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Fixtures built before any test (the demo lake, sample lakes) keep their run journal out of ~/.cache too."""
+    os.environ["METALAKE_JOURNAL"] = tempfile.mkdtemp(prefix="metalake-journal-")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never read the developer's lake or identity."""
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never read the developer's lake, identity or run journal; each test has a journal of its own."""
     monkeypatch.delenv("METALAKE_URI", raising=False)
+    monkeypatch.delenv("METALAKE_OFFLINE", raising=False)
+    monkeypatch.delenv("METALAKE_JOURNAL_MAX_BYTES", raising=False)
     monkeypatch.setenv("METALAKE_ACTOR", "tester")
+    monkeypatch.setenv("METALAKE_JOURNAL", str(tmp_path / "journal"))
 
 
 @pytest.fixture

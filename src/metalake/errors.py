@@ -293,6 +293,23 @@ class FlushError(MetalakeError):
     code = "flush_error"
 
 
+class JournalFull(MetalakeError):
+    """The local journal of run flushes reached its size limit, or the disk holding it is full."""
+
+    code = "journal_full"
+
+
+class OfflineLakeError(MetalakeError):
+    """A lake opened with `offline=True` only logs runs into the local journal; reads and other writes need it
+    online."""
+
+    code = "offline"
+
+
+class StorageUnreachableWarning(UserWarning):
+    """Run flushes could not be committed and wait in the local journal; said once per lake and process."""
+
+
 class RegistryError(MetalakeError, ValueError):
     """A registry operation that cannot be done as asked (unknown run, bad stage, alias, ...)."""
 

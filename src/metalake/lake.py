@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metalake.core.catalog_store import CATALOG_TABLE, sync_catalog
+from metalake.core.catalog_store import CATALOG_TABLE, shipped_specs, sync_catalog
 from metalake.core.delta import DeltaStore, TableMaintenance
 from metalake.core.storage import Location, resolve
 from metalake.core.tables import Commit, Moment, Tables
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from metalake.quality import Quality
     from metalake.registry import Registry
     from metalake.tracking import Runs
+    from metalake.tracking.sync import SyncReport
 
 __all__ = ["Commit", "Lake", "connect", "default_actor"]
 
@@ -55,6 +56,7 @@ def connect(
     actor: str | None = None,
     extra_specs: str | os.PathLike[str] | None = None,
     create: bool = True,
+    offline: bool | None = None,
 ) -> Lake:
     """Open the lake at `uri` (default `$METALAKE_URI`, else ./lake), creating it if needed.
 
@@ -62,8 +64,18 @@ def connect(
     the user's own table specs; they are stored in the lake, so later readers need not pass it again.
     `create=False` opens only an existing lake and raises LakeNotFound otherwise, leaving nothing behind: for
     readers such as the exports, where a mistyped path should not become an empty lake.
+
+    Opening replays what run flushes of dead processes on this machine left in the local journal for this lake
+    (see `lake.runs.sync`). `offline=True` (default: `$METALAKE_OFFLINE` set to 1) touches no storage at all:
+    runs started on such a lake log into the local journal only, for `metalake sync` to commit later from a
+    machine that reaches the storage; reads and other writes raise OfflineLakeError.
     """
+    if offline is None:
+        offline = os.environ.get("METALAKE_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     location = resolve(uri, storage_options)
+    if offline:
+        specs = shipped_specs(Path(extra_specs) if extra_specs is not None else None)
+        return Lake(Tables(location, actor or default_actor(), specs, DeltaStore(location), offline=True))
     if create and location.is_local:
         try:
             Path(location.uri).mkdir(parents=True, exist_ok=True)
@@ -77,7 +89,12 @@ def connect(
     if not create and not _holds_lake(location, store):
         raise LakeNotFound(location.uri)
     specs = sync_catalog(store, Path(extra_specs) if extra_specs is not None else None, who)
-    return Lake(Tables(location, who, specs, store))
+    tables = Tables(location, who, specs, store)
+    from metalake.tracking.sync import replay_at_connect
+
+    lake = Lake(tables)
+    lake.replayed_at_connect = replay_at_connect(tables)
+    return lake
 
 
 def _holds_lake(location: Location, store: DeltaStore) -> bool:
@@ -92,6 +109,8 @@ class Lake:
 
     def __init__(self, tables: Tables):
         self._tables = tables
+        # What `connect` replayed from the local journal (dead processes' run flushes), if anything.
+        self.replayed_at_connect: SyncReport | None = None
 
     def __repr__(self) -> str:
         at = f", as_of={self.moment.label!r}" if self.moment else ""

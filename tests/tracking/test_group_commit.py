@@ -18,6 +18,9 @@ from metalake.core.tables import Tables
 from metalake.tracking import group_commit
 from metalake.tracking.group_commit import QueuedFlush
 
+# Storage failures made on purpose here: the warning that flushes wait in the journal is expected.
+pytestmark = pytest.mark.filterwarnings("ignore::metalake.StorageUnreachableWarning")
+
 
 def log_sweep(lake: metalake.Lake, runs: int, *, steps: int = 5) -> list[str]:
     ids = []

@@ -10,7 +10,7 @@ import pytest
 from support.datasets import register_dataset_versions
 
 import metalake
-from metalake import FlushError
+from metalake import FlushError, StorageUnreachableWarning
 from metalake.core.ids import new_id as new_run_id
 from metalake.core.tables import Tables
 from metalake.errors import RunError
@@ -148,14 +148,37 @@ def test_a_flush_that_keeps_failing_is_reported_then_committed_later(
         return original(self, table, parts, **kw)
 
     monkeypatch.setattr(Tables, "commit", down)
-    with pytest.raises(FlushError, match=f"{run.run_id}.*storage unreachable"):
-        run.flush()
+    with pytest.warns(StorageUnreachableWarning, match="local journal"):
+        run.flush()  # kept in the journal: storage trouble does not stop the training loop
+    with pytest.raises(FlushError, match=f"{run.run_id}.*storage unreachable.*kept in the local journal"):
+        run.wait()  # asked whether it is committed: it is not
     assert lake.read("runs").is_empty(), "no run event before its facts are committed"
     monkeypatch.setattr(Tables, "commit", original)
     run.end()  # the parked flush goes first, under its same keys
     lake.runs.wait()
     assert lake.read("metrics").height == 1
     assert lake.read("params").height == 1
+    assert current(lake, run.run_id)["status"] == "finished"
+
+
+def test_without_the_journal_a_waiting_flush_raises_while_storage_is_down(
+    lake: metalake.Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METALAKE_JOURNAL", "off")
+    monkeypatch.setattr(group_commit, "COMMIT_ATTEMPTS", 1)
+    run = lake.runs.start(experiment="outage")
+    run.log_metric("loss", 0.3)
+    original = Tables.commit
+
+    def down(self: Tables, table: str, parts: Any, **kw: Any) -> tuple[int, list[bool]]:
+        raise OSError("storage unreachable")
+
+    monkeypatch.setattr(Tables, "commit", down)
+    with pytest.raises(FlushError, match="storage unreachable"):
+        run.flush()
+    monkeypatch.setattr(Tables, "commit", original)
+    run.end()
+    lake.runs.wait()
     assert current(lake, run.run_id)["status"] == "finished"
 
 

@@ -1,5 +1,5 @@
-"""Eight training jobs logging runs into one lake at the same time lose nothing, on local disk and on S3; and
-what a job killed before its commit queue drained loses today."""
+"""Eight training jobs logging runs into one lake at the same time lose nothing, on local disk and on S3; and a
+job killed before its commit queue drained loses nothing either: its journal is replayed."""
 
 from __future__ import annotations
 
@@ -63,12 +63,6 @@ def test_children_are_waited_for_until_their_exit_has_drained(tmp_path: Path) ->
     assert marker.read_text() == "exited"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Until the local journal (durability issue) keeps every flush on disk before it is queued, a run whose "
-    "flush is still in the commit queue when its process is SIGKILLed is lost; the journal's replay will keep it.",
-)
 def test_a_job_killed_after_its_run_block_returned_loses_nothing(tmp_path: Path) -> None:
     uri = str(tmp_path / "lake")
     metalake.connect(uri, actor="tester")  # the tables exist before the child logs
@@ -82,9 +76,11 @@ def test_a_job_killed_after_its_run_block_returned_loses_nothing(tmp_path: Path)
         child.join(timeout=30)
     assert child.exitcode == -signal.SIGKILL
 
-    lake = metalake.connect(uri, actor="tester")
+    lake = metalake.connect(uri, actor="tester")  # replays the killed job's journal segment
     stored = lake.sql("select status from runs_current where run_id = ?", [run_id]).fetchall()
     assert stored == [("finished",)], f"run {run_id} was lost with the killed job"
+    assert lake.sql("select count(*) from metrics where run_id = ?", [run_id]).fetchall() == [(1,)]
+    assert lake.sql("select count(*) from params where run_id = ?", [run_id]).fetchall() == [(1,)]
 
 
 def test_flush_waits_for_the_flushes_queued_before_it_even_with_an_empty_buffer(tmp_path: Path) -> None:

@@ -509,7 +509,7 @@ def _register_subcommands() -> None:
     from metalake.cli.imports import import_app
     from metalake.cli.lineage import lineage_app, serve
     from metalake.cli.models import models_app
-    from metalake.cli.runs import runs_app
+    from metalake.cli.runs import runs_app, sync
 
     app.add_typer(runs_app, name="runs")
     app.add_typer(datasets_app, name="datasets")
@@ -522,6 +522,7 @@ def _register_subcommands() -> None:
     app.add_typer(views_app, name="views")
     app.add_typer(export_app, name="export")
     app.command("serve")(serve)
+    app.command("sync")(sync)
 
 
 _register_subcommands()

@@ -109,6 +109,7 @@ LAKE_USE: dict[str, LakeUse] = {
     "maintain": "updates",
     "demo": "own",
     "serve": "writes",
+    "sync": "writes",
     "runs list": "reads",
     "runs show": "reads",
     "runs compare": "reads",

@@ -233,3 +233,54 @@ def comparison_section(runs: list[dict[str, Any]]) -> Section:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+@reports_errors
+def sync(
+    ctx: typer.Context,
+    lake: Annotated[
+        str | None,
+        typer.Option(
+            "--lake",
+            metavar="URI",
+            show_default=False,
+            help="The lake to sync. Default: the global --lake, else $METALAKE_URI, else ./lake.",
+        ),
+    ] = None,
+) -> None:
+    """Commit the run flushes that ended processes left in this machine's local journal for the lake.
+
+    Every run flush is written to the journal (METALAKE_JOURNAL, default ~/.cache/metalake/journal) first.
+
+    What a killed job or an offline one (METALAKE_OFFLINE=1) left there is committed now, under its original
+    idempotency keys: nothing is written twice. metalake.connect does it too; sync says what it committed.
+
+    Journals of processes still running are left to them. Exit 1 if a flush could not be committed (it stays
+    in the journal for the next sync).
+
+    Example: metalake sync --lake s3://ml/lake
+    """
+    import dataclasses
+
+    from rich.markup import escape
+
+    from metalake.cli.common import cli_state
+    from metalake.cli.output import print_error, stdout_console
+
+    if lake is not None:
+        root = ctx.find_root()
+        root.obj = dataclasses.replace(cli_state(ctx), lake_uri=lake, lake_on_command_line=True)
+    opened = open_lake(ctx)
+    report = opened.runs.sync()
+    if opened.replayed_at_connect is not None:
+        report = opened.replayed_at_connect.plus(report)
+    console = stdout_console()
+    console.print(escape(report.summary()), soft_wrap=True)
+    for uri, count in sorted(report.other_lakes.items()):
+        console.print(
+            escape(f"The journal also holds {count} segment(s) for {uri}: metalake sync --lake {uri}"),
+            soft_wrap=True,
+        )
+    if report.failed:
+        print_error(f"{report.failed} flush(es) could not be committed; run metalake sync again later.")
+        raise typer.Exit(1)

@@ -109,3 +109,17 @@ def sync_catalog(store: DeltaStore, extra_specs: str | Path | None, actor: str) 
         rows = conform(CATALOG_SPEC, changed, actor=actor)
         store.commit(CATALOG_SPEC, rows, CommitInfo(actor=actor, operation="catalog_update"))
     return in_force
+
+
+def shipped_specs(extra_specs: str | Path | None) -> dict[str, TableSpec]:
+    """The specs from the shipped folder and the user's, read from disk alone: for a lake opened offline,
+    where the stored catalog cannot be read (a lake's own catalog may hold newer specs; they win online)."""
+    folders = [bundled_dir("tables")]
+    if extra_specs is not None:
+        folders.append(Path(extra_specs).expanduser().resolve())
+    specs: dict[str, TableSpec] = {}
+    for folder in folders:
+        for path in spec_files(folder):
+            spec = load_spec_file(path)
+            specs[spec.name] = spec
+    return specs

@@ -18,6 +18,7 @@ from metalake.core.pending import settle_pending_writes
 from metalake.core.storage import Location
 from metalake.errors import (
     MetalakeError,
+    OfflineLakeError,
     QueryError,
     ReadOnlyLakeError,
     SnapshotExists,
@@ -73,12 +74,15 @@ class Tables:
         specs: Mapping[str, TableSpec],
         store: DeltaStore,
         moment: Moment | None = None,
+        *,
+        offline: bool = False,
     ):
         self.location = location
         self.actor = actor
         self._specs = dict(specs)
         self._store = store
         self.moment = moment
+        self.offline = offline
         self._sql: SqlSession | None = None
         self._pinned: dict[str, DeltaTable | None] = {}
 
@@ -171,6 +175,7 @@ class Tables:
         `keys_may_exist=False` says the caller's keys are new (fresh ids), which skips their look-up.
         Returns the new version and, per batch, whether it was written (False: its key was already used).
         """
+        self._check_online(f"write to {table!r}")
         keys = [key for key, _ in parts if key]
         info = CommitInfo(
             actor=actor or self.actor,
@@ -195,9 +200,18 @@ class Tables:
 
     # -- reading --------------------------------------------------------------------------------------------
 
+    def _check_online(self, action: str) -> None:
+        if self.offline:
+            raise OfflineLakeError(
+                f"This lake ({self.location.uri}) was opened offline: it cannot {action}. Offline, runs log into "
+                "the local journal only; connect without offline=True (or unset METALAKE_OFFLINE) where the "
+                "storage is reachable, and `metalake sync` commits what the offline runs logged."
+            )
+
     def load(self, table: str) -> DeltaTable | None:
         """The Delta table at this lake's moment; None when it did not exist then."""
         self.spec(table)
+        self._check_online(f"read {table!r}")
         if self.moment is None:
             settle_pending_writes(self.location.uri)  # this process's queued writes first: read your writes
             return self._store.load(table)
@@ -322,6 +336,7 @@ class Tables:
         """The DuckDB session that binds this lake's tables and views (made on first use)."""
         from metalake.core.sql import SqlSession
 
+        self._check_online("run SQL")
         if self._sql is None:
             self._sql = SqlSession(list(self._specs), self._relation_for_sql, self._commits_table)
         return self._sql
@@ -394,10 +409,12 @@ class Tables:
 
     def created_at(self) -> datetime | None:
         """When the lake was created (its first table); `as_of` refuses earlier moments. None: no table yet."""
+        self._check_online("read its history")
         return self._store.created_at(self.names())
 
     def as_of(self, when: datetime | date | str) -> Tables:
         """Read-only tables at a moment: a datetime, an ISO-8601 string, or a snapshot name."""
+        self._check_online("travel in time")
         settle_pending_writes(self.location.uri)
         moment = self._resolve_moment(when)
         return Tables(self.location, self.actor, self._specs, self._store, moment)

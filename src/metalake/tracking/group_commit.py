@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from metalake.core.tables import Tables
+    from metalake.tracking.journal import Journal
 
 RUNS_TABLE = "runs"
 METRICS_TABLE = "metrics"
@@ -60,6 +61,7 @@ class QueuedFlush:
     state: FlushState = "queued"
     error: BaseException | None = None
     attempts: int = 0
+    journal: Journal | None = None  # the local journal holding it until it is committed
 
     def key(self, table: str) -> str:
         return f"{self.flush_id}:{table}"
@@ -83,6 +85,7 @@ class FlushQueue:
         self._parked: list[QueuedFlush] = []
         self._refused_runs: dict[str, BaseException] = {}
         self._worker: threading.Thread | None = None
+        self._warned_unreachable = False
 
     def submit(self, flush: QueuedFlush) -> None:
         """Queue a flush (parked ones first); waits only while more than MAX_QUEUED_POINTS points are queued."""
@@ -137,9 +140,13 @@ class FlushQueue:
                 if flush.state != "queued":
                     return flush.state
 
-    def wait(self, flushes: Sequence[QueuedFlush] | None = None) -> None:
+    def wait(self, flushes: Sequence[QueuedFlush] | None = None, *, journaled_ok: bool = False) -> None:
         """Retry parked flushes, wait for some flushes (default: all), and raise FlushError if any of them (or,
-        by default, any earlier flush nobody waited for) is not committed."""
+        by default, any earlier flush nobody waited for) is not committed.
+
+        `journaled_ok`: a flush parked for storage trouble but kept in the local journal counts as safe (it is
+        committed later, by this process or by a replay), so a training loop's `flush()` does not raise.
+        """
         if flushes is None:
             self.settle(retry_parked=True)
             with self._changed:
@@ -148,7 +155,12 @@ class FlushQueue:
         else:
             with self._changed:
                 self._enqueue(self._requeue_parked())
-            failed = [flush for flush in flushes if self._settled(flush) != "committed"]
+            failed = [
+                flush
+                for flush in flushes
+                if self._settled(flush) != "committed"
+                and not (journaled_ok and flush.state == "parked" and flush.journal is not None)
+            ]
             with self._changed:
                 self._unreported = [flush for flush in self._unreported if flush not in failed]
         if failed:
@@ -185,6 +197,8 @@ class FlushQueue:
                     self._settle_state(flush)
                 self._changed.notify_all()
             for flush in group:
+                if flush.journal is not None and flush.state != "parked":
+                    flush.journal.settled(flush)
                 flush.done.set()
 
     def _settle_state(self, flush: QueuedFlush) -> None:
@@ -199,6 +213,9 @@ class FlushQueue:
         else:
             flush.state = "parked"
             self._parked.append(flush)
+            if flush.journal is not None and not self._warned_unreachable:
+                self._warned_unreachable = True
+                _warn_unreachable(self.tables.location.uri, flush)
 
     def _commit_with_retries(self, group: list[QueuedFlush]) -> None:
         """The group, retried; if it keeps failing, each flush once on its own, so one bad flush fails alone."""
@@ -348,9 +365,32 @@ def _earlier_refused(flush: QueuedFlush, cause: BaseException) -> ContractError 
 def _flush_error(failed: list[QueuedFlush]) -> FlushError:
     runs = sorted({flush.run_id for flush in failed})
     first = next(flush.error for flush in failed if flush.error is not None)
+    kept = [flush for flush in failed if flush.state == "parked" and flush.journal is not None]
+    safe = (
+        f" {len(kept)} of them are kept in the local journal ({kept[0].journal.folder}); the next "
+        f"metalake.connect to this lake on this machine, or `metalake sync`, commits them."
+        if kept and kept[0].journal is not None
+        else ""
+    )
     return FlushError(
         f"{len(failed)} flush(es) of run(s) {', '.join(runs[:5])}{' ...' if len(runs) > 5 else ''} were not "
-        f"committed: {first}"
+        f"committed: {first}.{safe}"
+    )
+
+
+def _warn_unreachable(uri: str, flush: QueuedFlush) -> None:
+    """Said once per lake and process: the training loop goes on, its flushes wait on local disk."""
+    import warnings
+
+    from metalake.errors import StorageUnreachableWarning
+
+    assert flush.journal is not None
+    warnings.warn(
+        f"metalake: cannot commit run flushes to the lake at {uri} ({flush.error}); runs keep logging into the "
+        f"local journal ({flush.journal.folder}) and their flushes are retried. If this process ends first, "
+        "the next metalake.connect to this lake on this machine, or `metalake sync`, commits them.",
+        StorageUnreachableWarning,
+        stacklevel=2,
     )
 
 

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 from metalake.core.ids import new_id
 from metalake.core.values import storable_text
 from metalake.core.vocabulary import FINAL_RUN_STATUSES, RunStatus
-from metalake.errors import AmbiguousRunId, ExperimentNotFound, RunError, RunNotFound
+from metalake.errors import AmbiguousRunId, ExperimentNotFound, JournalFull, RunError, RunNotFound
 from metalake.tracking.call_checks import MetricPointChecks, check_call
 from metalake.tracking.group_commit import METRICS_TABLE, RUNS_TABLE, FlushQueue, QueuedFlush, queue_for
+from metalake.tracking.journal import journal_for, journal_root
 from metalake.tracking.run_context import run_context
 from metalake.tracking.search import RunDetails, TableCache, current_state, latest_values, without_run_id
 from metalake.tracking.summaries import combine_summaries
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
     from metalake.core.tables import Tables
     from metalake.datasets.datasets import Datasets
+    from metalake.tracking.sync import SyncReport
 
 DEFAULT_FLUSH_POINTS = 50_000
 DEFAULT_FLUSH_SECONDS = 30.0
@@ -80,6 +82,7 @@ class Run:
         flush_every_seconds: float,
         started: bool,
         wait: bool = False,
+        offline: bool = False,
     ):
         self._tables = tables
         self._datasets = datasets
@@ -103,6 +106,7 @@ class Run:
         self._metrics = _MetricBuffer()
         self._metric_checks: MetricPointChecks | None = None
         self.wait_for_commits = wait
+        self.offline = offline
         self._queued: list[QueuedFlush] = []
         self._ended = False
 
@@ -251,9 +255,13 @@ class Run:
         self._ended = True
 
     def wait(self) -> None:
-        """Wait until this run's flushes are committed; raises FlushError if one could not be."""
-        queue_for(self._tables).wait(self._queued)
-        self._queued = []
+        """Wait until this run's flushes are committed; raises FlushError if one could not be (a flush kept in
+        the local journal is committed later, by this process, the next connect or `metalake sync`)."""
+        self._wait(journaled_ok=False)
+
+    def _wait(self, *, journaled_ok: bool) -> None:
+        queue_for(self._tables).wait(self._queued, journaled_ok=journaled_ok)
+        self._queued = [flush for flush in self._queued if flush.state != "committed"]
 
     def __enter__(self) -> Run:
         return self
@@ -278,11 +286,25 @@ class Run:
             tables[RUNS_TABLE] = events
             self._start_recorded = True
         if tables:  # an empty buffer queues nothing, but a waiting call still waits for the earlier flushes
-            flush = QueuedFlush(flush_id, self.run_id, tables, points)
-            queue_for(self._tables).submit(flush)
-            self._queued = [queued for queued in self._queued if queued.state != "committed"] + [flush]
+            self._hand_over(QueuedFlush(flush_id, self.run_id, tables, points))
         if wait:
-            self.wait()
+            # The facts are safe once committed or kept in the journal: storage trouble does not stop training.
+            self._wait(journaled_ok=True)
+
+    def _hand_over(self, flush: QueuedFlush) -> None:
+        """Journal the flush (its acknowledgement), then queue it for commit, unless the run is offline."""
+        journal = journal_for(self._tables.location.uri)
+        try:
+            if journal is not None:
+                journal.record(flush)
+        except JournalFull:
+            if not self.offline:  # the lake may still take it: queued unjournaled, then the run is told
+                queue_for(self._tables).submit(flush)
+            raise
+        if self.offline:
+            return
+        queue_for(self._tables).submit(flush)
+        self._queued = [queued for queued in self._queued if queued.state != "committed"] + [flush]
 
     def _fact_batches(self) -> tuple[dict[str, Any], int]:
         """The buffered facts by table (emptying the buffers), and how many metric points they hold."""
@@ -406,15 +428,28 @@ class Runs:
         flush_every_points: int = DEFAULT_FLUSH_POINTS,
         flush_every_seconds: float = DEFAULT_FLUSH_SECONDS,
         wait: bool = False,
+        offline: bool | None = None,
     ) -> Run:
         """Start a run; use it as a context manager so that its status is recorded however the block ends.
 
         Facts are buffered and flushed every `flush_every_points` metric points or `flush_every_seconds`
         seconds (checked as you log), and at the end. The run appears in `runs_current` at its first flush.
+        Each flush is first written to the local journal (`METALAKE_JOURNAL`), so a killed process loses
+        nothing: the next `metalake.connect` to the lake on this machine, or `metalake sync`, commits it.
         Flushes are committed in the background, many runs per Delta commit (group commit); reads of this
         lake in this process, `lake.runs.wait()` and the interpreter's exit wait for them. With `wait=True`,
-        each flush and `end()` return only once committed, and raise there if the commit fails.
+        each flush and `end()` return only once committed (or, while the storage cannot be reached, kept in
+        the journal: a warning says so once), and raise there if a contract refuses the flush.
+
+        `offline=True` (the default on a lake opened offline) keeps every flush in the journal only, touching
+        no storage; `metalake sync` commits the run later.
         """
+        offline = self._tables.offline if offline is None else offline
+        if offline and journal_root() is None:
+            raise RunError(
+                "An offline run keeps its flushes in the local journal, which METALAKE_JOURNAL=off turns off: "
+                "unset it, or set it to a folder."
+            )
         if not experiment:
             raise RunError("A run needs an experiment name, e.g. lake.runs.start(experiment='churn').")
         if flush_every_points < 1 or flush_every_seconds <= 0:
@@ -438,6 +473,7 @@ class Runs:
             flush_every_seconds=flush_every_seconds,
             started=False,
             wait=wait,
+            offline=offline,
         )
         if tags:
             run.set_tags(tags)
@@ -485,6 +521,16 @@ class Runs:
         ids = [self.resolve_id(run_id) for run_id in ([run_ids] if isinstance(run_ids, str) else run_ids)]
         rows = [{"run_id": run_id, "key": ARCHIVED_TAG, "value": reason} for run_id in ids]
         self._tables.append("run_tags", rows, operation="archive_runs", reason=reason)
+
+    def sync(self) -> SyncReport:
+        """Commit what processes that ended (killed, or offline) left in the local journal for this lake.
+
+        `metalake.connect` does it too; this is `metalake sync`. Flushes keep their idempotency keys, so a
+        flush committed before its process died is not written twice. Segments of live processes are left.
+        """
+        from metalake.tracking.sync import sync
+
+        return sync(self._tables)
 
     def wait(self) -> None:
         """Wait until every run flush queued in this lake is committed.
