@@ -351,24 +351,47 @@ def _as_text(value: Any) -> str:
 
 
 def _key_values(run_id: str, values: Mapping[str, str]) -> pa.Table:
-    import pyarrow as pa
-
     keys = list(values)
-    return pa.table({"run_id": [run_id] * len(keys), "key": keys, "value": [values[k] for k in keys]})
+    columns = {"run_id": [run_id] * len(keys), "key": keys, "value": [values[k] for k in keys]}
+    return _arrow_table(columns, {"run_id": "string", "key": "string", "value": "string"})
 
 
 def _metric_table(run_id: str, buffer: _MetricBuffer) -> pa.Table:
+    columns = {
+        "run_id": [run_id] * len(buffer),
+        "key": buffer.keys,
+        "value": buffer.values,
+        "step": buffer.steps,
+        "timestamp": buffer.timestamps,
+    }
+    types = {"run_id": "string", "key": "string", "value": "float64", "step": "int64", "timestamp": "timestamp"}
+    return _arrow_table(columns, types)
+
+
+def _arrow_table(columns: dict[str, list[Any]], types: dict[str, str]) -> pa.Table:
+    """Python lists -> an Arrow table of exactly these types, converted by polars.
+
+    pyarrow's conversion of Python objects imports pandas whenever it is installed (0.15 s or more per
+    process, for a short job most of its cost); polars converts without it and is loaded for the contracts
+    anyway.
+    """
+    import polars as pl
     import pyarrow as pa
 
-    return pa.table(
-        {
-            "run_id": pa.array([run_id] * len(buffer), pa.string()),
-            "key": pa.array(buffer.keys, pa.string()),
-            "value": pa.array(buffer.values, pa.float64()),
-            "step": pa.array(buffer.steps, pa.int64()),
-            "timestamp": pa.array(buffer.timestamps, pa.timestamp("us", tz="UTC")),
-        }
-    )
+    polars_types = {
+        "string": pl.String(),
+        "float64": pl.Float64(),
+        "int64": pl.Int64(),
+        "timestamp": pl.Datetime("us", "UTC"),
+    }
+    arrow_types = {
+        "string": pa.string(),
+        "float64": pa.float64(),
+        "int64": pa.int64(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+    }
+    frame = pl.DataFrame(columns, schema={name: polars_types[kind] for name, kind in types.items()})
+    return frame.to_arrow().cast(pa.schema([(name, arrow_types[kind]) for name, kind in types.items()]))
 
 
 def _experiments(tables: Tables) -> list[str]:
