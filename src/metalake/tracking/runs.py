@@ -360,7 +360,7 @@ def _key_values(run_id: str, values: Mapping[str, str]) -> pa.Table:
 
 
 def _metric_table(run_id: str, buffer: _MetricBuffer) -> pa.Table:
-    columns = {
+    columns: dict[str, list[Any]] = {
         "run_id": [run_id] * len(buffer),
         "key": buffer.keys,
         "value": buffer.values,
