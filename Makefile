@@ -55,6 +55,7 @@ bench: $(VENV)/.installed-dev ## Run the benchmarks and append their figures to 
 	$(BIN)/python bench/bench_sql_open.py
 	$(BIN)/python bench/bench_cli_start.py
 	$(BIN)/python bench/bench_tracking.py
+	$(BIN)/python bench/bench_jobs.py
 	$(BIN)/python bench/bench_datasets.py
 	$(BIN)/python bench/bench_kpis.py
 	$(BIN)/python bench/bench_lineage.py

@@ -392,11 +392,11 @@ def pandera_failures(
     spec: TableSpec, frame: pl.DataFrame, mistyped: Mapping[str, set[int]], *, quick: bool = True
 ) -> list[ContractFailure]:
     """Every check of the spec's pandera schema the frame fails; `quick` first tries the vectorized pre-check,
-    which decides most clean batches without pandera."""
-    from pandera.errors import SchemaErrors
-
+    which decides most clean batches without pandera (and without importing it: about 0.4 s)."""
     if quick and not mistyped and passes_quick_check(spec, frame):
         return []
+    from pandera.errors import SchemaErrors
+
     try:
         pandera_schema(spec).validate(frame, lazy=True)
     except SchemaErrors as errors:

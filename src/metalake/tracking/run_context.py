@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -61,10 +63,30 @@ def git_state() -> dict[str, Any]:
 
 
 def packages_hash() -> str:
-    """A short hash of every installed distribution and version: equal hashes mean equal environments."""
-    from importlib.metadata import distributions
+    """A short hash of the installed distributions and their versions: equal environments give equal hashes.
 
-    names = sorted(
-        f"{d.metadata['Name']}=={d.version}".lower() for d in distributions() if d.metadata["Name"]
-    )
-    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+    It hashes the names of the `*.dist-info` and `*.egg-info` directories on `sys.path` (`numpy-2.1.0.dist-info`
+    carries the name and the version), normalised as PEP 503 names, instead of parsing every distribution's
+    metadata with `importlib.metadata`: that took about 0.7 s in an environment of 600 packages, paid by every
+    training job, while listing the directories takes a few milliseconds. Installing, removing, upgrading or
+    downgrading a package renames or adds such a directory, so the hash changes with the environment.
+    """
+    entries: set[str] = set()
+    for location in sys.path:
+        try:
+            with os.scandir(location or ".") as found:
+                names = [entry.name for entry in found if entry.name.endswith(_METADATA_SUFFIXES)]
+        except OSError:  # a zip file, a missing folder
+            continue
+        entries.update(_distribution_entry(name) for name in names)
+    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()[:16]
+
+
+_METADATA_SUFFIXES = (".dist-info", ".egg-info")
+
+
+def _distribution_entry(directory: str) -> str:
+    """`Foo.Bar-1.0.dist-info` -> `foo-bar==1.0` (an egg-info may carry a Python tag, or no version)."""
+    stem = directory.rsplit(".", 1)[0]
+    name, _, version = stem.partition("-")
+    return f"{re.sub(r'[-_.]+', '-', name).lower()}=={version.lower()}"
