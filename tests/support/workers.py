@@ -349,3 +349,39 @@ def flush_every_50_steps_then_hang(uri: str, steps: int, results: Any) -> None:
             run.flush()
     results.put((run.run_id, steps))
     time.sleep(600)
+
+
+def log_until_killed(uri: str, run_id: str, acknowledged: str, flush_every_points: int) -> None:
+    """Log 2 metrics a step until killed, calling `flush()` every 10 steps and appending the last step each
+    `flush()` acknowledged to the file `acknowledged` (one line per flush, written in one call)."""
+    import os
+
+    lake = metalake.connect(uri, actor="killed-job")
+    run = lake.runs.start(experiment="kills", run_id=run_id, flush_every_points=flush_every_points)
+    handle = os.open(acknowledged, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    step = 0
+    while True:
+        run.log_metrics({"loss": 1 / (step + 1), "acc": step / (step + 1)}, step=step)
+        if step % 10 == 9:
+            run.flush()
+            os.write(handle, f"{step}\n".encode())
+        step += 1
+        time.sleep(0.001)
+
+
+def log_offline(uri: str, storage_options: Options, limit: str | None, start: Any) -> str:
+    """Open the lake offline (its storage may be unreachable) and log a run; returns its id, or the error."""
+    import os
+
+    if limit is not None:
+        os.environ["METALAKE_JOURNAL_MAX_BYTES"] = limit
+    lake = metalake.connect(uri, storage_options=storage_options, actor="offline-job", offline=True)
+    try:
+        with lake.runs.start(experiment="offline", name="on-a-plane") as run:
+            run.log_params({"lr": 0.1})
+            for step in range(300 if limit else 30):
+                run.log_metrics({"loss": 1 / (step + 1)}, step=step)
+                run.flush()
+    except metalake.JournalFull as error:
+        return f"JournalFull: {error}"
+    return run.run_id

@@ -91,12 +91,14 @@ class JournaledFlush:
 
 def encode(flush: QueuedFlush) -> bytes:
     """One frame: every table of the flush as an Arrow IPC stream, the flush's ids in the schema metadata."""
+    import polars as pl
     import pyarrow as pa
 
     parts = []
     for table, batch in flush.tables.items():
         rows = isinstance(batch, list)
-        arrow: pa.Table = pa.Table.from_pylist(batch) if rows else batch
+        # rows through polars: pyarrow's conversion of Python objects would import pandas into every job
+        arrow: pa.Table = pl.DataFrame(batch, infer_schema_length=None).to_arrow() if rows else batch
         metadata = {
             "flush_id": flush.flush_id,
             "run_id": flush.run_id,
