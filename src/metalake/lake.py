@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,7 @@ from metalake.core.catalog_store import CATALOG_TABLE, shipped_specs, sync_catal
 from metalake.core.delta import DeltaStore, TableMaintenance
 from metalake.core.storage import Location, resolve
 from metalake.core.tables import Commit, Moment, Tables
-from metalake.errors import LakeNotFound, StorageError
+from metalake.errors import LakeNotFound, RunError, StorageError
 
 if TYPE_CHECKING:
     import duckdb
@@ -57,6 +57,7 @@ def connect(
     extra_specs: str | os.PathLike[str] | None = None,
     create: bool = True,
     offline: bool | None = None,
+    lost_after: float | timedelta | None = None,
 ) -> Lake:
     """Open the lake at `uri` (default `$METALAKE_URI`, else ./lake), creating it if needed.
 
@@ -69,13 +70,25 @@ def connect(
     (see `lake.runs.sync`). `offline=True` (default: `$METALAKE_OFFLINE` set to 1) touches no storage at all:
     runs started on such a lake log into the local journal only, for `metalake sync` to commit later from a
     machine that reaches the storage; reads and other writes raise OfflineLakeError.
+
+    `lost_after` (seconds or a timedelta; default `$METALAKE_LOST_AFTER`, else 600) is how long a running run
+    may go without a heartbeat before `runs_current` and `lake.runs` show it `lost`.
     """
+    lost_after_s = _lost_after_seconds(lost_after)
     if offline is None:
         offline = os.environ.get("METALAKE_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     location = resolve(uri, storage_options)
     if offline:
         specs = shipped_specs(Path(extra_specs) if extra_specs is not None else None)
-        return Lake(Tables(location, actor or default_actor(), specs, DeltaStore(location), offline=True))
+        tables = Tables(
+            location,
+            actor or default_actor(),
+            specs,
+            DeltaStore(location),
+            offline=True,
+            lost_after_s=lost_after_s,
+        )
+        return Lake(tables)
     if create and location.is_local:
         try:
             Path(location.uri).mkdir(parents=True, exist_ok=True)
@@ -89,12 +102,31 @@ def connect(
     if not create and not _holds_lake(location, store):
         raise LakeNotFound(location.uri)
     specs = sync_catalog(store, Path(extra_specs) if extra_specs is not None else None, who)
-    tables = Tables(location, who, specs, store)
+    tables = Tables(location, who, specs, store, lost_after_s=lost_after_s)
     from metalake.tracking.sync import replay_at_connect
 
     lake = Lake(tables)
     lake.replayed_at_connect = replay_at_connect(tables)
     return lake
+
+
+def _lost_after_seconds(given: float | timedelta | None) -> float:
+    from metalake.core.tables import DEFAULT_LOST_AFTER_S
+
+    if given is None:
+        text = os.environ.get("METALAKE_LOST_AFTER", "").strip()
+        if not text:
+            return DEFAULT_LOST_AFTER_S
+        try:
+            given = float(text)
+        except ValueError:
+            raise RunError(
+                f"METALAKE_LOST_AFTER={text!r} is not a number of seconds: give e.g. 600 for ten minutes."
+            ) from None
+    seconds = given.total_seconds() if isinstance(given, timedelta) else float(given)
+    if not seconds > 0:
+        raise RunError(f"lost_after must be a positive number of seconds, not {given!r}.")
+    return seconds
 
 
 def _holds_lake(location: Location, store: DeltaStore) -> bool:

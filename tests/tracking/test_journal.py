@@ -14,7 +14,7 @@ import pytest
 from support.workers import SPAWN, log_a_run_then_hang, log_offline, run_in_processes
 
 import metalake
-from metalake import JournalFull, OfflineLakeError
+from metalake import OfflineLakeError
 from metalake.tracking.group_commit import QueuedFlush
 from metalake.tracking.journal import Journal, decode, encode, lake_folder
 

@@ -6,6 +6,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 COMMITS_RELATION = "lake_commits"
+CLOCK_RELATION = (
+    "lake_clock"  # one row: the lake's moment (`now` unless it reads the past) and derived settings
+)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 # A view file whose header has this line is materialized: computed once per set of table versions it reads.
@@ -132,6 +136,20 @@ def lake_commits_table(history: Mapping[str, list[dict[str, Any]]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
+def clock_table(moment: datetime | None, lost_after_s: float) -> pa.Table:
+    """The `lake_clock` relation: the lake's moment and how long a running run may go without a heartbeat."""
+    import pyarrow as pa
+
+    at = moment or datetime.now(UTC)
+    return pa.table(
+        {
+            "moment": pa.array([at], pa.timestamp("us", tz="UTC")),
+            "lost_after_s": pa.array([lost_after_s], pa.float64()),
+            "lost_before": pa.array([at - timedelta(seconds=lost_after_s)], pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
 @cache
 def shared_database() -> duckdb.DuckDBPyConnection:
     """The process's in-memory DuckDB database; sessions take cursors on it (free) and create only TEMP objects.
@@ -176,6 +194,8 @@ class SqlSession:
         relation_for: Callable[[str], tuple[object, Callable[[], Any]]],
         commits: Callable[[], pa.Table],
         views: Mapping[str, ViewDefinition] | None = None,
+        *,
+        clock: Callable[[], pa.Table] | None = None,
     ):
 
         # A cursor on one in-process database is free, where a new database costs ~15 ms; everything a session
@@ -185,13 +205,14 @@ class SqlSession:
         self.views = dict(bundled_views() if views is None else views)
         self._relation_for = relation_for
         self._commits = commits
+        self._clock = clock or (lambda: clock_table(None, 600.0))
         self._registered: dict[str, object] = {}
         self._created_views: set[str] = set()
         self._materialized_at: dict[str, tuple[tuple[str, object], ...]] = {}
 
     @property
     def names(self) -> list[str]:
-        return sorted({*self.tables, *self.views, COMMITS_RELATION})
+        return sorted({*self.tables, *self.views, COMMITS_RELATION, CLOCK_RELATION})
 
     def query(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
@@ -206,7 +227,7 @@ class SqlSession:
 
     def prepare(self, sql: str) -> None:
         """Register every table and create every view that `sql` may need, and refresh stale tables."""
-        relations = [*self.tables, COMMITS_RELATION]
+        relations = [*self.tables, COMMITS_RELATION, CLOCK_RELATION]
         if _CATALOG_WIDE.search(sql):  # SHOW TABLES and the like: everything
             wanted_views, wanted_tables = set(self.views), set(relations)
         else:
@@ -222,6 +243,9 @@ class SqlSession:
     def _register(self, table: str) -> None:
         if table == COMMITS_RELATION:
             self.connection.register(table, self._commits())
+            return
+        if table == CLOCK_RELATION:  # the time moves on: registered again for every query
+            self.connection.register(table, self._clock())
             return
         token, build = self._relation_for(table)
         if table in self._registered and self._registered[table] == token:
@@ -275,8 +299,10 @@ class SqlSession:
         """The versions of every table a view reads (through other views too); None if one has no version."""
         tables: set[str] = set()
         for name in view_order(self.views, [view]):
-            tables |= referenced_names(self.views[name].select, [*self.tables, COMMITS_RELATION])
-        if COMMITS_RELATION in tables:
+            tables |= referenced_names(
+                self.views[name].select, [*self.tables, COMMITS_RELATION, CLOCK_RELATION]
+            )
+        if COMMITS_RELATION in tables or CLOCK_RELATION in tables:
             return None  # rebuilt on every query: nothing to key a stored result on
         return tuple((table, self._registered.get(table)) for table in sorted(tables))
 

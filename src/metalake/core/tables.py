@@ -39,6 +39,8 @@ SNAPSHOTS_TABLE = "snapshots"
 POLICIES_TABLE = (
     "policies"  # lake-wide settings documents (the registry policy, KPI environments), latest wins
 )
+# A running run with no heartbeat (a flush, or the heartbeat timer) for this long is shown `lost`.
+DEFAULT_LOST_AFTER_S = 600.0
 HISTORY_COLUMNS = ["version", "timestamp", "operation", "actor", "reason", "rows_added", "idempotency_key"]
 
 
@@ -61,6 +63,7 @@ class Moment:
     label: str
     at: datetime | None = None
     versions: Mapping[str, int | None] | None = None
+    pinned_at: datetime | None = None  # a snapshot's: when its versions were pinned
 
 
 class Tables:
@@ -76,6 +79,7 @@ class Tables:
         moment: Moment | None = None,
         *,
         offline: bool = False,
+        lost_after_s: float = DEFAULT_LOST_AFTER_S,
     ):
         self.location = location
         self.actor = actor
@@ -83,6 +87,7 @@ class Tables:
         self._store = store
         self.moment = moment
         self.offline = offline
+        self.lost_after_s = lost_after_s
         self._sql: SqlSession | None = None
         self._pinned: dict[str, DeltaTable | None] = {}
 
@@ -338,8 +343,23 @@ class Tables:
 
         self._check_online("run SQL")
         if self._sql is None:
-            self._sql = SqlSession(list(self._specs), self._relation_for_sql, self._commits_table)
+            self._sql = SqlSession(
+                list(self._specs), self._relation_for_sql, self._commits_table, clock=self._clock_table
+            )
         return self._sql
+
+    def clock(self) -> datetime:
+        """The lake's moment as a time: the as-of time, a snapshot's pin time, else now."""
+        if self.moment is not None:
+            when = self.moment.at or self.moment.pinned_at
+            if when is not None:
+                return when
+        return datetime.now(UTC)
+
+    def _clock_table(self) -> pa.Table:
+        from metalake.core.sql import clock_table
+
+        return clock_table(self.clock(), self.lost_after_s)
 
     def _relation_for_sql(self, table: str) -> tuple[object, Callable[[], Any]]:
         """A table's version (the token) and how to build what DuckDB reads for it, built only when needed."""
@@ -417,7 +437,9 @@ class Tables:
         self._check_online("travel in time")
         settle_pending_writes(self.location.uri)
         moment = self._resolve_moment(when)
-        return Tables(self.location, self.actor, self._specs, self._store, moment)
+        return Tables(
+            self.location, self.actor, self._specs, self._store, moment, lost_after_s=self.lost_after_s
+        )
 
     @contextmanager
     def live(self) -> Iterator[Tables]:
@@ -426,7 +448,7 @@ class Tables:
         if self.moment is None:
             yield self
             return
-        now = Tables(self.location, self.actor, self._specs, self._store)
+        now = Tables(self.location, self.actor, self._specs, self._store, lost_after_s=self.lost_after_s)
         try:
             yield now
         finally:
@@ -469,20 +491,22 @@ class Tables:
         text = when.strip()
         parsed = parse_time_text(text)
         if parsed is None:
-            return Moment(f"snapshot {text}", versions=self._snapshot_versions(text))
+            versions, pinned_at = self._snapshot_versions(text)
+            return Moment(f"snapshot {text}", versions=versions, pinned_at=pinned_at)
         return self._resolve_moment(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
-    def _snapshot_versions(self, name: str) -> dict[str, int | None]:
+    def _snapshot_versions(self, name: str) -> tuple[dict[str, int | None], datetime | None]:
         import polars as pl
 
         from metalake.core.time_travel import unknown_moment
 
-        pins = self.read(SNAPSHOTS_TABLE, columns=["snapshot", "table_name", "table_version"])
+        pins = self.read(SNAPSHOTS_TABLE, columns=["snapshot", "table_name", "table_version", "pinned_at"])
         chosen = pins.filter(pl.col("snapshot") == name)
         if chosen.is_empty():
             known = pins.get_column("snapshot").unique().to_list()
             raise SnapshotNotFound(name, known, unknown_moment(name, known))
-        return {row["table_name"]: row["table_version"] for row in chosen.iter_rows(named=True)}
+        versions = {row["table_name"]: row["table_version"] for row in chosen.iter_rows(named=True)}
+        return versions, chosen.get_column("pinned_at").max()  # type: ignore[return-value]
 
     def snapshot(self, name: str, *, description: str | None = None) -> Commit:
         """Pin the current version of every table under `name`; `as_of(name)` reads them back."""

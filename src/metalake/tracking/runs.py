@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from metalake.core.vocabulary import FINAL_RUN_STATUSES, RunStatus
 from metalake.errors import AmbiguousRunId, ExperimentNotFound, JournalFull, RunError, RunNotFound
 from metalake.tracking.call_checks import MetricPointChecks, check_call
 from metalake.tracking.group_commit import METRICS_TABLE, RUNS_TABLE, FlushQueue, QueuedFlush, queue_for
+from metalake.tracking.heartbeat import keep_alive
 from metalake.tracking.journal import journal_for, journal_root
 from metalake.tracking.run_context import run_context
 from metalake.tracking.search import RunDetails, TableCache, current_state, latest_values, without_run_id
@@ -101,6 +103,7 @@ class Run:
         self._session = uuid.uuid4().hex[:8]
         self._flush_sequence = 0
         self._last_flush = time.monotonic()
+        self._flush_lock = threading.RLock()
         self._params: dict[str, str] = {}
         self._tags: dict[str, str] = {}
         self._inputs: list[dict[str, Any]] = []
@@ -279,17 +282,33 @@ class Run:
         else:
             self.end("failed", error=error)
 
-    def _write(self, *, final_status: RunStatus | None, error: BaseException | None, wait: bool) -> None:
-        self._flush_sequence += 1
-        flush_id = f"{self.run_id}:{self._session}:{self._flush_sequence}"
-        tables, points = self._fact_batches()
-        events = self._run_events(final_status, error, flush_id)
-        self._last_flush = time.monotonic()
-        if events:
-            tables[RUNS_TABLE] = events
-            self._start_recorded = True
-        if tables:  # an empty buffer queues nothing, but a waiting call still waits for the earlier flushes
-            self._hand_over(QueuedFlush(flush_id, self.run_id, tables, points))
+    def beat(self) -> None:
+        """Record a heartbeat alone (no buffered fact is taken): the timer's, for a run in a long silent step."""
+        if not self._ended and not self.offline:
+            self._write(final_status=None, error=None, wait=False, facts=False)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    @property
+    def seconds_since_flush(self) -> float:
+        return time.monotonic() - self._last_flush
+
+    def _write(
+        self, *, final_status: RunStatus | None, error: BaseException | None, wait: bool, facts: bool = True
+    ) -> None:
+        with self._flush_lock:  # the heartbeat timer may flush from its thread
+            self._flush_sequence += 1
+            flush_id = f"{self.run_id}:{self._session}:{self._flush_sequence}"
+            tables, points = self._fact_batches() if facts else ({}, 0)
+            events = self._run_events(final_status, error, flush_id)
+            self._last_flush = time.monotonic()
+            if events:
+                tables[RUNS_TABLE] = events
+                self._start_recorded = True
+            if tables:
+                self._hand_over(QueuedFlush(flush_id, self.run_id, tables, points))
         if wait:
             # The facts are safe once committed or kept in the journal: storage trouble does not stop training.
             self._wait(journaled_ok=True)
@@ -354,6 +373,10 @@ class Run:
                     "status": "running",
                     "event_time": self.start_time,
                 }
+            )
+        elif final_status is None:  # the heartbeat: runs_current shows a run lost once they stop coming
+            events.append(
+                {**base, "event_id": f"{flush_id}:heartbeat", "status": "running", "event_time": now}
             )
         if final_status is not None:
             events.append(
@@ -504,6 +527,8 @@ class Runs:
         )
         if tags:
             run.set_tags(tags)
+        if not offline:
+            keep_alive(run)
         return run
 
     def resume(
@@ -524,7 +549,7 @@ class Runs:
         if not current:
             raise RunNotFound(run_id)
         experiment, name, parent_run_id, start_time = current[0]
-        return Run(
+        resumed = Run(
             self._tables,
             self._datasets,
             run_id,
@@ -537,6 +562,8 @@ class Runs:
             started=True,
             wait=wait,
         )
+        keep_alive(resumed)
+        return resumed
 
     def archive(self, run_ids: str | list[str], *, reason: str = "archived") -> None:
         """Mark runs archived: `metalake maintain --metric-history-days N` may then drop their raw points.
@@ -626,7 +653,9 @@ class Runs:
         events = cache.rows("runs", run_id)
         return RunDetails(
             run_id=run_id,
-            info=current_state(events),
+            info=current_state(
+                events, lost_before=self._tables.clock() - timedelta(seconds=self._tables.lost_after_s)
+            ),
             params=latest_values(cache.rows("params", run_id)),
             tags=latest_values(cache.rows("run_tags", run_id)),
             metrics=combine_summaries(cache.rows("metric_summaries", run_id)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from metalake.errors import QueryError
@@ -211,8 +212,9 @@ def _quote(identifier: str) -> str:
 # -- one run, for tables.runs.get --------------------------------------------------------------------------
 
 
-def current_state(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """A run's state from its events, as `runs_current` computes it: the latest event, context filled in."""
+def current_state(events: list[dict[str, Any]], *, lost_before: datetime | None = None) -> dict[str, Any]:
+    """A run's state from its events, as `runs_current` computes it: the latest event, context filled in; a
+    running run whose last heartbeat is before `lost_before` is `lost`."""
     ordered = sorted(events, key=lambda row: (row["event_time"], row["recorded_at"], row["event_id"]))
     latest = ordered[-1]
     state: dict[str, Any] = {}
@@ -233,6 +235,8 @@ def current_state(events: list[dict[str, Any]]) -> dict[str, Any]:
     state["last_event_id"] = state.pop("event_id")
     end, start = state["end_time"], state["start_time"]
     state["duration_s"] = (end - start).total_seconds() if end is not None else None
+    if lost_before is not None and state["status"] == "running" and state["event_time"] < lost_before:
+        state["status"] = "lost"
     return state
 
 
