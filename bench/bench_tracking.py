@@ -337,6 +337,7 @@ def part_log_and_import(args: argparse.Namespace, workdir: Path, parts: set[str]
             f"all committed at the end) | {seconds:.2f} s | {rate(points, seconds)} | **{ratio:.1f}x** | "
             f">= 10x (aim 20x) | {verdict(ratio >= 10)} |"
         )
+        lines += journal_overhead(workdir, runs, points, args.repeat_journal)
         lake = fresh_lake(workdir, "lake-log-wait")
         progress(f"metalake per-run logging, each run waiting for its commit: {len(runs)} runs")
         seconds, _ = timed(lambda: metalake_log(lake, runs, wait_each=True))
@@ -371,6 +372,40 @@ def part_log_and_import(args: argparse.Namespace, workdir: Path, parts: set[str]
             profiled = fresh_lake(workdir, "lake-import-profile")
             profile("import", lambda: metalake_import(profiled, runs, "import:W"), profiled)
     return lines
+
+
+def journal_overhead(workdir: Path, runs: list[RunData], points: int, repeat: int) -> list[str]:
+    """Per-run logging with the local journal on and off, alternated `repeat` times on fresh lakes (medians)."""
+    import os
+    import statistics
+
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    for attempt in range(repeat):
+        for mode in ("on", "off") if attempt % 2 == 0 else ("off", "on"):
+            lake = fresh_lake(workdir, f"lake-journal-{mode}-{attempt}")
+            previous = os.environ.get("METALAKE_JOURNAL")
+            if mode == "off":
+                os.environ["METALAKE_JOURNAL"] = "off"
+            else:
+                os.environ["METALAKE_JOURNAL"] = str(workdir / "journal")
+            try:
+                seconds, _ = timed(lambda lake=lake: metalake_log(lake, runs))
+            finally:
+                if previous is None:
+                    os.environ.pop("METALAKE_JOURNAL", None)
+                else:
+                    os.environ["METALAKE_JOURNAL"] = previous
+            times[mode].append(seconds)
+    on, off = statistics.median(times["on"]), statistics.median(times["off"])
+    extra = (on / off - 1) * 100
+    progress(f"journal on {on:.2f} s, off {off:.2f} s: {extra:+.1f}%")
+    return [
+        f"| metalake per-run logging, local journal **on** (median of {repeat}, alternated) | {on:.2f} s | "
+        f"{rate(points, on)} | | | |",
+        f"| metalake per-run logging, local journal **off** (`METALAKE_JOURNAL=off`) | {off:.2f} s | "
+        f"{rate(points, off)} | | | |",
+        f"| cost of the journal on per-run logging | **{extra:+.1f}%** | | | <= +10% | {verdict(extra <= 10)} |",
+    ]
 
 
 def part_scale(args: argparse.Namespace, workdir: Path) -> list[str]:
@@ -627,6 +662,9 @@ def main() -> None:
     parser.add_argument("--query-runs", type=int, default=2000)
     parser.add_argument("--query-build", choices=["import", "log"], default="log")
     parser.add_argument("--repeat", type=int, default=7, help="repeats per query (median)")
+    parser.add_argument(
+        "--repeat-journal", type=int, default=3, help="journal on/off pairs for the journal's cost (median)"
+    )
     parser.add_argument("--memory-points", type=int, default=10_000_000)
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true", help="print cProfile listings of metalake's side")

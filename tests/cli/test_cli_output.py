@@ -36,7 +36,7 @@ BOX_DRAWING = set("│┃━─┏┓┗┛┡┩╇┳┻╭╮╰╯├└┼"
 FORMATS = ("table", "csv", "json", "jsonl")
 # Commands that write or run something and print a short report: they take no --format.
 NOT_LISTINGS = {
-    "init", "ingest", "snapshot", "demo", "serve", "runs", "datasets register", "quality validate",
+    "init", "ingest", "sync", "snapshot", "demo", "serve", "runs", "datasets register", "quality validate",
     "import mlflow", "models register", "models alias", "models transition", "models policy set",
     "models policy show", "deploy record", "deploy end", "kpis define", "kpis observe", "kpis ingest",
     "lineage ingest", "views export", "export duckdb",

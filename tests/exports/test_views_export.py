@@ -368,7 +368,8 @@ def test_duckdb_file_holds_the_tables_and_views_of_the_lake(
             f"select lake_uri, as_of, table_version, rows from {EXPORT_TABLE} where table_name = 'runs'"
         )
         assert record.fetchall() == [(sample_lake.uri, None, sample_lake.version("runs"), 8)]
-    assert kinds["runs_current"] == "BASE TABLE"  # materialized in metalake: a table in the file
+    assert kinds["run_states"] == "BASE TABLE"  # materialized in metalake: a table in the file
+    assert kinds["runs_current"] == "VIEW"  # over it, with the lost status derived from the lake_clock table
     assert kinds["schema_changes"] == "VIEW"
 
 

@@ -31,9 +31,13 @@ def test_a_run_that_stops_beating_is_lost_then_running_again_once_resumed(lake_p
     assert status(lake, run.run_id) == "lost"
     assert lake.runs.get(run.run_id).status == "lost"
     assert lake.runs.search("lost").get_column("status").to_list() == ["lost"]
-    assert status(lake.as_of(alive_at), run.run_id) == "running", "as of a past moment, the clock is that moment"
+    assert status(lake.as_of(alive_at), run.run_id) == "running", (
+        "as of a past moment, the clock is that moment"
+    )
     assert status(lake.as_of("while-alive"), run.run_id) == "running"
-    assert lake.sql("select count(*) from runs where status = 'lost'").fetchall() == [(0,)], "nothing is stored"
+    assert lake.sql("select count(*) from runs where status = 'lost'").fetchall() == [(0,)], (
+        "nothing is stored"
+    )
 
     again = lake.runs.resume(run.run_id)
     again.log_metric("loss", 0.4, step=1)
@@ -42,9 +46,9 @@ def test_a_run_that_stops_beating_is_lost_then_running_again_once_resumed(lake_p
     again.end()
     time.sleep(1.2)
     assert status(lake, run.run_id) == "finished", "an ended run is never lost"
-    assert metalake.connect(lake_path, actor="tester").sql(
-        "select status from runs_current"
-    ).fetchall() == [("finished",)]
+    assert metalake.connect(lake_path, actor="tester").sql("select status from runs_current").fetchall() == [
+        ("finished",)
+    ]
 
 
 def test_the_heartbeat_timer_keeps_a_silent_run_from_looking_lost(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from metalake._version import __version__
-from metalake.core.sql import COMMITS_RELATION, bundled_views, view_order
+from metalake.core.sql import CLOCK_RELATION, COMMITS_RELATION, bundled_views, view_order
 from metalake.errors import ExportError
 
 if TYPE_CHECKING:
@@ -116,7 +116,8 @@ def _copy_tables(
     """Every table (and lake_commits, which audit_log reads) streamed from the lake's SQL session into the file."""
     versions: dict[str, int | None] = {}
     rows: dict[str, int] = {}
-    for name in [*sorted(spec.name for spec in source.tables()), COMMITS_RELATION]:
+    # lake_clock too: the file's runs_current tells lost runs as of the export's moment
+    for name in [*sorted(spec.name for spec in source.tables()), COMMITS_RELATION, CLOCK_RELATION]:
         relation = source.sql(f'SELECT * FROM "{name}"')
         # to_arrow_reader since DuckDB 1.4; fetch_record_batch before (deprecated since)
         stream = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch
@@ -126,7 +127,7 @@ def _copy_tables(
             database.execute(f'CREATE TABLE "{name}" AS SELECT * FROM __metalake_source')
         finally:
             database.unregister("__metalake_source")
-        if name != COMMITS_RELATION:
+        if name not in (COMMITS_RELATION, CLOCK_RELATION):
             versions[name] = source.version(name)
         rows[name] = int(database.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0])
     return versions, rows

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metalake.core.catalog import bundled_dir, spec_files
-from metalake.core.sql import COMMITS_RELATION, ViewDefinition, bundled_views, referenced_names, view_order
+from metalake.core.sql import (
+    CLOCK_RELATION,
+    COMMITS_RELATION,
+    ViewDefinition,
+    bundled_views,
+    referenced_names,
+    view_order,
+)
+from metalake.core.tables import DEFAULT_LOST_AFTER_S
 from metalake.errors import ExportError, ViewExportError
 from metalake.exports.dialects import EXPORT_DIALECTS, ExportDialect, UnportableConstruct, portable_tree
 
@@ -24,6 +32,10 @@ COMPUTED_RELATIONS = {
     COMMITS_RELATION: "reads lake_commits, which metalake builds from every table's Delta log "
     "(on Spark: DESCRIBE HISTORY TABLE; on Trino: the TABLE$history metadata table)",
 }
+# Other engines have no lake_clock: their views read their own clock, with the default lost-after.
+PORTABLE_CLOCK = (
+    f"(SELECT now() - to_microseconds({int(DEFAULT_LOST_AFTER_S * 1e6)}) AS lost_before) AS {CLOCK_RELATION}"
+)
 TABLES_FILE = "00_tables.sql"
 INDEX_FILE = "README.md"
 ORDER_FILE = "order.txt"
@@ -204,7 +216,9 @@ def _write_error(folder: Path, error: OSError) -> ExportError:
 
 
 def _body(view: ViewDefinition) -> str:
-    return "\n".join(view.select.splitlines()[len(view.header) :])
+    """The SELECT without its header; the lake's clock becomes the engine's (with the default lost-after)."""
+    body = "\n".join(view.select.splitlines()[len(view.header) :])
+    return body.replace(f"FROM {CLOCK_RELATION})", f"FROM {PORTABLE_CLOCK})")
 
 
 def _create_view(view: ViewDefinition, select: str) -> str:

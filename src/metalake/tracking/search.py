@@ -235,7 +235,13 @@ def current_state(events: list[dict[str, Any]], *, lost_before: datetime | None 
     state["last_event_id"] = state.pop("event_id")
     end, start = state["end_time"], state["start_time"]
     state["duration_s"] = (end - start).total_seconds() if end is not None else None
-    if lost_before is not None and state["status"] == "running" and state["event_time"] < lost_before:
+    heartbeats = state.get("source") == "metalake"  # imported runs record none: never lost
+    if (
+        lost_before is not None
+        and heartbeats
+        and state["status"] == "running"
+        and state["event_time"] < lost_before
+    ):
         state["status"] = "lost"
     return state
 
