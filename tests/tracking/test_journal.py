@@ -48,7 +48,7 @@ def test_a_frame_cut_short_by_a_kill_is_dropped_and_the_frames_before_it_are_kep
     assert back.points == 3
 
 
-def test_a_segment_is_dropped_once_every_flush_in_it_is_committed(tmp_path: Path) -> None:
+def test_a_segment_is_emptied_once_every_flush_in_it_is_committed_and_deleted_at_exit(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j", "/some/lake", limit=1 << 20)
     first, second = a_flush(1), a_flush(2)
     journal.record(first)
@@ -58,7 +58,19 @@ def test_a_segment_is_dropped_once_every_flush_in_it_is_committed(tmp_path: Path
     journal.settled(first)
     assert segment.exists()
     journal.settled(second)
-    assert not segment.exists() and journal.segment is None
+    assert segment.exists() and segment.stat().st_size == 0, "emptied, and kept open for the next flush"
+    journal.record(a_flush(3))
+    assert journal.segment == segment and segment.stat().st_size > 0
+    journal.close()
+    assert segment.exists(), "a flush not committed yet stays for a replay"
+    again = Journal(tmp_path / "j", "/some/lake", limit=1 << 20)
+    flush = a_flush(4)
+    again.record(flush)
+    again.settled(flush)
+    again.close()
+    assert again.segment is None and not any(
+        path.stat().st_size == 0 for path in (tmp_path / "j").glob("*.journal")
+    )
     assert (tmp_path / "j" / "lake-uri").read_text() == "/some/lake\n"
 
 

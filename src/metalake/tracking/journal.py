@@ -9,15 +9,18 @@ original idempotency keys (Delta app transactions), so what was committed before
 
 Layout: `$METALAKE_JOURNAL` (default `$XDG_CACHE_HOME/metalake/journal`, else `~/.cache/metalake/journal`), one
 folder per lake named by a hash of its URI (with the URI in a `lake-uri` file), one `*.journal` segment per
-process. `METALAKE_JOURNAL=off` turns the journal off. A frame is: magic, payload length, CRC-32, payload; a
+process. `METALAKE_JOURNAL=off` turns the journal off. Row batches (run events, inputs) travel as JSON in
+the stream's metadata, with times tagged. A frame is: magic, payload length, CRC-32, payload; a
 frame cut short by a kill fails its length or CRC check and is ignored (it was never acknowledged).
 """
 
 from __future__ import annotations
 
+import atexit
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import struct
 import threading
@@ -25,6 +28,7 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,14 +95,11 @@ class JournaledFlush:
 
 def encode(flush: QueuedFlush) -> bytes:
     """One frame: every table of the flush as an Arrow IPC stream, the flush's ids in the schema metadata."""
-    import polars as pl
     import pyarrow as pa
 
     parts = []
     for table, batch in flush.tables.items():
         rows = isinstance(batch, list)
-        # rows through polars: pyarrow's conversion of Python objects would import pandas into every job
-        arrow: pa.Table = pl.DataFrame(batch, infer_schema_length=None).to_arrow() if rows else batch
         metadata = {
             "flush_id": flush.flush_id,
             "run_id": flush.run_id,
@@ -106,6 +107,11 @@ def encode(flush: QueuedFlush) -> bytes:
             "points": str(flush.points),
             "kind": "rows" if rows else "arrow",
         }
+        if rows:  # a few run events or inputs: JSON in the stream's metadata, far cheaper than a conversion
+            metadata["rows"] = json.dumps(batch, default=_tagged, separators=(",", ":"))
+            arrow: pa.Table = pa.schema([]).empty_table()
+        else:
+            arrow = batch
         arrow = arrow.replace_schema_metadata(metadata)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, arrow.schema) as writer:
@@ -114,6 +120,18 @@ def encode(flush: QueuedFlush) -> bytes:
         parts.append(_LENGTH.pack(len(stream)) + stream)
     payload = b"".join(parts)
     return _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def _tagged(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"$time": value.isoformat()}
+    raise TypeError(f"a run flush row holds a {type(value).__name__}, which the journal does not store")
+
+
+def _untagged(value: dict[str, Any]) -> Any:
+    if len(value) == 1 and "$time" in value:
+        return datetime.fromisoformat(value["$time"])
+    return value
 
 
 def decode(data: bytes) -> list[JournaledFlush]:
@@ -139,7 +157,8 @@ def decode(data: bytes) -> list[JournaledFlush]:
             if flush is None:
                 flush = JournaledFlush(meta["flush_id"], meta["run_id"], int(meta["points"]))
             arrow = arrow.replace_schema_metadata(None)
-            flush.tables[meta["table"]] = arrow.to_pylist() if meta["kind"] == "rows" else arrow
+            rows = meta["kind"] == "rows"
+            flush.tables[meta["table"]] = json.loads(meta["rows"], object_hook=_untagged) if rows else arrow
         if flush is not None:
             flushes.append(flush)
     return flushes
@@ -199,13 +218,26 @@ class Journal:
         flush.journal = self
 
     def settled(self, flush: QueuedFlush) -> None:
-        """A journaled flush is committed (or refused for good): drop the segment once it holds nothing else."""
+        """A journaled flush is committed (or refused for good): empty the segment once it holds nothing else.
+
+        Emptied, not deleted: the next flush reuses the open, locked file (a sweep commits a segment per run);
+        an empty segment replays nothing, and the process deletes it at exit (a replayer deletes it otherwise).
+        """
         with self._lock:
             self._outstanding.discard(flush.flush_id)
-            if not self._outstanding and self._fd is not None and self._path is not None:
+            if not self._outstanding and self._fd is not None and self._size:
+                os.ftruncate(self._fd, 0)
+                self._size = 0
+
+    def close(self) -> None:
+        """At exit: delete the segment if nothing in it waits for a commit, else leave it for a replay."""
+        with self._lock:
+            if self._fd is None or self._path is None:
+                return
+            if not self._outstanding:
                 self._path.unlink(missing_ok=True)
-                os.close(self._fd)
-                self._fd, self._path, self._size = None, None, 0
+            os.close(self._fd)
+            self._fd, self._path, self._size = None, None, 0
 
     def _open(self) -> None:
         try:
@@ -251,6 +283,14 @@ def _segments(folder: Path) -> Iterator[tuple[Path, int]]:
 
 _JOURNALS: dict[str, Journal] = {}
 _JOURNALS_LOCK = threading.Lock()
+_EXIT_HOOKED = False
+
+
+def _close_all() -> None:
+    with _JOURNALS_LOCK:
+        journals = list(_JOURNALS.values())
+    for journal in journals:
+        journal.close()
 
 
 def journal_for(uri: str) -> Journal | None:
@@ -259,7 +299,11 @@ def journal_for(uri: str) -> Journal | None:
     if root is None:
         return None
     limit = max_bytes()
+    global _EXIT_HOOKED
     with _JOURNALS_LOCK:
+        if not _EXIT_HOOKED:
+            atexit.register(_close_all)  # before the commit queue's drain is: atexit runs it after the drain
+            _EXIT_HOOKED = True
         journal = _JOURNALS.get(uri)
         if journal is None or journal.folder.parent != root or journal.limit != limit:
             journal = _JOURNALS[uri] = Journal(lake_folder(root, uri), uri, limit)

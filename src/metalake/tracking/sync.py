@@ -87,6 +87,9 @@ def sync(tables: Tables) -> SyncReport:
     queue = queue_for(tables)
     runs: set[str] = set()
     for segment in scan.abandoned:
+        if not segment.flushes:  # emptied by its owner once all was committed
+            segment.release(committed=True)
+            continue
         report.segments += 1
         report.flushes += len(segment.flushes)
         flushes = [
