@@ -353,3 +353,50 @@ def test_event_times_that_cannot_be_stored_get_400_not_a_dead_letter(
     server.stop()
     assert metalake.connect(server.lake_path).read("lineage_events").height == len(events)
     assert not (server.lake_path.parent / "spool" / "dead-letter" / "events.jsonl").exists()
+
+
+def test_a_server_killed_during_a_burst_loses_no_acknowledged_event(
+    start_server: Callable[..., Server],
+) -> None:
+    """Four clients post distinct events as fast as they can; the server is SIGKILLed in the middle. Every event
+    that got a 201 is in the lake after the restart (the spool replays), once."""
+    import threading
+    import uuid
+
+    server = start_server()
+    url = f"{server.url}/api/v1/lineage"
+    template = Serde.to_dict(airflow_dag()[0])
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def send_until_refused() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            event = json.loads(json.dumps(template))
+            event["run"]["runId"] = str(uuid.uuid4())
+            try:
+                answer = session.post(url, json=event, timeout=10)
+            except requests.RequestException:
+                return  # the server is gone
+            if answer.status_code == 201:
+                acknowledged.append(event["run"]["runId"])
+
+    clients = [threading.Thread(target=send_until_refused) for _ in range(4)]
+    for client in clients:
+        client.start()
+    time.sleep(1.5)
+    server.process.kill()  # SIGKILL in the middle of the burst
+    server.process.wait(timeout=10)
+    stop.set()
+    for client in clients:
+        client.join(timeout=30)
+    assert len(acknowledged) > 20, "the burst was under way when the server was killed"
+
+    restarted = start_server(lake_path=server.lake_path)  # replays the spool before serving
+    lake = metalake.connect(server.lake_path)
+    stored = lake.sql("select run_id, count(*) from lineage_events group by run_id").fetchall()
+    counts = dict(stored)
+    missing = [run_id for run_id in acknowledged if run_id not in counts]
+    assert missing == [], f"{len(missing)} acknowledged event(s) lost"
+    assert max(counts.values()) == 1, "an event was stored twice"
+    restarted.stop()
