@@ -8,7 +8,6 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +17,7 @@ from metalake.core.ids import new_id
 from metalake.core.values import storable_text
 from metalake.core.vocabulary import FINAL_RUN_STATUSES, RunStatus
 from metalake.errors import AmbiguousRunId, ExperimentNotFound, JournalFull, RunError, RunNotFound
+from metalake.tracking.batches import EPOCH, ONE_MICROSECOND, MetricBuffer, key_values, metric_table
 from metalake.tracking.call_checks import MetricPointChecks, check_call
 from metalake.tracking.group_commit import METRICS_TABLE, RUNS_TABLE, FlushQueue, QueuedFlush, queue_for
 from metalake.tracking.heartbeat import keep_alive
@@ -28,7 +28,6 @@ from metalake.tracking.summaries import combine_summaries
 
 if TYPE_CHECKING:
     import polars as pl
-    import pyarrow as pa
 
     from metalake.core.tables import Tables
     from metalake.datasets.datasets import Datasets
@@ -36,32 +35,6 @@ if TYPE_CHECKING:
 
 DEFAULT_FLUSH_POINTS = 50_000
 DEFAULT_FLUSH_SECONDS = 30.0
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MICROSECOND = timedelta(microseconds=1)
-
-
-@dataclass
-class _MetricBuffer:
-    """Metric points as columns, cheap to append to and to turn into one Arrow table."""
-
-    keys: list[str] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-    steps: list[int] = field(default_factory=list)
-    timestamps: list[int] = field(default_factory=list)  # microseconds since the epoch (UTC)
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def add(self, key: str, value: float, step: int, timestamp: int) -> None:
-        self.keys.append(key)
-        self.values.append(value)
-        self.steps.append(step)
-        self.timestamps.append(timestamp)
-
-    def take(self) -> _MetricBuffer:
-        taken = _MetricBuffer(self.keys, self.values, self.steps, self.timestamps)
-        self.keys, self.values, self.steps, self.timestamps = [], [], [], []
-        return taken
 
 
 class Run:
@@ -108,7 +81,7 @@ class Run:
         self._tags: dict[str, str] = {}
         self._inputs: list[dict[str, Any]] = []
         self._artifacts: list[dict[str, Any]] = []
-        self._metrics = _MetricBuffer()
+        self._metrics = MetricBuffer()
         self._metric_checks: MetricPointChecks | None = None
         self.wait_for_commits = wait
         self.offline = offline
@@ -166,7 +139,7 @@ class Run:
         if self._metric_checks is None:
             self._metric_checks = MetricPointChecks(self._tables, METRICS_TABLE)
         points, whole_step, moment = self._metric_checks.points(metrics, step, timestamp)
-        micros = (moment - _EPOCH) // _ONE_MICROSECOND
+        micros = (moment - EPOCH) // ONE_MICROSECOND
         for key, value in points:
             self._metrics.add(key, value, whole_step, micros)
         self._maybe_flush()
@@ -332,10 +305,10 @@ class Run:
         """The buffered facts by table (emptying the buffers), and how many metric points they hold."""
         batches: dict[str, Any] = {}
         if self._params:
-            batches["params"] = _key_values(self.run_id, self._params)
+            batches["params"] = key_values(self.run_id, self._params)
             self._params = {}
         if self._tags:
-            batches["run_tags"] = _key_values(self.run_id, self._tags)
+            batches["run_tags"] = key_values(self.run_id, self._tags)
             self._tags = {}
         if self._inputs:
             batches["run_inputs"] = [{"run_id": self.run_id, **row} for row in self._inputs]
@@ -345,7 +318,7 @@ class Run:
             self._artifacts = []
         points = len(self._metrics)
         if points:
-            batches[METRICS_TABLE] = _metric_table(self.run_id, self._metrics.take())
+            batches[METRICS_TABLE] = metric_table(self.run_id, self._metrics.take())
             if self._metric_checks is not None:
                 self._metric_checks.buffer_taken()
         return batches, points
@@ -395,51 +368,6 @@ class Run:
 
 def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
-
-
-def _key_values(run_id: str, values: Mapping[str, str]) -> pa.Table:
-    keys = list(values)
-    columns = {"run_id": [run_id] * len(keys), "key": keys, "value": [values[k] for k in keys]}
-    return _arrow_table(columns, {"run_id": "string", "key": "string", "value": "string"})
-
-
-def _metric_table(run_id: str, buffer: _MetricBuffer) -> pa.Table:
-    columns: dict[str, list[Any]] = {
-        "run_id": [run_id] * len(buffer),
-        "key": buffer.keys,
-        "value": buffer.values,
-        "step": buffer.steps,
-        "timestamp": buffer.timestamps,
-    }
-    types = {"run_id": "string", "key": "string", "value": "float64", "step": "int64", "timestamp": "micros"}
-    return _arrow_table(columns, types)
-
-
-def _arrow_table(columns: dict[str, list[Any]], types: dict[str, str]) -> pa.Table:
-    """Python lists -> an Arrow table of exactly these types, converted by polars (`micros`: integers of
-    microseconds since the epoch -> timestamp[us, UTC]).
-
-    pyarrow's conversion of Python objects imports pandas whenever it is installed (0.15 s or more per
-    process, for a short job most of its cost); polars converts without it and is loaded for the contracts
-    anyway. Times travel as integers since polars converts aware datetimes five times slower than pyarrow.
-    """
-    import polars as pl
-    import pyarrow as pa
-
-    polars_types = {
-        "string": pl.String(),
-        "float64": pl.Float64(),
-        "int64": pl.Int64(),
-        "micros": pl.Int64(),
-    }
-    arrow_types = {
-        "string": pa.string(),
-        "float64": pa.float64(),
-        "int64": pa.int64(),
-        "micros": pa.timestamp("us", tz="UTC"),
-    }
-    frame = pl.DataFrame(columns, schema={name: polars_types[kind] for name, kind in types.items()})
-    return frame.to_arrow().cast(pa.schema([(name, arrow_types[kind]) for name, kind in types.items()]))
 
 
 def _experiments(tables: Tables) -> list[str]:
