@@ -36,3 +36,14 @@ def record(title: str, command: str, lines: list[str]) -> None:
         )
     with RESULTS.open("a") as handle:
         handle.write(text + "\n")
+
+
+def publish(title: str, script: str, sections: list[str], *, no_record: bool) -> None:
+    """Print the figures (`--no-record`) or append them to RESULTS.md, with the command line that made them."""
+    import sys
+
+    command = " ".join([f"python {script}", *sys.argv[1:]])
+    if no_record:
+        print("\n".join([f"## {title}", "", f"`{command}`", "", *sections]))
+    else:
+        record(title, command, sections)

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import record
+from _common import publish
 
 EXPERIMENT = "jobs"
 STEPS, METRICS = 100, 10
@@ -258,13 +258,9 @@ def main() -> None:
             print(f"kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    command = " ".join(["python bench/bench_jobs.py", *sys.argv[1:]])
     title = "A training job's fixed cost, one process per job, vs MLflow 3 on SQLite (bench/bench_jobs.py)"
     title += f", {args.label}" if args.label else ""
-    if args.no_record:
-        print("\n".join([f"## {title}", "", f"`{command}`", "", *sections]))
-    else:
-        record(title, command, sections)
+    publish(title, "bench/bench_jobs.py", sections, no_record=args.no_record)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from _common import median_ms, record
+from _common import median_ms, publish
 
 import metalake
 from metalake.core.ids import new_id as new_run_id
@@ -704,12 +704,8 @@ def main() -> None:
             progress(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    command = " ".join(["python bench/bench_tracking.py", *sys.argv[1:]])
     title = "Experiment tracking vs MLflow 3 (bench/bench_tracking.py)"
-    if args.no_record:
-        print("\n".join([f"## {title}", "", f"`{command}`", "", *sections]))
-    else:
-        record(title, command, sections)
+    publish(title, "bench/bench_tracking.py", sections, no_record=args.no_record)
 
 
 if __name__ == "__main__":

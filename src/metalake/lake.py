@@ -111,7 +111,7 @@ def connect(
 
 
 def _lost_after_seconds(given: float | timedelta | None) -> float:
-    from metalake.core.tables import DEFAULT_LOST_AFTER_S
+    from metalake.core.sql import DEFAULT_LOST_AFTER_S
 
     if given is None:
         text = os.environ.get("METALAKE_LOST_AFTER", "").strip()

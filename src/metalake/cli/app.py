@@ -22,6 +22,7 @@ from metalake.cli.common import (
     OutputOption,
     clamp_count,
     cli_state,
+    lake_option,
     open_lake,
     reports_errors,
 )
@@ -471,11 +472,8 @@ def demo(
     ctx: typer.Context,
     lake: Annotated[
         str | None,
-        typer.Option(
-            "--lake",
-            metavar="URI",
-            show_default=False,
-            help="Lake for the demo. Default: the global --lake if given, else ./demo-lake (never $METALAKE_URI).",
+        lake_option(
+            "Lake for the demo. Default: the global --lake if given, else ./demo-lake (never $METALAKE_URI)."
         ),
     ] = None,
 ) -> None:

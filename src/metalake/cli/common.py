@@ -81,6 +81,11 @@ class CliState:
         return metalake.connect(self.lake_uri, actor=self.actor, create=create)
 
 
+def lake_option(help: str) -> Any:
+    """A command's own `--lake URI` (besides the global one), for commands whose default lake is their own."""
+    return typer.Option("--lake", metavar="URI", show_default=False, help=help)
+
+
 def cli_state(ctx: typer.Context) -> CliState:
     state = ctx.find_root().obj
     return state if isinstance(state, CliState) else CliState(None, None)

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from metalake.cli.common import FormatOption, ShowFormatOption, clamp_count, open_lake, reports_errors
+from metalake.cli.common import (
+    FormatOption,
+    ShowFormatOption,
+    clamp_count,
+    lake_option,
+    open_lake,
+    reports_errors,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -240,12 +247,7 @@ def sync(
     ctx: typer.Context,
     lake: Annotated[
         str | None,
-        typer.Option(
-            "--lake",
-            metavar="URI",
-            show_default=False,
-            help="The lake to sync. Default: the global --lake, else $METALAKE_URI, else ./lake.",
-        ),
+        lake_option("The lake to sync. Default: the global --lake, else $METALAKE_URI, else ./lake."),
     ] = None,
 ) -> None:
     """Commit the run flushes that ended processes left in this machine's local journal for the lake.

@@ -19,9 +19,10 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 COMMITS_RELATION = "lake_commits"
-CLOCK_RELATION = (
-    "lake_clock"  # one row: the lake's moment (`now` unless it reads the past) and derived settings
-)
+# One row: the lake's moment (`now` unless it reads the past) and the settings derived from it.
+CLOCK_RELATION = "lake_clock"
+# A running run with no heartbeat (a flush, or the heartbeat timer) for this long is shown `lost`.
+DEFAULT_LOST_AFTER_S = 600.0
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 # A view file whose header has this line is materialized: computed once per set of table versions it reads.
@@ -205,7 +206,7 @@ class SqlSession:
         self.views = dict(bundled_views() if views is None else views)
         self._relation_for = relation_for
         self._commits = commits
-        self._clock = clock or (lambda: clock_table(None, 600.0))
+        self._clock = clock or (lambda: clock_table(None, DEFAULT_LOST_AFTER_S))
         self._registered: dict[str, object] = {}
         self._created_views: set[str] = set()
         self._materialized_at: dict[str, tuple[tuple[str, object], ...]] = {}

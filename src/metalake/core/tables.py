@@ -15,6 +15,7 @@ from metalake.core.catalog_store import CATALOG_TABLE
 from metalake.core.contracts import conform
 from metalake.core.delta import EVOLVED_PROPERTY, CommitInfo, DeltaStore, TableMaintenance
 from metalake.core.pending import settle_pending_writes
+from metalake.core.sql import DEFAULT_LOST_AFTER_S
 from metalake.core.storage import Location
 from metalake.errors import (
     MetalakeError,
@@ -39,8 +40,6 @@ SNAPSHOTS_TABLE = "snapshots"
 POLICIES_TABLE = (
     "policies"  # lake-wide settings documents (the registry policy, KPI environments), latest wins
 )
-# A running run with no heartbeat (a flush, or the heartbeat timer) for this long is shown `lost`.
-DEFAULT_LOST_AFTER_S = 600.0
 HISTORY_COLUMNS = ["version", "timestamp", "operation", "actor", "reason", "rows_added", "idempotency_key"]
 
 

@@ -18,12 +18,12 @@ from metalake.core.catalog import bundled_dir, spec_files
 from metalake.core.sql import (
     CLOCK_RELATION,
     COMMITS_RELATION,
+    DEFAULT_LOST_AFTER_S,
     ViewDefinition,
     bundled_views,
     referenced_names,
     view_order,
 )
-from metalake.core.tables import DEFAULT_LOST_AFTER_S
 from metalake.errors import ExportError, ViewExportError
 from metalake.exports.dialects import EXPORT_DIALECTS, ExportDialect, UnportableConstruct, portable_tree
 
