@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from support.workers import SPAWN, log_a_run_then_hang, log_offline, run_in_proc
 import metalake
 from metalake import OfflineLakeError
 from metalake.tracking.group_commit import QueuedFlush
-from metalake.tracking.journal import Journal, decode, encode, lake_folder
+from metalake.tracking.journal import Journal, decode, frame, lake_folder
 
 
 def segments(journal: Path) -> list[Path]:
@@ -32,7 +33,7 @@ def a_flush(number: int) -> QueuedFlush:
 
 
 def test_a_frame_cut_short_by_a_kill_is_dropped_and_the_frames_before_it_are_kept() -> None:
-    frames = [encode(a_flush(n)) for n in range(3)]
+    frames = [frame(a_flush(n)) for n in range(3)]
     whole = b"".join(frames)
 
     assert [flush.flush_id for flush in decode(whole)] == ["r:s:0", "r:s:1", "r:s:2"]
@@ -48,6 +49,25 @@ def test_a_frame_cut_short_by_a_kill_is_dropped_and_the_frames_before_it_are_kep
     assert back.points == 3
 
 
+def test_a_frame_keeps_chunked_tables_empty_tables_times_and_the_schema_metadata_free() -> None:
+    import pyarrow as pa
+
+    flush = a_flush(1)
+    chunked = pa.concat_tables([flush.tables["metrics"], flush.tables["metrics"]])
+    when = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+    flush.tables = {
+        "metrics": chunked,
+        "params": pa.table({"run_id": pa.array([], pa.string()), "key": pa.array([], pa.string())}),
+        "runs": [{"run_id": "r", "event_time": when}],
+    }
+
+    (back,) = decode(frame(flush))
+
+    assert back.tables["metrics"].equals(chunked)
+    assert back.tables["params"].num_rows == 0 and back.tables["params"].schema.names == ["run_id", "key"]
+    assert back.tables["runs"] == [{"run_id": "r", "event_time": when}]
+
+
 def test_a_segment_is_emptied_once_every_flush_in_it_is_committed_and_deleted_at_exit(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j", "/some/lake", limit=1 << 20)
     first, second = a_flush(1), a_flush(2)
@@ -58,9 +78,9 @@ def test_a_segment_is_emptied_once_every_flush_in_it_is_committed_and_deleted_at
     journal.settled(first)
     assert segment.exists()
     journal.settled(second)
-    assert segment.exists() and segment.stat().st_size == 0, "emptied, and kept open for the next flush"
+    assert segment.exists() and decode(segment.read_bytes()) == [], "emptied, kept open for the next flush"
     journal.record(a_flush(3))
-    assert journal.segment == segment and segment.stat().st_size > 0
+    assert journal.segment == segment and [f.flush_id for f in decode(segment.read_bytes())] == ["r:s:3"]
     journal.close()
     assert segment.exists(), "a flush not committed yet stays for a replay"
     again = Journal(tmp_path / "j", "/some/lake", limit=1 << 20)
@@ -68,9 +88,9 @@ def test_a_segment_is_emptied_once_every_flush_in_it_is_committed_and_deleted_at
     again.record(flush)
     again.settled(flush)
     again.close()
-    assert again.segment is None and not any(
-        path.stat().st_size == 0 for path in (tmp_path / "j").glob("*.journal")
-    )
+    [left] = (tmp_path / "j").glob("*.journal")
+    assert again.segment is None and [flush.flush_id for flush in decode(left.read_bytes())] == ["r:s:3"]
+    assert left.stat().st_size == len(frame(a_flush(3))), "no space allocated ahead is left behind"
     assert (tmp_path / "j" / "lake-uri").read_text() == "/some/lake\n"
 
 

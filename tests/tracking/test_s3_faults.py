@@ -14,6 +14,7 @@ from support.workers import batch_rows
 
 import metalake
 from metalake import FlushError, StorageUnreachableWarning
+from metalake.tracking.journal import decode
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -62,7 +63,7 @@ def test_runs_keep_logging_through_faults_and_an_outage_and_lose_nothing(
                 run.flush()  # returns: committed, or kept in the journal
             logged.append(run.run_id)
         lake.runs.flush_queue.settle()
-        holding = [path for path in (tmp_path / "journal").glob("*/*.journal") if path.stat().st_size]
+        holding = [path for path in (tmp_path / "journal").glob("*/*.journal") if decode(path.read_bytes())]
         assert holding, "the journal holds what is not committed"
         proxy.up()
         proxy.set_faults(0.0)
@@ -77,7 +78,7 @@ def test_runs_keep_logging_through_faults_and_an_outage_and_lose_nothing(
     ]
     assert lake.sql("select count(*) from params").fetchall() == [(12,)]
     assert lake.sql("select sum(count) from run_metrics").fetchall() == [(12 * 20,)]
-    kept = [path for path in (tmp_path / "journal").glob("*/*.journal") if path.stat().st_size]
+    kept = [path for path in (tmp_path / "journal").glob("*/*.journal") if decode(path.read_bytes())]
     assert kept == [], "once committed, nothing is left in the journal"
 
 

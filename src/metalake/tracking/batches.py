@@ -1,11 +1,11 @@
-"""A run's buffered facts as columns, and their Arrow tables: what a flush hands to the journal and the lake."""
+"""A run's buffered facts as columns: what a flush hands to the journal and the commit queue, and their Arrow form."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -38,25 +38,67 @@ class MetricBuffer:
         return taken
 
 
-def key_values(run_id: str, values: Mapping[str, str]) -> pa.Table:
+ColumnType = Literal["string", "float64", "int64", "micros"]
+KEY_VALUE_TYPES: dict[str, ColumnType] = {"run_id": "string", "key": "string", "value": "string"}
+METRIC_TYPES: dict[str, ColumnType] = {
+    "run_id": "string",
+    "key": "string",
+    "value": "float64",
+    "step": "int64",
+    "timestamp": "micros",
+}
+
+
+@dataclass
+class Columns:
+    """One flush's rows of one table as Python columns, the way the run buffered them.
+
+    The training loop hands these over as they are: the journal stores them without Arrow, and the commit
+    queue turns a whole group's columns into one Arrow table at once, on its own thread. `constants` are
+    columns holding one value on every row (the run id), stored once.
+    """
+
+    types: dict[str, ColumnType]
+    columns: dict[str, list[Any]]
+    constants: dict[str, Any]
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+
+def key_values(run_id: str, values: Mapping[str, str]) -> Columns:
     keys = list(values)
-    columns = {"run_id": [run_id] * len(keys), "key": keys, "value": [values[k] for k in keys]}
-    return _arrow_table(columns, {"run_id": "string", "key": "string", "value": "string"})
+    columns = {"key": keys, "value": [values[key] for key in keys]}
+    return Columns(KEY_VALUE_TYPES, columns, {"run_id": run_id}, len(keys))
 
 
-def metric_table(run_id: str, buffer: MetricBuffer) -> pa.Table:
+def metric_table(run_id: str, buffer: MetricBuffer) -> Columns:
     columns: dict[str, list[Any]] = {
-        "run_id": [run_id] * len(buffer),
         "key": buffer.keys,
         "value": buffer.values,
         "step": buffer.steps,
         "timestamp": buffer.timestamps,
     }
-    types = {"run_id": "string", "key": "string", "value": "float64", "step": "int64", "timestamp": "micros"}
-    return _arrow_table(columns, types)
+    return Columns(METRIC_TYPES, columns, {"run_id": run_id}, len(buffer))
 
 
-def _arrow_table(columns: dict[str, list[Any]], types: dict[str, str]) -> pa.Table:
+def columns_to_arrow(parts: list[Columns]) -> pa.Table:
+    """Several flushes' columns of one table (the same types) as one Arrow table, rows in order."""
+    types = parts[0].types
+    joined: dict[str, list[Any]] = {}
+    for name in types:
+        column: list[Any] = []
+        for part in parts:
+            if name in part.constants:
+                column.extend([part.constants[name]] * part.rows)
+            else:
+                column.extend(part.columns[name])
+        joined[name] = column
+    return _arrow_table(joined, types)
+
+
+def _arrow_table(columns: dict[str, list[Any]], types: dict[str, ColumnType]) -> pa.Table:
     """Python lists -> an Arrow table of exactly these types, converted by polars (`micros`: integers of
     microseconds since the epoch -> timestamp[us, UTC]).
 

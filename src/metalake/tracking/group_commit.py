@@ -249,6 +249,7 @@ class FlushQueue:
     def _commit_group(self, group: list[QueuedFlush]) -> None:
         """Contracts for every table first (a refused flush drops out whole, with its run's later flushes),
         then facts side by side, then run events."""
+        _columns_to_arrow(group)
         _add_metric_summaries(group)
         tables = sorted({table for flush in group for table in flush.tables} - {RUNS_TABLE})
         prepared: dict[str, dict[QueuedFlush, pa.Table]] = {}
@@ -291,6 +292,23 @@ class FlushQueue:
             prepared[flush] = checked.slice(offset, size)
             offset += size
         return prepared
+
+
+def _columns_to_arrow(group: list[QueuedFlush]) -> None:
+    """The runs' buffered columns as Arrow, one conversion per table for the whole group (then sliced)."""
+    from metalake.tracking.batches import Columns, columns_to_arrow
+
+    by_table: dict[str, list[QueuedFlush]] = {}
+    for flush in group:
+        for table, batch in flush.tables.items():
+            if isinstance(batch, Columns):
+                by_table.setdefault(table, []).append(flush)
+    for table, members in by_table.items():
+        parts = [flush.tables[table] for flush in members]
+        converted, offset = columns_to_arrow(parts), 0
+        for flush, part in zip(members, parts, strict=True):
+            flush.tables[table] = converted.slice(offset, part.rows)
+            offset += part.rows
 
 
 def _add_metric_summaries(group: list[QueuedFlush]) -> None:
