@@ -575,3 +575,19 @@ class ViewExportError(ExportError):
             f"Rewrite sql/{view}.sql with a construct that both DuckDB and {dialect} support, or teach "
             "metalake.exports.dialects the translation."
         )
+
+
+class InvalidRequest(MetalakeError, ValueError):
+    """An HTTP request the API cannot take as sent (a bad parameter, page token or body); nothing was done."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, field: str | None = None):
+        self.field = field
+        super().__init__(message)
+
+
+class IdempotencyKeyReused(MetalakeError):
+    """An `Idempotency-Key` sent again with a different request; the first answer stands, nothing was written."""
+
+    code = "idempotency_key_reused"

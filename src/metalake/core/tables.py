@@ -4,6 +4,7 @@ travel and snapshots. Domain namespaces receive a Tables; the facade `Lake` comp
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,7 +88,11 @@ class Tables:
         self.moment = moment
         self.offline = offline
         self.lost_after_s = lost_after_s
-        self._sql: SqlSession | None = None
+        # One SQL session per thread: a DuckDB cursor and its registrations serve one query at a time, and a
+        # server answers requests from several threads (a cursor on the shared database costs nothing).
+        self._sql = threading.local()
+        self._sql_sessions: list[SqlSession] = []
+        self._sql_lock = threading.Lock()
         self._pinned: dict[str, DeltaTable | None] = {}
 
     def __repr__(self) -> str:
@@ -103,10 +108,12 @@ class Tables:
         return self.moment is not None
 
     def close(self) -> None:
-        """Release the SQL session; the tables can still be used afterwards."""
-        if self._sql is not None:
-            self._sql.close()
-            self._sql = None
+        """Release the SQL sessions; the tables can still be used afterwards."""
+        with self._sql_lock:
+            sessions, self._sql_sessions = self._sql_sessions, []
+            self._sql = threading.local()
+        for session in sessions:
+            session.close()
 
     # -- catalog --------------------------------------------------------------------------------------------
 
@@ -341,11 +348,15 @@ class Tables:
         from metalake.core.sql import SqlSession
 
         self._check_online("run SQL")
-        if self._sql is None:
-            self._sql = SqlSession(
+        session: SqlSession | None = getattr(self._sql, "session", None)
+        if session is None:
+            session = SqlSession(
                 list(self._specs), self._relation_for_sql, self._commits_table, clock=self._clock_table
             )
-        return self._sql
+            with self._sql_lock:
+                self._sql_sessions.append(session)
+            self._sql.session = session
+        return session
 
     def clock(self) -> datetime:
         """The lake's moment as a time: the as-of time, a snapshot's pin time, else now."""

@@ -12,7 +12,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from metalake.tracking.runs import Run
+    from metalake.tracking.run import Run
 
 HEARTBEAT_SECONDS = 60.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -262,6 +263,7 @@ class TableCache:
 
     def __init__(self, tables: Tables):
         self._tables = tables
+        self._lock = threading.RLock()  # a server reads from several threads
         self._by_run: dict[str, tuple[object, dict[str, list[dict[str, Any]]]]] = {}
         self._wide: dict[tuple[object, ...], pl.DataFrame] = {}
 
@@ -272,11 +274,12 @@ class TableCache:
             loaded = self._tables.load(table)
             versions.append(None if loaded is None else loaded.version())
         key = (experiment, *versions)
-        if key not in self._wide:
-            if len(self._wide) >= self.WIDE_ENTRIES:
-                self._wide.pop(next(iter(self._wide)))
-            self._wide[key] = run_table(self._tables, experiment)
-        return self._wide[key]
+        with self._lock:
+            if key not in self._wide:
+                if len(self._wide) >= self.WIDE_ENTRIES:
+                    self._wide.pop(next(iter(self._wide)))
+                self._wide[key] = run_table(self._tables, experiment)
+            return self._wide[key]
 
     def run_ids(self) -> Collection[str]:
         """Every run id the lake holds (at this moment), from the indexed copy of the runs table."""
@@ -286,14 +289,15 @@ class TableCache:
     def rows(self, table: str, run_id: str) -> list[dict[str, Any]]:
         loaded = self._tables.load(table)
         version = None if loaded is None else loaded.version()
-        cached = self._by_run.get(table)
-        if cached is None or cached[0] != version:
-            index: dict[str, list[dict[str, Any]]] = {}
-            if loaded is not None:
-                for row in loaded.to_pyarrow_table().to_pylist():
-                    index.setdefault(row["run_id"], []).append(row)
-            cached = (version, index)
-            self._by_run[table] = cached
+        with self._lock:
+            cached = self._by_run.get(table)
+            if cached is None or cached[0] != version:
+                index: dict[str, list[dict[str, Any]]] = {}
+                if loaded is not None:
+                    for row in loaded.to_pyarrow_table().to_pylist():
+                        index.setdefault(row["run_id"], []).append(row)
+                cached = (version, index)
+                self._by_run[table] = cached
         return cached[1].get(run_id, [])
 
 

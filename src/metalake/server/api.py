@@ -1,0 +1,188 @@
+"""How a REST route is declared: its authorization, the lake it reads (live or `as_of`), its ETag.
+
+A route says `@api.get(path, securable=..., reads=(tables...), response_model=...)` and opens
+`api.reading(request, response, as_of, reads)` for the lake to answer from; writes open `api.writing(request)`.
+Routes never build their own authorization or time travel, so the seam and `as_of` hold everywhere.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime.
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+from metalake.errors import InvalidRequest, MetalakeError
+from metalake.server.auth import Action, Authenticator, Authorize, SecurableOf
+from metalake.server.http import etag_for, etag_matches
+from metalake.server.models import ErrorResponse
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request, Response
+
+    from metalake.lake import Lake
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+PAST_LAKES = 16  # lakes opened `as_of` a past moment, kept for the next request about the same moment
+SETTLED_AFTER = timedelta(seconds=5)  # a moment this far in the past cannot gain commits any more
+
+AS_OF_HELP = (
+    "Answer as the lake was then: an ISO-8601 time (`2026-03-01`, `2026-03-01T12:00:00Z`) or a snapshot name. "
+    "Without it, the answer is the lake now."
+)
+
+
+def as_of_parameter() -> Any:
+    """The `as_of` query parameter, the same on every GET."""
+    from fastapi import Query
+
+    return Annotated[str | None, Query(description=AS_OF_HELP, max_length=200)]
+
+
+class NotModified(Exception):
+    """The client's ETag names the answer: 304, no body."""
+
+    def __init__(self, etag: str):
+        self.etag = etag
+
+
+@dataclass(frozen=True)
+class Write:
+    """What a write request brings: the lake to write to, who asks, and the client's idempotency key."""
+
+    lake: "Lake"
+    actor: str
+    idempotency_key: str | None
+
+
+class Api:
+    """The REST API's routes on one FastAPI app, over one lake."""
+
+    def __init__(self, app: "FastAPI", lake: "Lake", authenticator: Authenticator):
+        self.app = app
+        self.lake = lake
+        self.authenticator = authenticator
+        self._past: OrderedDict[str, Lake] = OrderedDict()
+        self._past_lock = threading.Lock()
+
+    # -- declaring routes ---------------------------------------------------------------------------------------
+
+    def get(
+        self, path: str, *, securable: str | SecurableOf, response_model: Any, summary: str | None = None
+    ) -> Callable[[Endpoint], Endpoint]:
+        return self._route("GET", path, "read", securable, response_model, 200, summary)
+
+    def post(
+        self,
+        path: str,
+        *,
+        securable: str | SecurableOf,
+        response_model: Any,
+        status_code: int = 200,
+        action: Action = "write",
+        summary: str | None = None,
+    ) -> Callable[[Endpoint], Endpoint]:
+        return self._route("POST", path, action, securable, response_model, status_code, summary)
+
+    def delete(
+        self, path: str, *, securable: str | SecurableOf, response_model: Any, summary: str | None = None
+    ) -> Callable[[Endpoint], Endpoint]:
+        return self._route("DELETE", path, "write", securable, response_model, 200, summary)
+
+    def _route(
+        self,
+        method: str,
+        path: str,
+        action: Action,
+        securable: str | SecurableOf,
+        response_model: Any,
+        status_code: int,
+        summary: str | None,
+    ) -> Callable[[Endpoint], Endpoint]:
+        from fastapi import Depends
+
+        def register(endpoint: Endpoint) -> Endpoint:
+            self.app.add_api_route(
+                path,
+                endpoint,
+                methods=[method],
+                response_model=response_model,
+                status_code=status_code,
+                summary=summary,
+                dependencies=[Depends(Authorize(self.authenticator, action, securable))],
+                responses=_ERROR_RESPONSES,
+            )
+            return endpoint
+
+        return register
+
+    # -- answering ----------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def reading(
+        self, request: "Request", response: "Response", as_of: str | None, reads: Sequence[str] | None
+    ) -> Iterator["Lake"]:
+        """The lake to answer from (as of `as_of`), after the ETag check: raises NotModified (304) when the
+        client's `If-None-Match` names the answer, else sets the ETag and yields."""
+        lake = self.lake_at(as_of)
+        etag = etag_for(lake, reads, str(request.url.include_query_params()))
+        if etag_matches(request.headers.get("if-none-match"), etag):
+            raise NotModified(etag)
+        response.headers["ETag"] = etag
+        response.headers["Cache-Control"] = "no-cache"  # revalidate with the ETag: cheap, and never stale
+        yield lake
+
+    def writing(self, request: "Request") -> Write:
+        """A write request's lake and idempotency key; refused if it asks for a past moment."""
+        if "as_of" in request.query_params:
+            raise InvalidRequest(
+                "Writes go to the lake as it is now: drop `as_of` from the request.", field="as_of"
+            )
+        key = request.headers.get("idempotency-key")
+        if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
+            raise InvalidRequest(
+                "Idempotency-Key must be 1 to 200 printable characters.", field="Idempotency-Key"
+            )
+        principal = getattr(request.state, "principal", None)
+        return Write(self.lake, principal.name if principal is not None else self.lake.actor, key)
+
+    def lake_at(self, as_of: str | None) -> "Lake":
+        """The lake now, or as of a moment (ISO-8601 time or snapshot name); past lakes are reused."""
+        if as_of is None or not as_of.strip():
+            return self.lake
+        with self._past_lock:
+            found = self._past.get(as_of)
+            if found is not None:
+                self._past.move_to_end(as_of)
+                return found
+        try:
+            past = self.lake.as_of(as_of)
+        except MetalakeError:
+            raise
+        except (ValueError, TypeError) as error:
+            raise InvalidRequest(
+                f"as_of {as_of!r} is not a time or a snapshot name: {error}", field="as_of"
+            ) from None
+        when = past.moment.at if past.moment is not None else None
+        if when is None or when < datetime.now(UTC) - SETTLED_AFTER:  # a snapshot, or a settled moment
+            with self._past_lock:
+                self._past[as_of] = past
+                while len(self._past) > PAST_LAKES:
+                    self._past.popitem(last=False)
+        return past
+
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": description, "model": ErrorResponse}
+    for status, description in (
+        (400, "Bad input: the error's code and message say what to fix"),
+        (401, "No or wrong bearer token"),
+        (403, "Not allowed"),
+        (404, "No such resource"),
+        (409, "Conflict or policy refusal"),
+        (422, "A contract refused the data; nothing was written"),
+        (503, "Storage unavailable; retry"),
+    )
+}
