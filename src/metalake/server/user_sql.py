@@ -121,6 +121,7 @@ _DENIED_NODES = (
     "Kill",
     "TruncateTable",
 )
+_QUERY_KEYWORDS = frozenset({"SELECT", "WITH", "FROM", "VALUES", "("})
 _CALL_HEAD = re.compile(r'^\s*"?([A-Za-z_][A-Za-z0-9_]*)"?\s*\(')
 
 
@@ -192,6 +193,7 @@ def check_user_sql(query: str, allowed: Collection[str]) -> exp.Query:
     try:
         statements = [s for s in sqlglot.parse(query, dialect="duckdb") if s is not None]
     except sqlglot.errors.ParseError as error:
+        _refuse_statement_keyword(query)  # EXPORT DATABASE and the like: sqlglot cannot parse them
         raise QueryError(f"Query failed: the SQL does not parse: {_parse_failure(error)}") from error
     except sqlglot.errors.SqlglotError as error:
         raise QueryError(f"Query failed: the SQL does not parse: {error}") from error
@@ -200,7 +202,8 @@ def check_user_sql(query: str, allowed: Collection[str]) -> exp.Query:
         raise UnsafeQuery(count, "send exactly one SELECT statement")
     statement = statements[0]
     if type(statement).__name__ not in _ALLOWED_ROOTS:
-        raise UnsafeQuery(f"a {_statement_name(statement)} statement", "only SELECT queries run")
+        first = _first_word(query) or _statement_name(statement)
+        raise UnsafeQuery(f"the statement {first}", "only SELECT queries run")
     denied_nodes = tuple(getattr(exp, name) for name in _DENIED_NODES if hasattr(exp, name))
     known = {name.lower() for name in allowed}
     for node in statement.walk():
@@ -214,6 +217,25 @@ def check_user_sql(query: str, allowed: Collection[str]) -> exp.Query:
             _check_relation(node, known)
     assert isinstance(statement, exp.Query)
     return statement
+
+
+def _refuse_statement_keyword(query: str) -> None:
+    """A statement sqlglot cannot parse is refused as unsafe, not reported as bad SQL, when its first word
+    says it is no query."""
+    first = _first_word(query)
+    if first is not None and first not in _QUERY_KEYWORDS:
+        raise UnsafeQuery(f"the statement {first}", "only SELECT queries run")
+
+
+def _first_word(query: str) -> str | None:
+    """The query's first token in upper case (comments skipped); None if it does not tokenize."""
+    import sqlglot
+
+    try:
+        tokens = sqlglot.Dialect.get_or_raise("duckdb").tokenize(query)
+    except sqlglot.errors.SqlglotError:
+        return None
+    return tokens[0].text.upper() if tokens else None
 
 
 def _parse_failure(error: Exception) -> str:
