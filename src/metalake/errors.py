@@ -219,6 +219,33 @@ class QueryError(MetalakeError):
     code = "query_error"
 
 
+class UnsafeQuery(MetalakeError, ValueError):
+    """User SQL (the REST API's `POST /api/v1/sql`) that reaches outside the lake or changes something; not run."""
+
+    code = "unsafe_query"
+
+    def __init__(self, refused: str, why: str):
+        self.refused, self.why = refused, why
+        super().__init__(
+            f"Query refused: {refused}: {why}. Only one SELECT (or WITH ... SELECT, UNION of SELECTs) over the "
+            "lake's tables and views, lake_commits and lake_clock is allowed, with no table functions and no "
+            "functions that read files, settings or the environment."
+        )
+
+
+class QueryTimeout(QueryError):
+    """User SQL that ran longer than its statement timeout and was interrupted."""
+
+    code = "query_timeout"
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+        super().__init__(
+            f"Query interrupted after {timeout_s:g} s, its time limit. Make it cheaper (filter earlier, select "
+            "fewer columns, aggregate) or ask for a longer timeout."
+        )
+
+
 class ViewError(MetalakeError):
     """A view definition in `sql/` that cannot be created."""
 

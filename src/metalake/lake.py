@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -287,6 +287,11 @@ class Lake:
     ) -> duckdb.DuckDBPyRelation:
         """Run DuckDB SQL over every table and view (at this lake's moment); returns a relation."""
         return self._tables.sql(query, params)
+
+    def arrow_relations(self, names: Collection[str]) -> dict[str, Any]:
+        """What SQL reads for each named table, `lake_commits` or `lake_clock`, as in-memory Arrow (datasets or
+        tables): for a DuckDB database with no file access, like the server's user-SQL runner."""
+        return self._tables.arrow_relations(names)
 
     def history(self, table: str, *, limit: int | None = None) -> pl.DataFrame:
         """Every commit of a table, newest first: version, timestamp, operation, actor, reason, rows added, key."""

@@ -371,6 +371,15 @@ class Tables:
 
         return clock_table(self.clock(), self.lost_after_s)
 
+    def arrow_relations(self, names: Collection[str]) -> dict[str, Any]:
+        """What SQL reads for each named table, `lake_commits` or `lake_clock` at this moment, in memory only
+        (Arrow datasets and tables, never DuckDB's file readers): for a database that may not touch files."""
+        from metalake.core.sql import CLOCK_RELATION, COMMITS_RELATION
+
+        self._check_online("run SQL")
+        built = {COMMITS_RELATION: self._commits_table, CLOCK_RELATION: self._clock_table}
+        return {name: built[name]() if name in built else self.arrow_dataset(name) for name in names}
+
     def _relation_for_sql(self, table: str) -> tuple[object, Callable[[], Any]]:
         """A table's version (the token) and how to build what DuckDB reads for it, built only when needed."""
         loaded = self.load(table)
