@@ -618,3 +618,15 @@ class IdempotencyKeyReused(MetalakeError):
     """An `Idempotency-Key` sent again with a different request; the first answer stands, nothing was written."""
 
     code = "idempotency_key_reused"
+
+
+class NotAuthenticated(MetalakeError):
+    """A request to the server without the credentials it asks for (HTTP 401)."""
+
+    code = "unauthenticated"
+
+
+class NotAuthorized(MetalakeError):
+    """A principal asking the server for what it may not do (HTTP 403)."""
+
+    code = "forbidden"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+from fastapi import Query
+
 from metalake.errors import InvalidRequest, MetalakeError
 from metalake.server.auth import Action, Authenticator, Authorize, SecurableOf
 from metalake.server.http import etag_for, etag_matches
@@ -34,11 +36,8 @@ AS_OF_HELP = (
 )
 
 
-def as_of_parameter() -> Any:
-    """The `as_of` query parameter, the same on every GET."""
-    from fastapi import Query
-
-    return Annotated[str | None, Query(description=AS_OF_HELP, max_length=200)]
+# The `as_of` query parameter, the same on every GET.
+AsOf = Annotated[str | None, Query(description=AS_OF_HELP, max_length=200)]
 
 
 class NotModified(Exception):

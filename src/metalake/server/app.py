@@ -1,18 +1,18 @@
 """The HTTP server behind `metalake serve`: one FastAPI app whose routes (server/routes/) call the lake's namespaces.
 
-Today it takes OpenLineage events at `POST /api/v1/lineage` (see server/spool.py for how they are committed) and
-answers `GET /api/v1/health`.
+It serves the REST API (`/api/v1/...`, described at `/openapi.json` and `/docs`) and takes OpenLineage events at
+`POST /api/v1/lineage` (see server/spool.py for how they are committed).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations (Request) at runtime.
 import asyncio
 import contextlib
-import hmac
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metalake.errors import LineageError, MissingExtraError
+from metalake._version import __version__
+from metalake.errors import LineageError, MetalakeError, MissingExtraError
 from metalake.server.spool import DEFAULT_COMMIT_INTERVAL, Ack, GroupCommitter, default_spool_dir
 
 if TYPE_CHECKING:
@@ -43,10 +43,15 @@ def create_app(
 ) -> "FastAPI":
     """The REST API of a lake. `token`: requests must carry `Authorization: Bearer TOKEN` (else any is fine)."""
     import_server_libraries()
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi import FastAPI, Request, Response
 
+    from metalake.server.api import Api
+    from metalake.server.auth import Authenticator
+    from metalake.server.middleware import BodyLimit, Idempotency
+    from metalake.server.models import Health
+    from metalake.server.routes.catalog import add_catalog_routes
     from metalake.server.routes.lineage import add_lineage_routes
+    from metalake.server.routes.tracking import add_tracking_routes
 
     committer = GroupCommitter(
         lake, spool_dir or default_spool_dir(lake.uri), commit_interval=commit_interval
@@ -60,36 +65,105 @@ def create_app(
         finally:
             await asyncio.to_thread(committer.stop)
 
-    app = FastAPI(title="metalake", lifespan=lifespan)
+    app = FastAPI(
+        title="metalake",
+        version=__version__,
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
     app.state.committer = committer
+    authenticator = Authenticator(token)
+    api = Api(app, lake, authenticator)
+    app.state.api = api
+    add_error_handlers(app)
+    add_lineage_routes(api, committer, ack=ack)
+    add_catalog_routes(api)
+    add_tracking_routes(api)
 
-    def authorized(request: Request) -> bool:
-        """No token set, or `Authorization: Bearer TOKEN` (the scheme in any case), compared in constant time."""
-        if token is None:
-            return True
-        scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
-
-    def refusal(status: int, code: str, message: str) -> JSONResponse:
-        return JSONResponse(status_code=status, content={"error": code, "message": message})
-
-    add_lineage_routes(app, committer, authorized=authorized, refusal=refusal, ack=ack)
-
-    @app.get("/api/v1/health")
-    async def health(request: Request) -> dict[str, Any]:
+    @app.get("/api/v1/health", response_model=Health, tags=["public"])
+    def health(request: Request, response: Response) -> Health:
         """Liveness, and how many events wait for their group commit; the lake's URI only with the token."""
-        status: dict[str, Any] = {
-            "status": "ok",
-            "queued": committer.queued,
-            "committed": committer.committed_events,
-            "commits": committer.commits,
-            "dead_letters": committer.dead_letters,
-        }
-        if authorized(request):
-            status["lake"] = lake.uri
-        return status
+        try:
+            authenticator.principal(request)
+            known = True
+        except MetalakeError:
+            known = False
+        return Health(
+            status="ok",
+            queued=committer.queued,
+            committed=committer.committed_events,
+            commits=committer.commits,
+            dead_letters=committer.dead_letters,
+            lake=lake.uri if known else None,
+        )
 
+    app.add_middleware(Idempotency)
+    app.add_middleware(BodyLimit)
     return app
+
+
+API_DESCRIPTION = """The metalake REST API: every kind of ML metadata in the lake, as it is now or as it was.
+
+* Every GET takes `as_of` (an ISO-8601 time or a snapshot name) and answers as the lake was then.
+* Errors are `{"error": {"code", "message", "details"}}`: 400 bad input, 401/403, 404 unknown, 409 conflict or
+  policy refusal, 413 too large, 422 contract refusal (nothing written), 503 storage unavailable.
+* Listings are paged: `limit` (at most 1000) and the `next_page_token` of the previous page as `page_token`.
+* GETs answer an `ETag` naming the table versions read; `If-None-Match` with it answers 304.
+* POSTs take an `Idempotency-Key`: sent again, the same request writes nothing new and answers the same.
+"""
+
+
+def add_error_handlers(app: "FastAPI") -> None:
+    """Every refusal as `{"error": {"code", "message", "details"}}`, with its status; never a traceback."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+    from starlette.exceptions import HTTPException
+
+    from metalake.server.api import NotModified
+    from metalake.server.http import error_body, error_details, status_for
+
+    @app.exception_handler(MetalakeError)
+    async def metalake_error(_: Any, error: MetalakeError) -> JSONResponse:
+        return JSONResponse(error_body(error.code, str(error), error_details(error)), status_for(error))
+
+    @app.exception_handler(NotModified)
+    async def not_modified(_: Any, signal: NotModified) -> Response:
+        return Response(status_code=304, headers={"ETag": signal.etag})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Any, error: RequestValidationError) -> JSONResponse:
+        problems = [
+            {
+                "where": ".".join(str(part) for part in problem.get("loc", ())),
+                "problem": problem.get("msg", ""),
+            }
+            for problem in error.errors()
+        ]
+        message = "The request is not what this endpoint takes: " + "; ".join(
+            f"{problem['where']}: {problem['problem']}" for problem in problems[:10]
+        )
+        return JSONResponse(error_body("invalid_request", message, {"problems": problems[:50]}), 400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Any, error: HTTPException) -> JSONResponse:
+        code = {404: "endpoint_not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        message = str(error.detail)
+        if error.status_code == 404:
+            message = "No such endpoint. The API is described at /openapi.json and /docs."
+        return JSONResponse(error_body(code, message), error.status_code, headers=error.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Any, error: Exception) -> JSONResponse:
+        import logging
+
+        logging.getLogger("metalake.server").exception("unexpected error", exc_info=error)
+        message = (
+            f"The server failed on this request ({type(error).__name__}); the server log has the details."
+        )
+        return JSONResponse(error_body("internal_error", message), 500)
 
 
 def serve(

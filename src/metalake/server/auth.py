@@ -10,26 +10,13 @@ touching the routes. A test lists every route and fails if one is not behind thi
 import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from metalake.errors import MetalakeError
+from fastapi import Request
 
-if TYPE_CHECKING:
-    from fastapi import Request
+from metalake.errors import NotAuthenticated
 
 Action = Literal["read", "write", "manage", "admin"]
-
-
-class NotAuthenticated(MetalakeError):
-    """A request without the credentials the server asks for (HTTP 401)."""
-
-    code = "unauthenticated"
-
-
-class NotAuthorized(MetalakeError):
-    """A principal asking for what it may not do (HTTP 403)."""
-
-    code = "forbidden"
 
 
 @dataclass(frozen=True)
@@ -58,7 +45,7 @@ class Authenticator:
     def __init__(self, token: str | None):
         self._token = token
 
-    def principal(self, request: "Request") -> Principal:
+    def principal(self, request: Request) -> Principal:
         if self._token is None:
             return ANONYMOUS
         scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
@@ -82,7 +69,7 @@ class Authorize:
         self.action = action
         self.securable = securable
 
-    def __call__(self, request: "Request") -> Principal:
+    def __call__(self, request: Request) -> Principal:
         principal = self.authenticator.principal(request)
         securable = self.securable if isinstance(self.securable, str) else self.securable(request.path_params)
         authorize(principal, self.action, securable)

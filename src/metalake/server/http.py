@@ -22,12 +22,16 @@ from metalake.errors import (
     InvalidRequest,
     MetalakeError,
     NameNotFound,
+    NotAuthenticated,
+    NotAuthorized,
     PayloadTooLarge,
     PolicyViolation,
+    QueryTimeout,
     ReadOnlyLakeError,
     SnapshotExists,
     TimeTravelError,
     TransientError,
+    UnsafeQuery,
 )
 
 if TYPE_CHECKING:
@@ -41,7 +45,11 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 # Most specific first: the first class an error is an instance of decides its status.
 _STATUSES: tuple[tuple[type[BaseException], int], ...] = (
+    (NotAuthenticated, 401),
+    (NotAuthorized, 403),
     (PayloadTooLarge, 413),
+    (QueryTimeout, 400),
+    (UnsafeQuery, 400),
     (IdempotencyKeyReused, 409),
     (TimeTravelError, 400),  # a snapshot name that does not exist is a bad `as_of`, not a missing resource
     (NameNotFound, 404),

@@ -126,9 +126,7 @@ class RunCreated(BaseModel):
 
 class MetricIn(Body):
     key: str
-    value: float | None = Field(
-        description="A real number; NaN and infinities as the strings 'NaN', 'Infinity'"
-    )
+    value: float = Field(description="A real number; NaN and infinities as the strings 'NaN', 'Infinity'")
     step: int = 0
     timestamp: datetime | None = None
 

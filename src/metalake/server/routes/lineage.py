@@ -1,56 +1,101 @@
-"""`POST /api/v1/lineage`: OpenLineage events as the openlineage HttpTransport sends them, checked, then spooled."""
+"""Lineage: `POST /api/v1/lineage` takes OpenLineage events as the openlineage HttpTransport sends them
+(checked, then spooled and group-committed), and `GET /api/v1/lineage` walks the graph."""
 
-# No `from __future__ import annotations`: FastAPI reads the endpoint annotations (Request) at runtime.
+# No `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime.
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from metalake.errors import InvalidEvent, MetalakeError, PayloadTooLarge
+from pydantic import BaseModel
+
+from metalake.errors import CommitFailed, MetalakeError, PayloadTooLarge
+from metalake.server.api import AsOf
+from metalake.server.http import frame_rows
+from metalake.server.models import Page
 from metalake.server.payload import MAX_PAYLOAD_BYTES, read_events_payload
 from metalake.server.spool import Ack, GroupCommitter
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from metalake.server.api import Api
 
 LINEAGE_PATH = "/api/v1/lineage"
 
 
-def add_lineage_routes(
-    app: "FastAPI",
-    committer: GroupCommitter,
-    *,
-    authorized: "Callable[[Request], bool]",
-    refusal: "Callable[[int, str, str], JSONResponse]",
-    ack: Ack,
-) -> None:
-    """Add the OpenLineage endpoint; with `ack="committed"` its 201 waits for the group commit."""
-    from fastapi import Request
+class EventsAccepted(BaseModel):
+    accepted: int
+    event_ids: list[str]
+
+
+class LineageGraph(BaseModel):
+    node: str
+    direction: str
+    nodes: list[str]
+    edges: list[dict[str, Any]]
+
+
+def add_lineage_routes(api: "Api", committer: GroupCommitter, *, ack: Ack) -> None:
+    """Add the lineage endpoints; with `ack="committed"` the POST's 201 waits for the group commit."""
+    from fastapi import Query, Request, Response
 
     from metalake.lineage.openlineage.events import parse_event
 
-    @app.post(LINEAGE_PATH, status_code=201)
+    @api.post(
+        LINEAGE_PATH,
+        securable="lineage:*",
+        response_model=EventsAccepted,
+        status_code=201,
+        summary="Take OpenLineage events (one, or a JSON list)",
+    )
     async def receive_lineage(request: Request) -> Any:
         """Accept one OpenLineage event (or a JSON list of them), as the openlineage HttpTransport sends them."""
-        if not authorized(request):
-            return refusal(401, "unauthorized", "Send the server's token as `Authorization: Bearer TOKEN`.")
         body = bytearray()
         async for chunk in request.stream():  # read up to the cap only, whatever Content-Length says
             body += chunk
             if len(body) > MAX_PAYLOAD_BYTES:
-                return refusal(413, PayloadTooLarge.code, str(PayloadTooLarge(MAX_PAYLOAD_BYTES)))
+                raise PayloadTooLarge(MAX_PAYLOAD_BYTES)
         gzipped = request.headers.get("content-encoding", "").lower() == "gzip"
-        try:
-            raws = read_events_payload(bytes(body), gzipped=gzipped)
-            events = [parse_event(raw, position, source="request") for position, raw in enumerate(raws)]
-        except PayloadTooLarge as error:
-            return refusal(413, error.code, str(error))
-        except InvalidEvent as error:
-            return refusal(400, error.code, str(error))
+        raws = read_events_payload(bytes(body), gzipped=gzipped)
+        events = [parse_event(raw, position, source="request") for position, raw in enumerate(raws)]
         waiter = committer.submit(events, wait=ack == "committed")
         if waiter is not None:
             try:
                 await asyncio.wrap_future(waiter)
             except MetalakeError as error:
-                return refusal(503, error.code, f"The events could not be committed yet: {error}")
-        return {"accepted": len(events), "event_ids": [event.event_id for event in events]}
+                raise CommitFailed(f"The events could not be committed yet: {error}") from error
+        return EventsAccepted(accepted=len(events), event_ids=[event.event_id for event in events])
+
+    @api.get(
+        LINEAGE_PATH,
+        securable="lineage:*",
+        response_model=LineageGraph,
+        summary="The lineage graph around a node, upstream or downstream",
+    )
+    def walk_lineage(
+        request: Request,
+        response: Response,
+        node: Annotated[str, Query(min_length=1, max_length=2000, examples=["dataset:warehouse/orders"])],
+        direction: Literal["upstream", "downstream"] = "downstream",
+        depth: Annotated[int | None, Query(ge=1, le=100)] = None,
+        as_of: AsOf = None,
+    ) -> LineageGraph:
+        with api.reading(request, response, as_of, ["lineage_edges", "lineage_events"]) as lake:
+            edges = lake.lineage.walk(node, direction, depth)
+            rows = frame_rows(edges)
+            nodes = sorted(
+                {node, *(row["source_node"] for row in rows), *(row["target_node"] for row in rows)}
+            )
+            return LineageGraph(node=node, direction=direction, nodes=nodes, edges=rows)
+
+    @api.get(
+        f"{LINEAGE_PATH}/columns",
+        securable="lineage:*",
+        response_model=Page,
+        summary="Column lineage of a dataset",
+    )
+    def column_lineage(
+        request: Request,
+        response: Response,
+        dataset: Annotated[str, Query(min_length=1, max_length=2000)],
+        as_of: AsOf = None,
+    ) -> dict[str, Any]:
+        with api.reading(request, response, as_of, ["lineage_edges", "lineage_events"]) as lake:
+            return {"items": frame_rows(lake.lineage.column_lineage(dataset)), "next_page_token": None}

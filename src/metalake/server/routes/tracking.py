@@ -1,0 +1,205 @@
+"""Experiments and runs: `/api/v1/experiments`, `/api/v1/runs`, a run, its metric histories, and run writes."""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime.
+import math
+from typing import TYPE_CHECKING, Annotated, Any
+
+from metalake.errors import InvalidRequest
+from metalake.server.api import AsOf
+from metalake.server.http import check_limit, frame_rows, jsonable, page_offset, page_token, paged
+from metalake.server.models import (
+    ExperimentList,
+    ExperimentOut,
+    MetricHistory,
+    MetricPointOut,
+    Page,
+    RunCreate,
+    RunCreated,
+    RunEnd,
+    RunEnded,
+    RunLog,
+    RunLogged,
+    RunOut,
+)
+
+if TYPE_CHECKING:
+    from metalake.lake import Lake
+    from metalake.server.api import Api
+
+RUN_TABLES = ("runs", "params", "run_tags", "metric_summaries", "run_inputs", "artifacts", "model_versions")
+SEARCH_TABLES = ("runs", "params", "run_tags", "metric_summaries")
+MAX_HISTORY_PAGE = 100_000  # points per page of a full metric history
+MAX_POINTS = 100_000  # of a downsampled history
+
+
+def run_securable(path: Any) -> str:
+    return f"run:{path['run_id']}"
+
+
+def run_answer(lake: "Lake", run_id: str) -> RunOut:
+    details = lake.runs.get(run_id)
+    info = jsonable(details.info)
+    versions = lake.sql(
+        "select model, version, artifact_uri, recorded_at from model_versions where run_id = ? "
+        "order by model, version",
+        [details.run_id],
+    ).pl()
+    return RunOut(
+        run_id=details.run_id,
+        experiment=details.info["experiment"],
+        name=details.info.get("name"),
+        status=details.status,
+        start_time=details.info.get("start_time"),
+        end_time=details.info.get("end_time"),
+        info=info,
+        params=details.params,
+        tags=details.tags,
+        metrics=jsonable(details.metrics),
+        inputs=jsonable(details.inputs),
+        artifacts=jsonable(details.artifacts),
+        model_versions=frame_rows(versions),
+    )
+
+
+def add_tracking_routes(api: "Api") -> None:
+    from fastapi import Query, Request, Response
+
+    from metalake.tracking.remote import MetricPoint
+
+    @api.get("/api/v1/experiments", securable="lake", response_model=ExperimentList, summary="Experiments")
+    def list_experiments(request: Request, response: Response, as_of: AsOf = None) -> ExperimentList:
+        with api.reading(request, response, as_of, ["runs"]) as lake:
+            return ExperimentList(items=[ExperimentOut(name=name) for name in lake.runs.experiments()])
+
+    @api.get(
+        "/api/v1/runs",
+        securable=lambda path: "experiment:*",
+        response_model=Page,
+        summary="Search runs (the `lake.runs.search` expression language)",
+    )
+    def search_runs(
+        request: Request,
+        response: Response,
+        as_of: AsOf = None,
+        experiment: str | None = None,
+        where: Annotated[str | None, Query(max_length=10_000, examples=["metrics.val_auc > 0.8"])] = None,
+        order_by: Annotated[list[str] | None, Query(examples=["metrics.val_auc desc"])] = None,
+        limit: int | None = None,
+        page_token: str | None = None,
+    ) -> dict[str, Any]:
+        size = check_limit(limit)
+        scope = f"runs:{experiment}:{where}:{order_by}"
+        offset = page_offset(page_token, scope)
+        with api.reading(request, response, as_of, SEARCH_TABLES) as lake:
+            found = lake.runs.search(
+                experiment=experiment, where=where, order_by=order_by, limit=offset + size + 1
+            )
+            return paged(frame_rows(found.slice(offset)), offset, size, scope)
+
+    @api.get("/api/v1/runs/{run_id}", securable=run_securable, response_model=RunOut, summary="One run")
+    def get_run(run_id: str, request: Request, response: Response, as_of: AsOf = None) -> RunOut:
+        with api.reading(request, response, as_of, RUN_TABLES) as lake:
+            return run_answer(lake, run_id)
+
+    @api.get(
+        "/api/v1/runs/{run_id}/metrics/{key}",
+        securable=run_securable,
+        response_model=MetricHistory,
+        summary="A metric's history: every point (paged), or downsampled keeping each bucket's extremes",
+    )
+    def metric_history(
+        run_id: str,
+        key: str,
+        request: Request,
+        response: Response,
+        as_of: AsOf = None,
+        max_points: int | None = None,
+        limit: int | None = None,
+        page_token: str | None = None,
+    ) -> MetricHistory:
+        if max_points is not None and not 1 <= max_points <= MAX_POINTS:
+            raise InvalidRequest(f"max_points must be between 1 and {MAX_POINTS:,}.", field="max_points")
+        size = check_limit(limit, default=10_000, maximum=MAX_HISTORY_PAGE)
+        scope = f"metric:{run_id}:{key}:{max_points}"
+        offset = page_offset(page_token, scope)
+        with api.reading(request, response, as_of, ["runs", "metrics"]) as lake:
+            whole_id = lake.runs.resolve_id(run_id)
+            full = lake.runs.metric_history(whole_id, key)
+            total = full.height
+            shown = full
+            if max_points is not None:
+                from metalake.tracking.downsample import downsample
+
+                shown = downsample(full, max_points)
+            page = shown.slice(offset, size + 1)
+            more = page.height > size
+            points = [
+                MetricPointOut(
+                    step=row["step"],
+                    timestamp=row["timestamp"],
+                    value=row["value"] if math.isfinite(row["value"]) else None,
+                )
+                for row in page.head(size).iter_rows(named=True)
+            ]
+            return MetricHistory(
+                run_id=whole_id,
+                key=key,
+                points=points,
+                downsampled=shown.height < total,
+                total_points=total,
+                next_page_token=page_token_if(more, offset + size, scope),
+            )
+
+    @api.post(
+        "/api/v1/runs",
+        securable=lambda path: "experiment:*",
+        response_model=RunCreated,
+        status_code=201,
+        summary="Start a run",
+    )
+    def create_run(body: RunCreate, request: Request) -> RunCreated:
+        write = api.writing(request)
+        run_id = write.lake.runs.create(
+            body.experiment,
+            body.name,
+            tags=body.tags,
+            parent_run_id=body.parent_run_id,
+            start_time=body.start_time,
+            user=write.actor,
+            idempotency_key=write.idempotency_key,
+        )
+        return RunCreated(run_id=run_id)
+
+    @api.post(
+        "/api/v1/runs/{run_id}/log",
+        securable=run_securable,
+        response_model=RunLogged,
+        summary="Log a batch of params, tags and metric points into a run",
+    )
+    def log_batch(run_id: str, body: RunLog, request: Request) -> RunLogged:
+        write = api.writing(request)
+        whole_id = write.lake.runs.resolve_id(run_id)
+        points = [MetricPoint(m.key, m.value, m.step, m.timestamp) for m in body.metrics]
+        write.lake.runs.log_batch(
+            whole_id,
+            params=body.params,
+            tags=body.tags,
+            metrics=points,
+            idempotency_key=write.idempotency_key,
+        )
+        return RunLogged(run_id=whole_id, params=len(body.params), tags=len(body.tags), metrics=len(points))
+
+    @api.post(
+        "/api/v1/runs/{run_id}/end", securable=run_securable, response_model=RunEnded, summary="End a run"
+    )
+    def end_run(run_id: str, body: RunEnd, request: Request) -> RunEnded:
+        write = api.writing(request)
+        whole_id = write.lake.runs.resolve_id(run_id)
+        status = write.lake.runs.end(
+            whole_id, body.status, end_time=body.end_time, idempotency_key=write.idempotency_key
+        )
+        return RunEnded(run_id=whole_id, status=status)
+
+
+def page_token_if(more: bool, offset: int, scope: str) -> str | None:
+    return page_token(offset, scope) if more else None
