@@ -4,97 +4,25 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 import requests
-from conftest import _free_port
 from openlineage.client import OpenLineageClient
 from openlineage.client.serde import Serde
 from openlineage.client.transport.http import ApiKeyTokenProvider, HttpCompression, HttpConfig, HttpTransport
+from support.api_server import Server, free_port
 from support.openlineage_samples import airflow_dag, spark_events
 
 import metalake
 
 TOKEN = "s3cret-token"
-
-
-@dataclass
-class Server:
-    """A running `metalake serve` process."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    lake_path: Path
-
-    def health(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/api/v1/health", timeout=2) as response:
-            loaded: dict[str, Any] = json.load(response)
-            return loaded
-
-    def wait_committed(self, events: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while self.health()["committed"] < events:
-            assert time.monotonic() < deadline, f"server committed {self.health()} of {events} events"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        """SIGTERM: uvicorn shuts down, the committer commits what is queued."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=30)
-
-
-@pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    started: list[Server] = []
-
-    def start(*options: str, lake_path: Path | None = None) -> Server:
-        lake_path = lake_path or tmp_path / "lake"
-        port = _free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "metalake.cli",
-            "--lake",
-            str(lake_path),
-            "serve",
-            "--port",
-            str(port),
-        ]
-        command += ["--spool", str(tmp_path / "spool"), *options]
-        env = {**os.environ, "METALAKE_ACTOR": "server"}
-        env.pop("METALAKE_API_TOKEN", None)
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        server = Server(process, f"http://127.0.0.1:{port}", lake_path)
-        started.append(server)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                server.health()
-                return server
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    stderr = process.stderr.read().decode() if process.stderr else ""
-                    raise RuntimeError(f"metalake serve did not start: {stderr}") from None
-                time.sleep(0.1)
-
-    yield start
-    for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait(timeout=10)
 
 
 def client_for(server: Server, **options: Any) -> OpenLineageClient:
@@ -134,13 +62,17 @@ def test_answers_201_400_and_401(start_server: Callable[..., Server]) -> None:
 
     invalid = requests.post(url, data=json.dumps({**event, "eventType": "DONE"}), headers=auth, timeout=10)
     assert invalid.status_code == 400
-    assert invalid.json()["error"] == "invalid_event" and "'DONE'" in invalid.json()["message"]
+    assert (
+        invalid.json()["error"]["code"] == "invalid_event" and "'DONE'" in invalid.json()["error"]["message"]
+    )
     owners = {"ownership": {"owners": [{"name": 7}]}}
     poison = {**event, "job": {**event["job"], "facets": {**event["job"].get("facets", {}), **owners}}}
     refused = requests.post(url, data=json.dumps(poison), headers=auth, timeout=10)
-    assert refused.status_code == 400 and "owners[0].name must be a string" in refused.json()["message"]
+    assert (
+        refused.status_code == 400 and "owners[0].name must be a string" in refused.json()["error"]["message"]
+    )
     garbage = requests.post(url, data=b"{oops", headers=auth, timeout=10)
-    assert garbage.status_code == 400 and "not valid JSON" in garbage.json()["message"]
+    assert garbage.status_code == 400 and "not valid JSON" in garbage.json()["error"]["message"]
 
     unauthorized = requests.post(url, data=json.dumps(event), timeout=10)
     assert unauthorized.status_code == 401
@@ -272,7 +204,7 @@ def test_oversized_bodies_gzip_bombs_and_deep_nesting_are_refused(
     url = f"{server.url}/api/v1/lineage"
     json_headers = {"Content-Type": "application/json"}
     too_big = requests.post(url, data=b" " * (MAX_PAYLOAD_BYTES + 1), headers=json_headers, timeout=30)
-    assert too_big.status_code == 413 and too_big.json()["error"] == "payload_too_large"
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "payload_too_large"
 
     bomb = gzip.compress(b" " * (MAX_PAYLOAD_BYTES + 1024))  # a few KB that inflate past the cap
     assert len(bomb) < 100_000
@@ -286,7 +218,7 @@ def test_oversized_bodies_gzip_bombs_and_deep_nesting_are_refused(
         refused = requests.post(url, data=nested, headers=json_headers, timeout=30)
         assert refused.status_code in (201, 400), (depth, refused.text)
         if depth == 100_000:
-            assert refused.status_code == 400 and refused.json()["error"] == "invalid_event"
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_event"
     assert requests.post(url, json=event, timeout=10).status_code == 201
     server.stop()
 
@@ -302,7 +234,7 @@ def test_bearer_token_any_case_and_health_shows_the_lake_only_with_it(
         assert answer.status_code == 201, scheme
     for wrong in (f"Basic {TOKEN}", "Bearer nope", TOKEN, f"Bearer {TOKEN}x"):
         assert requests.post(url, json=event, headers={"Authorization": wrong}, timeout=10).status_code == 401
-    assert "lake" not in server.health()
+    assert server.health()["lake"] is None
     with_token = requests.get(
         f"{server.url}/api/v1/health", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
     ).json()
@@ -326,7 +258,7 @@ def test_a_second_server_on_the_same_spool_refuses_to_start(
 
     running = start_server()  # spool: tmp_path / "spool"
     command = [sys.executable, "-m", "metalake.cli", "--lake", str(running.lake_path), "serve"]
-    command += ["--port", str(_free_port()), "--spool", str(tmp_path / "spool")]
+    command += ["--port", str(free_port()), "--spool", str(tmp_path / "spool")]
     refused = subprocess.run(command, capture_output=True, timeout=60, text=True)
     assert refused.returncode != 0
     assert "Another metalake server uses the spool folder" in refused.stdout + refused.stderr
@@ -348,7 +280,8 @@ def test_event_times_that_cannot_be_stored_get_400_not_a_dead_letter(
         )
         assert refused.status_code == 400, refused.text
         assert (
-            refused.json()["error"] == "invalid_event" and "accepted: from 1900" in refused.json()["message"]
+            refused.json()["error"]["code"] == "invalid_event"
+            and "accepted: from 1900" in refused.json()["error"]["message"]
         )
     server.stop()
     assert metalake.connect(server.lake_path).read("lineage_events").height == len(events)

@@ -170,7 +170,8 @@ def serve(
             "--token",
             envvar="METALAKE_API_TOKEN",
             show_default=False,
-            help="Require `Authorization: Bearer TOKEN` on writes. Default: $METALAKE_API_TOKEN, else no check.",
+            help="Require `Authorization: Bearer TOKEN` on every API request. Default: $METALAKE_API_TOKEN, "
+            "else no check.",
         ),
     ] = None,
     spool: Annotated[
@@ -197,8 +198,20 @@ def serve(
             help="Seconds between group commits of accepted events.",
         ),
     ] = 0.5,
+    data_roots: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--data-root",
+            show_default=False,
+            help="A folder the server may read data from when a client registers a dataset version by path "
+            "(repeat for several). Default: none, object storage only.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the metalake REST API: POST /api/v1/lineage takes OpenLineage events (HttpTransport).
+    """Serve the metalake REST API (/api/v1/..., docs at /docs) and the OpenLineage endpoint.
+
+    Every GET takes `as_of` (a time or a snapshot name); POST /api/v1/lineage takes OpenLineage events
+    (HttpTransport); POST /api/v1/sql runs one read-only SELECT.
 
     Example: metalake --lake ./lake serve --port 5000
     """
@@ -210,7 +223,7 @@ def serve(
     if ack not in ("spooled", "committed"):
         raise LineageError(f"--ack must be 'spooled' or 'committed', not {ack!r}.")
     lake = open_lake(ctx)
-    typer.echo(f"metalake serving {lake.uri} on http://{host}:{port} (POST /api/v1/lineage)", err=True)
+    typer.echo(f"metalake serving {lake.uri} on http://{host}:{port} (API docs at /docs)", err=True)
     run_server(
         lake,
         host=host,
@@ -219,4 +232,5 @@ def serve(
         token=token,
         ack="committed" if ack == "committed" else "spooled",
         commit_interval=commit_interval,
+        data_roots=tuple(data_roots or ()),
     )

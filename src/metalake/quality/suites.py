@@ -102,9 +102,12 @@ def definition_hash(payload: Any) -> str:
 
 
 def load_suite(suite: Any) -> Suite:
-    """A Suite from a GX ExpectationSuite, a pandera schema or model, or a path to a JSON or YAML file."""
+    """A Suite from a GX ExpectationSuite, a pandera schema or model, a path to a JSON or YAML file, or what such
+    a file holds (a list of expectations, `{name, expectations}`, a pandera schema document)."""
     if isinstance(suite, str | os.PathLike):
         return _suite_from_file(Path(suite))
+    if isinstance(suite, list | Mapping):  # the document a suite file holds, e.g. a request's JSON
+        return _suite_from_document(suite, None, Path("suite"))
     module = type(suite).__module__
     if module.startswith("great_expectations"):
         return _suite_from_gx(suite)
@@ -152,7 +155,16 @@ def _suite_from_file(path: Path) -> Suite:
             raise SuiteError(f"{path} is not valid YAML: {error}") from error
     else:
         raise SuiteError(f"Cannot tell the kind of suite file {path}: use a .json, .yaml or .yml file.")
+    return _suite_from_document(document, text, path)
+
+
+def _suite_from_document(document: Any, text: str | None, path: Path) -> Suite:
+    """A suite from a parsed document: a list of expectations, a GX suite, or a pandera YAML schema."""
     if isinstance(document, Mapping) and "schema_type" in document:
+        if text is None:
+            import yaml
+
+            text = yaml.safe_dump(dict(document))
         return _suite_from_pandera(_pandera_from_yaml(text, document, path), name=path.stem)
     if isinstance(document, list):
         return gx_suite(path.stem, [_expectation_from_item(item, path) for item in document])

@@ -7,7 +7,7 @@ It serves the REST API (`/api/v1/...`, described at `/openapi.json` and `/docs`)
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations (Request) at runtime.
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +40,10 @@ def create_app(
     token: str | None = None,
     ack: Ack = "spooled",
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
+    data_roots: Sequence[Path] = (),
 ) -> "FastAPI":
-    """The REST API of a lake. `token`: requests must carry `Authorization: Bearer TOKEN` (else any is fine)."""
+    """The REST API of a lake. `token`: requests must carry `Authorization: Bearer TOKEN` (else any is fine).
+    `data_roots`: folders the server may read data from when a client registers a dataset version by path."""
     import_server_libraries()
     from fastapi import FastAPI, Request, Response
 
@@ -50,7 +52,10 @@ def create_app(
     from metalake.server.middleware import BodyLimit, Idempotency
     from metalake.server.models import Health
     from metalake.server.routes.catalog import add_catalog_routes
+    from metalake.server.routes.datasets import add_dataset_routes
+    from metalake.server.routes.deployments import add_deployment_routes
     from metalake.server.routes.lineage import add_lineage_routes
+    from metalake.server.routes.registry import add_registry_routes
     from metalake.server.routes.tracking import add_tracking_routes
 
     committer = GroupCommitter(
@@ -82,6 +87,9 @@ def create_app(
     add_lineage_routes(api, committer, ack=ack)
     add_catalog_routes(api)
     add_tracking_routes(api)
+    add_registry_routes(api)
+    add_dataset_routes(api, data_roots=tuple(Path(root).resolve() for root in data_roots))
+    add_deployment_routes(api)
 
     @app.get("/api/v1/health", response_model=Health, tags=["public"])
     def health(request: Request, response: Response) -> Health:
@@ -175,12 +183,20 @@ def serve(
     token: str | None = None,
     ack: Ack = "spooled",
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
+    data_roots: Sequence[Path] = (),
 ) -> None:
     """Run the server until interrupted (uvicorn, one process: the committer thread owns the writes)."""
     import_server_libraries()
     import uvicorn
 
-    app = create_app(lake, spool_dir=spool_dir, token=token, ack=ack, commit_interval=commit_interval)
+    app = create_app(
+        lake,
+        spool_dir=spool_dir,
+        token=token,
+        ack=ack,
+        commit_interval=commit_interval,
+        data_roots=data_roots,
+    )
     app.state.committer.lock()  # before listening: a clear error when another server has the spool
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

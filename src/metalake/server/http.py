@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from metalake.errors import (
     ContractError,
+    DeploymentNotFound,
     IdempotencyKeyReused,
     InvalidEvent,
     InvalidRequest,
@@ -53,6 +54,7 @@ _STATUSES: tuple[tuple[type[BaseException], int], ...] = (
     (IdempotencyKeyReused, 409),
     (TimeTravelError, 400),  # a snapshot name that does not exist is a bad `as_of`, not a missing resource
     (NameNotFound, 404),
+    (DeploymentNotFound, 404),
     (ContractError, 422),
     (PolicyViolation, 409),
     (SnapshotExists, 409),

@@ -1,0 +1,228 @@
+"""Datasets and data quality: `/api/v1/datasets`, versions, a version, diffs, validations, results, scorecard.
+
+Registering a version reads its data on the server, so the URI must be object storage or a path under one of the
+server's data roots (`metalake serve --data-root DIR`): a client can never make the server read its own files.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime.
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from metalake.errors import InvalidRequest, NotAuthorized
+from metalake.server.api import AsOf
+from metalake.server.http import check_limit, frame_rows, jsonable, page_offset, paged
+from metalake.server.models import Body, Page
+
+if TYPE_CHECKING:
+    from metalake.server.api import Api
+
+DATASET_TABLES = ("datasets", "dataset_versions")
+QUALITY_TABLES = ("datasets", "dataset_versions", "dq_validations", "dq_results")
+REMOTE_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss://")
+
+
+class Record(BaseModel):
+    """A lake record (its fields as the Python API documents them)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class DatasetRegister(Body):
+    uri: str = Field(
+        min_length=1, max_length=4000, description="Object storage URI, or a path under a data root"
+    )
+    description: str | None = Field(default=None, max_length=10_000)
+    owner: str | None = Field(default=None, max_length=250)
+    tags: dict[str, str] = Field(default_factory=dict)
+    run_id: str | None = None
+
+
+class ValidationRequest(Body):
+    suite: list[Any] | dict[str, Any] = Field(
+        description="Expectations as a list (`[{expect_column_values_to_not_be_null: {column: id}}]`), a GX suite "
+        "`{name, expectations}`, or a pandera schema document"
+    )
+    version: int | None = Field(default=None, ge=1, description="Default: the latest version")
+    run_id: str | None = None
+
+
+def as_record(value: Any) -> dict[str, Any]:
+    record: dict[str, Any] = jsonable(dataclasses.asdict(value))
+    return record
+
+
+def check_data_uri(uri: str, roots: tuple[Path, ...]) -> str:
+    """The URI if the server may read it: object storage, or a path inside a configured data root."""
+    if uri.lower().startswith(REMOTE_SCHEMES):
+        return uri
+    if "://" in uri and not uri.startswith("file://"):
+        raise InvalidRequest(
+            f"Cannot read {uri!r}: give an object storage URI ({', '.join(REMOTE_SCHEMES)}) or a path."
+        )
+    path = Path(uri.removeprefix("file://")).resolve()
+    if not any(path.is_relative_to(root) for root in roots):
+        where = ", ".join(str(root) for root in roots) or "none is configured"
+        raise NotAuthorized(
+            f"The server reads local data only under its data roots ({where}); {uri!r} is outside them. Start the "
+            "server with `metalake serve --data-root DIR`, or register the data from object storage."
+        )
+    return str(path)
+
+
+def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
+    from fastapi import Request, Response
+
+    def dataset_securable(path: Any) -> str:
+        return f"dataset:{path['name']}"
+
+    @api.get("/api/v1/datasets", securable="dataset:*", response_model=Page, summary="Datasets")
+    def list_datasets(
+        request: Request,
+        response: Response,
+        as_of: AsOf = None,
+        limit: int | None = None,
+        page_token: str | None = None,
+    ) -> dict[str, Any]:
+        size = check_limit(limit)
+        offset = page_offset(page_token, "datasets")
+        with api.reading(request, response, as_of, DATASET_TABLES) as lake:
+            return paged(frame_rows(lake.datasets.list().slice(offset, size + 1)), offset, size, "datasets")
+
+    @api.get(
+        "/api/v1/datasets/{name}/versions",
+        securable=dataset_securable,
+        response_model=Page,
+        summary="A dataset's versions",
+    )
+    def list_dataset_versions(
+        name: str,
+        request: Request,
+        response: Response,
+        as_of: AsOf = None,
+        limit: int | None = None,
+        page_token: str | None = None,
+    ) -> dict[str, Any]:
+        size = check_limit(limit)
+        scope = f"dataset-versions:{name}"
+        offset = page_offset(page_token, scope)
+        with api.reading(request, response, as_of, DATASET_TABLES) as lake:
+            return paged(frame_rows(lake.datasets.history(name).slice(offset, size + 1)), offset, size, scope)
+
+    @api.get(
+        "/api/v1/datasets/{name}/versions/{version}",
+        securable=dataset_securable,
+        response_model=Record,
+        summary="One version: schema, profile, fingerprint, source",
+    )
+    def get_dataset_version(
+        name: str, version: int, request: Request, response: Response, as_of: AsOf = None
+    ) -> dict[str, Any]:
+        with api.reading(request, response, as_of, DATASET_TABLES) as lake:
+            return as_record(lake.datasets.get(name, version))
+
+    @api.get(
+        "/api/v1/datasets/{name}/diff",
+        securable=dataset_securable,
+        response_model=Record,
+        summary="How two versions differ: schema changes and profiles side by side",
+    )
+    def diff_versions(
+        name: str, v1: int, v2: int, request: Request, response: Response, as_of: AsOf = None
+    ) -> dict[str, Any]:
+        with api.reading(request, response, as_of, DATASET_TABLES) as lake:
+            diff = lake.datasets.diff(name, v1, v2)
+            return {
+                "name": diff.name,
+                "old_version": diff.old_version,
+                "new_version": diff.new_version,
+                "breaking": diff.breaking,
+                "schema_changes": [jsonable(dataclasses.asdict(change)) for change in diff.schema_changes],
+                "row_count": list(diff.row_count),
+                "profile": frame_rows(diff.profile),
+            }
+
+    @api.get(
+        "/api/v1/datasets/{name}/validations",
+        securable=dataset_securable,
+        response_model=Page,
+        summary="Validations of a dataset, newest first",
+    )
+    def list_validations(
+        name: str,
+        request: Request,
+        response: Response,
+        as_of: AsOf = None,
+        version: int | None = None,
+        limit: int | None = None,
+        page_token: str | None = None,
+    ) -> dict[str, Any]:
+        size = check_limit(limit)
+        scope = f"validations:{name}:{version}"
+        offset = page_offset(page_token, scope)
+        with api.reading(request, response, as_of, QUALITY_TABLES) as lake:
+            lake.datasets.get(name, version)  # unknown names and versions answer 404
+            found = lake.quality.validations(name)
+            if version is not None:
+                found = found.filter(found["version"] == version)
+            return paged(frame_rows(found.slice(offset, size + 1)), offset, size, scope)
+
+    @api.get(
+        "/api/v1/validations/{validation_id}/results",
+        securable="dataset:*",
+        response_model=Page,
+        summary="One result per expectation of a validation",
+    )
+    def validation_results(
+        validation_id: str, request: Request, response: Response, as_of: AsOf = None
+    ) -> dict[str, Any]:
+        with api.reading(request, response, as_of, QUALITY_TABLES) as lake:
+            return {"items": frame_rows(lake.quality.results(validation_id)), "next_page_token": None}
+
+    @api.get(
+        "/api/v1/quality/scorecard",
+        securable="dataset:*",
+        response_model=Page,
+        summary="Each dataset's latest validation outcome",
+    )
+    def scorecard(request: Request, response: Response, as_of: AsOf = None) -> dict[str, Any]:
+        with api.reading(request, response, as_of, QUALITY_TABLES) as lake:
+            return {"items": frame_rows(lake.quality.scorecard()), "next_page_token": None}
+
+    @api.post(
+        "/api/v1/datasets/{name}/versions",
+        securable=dataset_securable,
+        response_model=Record,
+        status_code=201,
+        summary="Register a version from data at a URI (read by the server)",
+    )
+    def register_version(name: str, body: DatasetRegister, request: Request) -> dict[str, Any]:
+        write = api.writing(request)
+        uri = check_data_uri(body.uri, data_roots)
+        version = write.lake.datasets.register(
+            name, uri, description=body.description, owner=body.owner, tags=body.tags, run_id=body.run_id
+        )
+        return as_record(version)
+
+    @api.post(
+        "/api/v1/datasets/{name}/validations",
+        securable=dataset_securable,
+        response_model=Record,
+        status_code=201,
+        summary="Validate a version with a suite and record the outcome",
+    )
+    def validate(name: str, body: ValidationRequest, request: Request) -> dict[str, Any]:
+        write = api.writing(request)
+        current = write.lake.datasets.get(name, body.version)
+        if current.source_uri is not None:
+            check_data_uri(current.source_uri, data_roots)
+        validation = write.lake.quality.validate(
+            name,
+            suite=body.suite,
+            version=body.version,
+            run_id=body.run_id,
+            idempotency_key=write.idempotency_key,
+        )
+        return as_record(validation)

@@ -1,0 +1,191 @@
+"""Deployments and KPIs: `/api/v1/deployments`, `/api/v1/kpis`, observations and the deployments' KPI impact."""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime.
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from metalake.server.api import AsOf
+from metalake.server.http import check_limit, frame_rows, page_offset, paged
+from metalake.server.models import Body, Page
+from metalake.server.routes.datasets import Record, as_record
+
+if TYPE_CHECKING:
+    from metalake.server.api import Api
+
+DEPLOYMENT_TABLES = ("deployments",)
+KPI_TABLES = ("kpis", "kpi_observations", "deployments", "policies")
+
+
+class DeploymentRecord(Body):
+    model: str = Field(min_length=1, max_length=250)
+    version: int = Field(ge=1)
+    environment: str = Field(min_length=1, max_length=250)
+    at: datetime | None = None
+    endpoint: str | None = Field(default=None, max_length=2000)
+    git_sha: str | None = Field(default=None, max_length=100)
+    pipeline_run: str | None = Field(default=None, max_length=250)
+    ci_run_id: str | None = Field(default=None, max_length=250)
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class DeploymentEnd(Body):
+    at: datetime | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class Observation(Body):
+    kpi: str = Field(min_length=1, max_length=250)
+    value: float
+    observed_at: datetime | None = None
+    segment: str | None = Field(default=None, max_length=250)
+    environment: str | None = Field(default=None, max_length=250)
+
+
+class Observations(Body):
+    observations: list[Observation] = Field(min_length=1, max_length=100_000)
+    source: str | None = Field(default=None, max_length=250)
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+def add_deployment_routes(api: "Api") -> None:
+    from fastapi import Request, Response
+
+    def kpi_securable(path: Any) -> str:
+        return f"kpi:{path['name']}"
+
+    @api.get("/api/v1/deployments", securable="model:*", response_model=Page, summary="Deployments")
+    def list_deployments(
+        request: Request,
+        response: Response,
+        as_of: AsOf = None,
+        environment: str | None = None,
+        model: str | None = None,
+        active: bool | None = None,
+        limit: int | None = None,
+        page_token: str | None = None,
+    ) -> dict[str, Any]:
+        size = check_limit(limit)
+        scope = f"deployments:{environment}:{model}:{active}"
+        offset = page_offset(page_token, scope)
+        with api.reading(request, response, as_of, DEPLOYMENT_TABLES) as lake:
+            found = lake.deployments.list(environment, model=model, active=active)
+            return paged(frame_rows(found.slice(offset, size + 1)), offset, size, scope)
+
+    @api.get(
+        "/api/v1/deployments/{deployment_id}",
+        securable="model:*",
+        response_model=Record,
+        summary="One deployment",
+    )
+    def get_deployment(
+        deployment_id: str, request: Request, response: Response, as_of: AsOf = None
+    ) -> dict[str, Any]:
+        with api.reading(request, response, as_of, DEPLOYMENT_TABLES) as lake:
+            return as_record(lake.deployments.get(deployment_id))
+
+    @api.post(
+        "/api/v1/deployments",
+        securable="model:*",
+        response_model=Record,
+        status_code=201,
+        summary="Record that a model version went live in an environment",
+    )
+    def record_deployment(body: DeploymentRecord, request: Request) -> dict[str, Any]:
+        write = api.writing(request)
+        deployment = write.lake.deployments.record(
+            body.model,
+            body.version,
+            body.environment,
+            at=body.at,
+            endpoint=body.endpoint,
+            git_sha=body.git_sha,
+            pipeline_run=body.pipeline_run,
+            ci_run_id=body.ci_run_id,
+            reason=body.reason,
+            idempotency_key=write.idempotency_key,
+        )
+        return as_record(deployment)
+
+    @api.post(
+        "/api/v1/deployments/{deployment_id}/end",
+        securable="model:*",
+        response_model=Record,
+        summary="Record that a deployment stopped serving",
+    )
+    def end_deployment(deployment_id: str, body: DeploymentEnd, request: Request) -> dict[str, Any]:
+        write = api.writing(request)
+        ended = write.lake.deployments.end(
+            deployment_id, at=body.at, reason=body.reason, idempotency_key=write.idempotency_key
+        )
+        return as_record(ended)
+
+    @api.get("/api/v1/kpis", securable="kpi:*", response_model=Page, summary="KPI definitions")
+    def list_kpis(request: Request, response: Response, as_of: AsOf = None) -> dict[str, Any]:
+        with api.reading(request, response, as_of, KPI_TABLES) as lake:
+            return {"items": frame_rows(lake.kpis.list()), "next_page_token": None}
+
+    @api.get(
+        "/api/v1/kpis/{name}/observations",
+        securable=kpi_securable,
+        response_model=Page,
+        summary="A KPI's observations, oldest first",
+    )
+    def kpi_observations(
+        name: str,
+        request: Request,
+        response: Response,
+        as_of: AsOf = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        page_token: str | None = None,
+    ) -> dict[str, Any]:
+        size = check_limit(limit)
+        scope = f"observations:{name}:{since}:{until}"
+        offset = page_offset(page_token, scope)
+        with api.reading(request, response, as_of, KPI_TABLES) as lake:
+            lake.kpis.get(name)
+            rows = lake.sql(
+                "select kpi, value, observed_at, segment, environment, source from kpi_observations "
+                "where kpi = ? and observed_at >= coalesce(?::timestamptz, '-infinity'::timestamptz) "
+                "and observed_at <= coalesce(?::timestamptz, 'infinity'::timestamptz) "
+                "order by observed_at limit ? offset ?",
+                [name, since, until, size + 1, offset],
+            ).pl()
+            return paged(frame_rows(rows), offset, size, scope)
+
+    @api.get(
+        "/api/v1/kpis/impact",
+        securable="kpi:*",
+        response_model=Page,
+        summary="For each deployment and KPI: the mean before and after, the change, whether it helped",
+    )
+    def kpi_impact(
+        request: Request,
+        response: Response,
+        as_of: AsOf = None,
+        model: str | None = None,
+        kpi: str | None = None,
+        window: str = "7d",
+        environment: str | None = None,
+    ) -> dict[str, Any]:
+        with api.reading(request, response, as_of, KPI_TABLES) as lake:
+            impact = lake.kpis.impact(model, kpi, window=window, environment=environment)
+            return {"items": frame_rows(impact), "next_page_token": None}
+
+    @api.post(
+        "/api/v1/kpis/observations",
+        securable="kpi:*",
+        response_model=Record,
+        status_code=201,
+        summary="Record a batch of KPI observations (all, or none when one is refused)",
+    )
+    def observe(body: Observations, request: Request) -> dict[str, Any]:
+        write = api.writing(request)
+        rows = [observation.model_dump(exclude_none=True) for observation in body.observations]
+        commit = write.lake.kpis.observe_many(
+            rows, source=body.source, reason=body.reason, idempotency_key=write.idempotency_key
+        )
+        return {"observations": len(rows), "version": commit.version, "deduplicated": commit.deduplicated}
