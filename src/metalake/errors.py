@@ -188,6 +188,12 @@ class SnapshotNotFound(TimeTravelError, NameNotFound):
         )
 
 
+class InvalidSnapshotName(TimeTravelError):
+    """A snapshot name that breaks the naming rule, or reads as a time; nothing was pinned."""
+
+    code = "invalid_snapshot_name"
+
+
 class SnapshotExists(MetalakeError):
     """A snapshot name is already taken; snapshots are immutable."""
 

@@ -19,7 +19,6 @@ from metalake.core.pending import settle_pending_writes
 from metalake.core.sql import DEFAULT_LOST_AFTER_S
 from metalake.core.storage import Location
 from metalake.errors import (
-    MetalakeError,
     OfflineLakeError,
     QueryError,
     ReadOnlyLakeError,
@@ -562,17 +561,18 @@ class Tables:
         )
 
     def check_snapshot_name(self, name: str) -> None:
-        """Raise MetalakeError unless `name` is a valid snapshot name (the snapshots table's pattern)."""
+        """Raise InvalidSnapshotName unless `name` is a valid snapshot name (the snapshots table's pattern)."""
         from metalake.core.time_travel import parse_time_text
+        from metalake.errors import InvalidSnapshotName
 
         pattern = self.spec(SNAPSHOTS_TABLE).column("snapshot").checks.get("str_matches")
         if isinstance(name, str) and parse_time_text(name) is not None:
-            raise MetalakeError(
+            raise InvalidSnapshotName(
                 f"{name!r} is not a valid snapshot name: it reads as a time, so `as_of({name!r})` would read the "
                 f"lake at that moment, not the snapshot. Add a word, e.g. 'release-{name}'."
             )
         if pattern and not re.fullmatch(pattern, name):
-            raise MetalakeError(
+            raise InvalidSnapshotName(
                 f"{name!r} is not a valid snapshot name: start with a letter or digit, then letters, digits, "
                 f"'.', '_' or '-' (pattern {pattern})."
             )
