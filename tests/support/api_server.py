@@ -48,12 +48,14 @@ class Server:
             self.process.wait(timeout=30)
 
 
-def start_server_process(lake_path: Path, spool: Path, *options: str, timeout: float = 60) -> Server:
+def start_server_process(
+    lake_path: Path, spool: Path, *options: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> Server:
     """Start `metalake --lake LAKE serve` on a free port and wait until it answers its health check."""
     port = free_port()
     command = [sys.executable, "-m", "metalake.cli", "--lake", str(lake_path), "serve", "--port", str(port)]
     command += ["--spool", str(spool), *options]
-    env = {**os.environ, "METALAKE_ACTOR": "server"}
+    env = {**os.environ, "METALAKE_ACTOR": "server", **(env or {})}
     env.pop("METALAKE_API_TOKEN", None)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     server = Server(process, f"http://127.0.0.1:{port}", lake_path)

@@ -82,8 +82,11 @@ class Api:
         status_code: int = 200,
         action: Action = "write",
         summary: str | None = None,
+        openapi_extra: dict[str, Any] | None = None,
     ) -> Callable[[Endpoint], Endpoint]:
-        return self._route("POST", path, action, securable, response_model, status_code, summary)
+        return self._route(
+            "POST", path, action, securable, response_model, status_code, summary, openapi_extra
+        )
 
     def delete(
         self, path: str, *, securable: str | SecurableOf, response_model: Any, summary: str | None = None
@@ -99,6 +102,7 @@ class Api:
         response_model: Any,
         status_code: int,
         summary: str | None,
+        openapi_extra: dict[str, Any] | None = None,
     ) -> Callable[[Endpoint], Endpoint]:
         from fastapi import Depends
 
@@ -112,6 +116,7 @@ class Api:
                 summary=summary,
                 dependencies=[Depends(Authorize(self.authenticator, action, securable))],
                 responses=_ERROR_RESPONSES,
+                openapi_extra=openapi_extra,
             )
             return endpoint
 
@@ -181,6 +186,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (403, "Not allowed"),
         (404, "No such resource"),
         (409, "Conflict or policy refusal"),
+        (413, "The request body is too large"),
         (422, "A contract refused the data; nothing was written"),
         (503, "Storage unavailable; retry"),
     )

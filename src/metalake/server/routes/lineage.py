@@ -20,6 +20,19 @@ if TYPE_CHECKING:
 LINEAGE_PATH = "/api/v1/lineage"
 
 
+EVENTS_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "One OpenLineage RunEvent, DatasetEvent or JobEvent, or a JSON list of them (gzip allowed)",
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]}
+            }
+        },
+    }
+}
+
+
 class EventsAccepted(BaseModel):
     accepted: int
     event_ids: list[str]
@@ -44,6 +57,7 @@ def add_lineage_routes(api: "Api", committer: GroupCommitter, *, ack: Ack) -> No
         response_model=EventsAccepted,
         status_code=201,
         summary="Take OpenLineage events (one, or a JSON list)",
+        openapi_extra=EVENTS_BODY,
     )
     async def receive_lineage(request: Request) -> Any:
         """Accept one OpenLineage event (or a JSON list of them), as the openlineage HttpTransport sends them."""
