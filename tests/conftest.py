@@ -10,12 +10,16 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import requests
+from support.api_server import SampleApi, Server, start_server_process
+from support.sample_lake import fill_sample_lake
 
 import metalake
 
@@ -122,8 +126,6 @@ def s3_lake_uri(s3_server: S3Server) -> str:
 @pytest.fixture(scope="module")
 def sample_lake(tmp_path_factory: pytest.TempPathFactory) -> metalake.Lake:
     """A lake with rows for every view (tests/support/sample_lake.py), built once per test module; do not write to it."""
-    from support.sample_lake import fill_sample_lake
-
     folder = tmp_path_factory.mktemp("sample")
     lake = metalake.connect(folder / "lake", actor="tester")
     fill_sample_lake(lake, folder)
@@ -137,3 +139,43 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         on_s3 = callspec is not None and "s3" in callspec.id.split("-")
         if on_s3 or {"s3_server", "s3_lake_uri"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.s3)
+
+
+# -- servers for the HTTP tests (tests/server/): real `metalake serve` processes on loopback --------------
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start servers (options as on the command line) over `tmp_path / "lake"` or a given lake; all stopped after."""
+    started: list[Server] = []
+
+    def start(*options: str, lake_path: Path | None = None) -> Server:
+        server = start_server_process(lake_path or tmp_path / "lake", tmp_path / "spool", *options)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def sample_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SampleApi]:
+    """One server per test module over a lake holding every kind of metadata (tests/support/sample_lake.py)."""
+    folder = tmp_path_factory.mktemp("api")
+    lake = metalake.connect(folder / "lake", actor="tester")
+    lake.sql("select 1").fetchall()
+    time.sleep(0.05)
+    before_runs = datetime.now(UTC)
+    time.sleep(0.05)
+    fill_sample_lake(lake, folder)
+    lake.runs.wait()
+    lake.snapshot("sample-complete")
+    lake.close()
+    server = start_server_process(folder / "lake", folder / "spool", "--data-root", str(folder / "data"))
+    (folder / "data").mkdir(exist_ok=True)
+    with requests.Session() as http:
+        yield SampleApi(server, http, folder / "lake", before_runs, "sample-complete")
+    server.stop()

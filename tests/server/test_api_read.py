@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import SampleApi
+from support.api_server import SampleApi
 
 import metalake
 

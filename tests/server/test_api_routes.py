@@ -12,12 +12,11 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from conftest import SampleApi
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
-from support.api_server import start_server_process
+from support.api_server import SampleApi, start_server_process
 
 import metalake
 from metalake.errors import NotAuthorized

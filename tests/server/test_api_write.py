@@ -10,8 +10,7 @@ from typing import Any
 import polars as pl
 import pytest
 import requests
-from conftest import SampleApi
-from support.api_server import start_server_process
+from support.api_server import SampleApi, start_server_process
 
 import metalake
 

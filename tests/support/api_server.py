@@ -11,8 +11,11 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import requests
 
 
 def free_port() -> int:
@@ -70,3 +73,24 @@ def start_server_process(
                 stderr = process.stderr.read().decode() if process.stderr else ""
                 raise RuntimeError(f"metalake serve did not start: {stderr}") from None
             time.sleep(0.1)
+
+
+@dataclass
+class SampleApi:
+    """A server over the sample lake, with moments to travel to."""
+
+    server: Server
+    http: requests.Session
+    lake_path: Path
+    before_runs: datetime  # the lake existed, no run was logged yet
+    snapshot: str  # pinned once the sample was complete
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def get(self, path: str, **params: object) -> requests.Response:
+        return self.http.get(f"{self.url}{path}", params=params, timeout=30)
+
+    def post(self, path: str, body: object = None, **options: object) -> requests.Response:
+        return self.http.post(f"{self.url}{path}", json=body, timeout=30, **options)  # type: ignore[arg-type]

@@ -385,3 +385,28 @@ def log_offline(uri: str, storage_options: Options, limit: str | None, start: An
     except metalake.JournalFull as error:
         return f"JournalFull: {error}"
     return run.run_id
+
+
+def log_runs_slowly(
+    uri: str, storage_options: Options, worker: str, runs: int, pause_s: float, ready: str, start: Any
+) -> list[str]:
+    """Log `runs` runs with a pause between them, each flushed (committed or journaled) before the next: a job
+    whose storage may go away while it trains. A file named after the worker in folder `ready` says it is
+    connected."""
+    import time
+    from pathlib import Path
+
+    lake = metalake.connect(uri, storage_options=storage_options, actor=worker)
+    _warm_up()
+    (Path(ready) / worker).touch()
+    start.wait(START_TIMEOUT_S)
+    run_ids = []
+    for number in range(runs):
+        with lake.runs.start(experiment="faults", name=f"{worker}-{number}") as run:
+            run.log_params({"worker": worker, "number": number})
+            for step in range(10):
+                run.log_metrics({"loss": 1 / (step + 1), "acc": step / 10}, step=step)
+            run.flush()
+        run_ids.append(run.run_id)
+        time.sleep(pause_s)
+    return run_ids

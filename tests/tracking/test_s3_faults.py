@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from support.fault_proxy import FaultProxy
-from support.workers import batch_rows
+from support.workers import batch_rows, log_runs_slowly, run_in_processes
 
 import metalake
 from metalake import FlushError, StorageUnreachableWarning
@@ -80,6 +80,51 @@ def test_runs_keep_logging_through_faults_and_an_outage_and_lose_nothing(
     assert lake.sql("select sum(count) from run_metrics").fetchall() == [(12 * 20,)]
     kept = [path for path in (tmp_path / "journal").glob("*/*.journal") if decode(path.read_bytes())]
     assert kept == [], "once committed, nothing is left in the journal"
+
+
+def test_logging_processes_through_faults_and_an_outage_lose_nothing(
+    s3_server: Any, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """Three training processes log through the faulty proxy; storage goes away while they train and stays away
+    until they have exited. What they could not commit is in their journal segments, which the next connect
+    replays: every run once, every point once."""
+    import threading
+    import time
+
+    uri = f"s3://{s3_server.create_bucket()}/lake"
+    options = {**s3_server.storage_options, "AWS_ENDPOINT_URL": proxy.endpoint}
+    metalake.connect(uri, storage_options=options, actor="tester").close()
+    ready = tmp_path / "ready"
+    ready.mkdir()
+
+    def outage_once_all_are_logging() -> None:
+        while len(list(ready.iterdir())) < 3:
+            time.sleep(0.05)
+        time.sleep(2.0)
+        proxy.down()
+
+    proxy.set_faults(0.1)
+    outage = threading.Thread(target=outage_once_all_are_logging, daemon=True)
+    outage.start()
+    calls = [(uri, options, f"job-{n}", 6, 0.8, str(ready)) for n in range(3)]
+    logged = run_in_processes(log_runs_slowly, calls, timeout_s=300)
+    outage.join(timeout=10)
+    assert proxy.plan.is_down, "the outage began while the jobs were logging"
+    left = [path for path in (tmp_path / "journal").glob("*/*.journal") if decode(path.read_bytes())]
+    assert left, "the jobs left what they could not commit in their journals"
+
+    proxy.up()
+    proxy.set_faults(0.0)
+    lake = metalake.connect(uri, storage_options=options, actor="tester")  # replays the segments
+    run_ids = {run_id for ids in logged for run_id in ids}
+    assert lake.replayed_at_connect is not None and lake.replayed_at_connect.committed > 0
+    assert lake.sql("select status, count(*) from runs_current group by status").fetchall() == [
+        ("finished", len(run_ids))
+    ]
+    assert lake.sql("select count(*), count(distinct (run_id, key, step)) from metrics").fetchall() == [
+        (len(run_ids) * 20, len(run_ids) * 20)
+    ]
+    assert lake.sql("select count(*) from params").fetchall() == [(len(run_ids) * 2,)]
 
 
 def test_an_append_retried_through_faults_under_one_key_is_written_once(
