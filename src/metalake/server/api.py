@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Query
 
+from metalake.core.pending import reads_without_waiting_for_queued_writes
 from metalake.errors import InvalidRequest, MetalakeError
 from metalake.server.auth import Action, Authenticator, Authorize, SecurableOf
 from metalake.server.http import etag_for, etag_matches
@@ -129,14 +130,19 @@ class Api:
         self, request: "Request", response: "Response", as_of: str | None, reads: Sequence[str] | None
     ) -> Iterator["Lake"]:
         """The lake to answer from (as of `as_of`), after the ETag check: raises NotModified (304) when the
-        client's `If-None-Match` names the answer, else sets the ETag and yields."""
-        lake = self.lake_at(as_of)
-        etag = etag_for(lake, reads, str(request.url.include_query_params()))
-        if etag_matches(request.headers.get("if-none-match"), etag):
-            raise NotModified(etag)
-        response.headers["ETag"] = etag
-        response.headers["Cache-Control"] = "no-cache"  # revalidate with the ETag: cheap, and never stale
-        yield lake
+        client's `If-None-Match` names the answer, else sets the ETag and yields.
+
+        Reads see what is committed: they do not wait for the group commits that other requests queued (each
+        write request answers only once its own commit is done, so a client still reads its writes).
+        """
+        with reads_without_waiting_for_queued_writes():
+            lake = self.lake_at(as_of)
+            etag = etag_for(lake, reads, str(request.url.include_query_params()))
+            if etag_matches(request.headers.get("if-none-match"), etag):
+                raise NotModified(etag)
+            response.headers["ETag"] = etag
+            response.headers["Cache-Control"] = "no-cache"  # revalidate with the ETag: cheap, and never stale
+            yield lake
 
     def writing(self, request: "Request") -> Write:
         """A write request's lake and idempotency key; refused if it asks for a past moment."""

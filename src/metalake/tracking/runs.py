@@ -289,7 +289,7 @@ class Runs:
         return candidates[0]
 
     def get(self, run_id: str) -> RunDetails:
-        """One run: its state and context, params, tags, metric summaries, inputs and artifacts.
+        """One run: its state and context, params, tags, metric summaries, inputs, artifacts, model versions.
 
         `run_id` may be any unique prefix of the id. Reads from in-memory copies of the run tables, indexed by
         run and reloaded only when a table has new commits, so repeated look-ups in a warm process cost about a
@@ -308,6 +308,12 @@ class Runs:
             metrics=combine_summaries(cache.rows("metric_summaries", run_id)),
             inputs=[without_run_id(row) for row in cache.rows("run_inputs", run_id)],
             artifacts=[without_run_id(row) for row in cache.rows("artifacts", run_id)],
+            model_versions=[
+                {key: row[key] for key in ("model", "version", "artifact_uri", "recorded_at")}
+                for row in sorted(
+                    cache.rows("model_versions", run_id), key=lambda row: (row["model"], row["version"])
+                )
+            ],
         )
 
     def metric_history(
@@ -323,13 +329,15 @@ class Runs:
         if max_points is not None:
             import polars as pl
 
-            from metalake.tracking.downsample import downsample
+            from metalake.tracking.downsample import downsampled_history
 
             if max_points < 1:
                 raise RunError(f"max_points must be a positive number of points, not {max_points}.")
-            full = self.metric_history(run_ids, key)
-            parts = full.partition_by("run_id", maintain_order=True) if full.height else [full]
-            return pl.concat([downsample(part, max_points) for part in parts])
+            ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+            parts = [
+                downsampled_history(self._tables, self._whole_id_or_itself(i), key, max_points) for i in ids
+            ]
+            return pl.concat(parts).drop("total_points")
         ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
         if not ids:
             raise RunError("metric_history needs at least one run id.")

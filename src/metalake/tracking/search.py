@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -264,7 +264,7 @@ class TableCache:
     def __init__(self, tables: Tables):
         self._tables = tables
         self._lock = threading.RLock()  # a server reads from several threads
-        self._by_run: dict[str, tuple[object, dict[str, list[dict[str, Any]]]]] = {}
+        self._by_run: dict[str, _RunIndex] = {}
         self._wide: dict[tuple[object, ...], pl.DataFrame] = {}
 
     def wide_runs(self, experiment: str | None) -> pl.DataFrame:
@@ -284,21 +284,53 @@ class TableCache:
     def run_ids(self) -> Collection[str]:
         """Every run id the lake holds (at this moment), from the indexed copy of the runs table."""
         self.rows("runs", "")
-        return self._by_run["runs"][1].keys()
+        return self._by_run["runs"].index.keys()
 
     def rows(self, table: str, run_id: str) -> list[dict[str, Any]]:
         loaded = self._tables.load(table)
         version = None if loaded is None else loaded.version()
         with self._lock:
             cached = self._by_run.get(table)
-            if cached is None or cached[0] != version:
-                index: dict[str, list[dict[str, Any]]] = {}
-                if loaded is not None:
-                    for row in loaded.to_pyarrow_table().to_pylist():
-                        index.setdefault(row["run_id"], []).append(row)
-                cached = (version, index)
+            if cached is None or cached.version != version:
+                cached = _indexed(loaded, version, cached)
                 self._by_run[table] = cached
-        return cached[1].get(run_id, [])
+        return cached.index.get(run_id, [])
+
+
+@dataclass(frozen=True)
+class _RunIndex:
+    """A table's rows by run id, as of a version, and the data files they were read from."""
+
+    version: int | None
+    files: frozenset[str]
+    index: dict[str, list[dict[str, Any]]]
+
+
+def _indexed(loaded: Any, version: int | None, cached: _RunIndex | None) -> _RunIndex:
+    """The table's rows by run: only the files added since `cached` are read when no file was removed (facts
+    are appended), so a lake taking writes does not re-read a whole table at every new version."""
+    if loaded is None:
+        return _RunIndex(version, frozenset(), {})
+    import pyarrow.dataset as ds
+
+    dataset = loaded.to_pyarrow_dataset()
+    fragments = {fragment.path: fragment for fragment in dataset.get_fragments()}
+    files = frozenset(fragments)
+    incremental = cached is not None and cached.files <= files
+    fresh = (
+        [fragments[path] for path in sorted(files - cached.files)]
+        if incremental and cached
+        else list(fragments.values())
+    )
+    index: dict[str, list[dict[str, Any]]] = dict(cached.index) if incremental and cached else {}
+    if fresh:
+        added: dict[str, list[dict[str, Any]]] = {}
+        rows = ds.FileSystemDataset(fresh, dataset.schema, dataset.format, dataset.filesystem).to_table()
+        for row in rows.to_pylist():
+            added.setdefault(row["run_id"], []).append(row)
+        for run_id, new_rows in added.items():
+            index[run_id] = [*index.get(run_id, []), *new_rows]  # new lists: readers may hold the old ones
+    return _RunIndex(version, files, index)
 
 
 @dataclass(frozen=True)
@@ -312,6 +344,7 @@ class RunDetails:
     metrics: dict[str, dict[str, Any]]
     inputs: list[dict[str, Any]]
     artifacts: list[dict[str, Any]]
+    model_versions: list[dict[str, Any]] = field(default_factory=list)  # registered from this run
 
     @property
     def status(self) -> str:

@@ -39,11 +39,6 @@ def run_securable(path: Any) -> str:
 def run_answer(lake: "Lake", run_id: str) -> RunOut:
     details = lake.runs.get(run_id)
     info = jsonable(details.info)
-    versions = lake.sql(
-        "select model, version, artifact_uri, recorded_at from model_versions where run_id = ? "
-        "order by model, version",
-        [details.run_id],
-    ).pl()
     return RunOut(
         run_id=details.run_id,
         experiment=details.info["experiment"],
@@ -57,7 +52,7 @@ def run_answer(lake: "Lake", run_id: str) -> RunOut:
         metrics=jsonable(details.metrics),
         inputs=jsonable(details.inputs),
         artifacts=jsonable(details.artifacts),
-        model_versions=frame_rows(versions),
+        model_versions=jsonable(details.model_versions),
     )
 
 
@@ -124,28 +119,31 @@ def add_tracking_routes(api: "Api") -> None:
         offset = page_offset(page_token, scope)
         with api.reading(request, response, as_of, ["runs", "metrics"]) as lake:
             whole_id = lake.runs.resolve_id(run_id)
-            full = lake.runs.metric_history(whole_id, key)
-            total = full.height
-            shown = full
+            [(total,)] = lake.sql(
+                'select count(*) from metrics where run_id = ? and "key" = ?', [whole_id, key]
+            ).fetchall()
             if max_points is not None:
-                from metalake.tracking.downsample import downsample
-
-                shown = downsample(full, max_points)
-            page = shown.slice(offset, size + 1)
-            more = page.height > size
+                shown = lake.runs.metric_history(whole_id, key, max_points=max_points).slice(offset, size + 1)
+            else:
+                shown = lake.sql(
+                    'select step, "timestamp", "value" from metrics where run_id = ? and "key" = ? '
+                    'order by step, "timestamp" limit ? offset ?',
+                    [whole_id, key, size + 1, offset],
+                ).pl()
+            more = shown.height > size
             points = [
                 MetricPointOut(
                     step=row["step"],
                     timestamp=row["timestamp"],
                     value=row["value"] if math.isfinite(row["value"]) else None,
                 )
-                for row in page.head(size).iter_rows(named=True)
+                for row in shown.head(size).iter_rows(named=True)
             ]
             return MetricHistory(
                 run_id=whole_id,
                 key=key,
                 points=points,
-                downsampled=shown.height < total,
+                downsampled=max_points is not None and total > max_points,
                 total_points=total,
                 next_page_token=page_token_if(more, offset + size, scope),
             )
