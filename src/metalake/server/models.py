@@ -23,13 +23,6 @@ class ErrorResponse(BaseModel):
     error: ErrorInfo
 
 
-class Page(BaseModel):
-    """One page of a listing; pass `next_page_token` as `page_token` for the next (null: no more)."""
-
-    items: list[dict[str, Any]]
-    next_page_token: str | None = None
-
-
 class Health(BaseModel):
     status: str
     queued: int

@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 from metalake.errors import InvalidRequest
 from metalake.server.api import AsOf
 from metalake.server.http import check_limit, frame_rows, page_offset, paged
-from metalake.server.models import Body, ColumnOut, Page, TableList, TableOut, TableSummary, Written
+from metalake.server.models import Body, ColumnOut, TableList, TableOut, TableSummary, Written
+from metalake.server.rows import AuditRow, Page, SnapshotRow, TableCommit
 
 if TYPE_CHECKING:
     from metalake.core.catalog import TableSpec
@@ -72,7 +73,7 @@ def add_catalog_routes(api: "Api") -> None:
     @api.get(
         "/api/v1/tables/{name}/history",
         securable=lambda path: f"table:{path['name']}",
-        response_model=Page,
+        response_model=Page[TableCommit],
         summary="A table's commits, newest first",
     )
     def table_history(
@@ -91,7 +92,9 @@ def add_catalog_routes(api: "Api") -> None:
             history = lake.history(name, limit=offset + size + 1)
             return paged(frame_rows(history.slice(offset)), offset, size, scope)
 
-    @api.get("/api/v1/snapshots", securable="lake", response_model=Page, summary="Named snapshots")
+    @api.get(
+        "/api/v1/snapshots", securable="lake", response_model=Page[SnapshotRow], summary="Named snapshots"
+    )
     def list_snapshots(request: Request, response: Response, as_of: AsOf = None) -> dict[str, Any]:
         with api.reading(request, response, as_of, ["snapshots"]) as lake:
             return {"items": frame_rows(lake.snapshots()), "next_page_token": None}
@@ -112,7 +115,7 @@ def add_catalog_routes(api: "Api") -> None:
     @api.get(
         "/api/v1/audit",
         securable="lake",
-        response_model=Page,
+        response_model=Page[AuditRow],
         summary="Commits of every table: who, when, what, why",
     )
     def audit(

@@ -14,7 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from metalake.errors import InvalidRequest, NotAuthorized
 from metalake.server.api import AsOf
 from metalake.server.http import check_limit, frame_rows, jsonable, page_offset, paged
-from metalake.server.models import Body, Page
+from metalake.server.models import Body
+from metalake.server.rows import (
+    DatasetRow,
+    DatasetVersionRow,
+    ExpectationResult,
+    Page,
+    ScorecardRow,
+    ValidationRow,
+)
 
 if TYPE_CHECKING:
     from metalake.server.api import Api
@@ -78,7 +86,7 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
     def dataset_securable(path: Any) -> str:
         return f"dataset:{path['name']}"
 
-    @api.get("/api/v1/datasets", securable="dataset:*", response_model=Page, summary="Datasets")
+    @api.get("/api/v1/datasets", securable="dataset:*", response_model=Page[DatasetRow], summary="Datasets")
     def list_datasets(
         request: Request,
         response: Response,
@@ -94,7 +102,7 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
     @api.get(
         "/api/v1/datasets/{name}/versions",
         securable=dataset_securable,
-        response_model=Page,
+        response_model=Page[DatasetVersionRow],
         summary="A dataset's versions",
     )
     def list_dataset_versions(
@@ -147,7 +155,7 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
     @api.get(
         "/api/v1/datasets/{name}/validations",
         securable=dataset_securable,
-        response_model=Page,
+        response_model=Page[ValidationRow],
         summary="Validations of a dataset, newest first",
     )
     def list_validations(
@@ -172,7 +180,7 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
     @api.get(
         "/api/v1/validations/{validation_id}/results",
         securable="dataset:*",
-        response_model=Page,
+        response_model=Page[ExpectationResult],
         summary="One result per expectation of a validation",
     )
     def validation_results(
@@ -184,7 +192,7 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
     @api.get(
         "/api/v1/quality/scorecard",
         securable="dataset:*",
-        response_model=Page,
+        response_model=Page[ScorecardRow],
         summary="Each dataset's latest validation outcome",
     )
     def scorecard(request: Request, response: Response, as_of: AsOf = None) -> dict[str, Any]:

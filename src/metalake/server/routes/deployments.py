@@ -8,8 +8,9 @@ from pydantic import Field
 
 from metalake.server.api import AsOf
 from metalake.server.http import check_limit, frame_rows, page_offset, paged
-from metalake.server.models import Body, Page
+from metalake.server.models import Body
 from metalake.server.routes.datasets import Record, as_record
+from metalake.server.rows import DeploymentRow, KpiImpactRow, KpiRow, ObservationRow, Page
 
 if TYPE_CHECKING:
     from metalake.server.api import Api
@@ -55,7 +56,9 @@ def add_deployment_routes(api: "Api") -> None:
     def kpi_securable(path: Any) -> str:
         return f"kpi:{path['name']}"
 
-    @api.get("/api/v1/deployments", securable="model:*", response_model=Page, summary="Deployments")
+    @api.get(
+        "/api/v1/deployments", securable="model:*", response_model=Page[DeploymentRow], summary="Deployments"
+    )
     def list_deployments(
         request: Request,
         response: Response,
@@ -121,7 +124,7 @@ def add_deployment_routes(api: "Api") -> None:
         )
         return as_record(ended)
 
-    @api.get("/api/v1/kpis", securable="kpi:*", response_model=Page, summary="KPI definitions")
+    @api.get("/api/v1/kpis", securable="kpi:*", response_model=Page[KpiRow], summary="KPI definitions")
     def list_kpis(request: Request, response: Response, as_of: AsOf = None) -> dict[str, Any]:
         with api.reading(request, response, as_of, KPI_TABLES) as lake:
             return {"items": frame_rows(lake.kpis.list()), "next_page_token": None}
@@ -129,7 +132,7 @@ def add_deployment_routes(api: "Api") -> None:
     @api.get(
         "/api/v1/kpis/{name}/observations",
         securable=kpi_securable,
-        response_model=Page,
+        response_model=Page[ObservationRow],
         summary="A KPI's observations, oldest first",
     )
     def kpi_observations(
@@ -159,7 +162,7 @@ def add_deployment_routes(api: "Api") -> None:
     @api.get(
         "/api/v1/kpis/impact",
         securable="kpi:*",
-        response_model=Page,
+        response_model=Page[KpiImpactRow],
         summary="For each deployment and KPI: the mean before and after, the change, whether it helped",
     )
     def kpi_impact(

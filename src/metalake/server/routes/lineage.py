@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from metalake.errors import CommitFailed, MetalakeError, PayloadTooLarge
 from metalake.server.api import AsOf
 from metalake.server.http import frame_rows
-from metalake.server.models import Page
 from metalake.server.payload import MAX_PAYLOAD_BYTES, read_events_payload
+from metalake.server.rows import LineageEdge, Page, Row
 from metalake.server.spool import Ack, GroupCommitter
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class LineageGraph(BaseModel):
     node: str
     direction: str
     nodes: list[str]
-    edges: list[dict[str, Any]]
+    edges: list[LineageEdge]
 
 
 def add_lineage_routes(api: "Api", committer: GroupCommitter, *, ack: Ack) -> None:
@@ -97,12 +97,14 @@ def add_lineage_routes(api: "Api", committer: GroupCommitter, *, ack: Ack) -> No
             nodes = sorted(
                 {node, *(row["source_node"] for row in rows), *(row["target_node"] for row in rows)}
             )
-            return LineageGraph(node=node, direction=direction, nodes=nodes, edges=rows)
+            return LineageGraph(
+                node=node, direction=direction, nodes=nodes, edges=[LineageEdge(**row) for row in rows]
+            )
 
     @api.get(
         f"{LINEAGE_PATH}/columns",
         securable="lineage:*",
-        response_model=Page,
+        response_model=Page[Row],
         summary="Column lineage of a dataset",
     )
     def column_lineage(

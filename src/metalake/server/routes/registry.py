@@ -11,7 +11,8 @@ from metalake.core.vocabulary import Stage
 from metalake.errors import InvalidRequest
 from metalake.server.api import AsOf
 from metalake.server.http import check_limit, frame_rows, jsonable, page_offset, paged
-from metalake.server.models import Body, Page
+from metalake.server.models import Body
+from metalake.server.rows import ModelVersionRow, Page, StagePeriod
 
 if TYPE_CHECKING:
     from metalake.registry.registry import ModelVersion
@@ -102,7 +103,7 @@ def add_registry_routes(api: "Api") -> None:
     @api.get(
         "/api/v1/models/{model}/versions",
         securable=model_securable,
-        response_model=Page,
+        response_model=Page[ModelVersionRow],
         summary="A model's versions, with their stage and aliases",
     )
     def list_versions(
@@ -136,7 +137,7 @@ def add_registry_routes(api: "Api") -> None:
     @api.get(
         "/api/v1/models/{model}/stages",
         securable=model_securable,
-        response_model=Page,
+        response_model=Page[StagePeriod],
         summary="Stage history: one row per period a version spent in a stage (who moved it, why)",
     )
     def stage_history(model: str, request: Request, response: Response, as_of: AsOf = None) -> dict[str, Any]:

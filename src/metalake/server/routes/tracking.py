@@ -12,7 +12,6 @@ from metalake.server.models import (
     ExperimentOut,
     MetricHistory,
     MetricPointOut,
-    Page,
     RunCreate,
     RunCreated,
     RunEnd,
@@ -21,6 +20,7 @@ from metalake.server.models import (
     RunLogged,
     RunOut,
 )
+from metalake.server.rows import Page, RunRow
 
 if TYPE_CHECKING:
     from metalake.lake import Lake
@@ -69,7 +69,7 @@ def add_tracking_routes(api: "Api") -> None:
     @api.get(
         "/api/v1/runs",
         securable=lambda path: "experiment:*",
-        response_model=Page,
+        response_model=Page[RunRow],
         summary="Search runs (the `lake.runs.search` expression language)",
     )
     def search_runs(
