@@ -210,3 +210,17 @@ def test_with_the_journal_off_nothing_is_written_to_it(
 def test_a_lake_folder_is_named_by_its_uri(tmp_path: Path) -> None:
     assert lake_folder(tmp_path, "s3://a/lake") != lake_folder(tmp_path, "s3://b/lake")
     assert lake_folder(tmp_path, "s3://a/lake") == lake_folder(tmp_path, "s3://a/lake")
+
+
+def test_a_segment_in_a_format_this_version_cannot_read_is_set_aside_not_deleted(tmp_path: Path) -> None:
+    uri = str(tmp_path / "lake")
+    lake = metalake.connect(uri, actor="tester")
+    folder = lake_folder(tmp_path / "journal", uri)
+    folder.mkdir(parents=True)
+    (folder / "lake-uri").write_text(uri + "\n")
+    (folder / "1-old.journal").write_bytes(b"MLJ1" + bytes(60))
+
+    report = lake.runs.sync()
+
+    assert report.refused == 1 and report.committed == 0
+    assert [path.name for path in folder.iterdir() if path.name != "lake-uri"] == ["1-old.refused"]

@@ -432,6 +432,9 @@ class Abandoned:
     path: Path
     fd: int
     flushes: list[JournaledFlush]
+    unreadable: bool = (
+        False  # holds bytes this version cannot read (another format): set aside, never deleted
+    )
 
     def release(self, *, committed: bool, refused: bool = False) -> None:
         """Delete the segment (committed), set it aside (refused for good), or leave it for later; unlock."""
@@ -481,7 +484,9 @@ def abandoned_segments(uri: str, *, own: Journal | None = None) -> Scan:
             continue
         with open(fd, "rb", closefd=False) as handle:
             data = handle.read()
-        scan.abandoned.append(Abandoned(path, fd, decode(data)))
+        flushes = decode(data)
+        unreadable = not flushes and data[: len(_MAGIC)] not in (_MAGIC, bytes(len(_MAGIC)), b"")
+        scan.abandoned.append(Abandoned(path, fd, flushes, unreadable))
     return scan
 
 

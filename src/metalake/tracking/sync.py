@@ -87,6 +87,10 @@ def sync(tables: Tables) -> SyncReport:
     queue = queue_for(tables)
     runs: set[str] = set()
     for segment in scan.abandoned:
+        if segment.unreadable:  # written in another journal format: kept aside for a version that reads it
+            report.refused += 1
+            segment.release(committed=False, refused=True)
+            continue
         if not segment.flushes:  # emptied by its owner once all was committed
             segment.release(committed=True)
             continue
