@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from metalake.datasets.datasets import DatasetVersion
 from metalake.errors import InvalidRequest, NotAuthorized
+from metalake.quality.validation import Validation
 from metalake.server.api import AsOf
 from metalake.server.http import check_limit, frame_rows, jsonable, page_offset, paged
 from metalake.server.models import Body
@@ -122,7 +124,7 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
     @api.get(
         "/api/v1/datasets/{name}/versions/{version}",
         securable=dataset_securable,
-        response_model=Record,
+        response_model=DatasetVersion,
         summary="One version: schema, profile, fingerprint, source",
     )
     def get_dataset_version(
@@ -202,7 +204,7 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
     @api.post(
         "/api/v1/datasets/{name}/versions",
         securable=dataset_securable,
-        response_model=Record,
+        response_model=DatasetVersion,
         status_code=201,
         summary="Register a version from data at a URI (read by the server)",
     )
@@ -217,7 +219,7 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
     @api.post(
         "/api/v1/datasets/{name}/validations",
         securable=dataset_securable,
-        response_model=Record,
+        response_model=Validation,
         status_code=201,
         summary="Validate a version with a suite and record the outcome",
     )

@@ -4,12 +4,13 @@
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
+from metalake.deployments import Deployment
 from metalake.server.api import AsOf
 from metalake.server.http import check_limit, frame_rows, page_offset, paged
 from metalake.server.models import Body
-from metalake.server.routes.datasets import Record, as_record
+from metalake.server.routes.datasets import as_record
 from metalake.server.rows import DeploymentRow, KpiImpactRow, KpiRow, ObservationRow, Page
 
 if TYPE_CHECKING:
@@ -42,6 +43,12 @@ class Observation(Body):
     observed_at: datetime | None = None
     segment: str | None = Field(default=None, max_length=250)
     environment: str | None = Field(default=None, max_length=250)
+
+
+class ObservationsWritten(BaseModel):
+    observations: int
+    version: int = Field(description="The kpi_observations version the batch created")
+    deduplicated: bool = Field(description="True when the batch was committed before under its key")
 
 
 class Observations(Body):
@@ -79,7 +86,7 @@ def add_deployment_routes(api: "Api") -> None:
     @api.get(
         "/api/v1/deployments/{deployment_id}",
         securable="model:*",
-        response_model=Record,
+        response_model=Deployment,
         summary="One deployment",
     )
     def get_deployment(
@@ -91,7 +98,7 @@ def add_deployment_routes(api: "Api") -> None:
     @api.post(
         "/api/v1/deployments",
         securable="model:*",
-        response_model=Record,
+        response_model=Deployment,
         status_code=201,
         summary="Record that a model version went live in an environment",
     )
@@ -114,7 +121,7 @@ def add_deployment_routes(api: "Api") -> None:
     @api.post(
         "/api/v1/deployments/{deployment_id}/end",
         securable="model:*",
-        response_model=Record,
+        response_model=Deployment,
         summary="Record that a deployment stopped serving",
     )
     def end_deployment(deployment_id: str, body: DeploymentEnd, request: Request) -> dict[str, Any]:
@@ -181,7 +188,7 @@ def add_deployment_routes(api: "Api") -> None:
     @api.post(
         "/api/v1/kpis/observations",
         securable="kpi:*",
-        response_model=Record,
+        response_model=ObservationsWritten,
         status_code=201,
         summary="Record a batch of KPI observations (all, or none when one is refused)",
     )
