@@ -210,8 +210,9 @@ def serve(
 ) -> None:
     """Serve the metalake REST API (/api/v1/..., docs at /docs) and the OpenLineage endpoint.
 
-    Every GET takes `as_of` (a time or a snapshot name); POST /api/v1/lineage takes OpenLineage events
-    (HttpTransport); POST /api/v1/sql runs one read-only SELECT.
+    Every GET takes `as_of`, a time or a snapshot name. POST /api/v1/sql runs one read-only SELECT.
+
+    POST /api/v1/lineage takes OpenLineage events (the openlineage HttpTransport).
 
     Example: metalake --lake ./lake serve --port 5000
     """
