@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -174,13 +175,47 @@ def _scope_hash(scope: str) -> str:
     return hashlib.sha256(scope.encode()).hexdigest()[:12]
 
 
-def paged(rows: list[Any], offset: int, limit: int, scope: str) -> dict[str, Any]:
-    """One page of rows already cut at `offset` (holding up to `limit + 1` rows to know whether more follow)."""
-    more = len(rows) > limit
-    return {
-        "items": rows[:limit],
-        "next_page_token": page_token(offset + limit, scope) if more else None,
-    }
+@dataclass(frozen=True)
+class PageRequest:
+    """The page a listing was asked for: where it starts, how many rows, and the filters (`scope`) that its
+    tokens are tied to."""
+
+    offset: int
+    size: int
+    scope: str
+
+    @classmethod
+    def parse(
+        cls,
+        limit: int | None,
+        token: str | None,
+        scope: str,
+        *,
+        default: int = DEFAULT_LIMIT,
+        maximum: int = MAX_LIMIT,
+    ) -> PageRequest:
+        """From the `limit` and `page_token` parameters; InvalidRequest when either is wrong."""
+        size = check_limit(limit, default=default, maximum=maximum)
+        return cls(page_offset(token, scope), size, scope)
+
+    @property
+    def fetch(self) -> int:
+        """Rows to fetch from `offset`: one more than the page, to know whether another page follows."""
+        return self.size + 1
+
+    def next_token(self, more: bool) -> str | None:
+        return page_token(self.offset + self.size, self.scope) if more else None
+
+    def cut(self, listing: pl.DataFrame) -> dict[str, Any]:
+        """The page out of a whole listing (or one that holds at least `offset + fetch` rows)."""
+        return self.starting(listing.slice(self.offset, self.fetch))
+
+    def starting(self, rows: pl.DataFrame) -> dict[str, Any]:
+        """The page from rows that start at `offset` (a query's `LIMIT fetch OFFSET offset`)."""
+        return {
+            "items": frame_rows(rows.head(self.size)),
+            "next_page_token": self.next_token(rows.height > self.size),
+        }
 
 
 # -- ETags -----------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from metalake.errors import InvalidRequest
 from metalake.server.api import AsOf
-from metalake.server.http import check_limit, frame_rows, page_offset, paged
+from metalake.server.http import PageRequest, frame_rows
 from metalake.server.models import Body, ColumnOut, TableList, TableOut, TableSummary, Written
 from metalake.server.rows import AuditRow, Page, SnapshotRow, TableCommit
 
@@ -84,13 +84,10 @@ def add_catalog_routes(api: "Api") -> None:
         limit: int | None = None,
         page_token: str | None = None,
     ) -> dict[str, Any]:
-        size = check_limit(limit)
-        scope = f"history:{name}"
-        offset = page_offset(page_token, scope)
+        page = PageRequest.parse(limit, page_token, f"history:{name}")
         with api.reading(request, response, as_of, None) as lake:
             lake.spec(name)
-            history = lake.history(name, limit=offset + size + 1)
-            return paged(frame_rows(history.slice(offset)), offset, size, scope)
+            return page.cut(lake.history(name, limit=page.offset + page.fetch))
 
     @api.get(
         "/api/v1/snapshots", securable="lake", response_model=Page[SnapshotRow], summary="Named snapshots"
@@ -129,9 +126,7 @@ def add_catalog_routes(api: "Api") -> None:
         limit: int | None = None,
         page_token: str | None = None,
     ) -> dict[str, Any]:
-        size = check_limit(limit)
-        scope = f"audit:{table}:{actor}:{since}:{until}"
-        offset = page_offset(page_token, scope)
+        page = PageRequest.parse(limit, page_token, f"audit:{table}:{actor}:{since}:{until}")
         filters, params = ["true"], []
         for column, value, operator in (
             ("table_name", table, "="),
@@ -146,8 +141,7 @@ def add_catalog_routes(api: "Api") -> None:
             if table is not None:
                 lake.spec(table)
             query = f"select * from audit_log where {' and '.join(filters)} limit ? offset ?"
-            rows = lake.sql(query, [*params, size + 1, offset]).pl()
-            return paged(frame_rows(rows), offset, size, scope)
+            return page.starting(lake.sql(query, [*params, page.fetch, page.offset]).pl())
 
     @api.post(
         "/api/v1/sql",

@@ -15,7 +15,7 @@ from metalake.datasets.datasets import DatasetVersion
 from metalake.errors import InvalidRequest, NotAuthorized
 from metalake.quality.validation import Validation
 from metalake.server.api import AsOf
-from metalake.server.http import check_limit, frame_rows, jsonable, page_offset, paged
+from metalake.server.http import PageRequest, frame_rows, jsonable
 from metalake.server.models import Body
 from metalake.server.rows import (
     DatasetRow,
@@ -96,10 +96,9 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
         limit: int | None = None,
         page_token: str | None = None,
     ) -> dict[str, Any]:
-        size = check_limit(limit)
-        offset = page_offset(page_token, "datasets")
+        page = PageRequest.parse(limit, page_token, "datasets")
         with api.reading(request, response, as_of, DATASET_TABLES) as lake:
-            return paged(frame_rows(lake.datasets.list().slice(offset, size + 1)), offset, size, "datasets")
+            return page.cut(lake.datasets.list())
 
     @api.get(
         "/api/v1/datasets/{name}/versions",
@@ -115,11 +114,9 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
         limit: int | None = None,
         page_token: str | None = None,
     ) -> dict[str, Any]:
-        size = check_limit(limit)
-        scope = f"dataset-versions:{name}"
-        offset = page_offset(page_token, scope)
+        page = PageRequest.parse(limit, page_token, f"dataset-versions:{name}")
         with api.reading(request, response, as_of, DATASET_TABLES) as lake:
-            return paged(frame_rows(lake.datasets.history(name).slice(offset, size + 1)), offset, size, scope)
+            return page.cut(lake.datasets.history(name))
 
     @api.get(
         "/api/v1/datasets/{name}/versions/{version}",
@@ -169,15 +166,13 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
         limit: int | None = None,
         page_token: str | None = None,
     ) -> dict[str, Any]:
-        size = check_limit(limit)
-        scope = f"validations:{name}:{version}"
-        offset = page_offset(page_token, scope)
+        page = PageRequest.parse(limit, page_token, f"validations:{name}:{version}")
         with api.reading(request, response, as_of, QUALITY_TABLES) as lake:
             lake.datasets.get(name, version)  # unknown names and versions answer 404
             found = lake.quality.validations(name)
             if version is not None:
                 found = found.filter(found["version"] == version)
-            return paged(frame_rows(found.slice(offset, size + 1)), offset, size, scope)
+            return page.cut(found)
 
     @api.get(
         "/api/v1/validations/{validation_id}/results",

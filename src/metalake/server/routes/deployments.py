@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from metalake.deployments import Deployment
 from metalake.server.api import AsOf
-from metalake.server.http import check_limit, frame_rows, page_offset, paged
+from metalake.server.http import PageRequest, frame_rows
 from metalake.server.models import Body
 from metalake.server.routes.datasets import as_record
 from metalake.server.rows import DeploymentRow, KpiImpactRow, KpiRow, ObservationRow, Page
@@ -76,12 +76,10 @@ def add_deployment_routes(api: "Api") -> None:
         limit: int | None = None,
         page_token: str | None = None,
     ) -> dict[str, Any]:
-        size = check_limit(limit)
-        scope = f"deployments:{environment}:{model}:{active}"
-        offset = page_offset(page_token, scope)
+        page = PageRequest.parse(limit, page_token, f"deployments:{environment}:{model}:{active}")
         with api.reading(request, response, as_of, DEPLOYMENT_TABLES) as lake:
             found = lake.deployments.list(environment, model=model, active=active)
-            return paged(frame_rows(found.slice(offset, size + 1)), offset, size, scope)
+            return page.cut(found)
 
     @api.get(
         "/api/v1/deployments/{deployment_id}",
@@ -152,9 +150,7 @@ def add_deployment_routes(api: "Api") -> None:
         limit: int | None = None,
         page_token: str | None = None,
     ) -> dict[str, Any]:
-        size = check_limit(limit)
-        scope = f"observations:{name}:{since}:{until}"
-        offset = page_offset(page_token, scope)
+        page = PageRequest.parse(limit, page_token, f"observations:{name}:{since}:{until}")
         with api.reading(request, response, as_of, KPI_TABLES) as lake:
             lake.kpis.get(name)
             rows = lake.sql(
@@ -162,9 +158,9 @@ def add_deployment_routes(api: "Api") -> None:
                 "where kpi = ? and observed_at >= coalesce(?::timestamptz, '-infinity'::timestamptz) "
                 "and observed_at <= coalesce(?::timestamptz, 'infinity'::timestamptz) "
                 "order by observed_at limit ? offset ?",
-                [name, since, until, size + 1, offset],
+                [name, since, until, page.fetch, page.offset],
             ).pl()
-            return paged(frame_rows(rows), offset, size, scope)
+            return page.starting(rows)
 
     @api.get(
         "/api/v1/kpis/impact",

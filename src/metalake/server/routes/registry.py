@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from metalake.core.vocabulary import Stage
 from metalake.errors import InvalidRequest
 from metalake.server.api import AsOf
-from metalake.server.http import check_limit, frame_rows, jsonable, page_offset, paged
+from metalake.server.http import PageRequest, frame_rows, jsonable
 from metalake.server.models import Body
 from metalake.server.rows import ModelVersionRow, Page, StagePeriod
 
@@ -114,12 +114,10 @@ def add_registry_routes(api: "Api") -> None:
         limit: int | None = None,
         page_token: str | None = None,
     ) -> dict[str, Any]:
-        size = check_limit(limit)
-        scope = f"versions:{model}"
-        offset = page_offset(page_token, scope)
+        page = PageRequest.parse(limit, page_token, f"versions:{model}")
         with api.reading(request, response, as_of, REGISTRY_TABLES) as lake:
             versions = lake.registry.versions(model)
-            return paged(frame_rows(versions.slice(offset, size + 1)), offset, size, scope)
+            return page.cut(versions)
 
     @api.get(
         "/api/v1/models/{model}/versions/{version}",

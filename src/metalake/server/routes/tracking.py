@@ -6,15 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from metalake.errors import InvalidRequest
 from metalake.server.api import AsOf
-from metalake.server.http import (
-    check_limit,
-    frame_rows,
-    json_response,
-    jsonable,
-    page_offset,
-    page_token,
-    paged,
-)
+from metalake.server.http import PageRequest, json_response, jsonable
 from metalake.server.models import (
     ExperimentList,
     ExperimentOut,
@@ -91,14 +83,12 @@ def add_tracking_routes(api: "Api") -> None:
         limit: int | None = None,
         page_token: str | None = None,
     ) -> dict[str, Any]:
-        size = check_limit(limit)
-        scope = f"runs:{experiment}:{where}:{order_by}"
-        offset = page_offset(page_token, scope)
+        page = PageRequest.parse(limit, page_token, f"runs:{experiment}:{where}:{order_by}")
         with api.reading(request, response, as_of, SEARCH_TABLES) as lake:
             found = lake.runs.search(
-                experiment=experiment, where=where, order_by=order_by, limit=offset + size + 1
+                experiment=experiment, where=where, order_by=order_by, limit=page.offset + page.fetch
             )
-            return paged(frame_rows(found.slice(offset)), offset, size, scope)
+            return page.cut(found)
 
     @api.get("/api/v1/runs/{run_id}", securable=run_securable, response_model=RunOut, summary="One run")
     async def get_run(run_id: str, request: Request, response: Response, as_of: AsOf = None) -> Response:
@@ -127,30 +117,31 @@ def add_tracking_routes(api: "Api") -> None:
     ) -> MetricHistory:
         if max_points is not None and not 1 <= max_points <= MAX_POINTS:
             raise InvalidRequest(f"max_points must be between 1 and {MAX_POINTS:,}.", field="max_points")
-        size = check_limit(limit, default=10_000, maximum=MAX_HISTORY_PAGE)
-        scope = f"metric:{run_id}:{key}:{max_points}"
-        offset = page_offset(page_token, scope)
+        page = PageRequest.parse(
+            limit, page_token, f"metric:{run_id}:{key}:{max_points}", default=10_000, maximum=MAX_HISTORY_PAGE
+        )
         with api.reading(request, response, as_of, ["runs", "metrics"]) as lake:
             whole_id = lake.runs.resolve_id(run_id)
             [(total,)] = lake.sql(
                 'select count(*) from metrics where run_id = ? and "key" = ?', [whole_id, key]
             ).fetchall()
             if max_points is not None:
-                shown = lake.runs.metric_history(whole_id, key, max_points=max_points).slice(offset, size + 1)
+                shown = lake.runs.metric_history(whole_id, key, max_points=max_points).slice(
+                    page.offset, page.fetch
+                )
             else:
                 shown = lake.sql(
                     'select step, "timestamp", "value" from metrics where run_id = ? and "key" = ? '
                     'order by step, "timestamp" limit ? offset ?',
-                    [whole_id, key, size + 1, offset],
+                    [whole_id, key, page.fetch, page.offset],
                 ).pl()
-            more = shown.height > size
             points = [
                 MetricPointOut(
                     step=row["step"],
                     timestamp=row["timestamp"],
                     value=row["value"] if math.isfinite(row["value"]) else None,
                 )
-                for row in shown.head(size).iter_rows(named=True)
+                for row in shown.head(page.size).iter_rows(named=True)
             ]
             return MetricHistory(
                 run_id=whole_id,
@@ -158,7 +149,7 @@ def add_tracking_routes(api: "Api") -> None:
                 points=points,
                 downsampled=max_points is not None and total > max_points,
                 total_points=total,
-                next_page_token=page_token_if(more, offset + size, scope),
+                next_page_token=page.next_token(shown.height > page.size),
             )
 
     @api.post(
@@ -210,7 +201,3 @@ def add_tracking_routes(api: "Api") -> None:
             whole_id, body.status, end_time=body.end_time, idempotency_key=write.idempotency_key
         )
         return RunEnded(run_id=whole_id, status=status)
-
-
-def page_token_if(more: bool, offset: int, scope: str) -> str | None:
-    return page_token(offset, scope) if more else None
