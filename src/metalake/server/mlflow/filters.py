@@ -14,13 +14,18 @@ What MLflow's SQL store (`_search_runs`) answers, and how it is mirrored:
 - `start_time`, `end_time` (and `created`) are epoch milliseconds; the lake keeps microseconds and the MLflow
   endpoints show them truncated (`epoch_millis`), so a number is turned into the timestamp bounds that give the
   same answer;
+- a run logged without a user shows the user_id "" (MLflow's runs always have one), and is searched so;
 - `status` is MLflow's upper-case word; a `lost` run (no heartbeat) is RUNNING to MLflow;
 - the order is the requested items, nulls last either way, then `start_time desc` unless asked, then `run_id`.
 
-Known differences, which the lake's language cannot express: a NaN metric sorts first in a descending order (MLflow
-puts it after the numbers, before the missing values), and among runs that MLflow sees RUNNING, ordering by
-status puts `lost` runs before `running` ones instead of treating them as ties. LIKE is case-sensitive, as in
-MLflow's in-memory evaluation and on PostgreSQL (SQLite's LIKE ignores case).
+Known differences, which the lake's language cannot express:
+
+- a NaN metric sorts first in a descending order (MLflow puts it after the numbers, before the missing values);
+- ordering by status puts `lost` runs before `running` ones, where MLflow sees two RUNNING runs tie;
+- runs whose start times fall in the same millisecond are ordered by the lake's microseconds, where MLflow sees a
+  tie and orders them by run_id.
+
+LIKE is case-sensitive, as in MLflow's in-memory evaluation and on PostgreSQL (SQLite's LIKE ignores case).
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ ATTRIBUTE_COLUMNS: dict[str, str | None] = {
 }  # fmt: skip
 SHOWN_ATTRIBUTES = "run_id, run_name, status, user_id, start_time (or created), end_time"
 ORDER_ATTRIBUTES = frozenset(ATTRIBUTE_COLUMNS) - {"run name", "Run name", "Run Name"}  # as MLflow allows
+MISSING_USER = ""  # MLflow's RunInfo needs a user_id: a run logged without one shows this
 TIME_COLUMNS = frozenset({"start_time", "end_time"})
 
 METRIC_COMPARATORS = ("=", "!=", ">", ">=", "<", "<=")
@@ -364,7 +370,10 @@ class _Condition:
             if column in TIME_COLUMNS:
                 assert isinstance(self.value, int | float)
                 return _time_conditions(column, self.comparator, self.value)
-            return [f"{column} {_operator(self.comparator, self.value)}"]
+            condition = f"{column} {_operator(self.comparator, self.value)}"
+            if column == "user" and _holds_for_missing_user(self.comparator, self.value):
+                return [f"({condition} or user is null)"]
+            return [condition]
         column = f"{LAKE_PREFIXES[self.kind]}.{self.key}"
         if column not in columns:  # no searched run has the key: MLflow's inner join keeps no run
             return [] if self.comparator == "IS NULL" else None
@@ -411,6 +420,15 @@ def _like(pattern: str, *, ignore_case: bool) -> re.Pattern[str]:
     regex = re.escape(pattern).replace("%", ".*").replace("_", ".")
     regex = ("" if pattern.startswith("%") else "^") + regex + ("" if pattern.endswith("%") else "$")
     return re.compile(regex, re.IGNORECASE if ignore_case else 0)
+
+
+def _holds_for_missing_user(comparator: str, value: Value) -> bool:
+    """Whether the condition holds for MISSING_USER, the user_id MLflow shows for a run logged without a user."""
+    assert isinstance(value, str | tuple)
+    if comparator in ("LIKE", "ILIKE"):
+        assert isinstance(value, str)
+        return _like(value, ignore_case=comparator == "ILIKE").match(MISSING_USER) is not None
+    return (value == MISSING_USER) == (comparator == "=")
 
 
 def _status_condition(comparator: str, value: Value) -> list[str] | None:
