@@ -83,6 +83,13 @@ class Experiments:
             return experiment.experiment_id
         return experiment_id_for(name)
 
+    def ids_by_name(self) -> dict[str, str]:
+        """Every name a run may carry -> its experiment's id (`id_of` for many runs at once)."""
+        known = _current(self._tables)
+        ids = {name: e.experiment_id for e in known for name in e.names}
+        ids.update({e.name: e.experiment_id for e in known})  # a current name wins over an older one
+        return ids
+
     def create(
         self,
         name: str,

@@ -378,7 +378,11 @@ def search(call: Call) -> dict[str, Any]:
         lifecycle=VIEW_TYPES[view],  # type: ignore[arg-type]
     )
     ids = found.get_column("run_id").to_list()[offset : offset + size + 1]
-    answer: dict[str, Any] = {"runs": [mlflow_run(lake, run_id) for run_id in ids[:size]]}
+    experiment_ids = lake.experiments.ids_by_name()
+    runs = [lake.runs.get(run_id) for run_id in ids[:size]]
+    answer: dict[str, Any] = {
+        "runs": [run_out(details, experiment_ids.get(details.info["experiment"]) or "0") for details in runs]
+    }
     if len(ids) > size:
         answer["next_page_token"] = page_token(offset + size)
     return answer
