@@ -410,7 +410,8 @@ class LoggedModelNotFound(NameNotFound):
 
     def __init__(self, model_id: str):
         super().__init__(
-            f"No logged model with id {model_id!r}: list them with lake.logged_models.search().", name=model_id
+            f"No logged model with id {model_id!r}: list them with lake.logged_models.search().",
+            name=model_id,
         )
 
 
@@ -426,7 +427,9 @@ class ArtifactNotFound(NameNotFound):
     code = "artifact_not_found"
 
     def __init__(self, path: str):
-        super().__init__(f"No artifact at {path!r}: list a folder's artifacts to see what is stored.", name=path)
+        super().__init__(
+            f"No artifact at {path!r}: list a folder's artifacts to see what is stored.", name=path
+        )
 
 
 class PolicyError(MetalakeError, ValueError):

@@ -10,6 +10,7 @@ sha256, kind); a later upload of the same path records a newer row, and the late
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import posixpath
 import re
@@ -31,7 +32,9 @@ CHUNK_BYTES = 1 << 20
 UPLOAD_SUFFIX = ".uploading-"  # a file being written (local storage): listings leave it out
 Owner = Literal["run", "model"]
 _RUN_PATH = re.compile(r"^(?P<experiment>[^/]+)/(?P<run>[^/]+)/artifacts(?:/(?P<rest>.*))?$")
-_MODEL_PATH = re.compile(r"^(?P<experiment>[^/]+)/models/(?P<model>m-[0-9a-f]{32})/artifacts(?:/(?P<rest>.*))?$")
+_MODEL_PATH = re.compile(
+    r"^(?P<experiment>[^/]+)/models/(?P<model>m-[0-9a-f]{32})/artifacts(?:/(?P<rest>.*))?$"
+)
 
 ReadChunk = Callable[[], bytes]  # the next chunk of an upload; b"" at its end
 
@@ -86,7 +89,9 @@ def confine(path: str) -> ArtifactPath:
         return ArtifactPath(normal, "model", found["experiment"], found["model"], found["rest"] or "")
     if (found := _RUN_PATH.match(normal)) is not None and found["run"] != "models":
         return ArtifactPath(normal, "run", found["experiment"], found["run"], found["rest"] or "")
-    raise ArtifactError(f"Invalid artifact path {path!r}: it is outside every run's and model's folder. {allowed}")
+    raise ArtifactError(
+        f"Invalid artifact path {path!r}: it is outside every run's and model's folder. {allowed}"
+    )
 
 
 class ArtifactStore:
@@ -127,7 +132,9 @@ class ArtifactStore:
         """
         target = confine(path)
         if not target.relative:
-            raise ArtifactError(f"Invalid artifact path {path!r}: it names a run's or model's folder, not a file.")
+            raise ArtifactError(
+                f"Invalid artifact path {path!r}: it names a run's or model's folder, not a file."
+            )
         run_id, name, kind = self._recorded_as(target)
         filesystem, _ = self._fs()
         final = self._storage_path(target)
@@ -227,7 +234,5 @@ class ArtifactStore:
 
 
 def _delete_quietly(filesystem: Any, path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         filesystem.delete_file(path)
-    except OSError:
-        pass

@@ -110,12 +110,18 @@ class LoggedModels:
     ) -> LoggedModel:
         """Record that the model's upload ended: `ready` or `failed`."""
         if status not in LOGGED_MODEL_STATUSES:
-            raise RunError(f"Invalid logged model status {status!r}: use one of {', '.join(LOGGED_MODEL_STATUSES)}.")
+            raise RunError(
+                f"Invalid logged model status {status!r}: use one of {', '.join(LOGGED_MODEL_STATUSES)}."
+            )
         current = self.get(model_id)
-        self._write(replace(current, status=status, status_message=status_message), actor, f"finalize {model_id}")
+        self._write(
+            replace(current, status=status, status_message=status_message), actor, f"finalize {model_id}"
+        )
         return self.get(model_id)
 
-    def log_params(self, model_id: str, params: Mapping[str, str], *, actor: str | None = None) -> LoggedModel:
+    def log_params(
+        self, model_id: str, params: Mapping[str, str], *, actor: str | None = None
+    ) -> LoggedModel:
         current = self.get(model_id)
         merged = {**current.params, **{str(k): str(v) for k, v in params.items()}}
         self._write(replace(current, params=merged), actor, f"log params of {model_id}")
@@ -217,9 +223,19 @@ def _field(model: LoggedModel, key: str) -> str | None:
 
 
 def _model(row: Sequence[Any]) -> LoggedModel:
-    (model_id, experiment_id, name, run_id, location, status, message, model_type, params, tags, created_at) = row[
-        :11
-    ]
+    (
+        model_id,
+        experiment_id,
+        name,
+        run_id,
+        location,
+        status,
+        message,
+        model_type,
+        params,
+        tags,
+        created_at,
+    ) = row[:11]
     deleted, recorded_at, _recorded_by, creator = row[11:15]
     return LoggedModel(
         model_id=model_id,

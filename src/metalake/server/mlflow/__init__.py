@@ -9,8 +9,12 @@ if TYPE_CHECKING:
 
 def add_mlflow_routes(api: "Api") -> None:
     """Every MLflow endpoint metalake serves, on the server's app."""
+    from metalake.server.mlflow.artifacts import add_artifact_routes
+    from metalake.server.mlflow.logged_models import add_logged_model_routes
     from metalake.server.mlflow.protocol import MlflowRoutes
     from metalake.server.mlflow.tracking import add_tracking_routes
 
     routes = MlflowRoutes(api)
     add_tracking_routes(routes)
+    add_logged_model_routes(routes)
+    add_artifact_routes(routes)
