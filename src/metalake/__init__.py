@@ -13,6 +13,8 @@ from metalake.core.vocabulary import RunStatus, Stage
 from metalake.errors import (
     AlreadyExists,
     AmbiguousRunId,
+    ArtifactError,
+    ArtifactNotFound,
     CommitFailed,
     ContractError,
     ContractFailure,
@@ -36,6 +38,7 @@ from metalake.errors import (
     LakeNotFound,
     LineageError,
     LineageNodeNotFound,
+    LoggedModelNotFound,
     MetalakeError,
     MissingExtraError,
     ModelNotFound,
@@ -100,6 +103,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AlreadyExists",
     "AmbiguousRunId",
+    "ArtifactError",
+    "ArtifactNotFound",
     "Commit",
     "CommitFailed",
     "ContractError",
@@ -127,6 +132,7 @@ __all__ = [
     "LakeNotFound",
     "LineageError",
     "LineageNodeNotFound",
+    "LoggedModelNotFound",
     "MetalakeError",
     "MissingExtraError",
     "ModelNotFound",

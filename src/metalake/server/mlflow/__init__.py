@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from metalake.server.api import Api
 
+__all__ = ["add_mlflow_routes"]
+
 
 def add_mlflow_routes(api: "Api") -> None:
     """Every MLflow endpoint metalake serves, on the server's app."""

@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 MULTIPART_UNSUPPORTED = "Multipart upload is not supported for the current artifact repository"
 
 
+_UPLOAD_PREFIXES = tuple(f"{prefix}/artifacts/" for prefix in API_PREFIXES["artifacts"])
+
+
+def is_artifact_upload(method: str, path: str) -> bool:
+    """Whether a request is a file upload, whose body streams to storage (no cap on its size)."""
+    return method == "PUT" and path.startswith(_UPLOAD_PREFIXES)
+
+
 def artifact_securable(path: Mapping[str, str]) -> str:
     return f"artifact:{path.get('artifact_path', '')}"
 
