@@ -269,3 +269,17 @@ def test_logged_model_tags_params_search_and_delete(logged: tuple[Server, dict[s
     assert requests.delete(f"{base}/{model_id}", timeout=30).ok
     gone = requests.get(f"{base}/{model_id}", timeout=30)
     assert (gone.status_code, gone.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+
+
+def test_on_an_object_store_files_go_under_the_lake_prefix(s3_lake_uri: str, s3_server: Any) -> None:
+    import io
+
+    lake = metalake.connect(s3_lake_uri, storage_options=s3_server.storage_options)
+    run_id = lake.runs.create("s3-artifacts", "r")
+    body = io.BytesIO(b"on s3" * 1000)
+    stored = lake.artifacts.write(f"7/{run_id}/artifacts/a/b.txt", lambda: body.read(1000))
+    assert stored.uri == f"{s3_lake_uri}/artifacts/7/{run_id}/artifacts/a/b.txt"
+    assert b"".join(lake.artifacts.read(f"7/{run_id}/artifacts/a/b.txt")) == b"on s3" * 1000
+    assert [entry.name for entry in lake.artifacts.list(f"7/{run_id}/artifacts")] == ["a"]
+    row = lake.read("artifacts").to_dicts()[0]
+    assert (row["size_bytes"], row["sha256"]) == (5000, hashlib.sha256(b"on s3" * 1000).hexdigest())
