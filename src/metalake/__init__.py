@@ -13,6 +13,8 @@ from metalake.core.vocabulary import RunStatus, Stage
 from metalake.errors import (
     AlreadyExists,
     AmbiguousRunId,
+    ArtifactError,
+    ArtifactNotFound,
     CommitFailed,
     ContractError,
     ContractFailure,
@@ -36,6 +38,7 @@ from metalake.errors import (
     LakeNotFound,
     LineageError,
     LineageNodeNotFound,
+    LoggedModelNotFound,
     MetalakeError,
     MissingExtraError,
     MlflowError,
@@ -101,6 +104,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AlreadyExists",
     "AmbiguousRunId",
+    "ArtifactError",
+    "ArtifactNotFound",
     "Commit",
     "CommitFailed",
     "ContractError",
@@ -128,6 +133,7 @@ __all__ = [
     "LakeNotFound",
     "LineageError",
     "LineageNodeNotFound",
+    "LoggedModelNotFound",
     "MetalakeError",
     "MissingExtraError",
     "MlflowError",

@@ -403,6 +403,35 @@ class ModelNotFound(NameNotFound):
         )
 
 
+class LoggedModelNotFound(NameNotFound):
+    """A logged model id (MLflow 3's `m-...`) that the lake has no model for, or one that was deleted."""
+
+    code = "logged_model_not_found"
+
+    def __init__(self, model_id: str):
+        super().__init__(
+            f"No logged model with id {model_id!r}: list them with lake.logged_models.search().",
+            name=model_id,
+        )
+
+
+class ArtifactError(MetalakeError):
+    """An artifact path the lake refuses (outside a run's or a model's folder, `..`, absolute), or a bad upload."""
+
+    code = "artifact_error"
+
+
+class ArtifactNotFound(NameNotFound):
+    """An artifact path under which the lake stores no file."""
+
+    code = "artifact_not_found"
+
+    def __init__(self, path: str):
+        super().__init__(
+            f"No artifact at {path!r}: list a folder's artifacts to see what is stored.", name=path
+        )
+
+
 class PolicyError(MetalakeError, ValueError):
     """A governance policy file that cannot be used (unknown stage or rule, bad value)."""
 

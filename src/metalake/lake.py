@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from metalake.quality import Quality
     from metalake.registry import Registry
     from metalake.tracking import Runs
+    from metalake.tracking.artifact_store import ArtifactStore
     from metalake.tracking.experiments import Experiments
+    from metalake.tracking.logged_models import LoggedModels
     from metalake.tracking.sync import SyncReport
 
 __all__ = ["Commit", "Lake", "connect", "default_actor"]
@@ -204,6 +206,22 @@ class Lake:
         from metalake.tracking.experiments import Experiments
 
         return Experiments(self._tables)
+
+    @cached_property
+    def logged_models(self) -> LoggedModels:
+        """MLflow 3's logged models (a run's model files with params, tags and a status): `create`, `get`,
+        `finalize`, `search`, `set_tags`, `log_params`, `delete`."""
+        from metalake.tracking.logged_models import LoggedModels
+
+        return LoggedModels(self._tables)
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        """Files of runs and logged models stored in the lake's `artifacts/` folder, each recorded in the
+        `artifacts` table: `write`, `read`, `list`, `delete`."""
+        from metalake.tracking.artifact_store import ArtifactStore
+
+        return ArtifactStore(self._tables, logged_models=self.logged_models)
 
     @cached_property
     def registry(self) -> Registry:

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from metalake.errors import StorageError
 
@@ -99,3 +99,29 @@ def storage_error(location: Location, action: str, error: BaseException) -> Stor
     if len(first_line) > 400:
         first_line = first_line[:400] + "..."
     return StorageError(f"Could not {action} at {location.uri}.{hint}\n  cause: {first_line}")
+
+
+def arrow_filesystem(uri: str, storage_options: Mapping[str, str] | None = None) -> tuple[Any, str]:
+    """A pyarrow filesystem that reaches `uri` with the lake's storage options, and the path of `uri` on it.
+
+    S3 with explicit options (an endpoint, keys) gets an S3FileSystem built from them; anything else is left to
+    `pyarrow.fs.FileSystem.from_uri`, which reads the usual environment variables.
+    """
+    from pyarrow import fs
+
+    if "://" not in uri:
+        return fs.LocalFileSystem(), str(Path(uri)).rstrip("/") or "/"
+    options = {k.upper(): v for k, v in (storage_options or {}).items()}
+    if uri.startswith(("s3://", "s3a://")) and options:
+        endpoint = options.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
+        filesystem = fs.S3FileSystem(
+            access_key=options.get("AWS_ACCESS_KEY_ID"),
+            secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
+            session_token=options.get("AWS_SESSION_TOKEN"),
+            region=options.get("AWS_REGION"),
+            endpoint_override=endpoint,
+            scheme="http" if endpoint and endpoint.startswith("http://") else "https",
+        )
+        return filesystem, uri.split("://", 1)[1].rstrip("/")
+    filesystem, root = fs.FileSystem.from_uri(uri)
+    return filesystem, root.rstrip("/")

@@ -45,6 +45,9 @@ ModelEventType = Literal[
 ]
 MODEL_EVENT_TYPES: tuple[ModelEventType, ...] = get_args(ModelEventType)
 
+LoggedModelStatus = Literal["pending", "ready", "failed"]
+LOGGED_MODEL_STATUSES: tuple[LoggedModelStatus, ...] = get_args(LoggedModelStatus)
+
 LineageEventKind = Literal["run", "dataset", "job"]
 LINEAGE_EVENT_KINDS: tuple[LineageEventKind, ...] = get_args(LineageEventKind)
 
@@ -66,6 +69,7 @@ TABLE_VOCABULARIES: dict[tuple[str, str], tuple[str, ...]] = {
     ("lineage_edges", "edge_type"): LINEAGE_EDGE_TYPES,
     ("lineage_events", "event_kind"): LINEAGE_EVENT_KINDS,
     ("lineage_events", "event_type"): RUN_STATES,
+    ("logged_models", "status"): LOGGED_MODEL_STATUSES,
     ("model_events", "event_type"): MODEL_EVENT_TYPES,
     ("model_events", "stage"): STAGES,
     ("pipeline_runs", "state"): RUN_STATES,

@@ -423,21 +423,9 @@ def _arrow_file_format(file_format: FileFormat, paths: list[str], uri: str) -> A
 
 
 def _arrow_filesystem(uri: str, storage_options: Mapping[str, str] | None) -> tuple[Any, str]:
-    from pyarrow import fs
+    from metalake.core.storage import arrow_filesystem
 
-    options = {k.upper(): v for k, v in (storage_options or {}).items()}
-    if uri.startswith(("s3://", "s3a://")) and options:
-        endpoint = options.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
-        filesystem = fs.S3FileSystem(
-            access_key=options.get("AWS_ACCESS_KEY_ID"),
-            secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
-            region=options.get("AWS_REGION"),
-            endpoint_override=endpoint,
-            scheme="http" if endpoint and endpoint.startswith("http://") else "https",
-        )
-        return filesystem, uri.split("://", 1)[1].rstrip("/")
-    filesystem, root = fs.FileSystem.from_uri(uri)
-    return filesystem, root.rstrip("/")
+    return arrow_filesystem(uri, storage_options)
 
 
 # -- scanning -------------------------------------------------------------------------------------------------

@@ -111,7 +111,9 @@ def create_app(
         )
 
     app.add_middleware(Idempotency)
-    app.add_middleware(BodyLimit)
+    from metalake.server.mlflow.artifacts import is_artifact_upload
+
+    app.add_middleware(BodyLimit, streamed=is_artifact_upload)
     return app
 
 

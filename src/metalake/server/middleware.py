@@ -35,14 +35,24 @@ async def _send_error(send: Send, status: int, code: str, message: str) -> None:
 
 
 class BodyLimit:
-    """Refuse (413) a request body beyond `max_bytes`, by its Content-Length or as it streams in."""
+    """Refuse (413) a request body beyond `max_bytes`, by its Content-Length or as it streams in.
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES):
+    Requests that `streamed(method, path)` says are streamed to storage (artifact uploads, which never hold the
+    body in memory) are let through whatever their size.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int = MAX_BODY_BYTES,
+        streamed: Callable[[str, str], bool] | None = None,
+    ):
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.streamed and self.streamed(scope["method"], scope["path"])):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")

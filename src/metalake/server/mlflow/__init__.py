@@ -8,11 +8,17 @@ __all__ = ["add_mlflow_routes"]
 if TYPE_CHECKING:
     from metalake.server.api import Api
 
+__all__ = ["add_mlflow_routes"]
+
 
 def add_mlflow_routes(api: "Api") -> None:
     """Every MLflow endpoint metalake serves, on the server's app."""
+    from metalake.server.mlflow.artifacts import add_artifact_routes
+    from metalake.server.mlflow.logged_models import add_logged_model_routes
     from metalake.server.mlflow.protocol import MlflowRoutes
     from metalake.server.mlflow.tracking import add_tracking_routes
 
     routes = MlflowRoutes(api)
     add_tracking_routes(routes)
+    add_logged_model_routes(routes)
+    add_artifact_routes(routes)

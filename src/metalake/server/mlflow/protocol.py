@@ -261,7 +261,8 @@ class MlflowRoutes:
         securable: str | SecurableOf,
         version: str = "2.0",
     ) -> Callable[[Handler], Handler]:
-        """`handler(call) -> dict`: MLflow's answer for `method` on `path` (e.g. "runs/create")."""
+        """`handler(call) -> dict`: MLflow's answer for `method` on `path` (e.g. "runs/create", or
+        "logged-models/{model_id}", whose path parameters join the request's fields)."""
         from fastapi import Depends, Request
         from starlette.concurrency import run_in_threadpool
 
@@ -270,7 +271,7 @@ class MlflowRoutes:
 
         def register(handler: Handler) -> Handler:
             async def endpoint(request: Request) -> "Response":
-                fields = await request_fields(request)
+                fields = {**await request_fields(request), **request.path_params}  # `{model_id}` in a path
                 principal = getattr(request.state, "principal", None)
                 call = Call(fields, api.lake, principal.name if principal is not None else api.lake.actor)
                 result = await run_in_threadpool(handler, call)
