@@ -333,7 +333,7 @@ def test_concurrent_clients_logging_point_by_point_share_commits(
             own = MlflowClient(tracking_uri=server.url)
             for step in range(100):
                 own.log_metric(run_id, "loss", 1 / (step + 1), step=step, timestamp=int(time.time() * 1000))
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=log, args=(run_id,)) for run_id in run_ids]

@@ -12,10 +12,10 @@ import posixpath
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from metalake.errors import RunNotFound
+from metalake.errors import MlflowError, RunNotFound
 from metalake.server.auth import Authorize
 from metalake.server.mlflow.entities import run_artifact_uri
-from metalake.server.mlflow.protocol import API_PREFIXES, Call, MlflowError, MlflowRoutes, answer
+from metalake.server.mlflow.protocol import API_PREFIXES, Call, MlflowRoutes, answer
 
 if TYPE_CHECKING:
     from fastapi import Response

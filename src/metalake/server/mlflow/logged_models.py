@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from metalake.errors import LoggedModelNotFound, RunError, RunNotFound
+from metalake.errors import LoggedModelNotFound, MlflowError, RunError, RunNotFound
 from metalake.server.mlflow.entities import key_value_list, millis, page_offset, page_token
-from metalake.server.mlflow.protocol import Call, MlflowError, MlflowRoutes
+from metalake.server.mlflow.protocol import Call, MlflowRoutes
 from metalake.server.mlflow.tracking import active_experiment
 
 if TYPE_CHECKING:
