@@ -104,6 +104,9 @@ class ModelLifecycle:
         versions = self._tables.read("model_versions", where=pl.col("model") == model)
         events = self._events(model)
         removed = removed_versions(versions, events)
+        ended = events.filter(pl.col("version").is_null() & pl.col("event_type").is_in(ENDING_EVENTS))
+        if not ended.is_empty():  # a row from before the model was last deleted describes the old model
+            rows = rows.filter(pl.col("recorded_at") > ended["event_time"].max())
         base = rows.row(-1, named=True) if not rows.is_empty() else None
         since = base["recorded_at"] if base else datetime.min.replace(tzinfo=UTC)
         description = base["description"] if base else None
@@ -151,6 +154,18 @@ class ModelLifecycle:
                 for number, note in sorted(notes.items())
             },
         )
+
+    def has_record(self, model: str) -> bool:
+        """Whether the live model `model` has a `models` row of its own (written since it was last deleted)."""
+        import polars as pl
+
+        rows = self._tables.read("models", where=pl.col("model") == model)
+        if rows.is_empty():
+            return False
+        ended = self._events(model).filter(
+            pl.col("version").is_null() & pl.col("event_type").is_in(ENDING_EVENTS)
+        )
+        return ended.is_empty() or bool(rows["recorded_at"].max() > ended["event_time"].max())  # type: ignore[operator]
 
     # -- writing --------------------------------------------------------------------------------------------
 

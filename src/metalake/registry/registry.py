@@ -128,13 +128,15 @@ class Registry:
                 break
         else:
             raise RegistryError(f"Could not claim a version number for {model!r}; try again.")
-        # Fixed keys: a registration retried after a crash writes the missing rows, never a second copy.
-        self._tables.append(
-            "models",
-            [{"model": model, "owner": (card or {}).get("owner")}],
-            operation="register_model",
-            idempotency_key=f"model:{model}",
-        )
+        # Fixed keys: a registration retried after a crash writes the missing rows, never a second copy. A model
+        # created first (create_model) has its row, with a description and tags this one must not hide.
+        if not self._lifecycle.has_record(model):
+            self._tables.append(
+                "models",
+                [{"model": model, "owner": (card or {}).get("owner")}],
+                operation="register_model",
+                idempotency_key=f"model:{model}",
+            )
         self._append_events(
             [self._event_row(model, number, "registered", reason=description)],
             idempotency_key=f"model_event:registered:{model}:{number}",
