@@ -6,11 +6,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from metalake.server.api import Api
 
+__all__ = ["add_mlflow_routes"]
+
 
 def add_mlflow_routes(api: "Api") -> None:
     """Every MLflow endpoint metalake serves, on the server's app."""
     from metalake.server.mlflow.protocol import MlflowRoutes
+    from metalake.server.mlflow.registry import add_registry_routes
     from metalake.server.mlflow.tracking import add_tracking_routes
 
     routes = MlflowRoutes(api)
     add_tracking_routes(routes)
+    add_registry_routes(routes)
