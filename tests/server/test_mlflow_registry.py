@@ -227,3 +227,16 @@ def test_searches_filter_order_and_page(client: MlflowClient) -> None:
     tagged = client.search_registered_models("tags.group = 'search' AND name != 'search-a'")
     assert [m.name for m in tagged] == names[1:]
     assert error_code(lambda: client.search_registered_models("owner = 'x'")) == "INVALID_PARAMETER_VALUE"
+
+
+def test_a_logged_model_source_downloads_from_the_logged_models_location() -> None:
+    """`models:/m-...` uses `lake.logged_models` where the lake has it, else the source as registered."""
+    from types import SimpleNamespace
+
+    from metalake.server.mlflow.registry import download_uri
+
+    version = {"source": "models:/m-0123abcd"}
+    location = SimpleNamespace(artifact_location="mlflow-artifacts:/1/models/m-0123abcd/artifacts")
+    with_logged_models = SimpleNamespace(logged_models=SimpleNamespace(get=lambda model_id: location))
+    assert download_uri(with_logged_models, version) == location.artifact_location  # type: ignore[arg-type]
+    assert download_uri(SimpleNamespace(), version) == "models:/m-0123abcd"  # type: ignore[arg-type]
