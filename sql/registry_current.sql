@@ -1,6 +1,7 @@
 -- registry_current: what is each registered model version now: its stage, its aliases, where it came from?
 --
--- One row per (model, version). The stage is the latest stage_transition event of the version ('none' when it
+-- One row per live (model, version): a version deleted, or whose model was deleted or renamed after it was
+-- registered, is left out (its history stays in model_stage_history). The stage is the latest stage_transition event of the version ('none' when it
 -- never moved); aliases are the aliases whose latest event is alias_set pointing at it. Ask for what serves:
 --   select * from registry_current where model = 'churn' and stage = 'production'
 --
@@ -50,6 +51,13 @@ alias_state AS (
     WHERE event_type IN ('alias_set', 'alias_deleted')
     GROUP BY model, alias
 ),
+removed AS (
+    SELECT DISTINCT v.model, v.version
+    FROM (SELECT model, version, min(recorded_at) AS registered_at FROM model_versions GROUP BY model, version) AS v
+    JOIN model_events AS e ON e.model = v.model
+    WHERE (e.event_type = 'deleted' AND e.version = v.version)
+        OR (e.event_type IN ('deleted', 'renamed') AND e.version IS NULL AND e.event_time >= v.registered_at)
+),
 aliases AS (
     SELECT model, version, list(alias ORDER BY alias) AS aliases
     FROM alias_state
@@ -71,3 +79,4 @@ SELECT
 FROM versions AS v
 LEFT JOIN stages AS s USING (model, version)
 LEFT JOIN aliases AS a USING (model, version)
+WHERE NOT EXISTS (SELECT 1 FROM removed AS r WHERE r.model = v.model AND r.version = v.version)

@@ -42,6 +42,8 @@ ModelEventType = Literal[
     "tag_set",
     "tag_deleted",
     "description_set",
+    "deleted",
+    "renamed",
 ]
 MODEL_EVENT_TYPES: tuple[ModelEventType, ...] = get_args(ModelEventType)
 

@@ -28,6 +28,7 @@ from metalake.errors import (
     RunError,
 )
 from metalake.registry.governance import GateContext, InputQuality, Policy, load_policy, parse_policy
+from metalake.registry.lifecycle import ModelLifecycle, RegisteredModel, live_models, removed_versions
 
 if TYPE_CHECKING:
     import polars as pl
@@ -65,6 +66,7 @@ class Registry:
         self._tables = tables
         self._runs = runs
         self._session_policy: Policy | None = None  # set by use_policy without persist: this process only
+        self._lifecycle = ModelLifecycle(tables)
 
     # -- writing --------------------------------------------------------------------------------------------
 
@@ -78,12 +80,13 @@ class Registry:
         signature: Any = None,
         card: Mapping[str, Any] | None = None,
         description: str | None = None,
+        reuse: bool = True,
     ) -> ModelVersion:
         """Register a new version of `model` (numbered 1, 2, ... per model), linked to the run that trained it.
 
-        Registering the same run and artifact again returns the existing version. Concurrent registrations get
-        distinct numbers: a number is claimed with an idempotency key, and a writer that loses the race takes the
-        next one.
+        Registering the same run and artifact again returns the existing (live) version, unless `reuse=False`
+        (MLflow's create-model-version always makes a new one). Concurrent registrations get distinct numbers: a
+        number is claimed with an idempotency key, and a writer that loses the race takes the next one.
         """
         if not model or not model.strip():
             raise RegistryError("A model needs a name, e.g. lake.registry.register('churn', ...).")
@@ -96,7 +99,11 @@ class Registry:
             same = versions.filter(
                 (versions["run_id"].eq_missing(run_id)) & (versions["artifact_uri"] == artifact_uri)
             )
-            if not same.is_empty():
+            if reuse and not same.is_empty():
+                same = same.filter(
+                    ~same["version"].is_in(list(removed_versions(versions, self._events(model))))
+                )
+            if reuse and not same.is_empty():
                 number = max(same["version"].to_list())
                 break  # registered before (maybe by a run cut short): finish what it may have left undone
             number = max(versions["version"].to_list(), default=0) + 1
@@ -121,13 +128,15 @@ class Registry:
                 break
         else:
             raise RegistryError(f"Could not claim a version number for {model!r}; try again.")
-        # Fixed keys: a registration retried after a crash writes the missing rows, never a second copy.
-        self._tables.append(
-            "models",
-            [{"model": model, "owner": (card or {}).get("owner")}],
-            operation="register_model",
-            idempotency_key=f"model:{model}",
-        )
+        # Fixed keys: a registration retried after a crash writes the missing rows, never a second copy. A model
+        # created first (create_model) has its row, with a description and tags this one must not hide.
+        if not self._lifecycle.has_record(model):
+            self._tables.append(
+                "models",
+                [{"model": model, "owner": (card or {}).get("owner")}],
+                operation="register_model",
+                idempotency_key=f"model:{model}",
+            )
         self._append_events(
             [self._event_row(model, number, "registered", reason=description)],
             idempotency_key=f"model_event:registered:{model}:{number}",
@@ -141,7 +150,7 @@ class Registry:
                 f"{alias!r} cannot be an alias: it must be a non-numeric name other than latest and "
                 f"{', '.join(STAGES)}."
             )
-        self._version_row(model, version)
+        self.get(model, version)  # a live version
         self._event(model, version, "alias_set", alias=alias, reason=reason)
         return self.get(model, version)
 
@@ -221,6 +230,39 @@ class Registry:
         """Deprecate a version (stage archived); its row and history stay."""
         return self.transition(model, version, "archived", reason=reason)
 
+    def create_model(
+        self, model: str, *, description: str | None = None, tags: Mapping[str, str] | None = None
+    ) -> RegisteredModel:
+        """A registered model with no version yet (AlreadyExists if a live model has the name)."""
+        return self._lifecycle.create(model, description=description, tags=tags)
+
+    def rename_model(self, model: str, new_name: str) -> RegisteredModel:
+        """Move a model and its versions (stages, aliases, tags, history) to a new name."""
+        return self._lifecycle.rename(model, new_name)
+
+    def delete_model(self, model: str) -> None:
+        """Delete a model and its versions; their history stays in model_events."""
+        self._lifecycle.delete(model)
+
+    def delete_version(self, model: str, version: int) -> None:
+        """Delete one version; its number is never given again."""
+        self._lifecycle.delete_version(model, version)
+
+    def set_tag(self, model: str, key: str, value: str, *, version: int | None = None) -> None:
+        """Tag the model (or one of its versions)."""
+        self._lifecycle.set_tag(model, key, value, version=version)
+
+    def delete_tag(self, model: str, key: str, *, version: int | None = None) -> None:
+        self._lifecycle.delete_tag(model, key, version=version)
+
+    def set_description(self, model: str, description: str | None, *, version: int | None = None) -> None:
+        """Describe the model (or one of its versions) anew."""
+        self._lifecycle.set_description(model, description, version=version)
+
+    def registered_model(self, model: str) -> RegisteredModel:
+        """A live model with its description, tags, times, and the tags and descriptions of its versions."""
+        return self._lifecycle.registered_model(model)
+
     # -- reading --------------------------------------------------------------------------------------------
 
     def get(self, model: str, version_or_alias: int | str = "latest") -> ModelVersion:
@@ -243,7 +285,7 @@ class Registry:
         return frame
 
     def models(self) -> list[str]:
-        """The names of the registered models (by this lake's moment), sorted."""
+        """The names of the live registered models (by this lake's moment), sorted."""
         return _models(self._tables)
 
     def _check_model(self, model: str) -> None:
@@ -346,9 +388,10 @@ class Registry:
 
     def _state(self, model: str, until: datetime | None = None) -> tuple[dict[int, str], dict[str, int]]:
         """Stage of every version and the version of every alias, from the events (up to `until`)."""
-        stages = {int(v): "none" for v in self._versions_frame(model)["version"].to_list()}
+        versions, events = self._versions_frame(model), self._events(model, until)
+        stages = {int(v): "none" for v in versions["version"].to_list()}
         aliases: dict[str, int] = {}
-        for event in self._events(model, until).iter_rows(named=True):
+        for event in events.iter_rows(named=True):
             kind, version = event["event_type"], event["version"]
             if kind == "stage_transition" and version is not None:
                 stages[int(version)] = event["stage"]
@@ -363,6 +406,9 @@ class Registry:
                 if e["event_type"] == "registered"
             }
             stages = {number: stage for number, stage in stages.items() if number in registered}
+        removed = removed_versions(versions, events)
+        stages = {number: stage for number, stage in stages.items() if number not in removed}
+        aliases = {alias: number for alias, number in aliases.items() if number in stages}
         return stages, aliases
 
     def _entered_at(self, model: str, until: datetime) -> dict[int, datetime]:
@@ -472,8 +518,7 @@ class Registry:
 
 
 def _models(tables: Tables) -> list[str]:
-    rows = tables.sql("select distinct model from model_versions order by model").fetchall()
-    return [row[0] for row in rows]
+    return live_models(tables)
 
 
 def _as_json(value: Any) -> str | None:

@@ -14,9 +14,11 @@ def add_mlflow_routes(api: "Api") -> None:
     from metalake.server.mlflow.artifacts import add_artifact_routes
     from metalake.server.mlflow.logged_models import add_logged_model_routes
     from metalake.server.mlflow.protocol import MlflowRoutes
+    from metalake.server.mlflow.registry import add_registry_routes
     from metalake.server.mlflow.tracking import add_tracking_routes
 
     routes = MlflowRoutes(api)
     add_tracking_routes(routes)
     add_logged_model_routes(routes)
     add_artifact_routes(routes)
+    add_registry_routes(routes)
