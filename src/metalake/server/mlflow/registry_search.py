@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from metalake.server.mlflow.protocol import MlflowError
+from metalake.errors import MlflowError
 
 _TOKEN = re.compile(
     r"""\s*(?:
