@@ -350,3 +350,51 @@ def test_concurrent_clients_logging_point_by_point_share_commits(
     finally:
         lake.close()
     assert 0 < commits < 400 / 2, f"{commits} commits for 400 requests: they should share group commits"
+
+
+def test_log_register_alias_and_load_a_model_by_alias(server: Server, tmp_path: Path) -> None:
+    printed = run_script(
+        server,
+        """
+        import json
+        import mlflow
+        import numpy as np
+        from mlflow import MlflowClient
+        from sklearn.datasets import make_classification
+        from sklearn.linear_model import LogisticRegression
+
+        mlflow.set_experiment("churn-registry")
+        X, y = make_classification(n_samples=120, n_features=5, random_state=1)
+        with mlflow.start_run(run_name="logreg") as run:
+            model = LogisticRegression(max_iter=200).fit(X, y)
+            mlflow.log_metric("val_auc", 0.91)
+            info = mlflow.sklearn.log_model(model, name="model", registered_model_name="churn-model")
+        client = MlflowClient()
+        client.set_registered_model_alias("churn-model", "champion", info.registered_model_version)
+        client.transition_model_version_stage("churn-model", info.registered_model_version, "Production")
+        loaded = mlflow.pyfunc.load_model("models:/churn-model@champion")
+        same = bool(np.array_equal(loaded.predict(X), model.predict(X)))
+        versions = client.search_model_versions("name = 'churn-model'")
+        print(json.dumps({"run_id": run.info.run_id, "version": info.registered_model_version, "same": same,
+                          "versions": len(versions)}))
+        """,
+        tmp_path,
+    )
+    assert printed["same"] and printed["versions"] == 1
+    lake = lake_of(server)
+    try:
+        version = lake.registry.get("churn-model", "champion")
+        assert version.version == int(printed["version"]) and version.run_id == printed["run_id"]
+        assert version.stage == "production"
+        stages = lake.sql(
+            "select stage from model_stage_history where model = 'churn-model' order by valid_from"
+        ).fetchall()
+        assert ("production",) in stages
+        files = lake.sql(
+            "select name, size_bytes from artifacts where run_id = ?", [printed["run_id"]]
+        ).fetchall()
+        assert any(
+            name.startswith("models/") and name.endswith("MLmodel") and size > 0 for name, size in files
+        ), files
+    finally:
+        lake.close()

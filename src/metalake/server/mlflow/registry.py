@@ -280,6 +280,11 @@ def add_model_version_routes(routes: MlflowRoutes) -> None:
         run_id = call.optional_text("run_id")
         if run_id is None and source.startswith("runs:/"):
             run_id = source[len("runs:/") :].split("/", 1)[0] or None
+        model_id = call.optional_text("model_id") or (
+            source[len("models:/") :] if source.startswith("models:/m-") else None
+        )
+        if run_id is None and model_id is not None:  # MLflow 3: a logged model, made by its run
+            run_id = lake.logged_models.get(model_id).source_run_id
         created = lake.registry.register(
             name,
             run_id=run_id,
