@@ -208,9 +208,12 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve the metalake REST API (/api/v1/..., docs at /docs) and the OpenLineage endpoint.
+    """Serve the metalake REST API (/api/v1/..., docs at /docs), MLflow's API and the OpenLineage endpoint.
 
     Every GET takes `as_of`, a time or a snapshot name. POST /api/v1/sql runs one read-only SELECT.
+
+    MLflow clients log into the lake unchanged: set MLFLOW_TRACKING_URI=http://HOST:PORT (tracking, model
+    registry, logged models and artifacts, stored in the lake).
 
     POST /api/v1/lineage takes OpenLineage events (the openlineage HttpTransport).
 

@@ -1,7 +1,8 @@
 """The HTTP server behind `metalake serve`: one FastAPI app whose routes (server/routes/) call the lake's namespaces.
 
-It serves the REST API (`/api/v1/...`, described at `/openapi.json` and `/docs`) and takes OpenLineage events at
-`POST /api/v1/lineage` (see server/spool.py for how they are committed).
+It serves the REST API (`/api/v1/...`, described at `/openapi.json` and `/docs`), MLflow's REST API for unmodified
+MLflow clients (`/api/2.0/mlflow/...`, server/mlflow/), and takes OpenLineage events at `POST /api/v1/lineage`
+(see server/spool.py for how they are committed).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations (Request) at runtime.
