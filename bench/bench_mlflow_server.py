@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -87,6 +88,7 @@ class Client:
     process: subprocess.Popen[str]
     failed: dict[str, str] = field(default_factory=dict)  # every failing request kind seen, first answer
     exceptions: dict[str, str] = field(default_factory=dict)  # first exception the client raised, per command
+    sent: Counter[str] = field(default_factory=Counter)  # requests by "METHOD path status", all commands
 
     @classmethod
     def start(cls, server: Server, log: Path) -> Client:
@@ -119,6 +121,7 @@ class Client:
         if answer.get("first_error"):
             self.exceptions.setdefault(do, answer["first_error"])
         for result in (answer, answer.get("child_requests", {})):
+            self.sent.update(result.get("by_request", {}))
             for kind, detail in result.get("failed", {}).items():
                 self.failed.setdefault(kind, detail)
         return answer
@@ -361,6 +364,7 @@ def main() -> None:
         search, loaded = part_search(args, clients, logs)
         figures.append(search)
         failed = {client.name: (client.failed, client.exceptions) for client in clients}
+        sent = {client.name: client.sent for client in clients}
     finally:
         for client in clients:
             client.stop()
@@ -384,6 +388,7 @@ def main() -> None:
         f"Ratios: MLflow's time over metalake's (1, 3), metalake's points/s over MLflow's (2). Loading the "
         f"{args.search_runs:,} runs of part 3 (not a figure): {loaded}.",
         *failed_requests(failed),
+        *requests_made(sent),
     ]
     publish(
         "MLflow client against metalake serve and mlflow server (bench/bench_mlflow_server.py)",
@@ -409,6 +414,15 @@ def failed_requests(failed: dict[str, tuple[dict[str, str], dict[str, str]]]) ->
         "`mlflow.set_experiment` finds a new name) and exceptions the client raised:",
         *lines,
     ]
+
+
+def requests_made(sent: dict[str, Counter[str]]) -> list[str]:
+    """What the MLflow client sent to each server, all parts together, most frequent first."""
+    lines = ["", "HTTP requests the client sent (all parts):"]
+    for name, counts in sent.items():
+        cells = ", ".join(f"`{kind}` {count:,}" for kind, count in counts.most_common())
+        lines.append(f"- {name}: {cells}")
+    return lines
 
 
 def mlflow_version() -> str:
