@@ -17,6 +17,7 @@ WITH facts AS (
     SELECT run_id, 'param' AS kind, "key", arg_max("value", recorded_at) AS "value" FROM params GROUP BY run_id, "key"
     UNION ALL
     SELECT run_id, 'tag' AS kind, "key", arg_max("value", recorded_at) AS "value" FROM run_tags GROUP BY run_id, "key"
+        HAVING NOT arg_max(coalesce(deleted, false), recorded_at)
     UNION ALL
     SELECT run_id, 'metric' AS kind, "key", CAST(last_value AS VARCHAR) AS "value" FROM run_metrics
 )

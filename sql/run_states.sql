@@ -23,6 +23,7 @@
 --   last_event_time  event_time of the latest event (for a running run, its last heartbeat)
 --   recorded_at      when the latest event was recorded
 --   recorded_by      who recorded the latest event
+--   deleted          true once the run was deleted (through the MLflow-compatible endpoints), until restored
 --
 -- metalake: materialize
 SELECT
@@ -50,6 +51,7 @@ SELECT
     arg_max(event_id, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS last_event_id,
     max(event_time) AS last_event_time,
     arg_max_null(recorded_at, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS recorded_at,
-    arg_max_null(recorded_by, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS recorded_by
+    arg_max_null(recorded_by, {'t': event_time, 'r': recorded_at, 'e': event_id}) AS recorded_by,
+    coalesce(arg_max(deleted, {'t': event_time, 'r': recorded_at, 'e': event_id}), false) AS deleted
 FROM runs
 GROUP BY run_id

@@ -25,6 +25,7 @@
 --   last_event_time  event_time of the latest event (for a running run, its last heartbeat)
 --   recorded_at      when the latest event was recorded
 --   recorded_by      who recorded the latest event
+--   deleted          true once the run was deleted (MLflow's lifecycle stage), until restored
 SELECT
     run_id,
     experiment,
@@ -53,5 +54,6 @@ SELECT
     last_event_id,
     last_event_time,
     recorded_at,
-    recorded_by
+    recorded_by,
+    deleted
 FROM run_states

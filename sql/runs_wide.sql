@@ -19,7 +19,7 @@ WITH run_params AS (
 ),
 run_tag_values AS (
     SELECT run_id, map_from_entries(list({'k': "key", 'v': "value"} ORDER BY "key")) AS tags
-    FROM (SELECT run_id, "key", arg_max("value", recorded_at) AS "value" FROM run_tags GROUP BY run_id, "key")
+    FROM (SELECT run_id, "key", arg_max("value", recorded_at) AS "value" FROM run_tags GROUP BY run_id, "key" HAVING NOT arg_max(coalesce(deleted, false), recorded_at))
     GROUP BY run_id
 ),
 run_metric_values AS (

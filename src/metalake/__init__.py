@@ -11,6 +11,7 @@ from metalake._version import __version__
 from metalake.core.tables import Commit
 from metalake.core.vocabulary import RunStatus, Stage
 from metalake.errors import (
+    AlreadyExists,
     AmbiguousRunId,
     CommitFailed,
     ContractError,
@@ -20,6 +21,7 @@ from metalake.errors import (
     DeploymentError,
     DeploymentNotFound,
     EnvironmentNotFound,
+    ExperimentExists,
     ExperimentNotFound,
     ExportError,
     FlushError,
@@ -42,6 +44,7 @@ from metalake.errors import (
     NotAuthenticated,
     NotAuthorized,
     OfflineLakeError,
+    ParamValueChanged,
     PayloadTooLarge,
     PolicyError,
     PolicyViolation,
@@ -95,6 +98,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AlreadyExists",
     "AmbiguousRunId",
     "Commit",
     "CommitFailed",
@@ -107,6 +111,7 @@ __all__ = [
     "DeploymentError",
     "DeploymentNotFound",
     "EnvironmentNotFound",
+    "ExperimentExists",
     "ExperimentNotFound",
     "ExportError",
     "FlushError",
@@ -131,6 +136,7 @@ __all__ = [
     "NotAuthenticated",
     "NotAuthorized",
     "OfflineLakeError",
+    "ParamValueChanged",
     "PayloadTooLarge",
     "PolicyError",
     "PolicyViolation",

@@ -320,6 +320,36 @@ class ExperimentNotFound(NameNotFound):
         )
 
 
+class AlreadyExists(MetalakeError):
+    """Something to create has a name that is taken (an experiment, a registered model)."""
+
+    code = "already_exists"
+
+
+class ExperimentExists(AlreadyExists):
+    """An experiment is created under a name that an experiment has (maybe a deleted one)."""
+
+    code = "experiment_exists"
+
+    def __init__(self, name: str, *, deleted: bool = False):
+        self.name = name
+        state = " (deleted: restore it, or pick another name)" if deleted else ""
+        super().__init__(f"An experiment named {name!r} already exists{state}.")
+
+
+class ParamValueChanged(RunError):
+    """A param logged again with another value: params are fixed once logged, as MLflow has them."""
+
+    code = "param_value_changed"
+
+    def __init__(self, run_id: str, key: str, old: str, new: str):
+        self.run_id, self.key, self.old, self.new = run_id, key, old, new
+        super().__init__(
+            f"Changing param values is not allowed. Param with key='{key}' was already logged with "
+            f"value='{old}' for run ID='{run_id}'. Attempted logging new value '{new}'."
+        )
+
+
 class FlushError(MetalakeError):
     """Queued run flushes could not be committed; they are retried at the next flush or wait, under their keys."""
 

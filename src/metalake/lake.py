@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from metalake.quality import Quality
     from metalake.registry import Registry
     from metalake.tracking import Runs
+    from metalake.tracking.experiments import Experiments
     from metalake.tracking.sync import SyncReport
 
 __all__ = ["Commit", "Lake", "connect", "default_actor"]
@@ -195,6 +196,14 @@ class Lake:
         from metalake.tracking import Runs
 
         return Runs(self._tables, datasets=self.datasets)
+
+    @cached_property
+    def experiments(self) -> Experiments:
+        """Experiments with ids, tags and a lifecycle: `lake.experiments.list()`, `get`, `by_name`, `create`,
+        `rename`, `delete`, `restore`, `set_tag` (what MLflow clients need of them)."""
+        from metalake.tracking.experiments import Experiments
+
+        return Experiments(self._tables)
 
     @cached_property
     def registry(self) -> Registry:

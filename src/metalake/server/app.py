@@ -50,6 +50,7 @@ def create_app(
     from metalake.server.api import Api
     from metalake.server.auth import Authenticator
     from metalake.server.middleware import BodyLimit, Idempotency
+    from metalake.server.mlflow import add_mlflow_routes
     from metalake.server.models import Health
     from metalake.server.routes.catalog import add_catalog_routes
     from metalake.server.routes.datasets import add_dataset_routes
@@ -90,6 +91,7 @@ def create_app(
     add_registry_routes(api)
     add_dataset_routes(api, data_roots=tuple(Path(root).resolve() for root in data_roots))
     add_deployment_routes(api)
+    add_mlflow_routes(api)
 
     @app.get("/api/v1/health", response_model=Health, tags=["public"])
     def health(request: Request, response: Response) -> Health:
@@ -126,15 +128,20 @@ API_DESCRIPTION = """The metalake REST API: every kind of ML metadata in the lak
 
 def add_error_handlers(app: "FastAPI") -> None:
     """Every refusal as `{"error": {"code", "message", "details"}}`, with its status; never a traceback."""
+    from fastapi import Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException
 
     from metalake.server.api import NotModified
     from metalake.server.http import error_body, error_details, status_for
+    from metalake.server.mlflow.protocol import error_response as mlflow_error_response
+    from metalake.server.mlflow.protocol import is_mlflow_path, mlflow_code
 
     @app.exception_handler(MetalakeError)
-    async def metalake_error(_: Any, error: MetalakeError) -> JSONResponse:
+    async def metalake_error(request: Request, error: MetalakeError) -> Response:
+        if is_mlflow_path(request.url.path):  # MLflow clients read MLflow's error body
+            return mlflow_error_response(mlflow_code(error), str(error))
         return JSONResponse(error_body(error.code, str(error), error_details(error)), status_for(error))
 
     @app.exception_handler(NotModified)
@@ -156,7 +163,12 @@ def add_error_handlers(app: "FastAPI") -> None:
         return JSONResponse(error_body("invalid_request", message, {"problems": problems[:50]}), 400)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Any, error: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        if is_mlflow_path(request.url.path) and error.status_code in (404, 405):
+            return mlflow_error_response(
+                "ENDPOINT_NOT_FOUND",
+                f"metalake does not serve {request.method} {request.url.path} of MLflow's API.",
+            )
         code = {404: "endpoint_not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         message = str(error.detail)
         if error.status_code == 404:
@@ -164,13 +176,15 @@ def add_error_handlers(app: "FastAPI") -> None:
         return JSONResponse(error_body(code, message), error.status_code, headers=error.headers)
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Any, error: Exception) -> JSONResponse:
+    async def unexpected(request: Request, error: Exception) -> Response:
         import logging
 
         logging.getLogger("metalake.server").exception("unexpected error", exc_info=error)
         message = (
             f"The server failed on this request ({type(error).__name__}); the server log has the details."
         )
+        if is_mlflow_path(request.url.path):
+            return mlflow_error_response("INTERNAL_ERROR", message)
         return JSONResponse(error_body("internal_error", message), 500)
 
 

@@ -4,28 +4,38 @@ The REST API (and the MLflow-compatible endpoints) call these. Each write is one
 queue, so concurrent requests share group commits, and it returns once committed. A client's idempotency key names
 the flush (and the run, at creation): a request sent again, even to a restarted server, writes nothing twice,
 because the Delta commit of each table carries the flush's key.
+
+`durable="journaled"` answers once the flush is in this process's journal (a memory copy), not once committed:
+a client that logs one point per request (MLflow's `log_metric` in a loop) is then not held to the commit rate,
+and the flush is committed with others moments later, or replayed from the journal if the process dies first.
+Reads in this process wait for queued flushes, so the client still reads its writes.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from metalake.core.ids import new_id
 from metalake.core.vocabulary import FINAL_RUN_STATUSES, RunStatus
-from metalake.errors import ContractError, MetalakeError, RunError, RunNotFound
+from metalake.errors import ContractError, MetalakeError, ParamValueChanged, RunError, RunNotFound
 from metalake.tracking.batches import EPOCH, ONE_MICROSECOND, MetricBuffer, key_values, metric_table
 from metalake.tracking.call_checks import MetricPointChecks, check_call
 from metalake.tracking.group_commit import METRICS_TABLE, RUNS_TABLE, QueuedFlush, queue_for
+from metalake.tracking.journal import journal_for
 
 if TYPE_CHECKING:
     from metalake.core.tables import Tables
 
 API_SOURCE = "api"  # runs created over HTTP: no heartbeat is expected from them, so they are never `lost`
 REFUSED = "Nothing of this request was written."
+Durable = Literal["committed", "journaled"]
+KNOWN_RUNS = 100_000  # run ids this process knows exist, so logging into them skips the look-up
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,10 @@ def create_run(
     parent_run_id: str | None = None,
     start_time: datetime | None = None,
     user: str | None = None,
+    command: str | None = None,
+    git_commit: str | None = None,
     idempotency_key: str | None = None,
+    durable: Durable = "committed",
 ) -> str:
     """Record a running run (and its tags) in one flush; returns its id."""
     if not isinstance(experiment, str) or not experiment:
@@ -72,6 +85,8 @@ def create_run(
         "event_time": started,
         "parent_run_id": parent_run_id,
         "user": user,
+        "command": command,
+        "git_commit": git_commit,
         "source": API_SOURCE,
     }
     check_call(tables, RUNS_TABLE, "create run", [event], outcome=REFUSED)
@@ -79,7 +94,8 @@ def create_run(
     if tags:
         check_call(tables, "run_tags", "create run", _pairs(tags), outcome=REFUSED)
         batches["run_tags"] = key_values(run_id, dict(tags))
-    _commit(tables, run_id, f"{run_id}:api:create", batches, idempotency_key is not None)
+    _commit(tables, run_id, f"{run_id}:api:create", batches, idempotency_key is not None, durable=durable)
+    _remember(tables, run_id)
     return run_id
 
 
@@ -91,12 +107,21 @@ def log_batch(
     tags: Mapping[str, str] | None = None,
     metrics: Sequence[MetricPoint] = (),
     idempotency_key: str | None = None,
+    durable: Durable = "committed",
 ) -> int:
-    """Log params, tags and metric points into an existing run in one flush; returns the points written."""
-    current_run(tables, run_id)
+    """Log params, tags and metric points into an existing run in one flush; returns the points written.
+
+    A param is fixed once logged: the same value again is fine, another value is refused (ParamValueChanged).
+    """
+    if not _known(tables, run_id):
+        if current_run(tables, run_id)["deleted"]:
+            raise RunError(f"The run {run_id} must be in the 'active' state. Current state is deleted.")
+        _remember(tables, run_id)
     batches: dict[str, Any] = {}
     if params:
         check_call(tables, "params", "log", _pairs(params), outcome=REFUSED)
+        params = _new_params(tables, run_id, params)
+    if params:
         batches["params"] = key_values(run_id, dict(params))
     if tags:
         check_call(tables, "run_tags", "log", _pairs(tags), outcome=REFUSED)
@@ -116,7 +141,9 @@ def log_batch(
     if not batches:
         return 0
     flush_id = f"{run_id}:api:{idempotency_key or new_id()}"
-    _commit(tables, run_id, flush_id, batches, idempotency_key is not None, points=len(metrics))
+    _commit(
+        tables, run_id, flush_id, batches, idempotency_key is not None, points=len(metrics), durable=durable
+    )
     return len(metrics)
 
 
@@ -127,6 +154,7 @@ def end_run(
     status: RunStatus = "finished",
     end_time: datetime | None = None,
     idempotency_key: str | None = None,
+    durable: Durable = "committed",
 ) -> RunStatus:
     """Record the run's end (finished, failed or killed) in one flush."""
     if status not in FINAL_RUN_STATUSES:
@@ -147,39 +175,151 @@ def end_run(
         "source": current["source"],
     }
     check_call(tables, RUNS_TABLE, "end run", [event], outcome=REFUSED)
-    _commit(tables, run_id, f"{run_id}:api:{key}:end", {RUNS_TABLE: [event]}, idempotency_key is not None)
+    _commit(
+        tables,
+        run_id,
+        f"{run_id}:api:{key}:end",
+        {RUNS_TABLE: [event]},
+        idempotency_key is not None,
+        durable=durable,
+    )
     return status
 
 
-def current_run(tables: Tables, run_id: str) -> dict[str, Any]:
-    """The run's latest state (experiment, name, start time, parent, source); RunNotFound if there is none."""
+def update_run(
+    tables: Tables,
+    run_id: str,
+    *,
+    name: str | None = None,
+    deleted: bool | None = None,
+    durable: Durable = "committed",
+) -> None:
+    """Rename a run, or delete or restore it (MLflow's lifecycle): one run event that keeps its status."""
+    current = current_run(tables, run_id)
+    change = "rename" if deleted is None else ("delete" if deleted else "restore")
+    moment = datetime.now(UTC)
+    event = {
+        "event_id": f"{run_id}:api:{new_id()}:{change}",
+        "run_id": run_id,
+        "experiment": current["experiment"],
+        "name": name if name is not None else current["name"],
+        "status": current["status"],
+        "start_time": current["start_time"],
+        "end_time": current["end_time"],
+        "event_time": max(moment, current["last_event_time"]),  # the latest event: it carries the change
+        "parent_run_id": current["parent_run_id"],
+        "source": current["source"],
+        "deleted": deleted,
+    }
+    check_call(tables, RUNS_TABLE, f"{change} run", [event], outcome=REFUSED)
+    _commit(tables, run_id, event["event_id"], {RUNS_TABLE: [event]}, False, durable=durable)
+    if deleted:
+        _forget(tables, run_id)
+
+
+def delete_tag(tables: Tables, run_id: str, key: str, *, durable: Durable = "committed") -> None:
+    """Delete a run's tag: a row that marks the key deleted (history keeps the value it had)."""
     rows = tables.sql(
-        "select experiment, name, start_time, parent_run_id, source from runs_current where run_id = ?",
+        'select "value", coalesce(deleted, false) from run_tags where run_id = ? and "key" = ? '
+        "order by recorded_at desc limit 1",
+        [run_id, key],
+    ).fetchall()
+    if not rows or rows[0][1]:
+        current_run(tables, run_id)
+        raise RunError(f"No tag with name: {key} in run with id {run_id}.")
+    row = {"run_id": run_id, "key": key, "value": rows[0][0], "deleted": True}
+    _commit(tables, run_id, f"{run_id}:api:{new_id()}:untag", {"run_tags": [row]}, False, durable=durable)
+
+
+def log_inputs(
+    tables: Tables, run_id: str, inputs: Sequence[Mapping[str, Any]], *, durable: Durable = "committed"
+) -> int:
+    """Record datasets a run read (`run_inputs` rows: dataset, version, path, context, digest)."""
+    current_run(tables, run_id)
+    rows = [{"run_id": run_id, **dict(given)} for given in inputs]
+    if not rows:
+        return 0
+    check_call(tables, "run_inputs", "log inputs", rows, outcome=REFUSED)
+    _commit(tables, run_id, f"{run_id}:api:{new_id()}:inputs", {"run_inputs": rows}, False, durable=durable)
+    return len(rows)
+
+
+def current_run(tables: Tables, run_id: str) -> dict[str, Any]:
+    """The run's latest state (experiment, name, status as recorded, times, parent, source, deleted);
+    RunNotFound if there is none."""
+    rows = tables.sql(
+        "select experiment, name, status, start_time, end_time, last_event_time, parent_run_id, source, "
+        "deleted from run_states where run_id = ?",
         [run_id],
     ).fetchall()
     if not rows:
         raise RunNotFound(run_id)
-    experiment, name, start_time, parent_run_id, source = rows[0]
-    return {
-        "experiment": experiment,
-        "name": name,
-        "start_time": start_time,
-        "parent_run_id": parent_run_id,
-        "source": source,
-    }
+    columns = (
+        "experiment", "name", "status", "start_time", "end_time", "last_event_time", "parent_run_id",
+        "source", "deleted",
+    )  # fmt: skip
+    return dict(zip(columns, rows[0], strict=True))
+
+
+def _new_params(tables: Tables, run_id: str, params: Mapping[str, str]) -> dict[str, str]:
+    """The params not logged yet; ParamValueChanged when one was logged with another value."""
+    placeholders = ", ".join("?" for _ in params)
+    logged = dict(
+        tables.sql(
+            f'select "key", arg_max("value", recorded_at) from params where run_id = ? '
+            f'and "key" in ({placeholders}) group by "key"',
+            [run_id, *params],
+        ).fetchall()
+    )
+    for key, value in params.items():
+        if key in logged and logged[key] != value:
+            raise ParamValueChanged(run_id, key, logged[key], value)
+    return {key: value for key, value in params.items() if key not in logged}
 
 
 def _pairs(values: Mapping[str, str]) -> list[dict[str, Any]]:
     return [{"key": key, "value": value} for key, value in values.items()]
 
 
+_known_runs: OrderedDict[tuple[str, str], None] = OrderedDict()
+_known_lock = threading.Lock()
+
+
+def _known(tables: Tables, run_id: str) -> bool:
+    return tables.moment is None and (tables.location.uri, run_id) in _known_runs
+
+
+def _remember(tables: Tables, run_id: str) -> None:
+    with _known_lock:
+        _known_runs[(tables.location.uri, run_id)] = None
+        while len(_known_runs) > KNOWN_RUNS:
+            _known_runs.popitem(last=False)
+
+
+def _forget(tables: Tables, run_id: str) -> None:
+    with _known_lock:
+        _known_runs.pop((tables.location.uri, run_id), None)
+
+
 def _commit(
-    tables: Tables, run_id: str, flush_id: str, batches: dict[str, Any], keyed: bool, *, points: int = 0
+    tables: Tables,
+    run_id: str,
+    flush_id: str,
+    batches: dict[str, Any],
+    keyed: bool,
+    *,
+    points: int = 0,
+    durable: Durable = "committed",
 ) -> None:
-    """One flush through the commit queue, waited for; a contract refusal is raised as itself."""
+    """One flush through the commit queue, waited for (or only journaled); a contract refusal raises itself."""
     queue = queue_for(tables)
     # A client's key may have been committed before (a retry): the commit then checks it and skips.
     flush = QueuedFlush(flush_id, run_id, batches, points, attempts=1 if keyed else 0)
+    journal = journal_for(tables.location.uri) if durable == "journaled" else None
+    if journal is not None:
+        journal.record(flush)  # the acknowledgement: a process that dies now leaves it for the next one
+        queue.submit(flush)
+        return
     queue.submit(flush)
     try:
         queue.wait([flush])

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from metalake.core.tables import Tables
     from metalake.core.vocabulary import RunStatus
     from metalake.datasets.datasets import Datasets
-    from metalake.tracking.remote import MetricPoint
+    from metalake.tracking.experiments import Lifecycle
+    from metalake.tracking.remote import Durable, MetricPoint
     from metalake.tracking.sync import SyncReport
 
 
@@ -160,9 +161,13 @@ class Runs:
         parent_run_id: str | None = None,
         start_time: datetime | None = None,
         user: str | None = None,
+        command: str | None = None,
+        git_commit: str | None = None,
         idempotency_key: str | None = None,
+        durable: Durable = "committed",
     ) -> str:
-        """Record a running run for a client that logs by requests; returns its id once committed.
+        """Record a running run for a client that logs by requests; returns its id once committed (or only
+        journaled, with `durable="journaled"`: see tracking/remote.py).
 
         Such runs send no heartbeat, so they are never shown `lost`. With an `idempotency_key`, the run id is
         named by the key: the same request sent again creates nothing new and answers the same id.
@@ -177,7 +182,10 @@ class Runs:
             parent_run_id=parent_run_id,
             start_time=start_time,
             user=user,
+            command=command,
+            git_commit=git_commit,
             idempotency_key=idempotency_key,
+            durable=durable,
         )
 
     def log_batch(
@@ -188,13 +196,20 @@ class Runs:
         tags: Mapping[str, str] | None = None,
         metrics: Sequence[MetricPoint] = (),
         idempotency_key: str | None = None,
+        durable: Durable = "committed",
     ) -> int:
         """Log params, tags and metric points into an existing run in one commit (shared with concurrent
         callers); returns the number of points. A contract refusal raises ContractError and writes nothing."""
         from metalake.tracking.remote import log_batch
 
         return log_batch(
-            self._tables, run_id, params=params, tags=tags, metrics=metrics, idempotency_key=idempotency_key
+            self._tables,
+            run_id,
+            params=params,
+            tags=tags,
+            metrics=metrics,
+            idempotency_key=idempotency_key,
+            durable=durable,
         )
 
     def end(
@@ -204,13 +219,51 @@ class Runs:
         *,
         end_time: datetime | None = None,
         idempotency_key: str | None = None,
+        durable: Durable = "committed",
     ) -> str:
         """Record that a run logged by requests ended (finished, failed or killed)."""
         from metalake.tracking.remote import end_run
 
         return end_run(
-            self._tables, run_id, status=status, end_time=end_time, idempotency_key=idempotency_key
+            self._tables,
+            run_id,
+            status=status,
+            end_time=end_time,
+            idempotency_key=idempotency_key,
+            durable=durable,
         )
+
+    def rename(self, run_id: str, name: str, *, durable: Durable = "committed") -> None:
+        """Give a run another name (a run event; its status and history stay)."""
+        from metalake.tracking.remote import update_run
+
+        update_run(self._tables, self.resolve_id(run_id), name=name, durable=durable)
+
+    def delete(self, run_id: str, *, durable: Durable = "committed") -> None:
+        """Mark a run deleted: searches leave it out unless asked (`lifecycle=`); nothing is erased."""
+        from metalake.tracking.remote import update_run
+
+        update_run(self._tables, self.resolve_id(run_id), deleted=True, durable=durable)
+
+    def restore(self, run_id: str, *, durable: Durable = "committed") -> None:
+        """Undo `delete`."""
+        from metalake.tracking.remote import update_run
+
+        update_run(self._tables, self.resolve_id(run_id), deleted=False, durable=durable)
+
+    def delete_tag(self, run_id: str, key: str, *, durable: Durable = "committed") -> None:
+        """Remove a tag from a run (history keeps it); RunError if the run has no such tag."""
+        from metalake.tracking.remote import delete_tag
+
+        delete_tag(self._tables, self.resolve_id(run_id), key, durable=durable)
+
+    def log_inputs(
+        self, run_id: str, inputs: Sequence[Mapping[str, Any]], *, durable: Durable = "committed"
+    ) -> int:
+        """Record datasets a run read, as `run_inputs` rows (dataset, version, path, context, digest)."""
+        from metalake.tracking.remote import log_inputs
+
+        return log_inputs(self._tables, self.resolve_id(run_id), inputs, durable=durable)
 
     def archive(self, run_ids: str | list[str], *, reason: str = "archived") -> None:
         """Mark runs archived: `metalake maintain --metric-history-days N` may then drop their raw points.
@@ -247,6 +300,8 @@ class Runs:
         where: str | None = None,
         order_by: str | list[str] | None = None,
         limit: int | None = None,
+        *,
+        lifecycle: Lifecycle = "active",
     ) -> pl.DataFrame:
         """Runs as a polars DataFrame: one row per run, `params.K`, `tags.K` and `metrics.K` (last value) columns.
 
@@ -254,13 +309,19 @@ class Runs:
         parentheses, IN (...), BETWEEN x AND y, IS [NOT] NULL, LIKE, and a metric's range as `metrics.loss.min`,
         `.max`, `.mean`, `.count` (a logged metric named `loss.min` wins; metrics.`loss`.min is always the minimum
         of `loss`, metrics.`loss.min` always the metric). `order_by` is e.g. `"metrics.val_auc desc"` (or a list
-        of such). Newest runs come first by default. Unknown names and unreadable expressions raise QueryError
+        of such). Newest runs come first by default. Deleted runs are left out; `lifecycle="deleted"` shows only
+        them, `"all"` both. Unknown names and unreadable expressions raise QueryError
         with a caret under the mistake, saying what is known.
         """
         from metalake.tracking.search import search_runs
 
         found = search_runs(
-            self.table_cache, experiment=experiment, where=where, order_by=order_by, limit=limit
+            self.table_cache,
+            experiment=experiment,
+            where=where,
+            order_by=order_by,
+            limit=limit,
+            lifecycle=lifecycle,
         )
         if experiment and found.is_empty():  # a typo answers "did you mean", a known name an empty frame
             known = self.experiments()

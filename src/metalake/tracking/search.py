@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from metalake.core.tables import Tables
+    from metalake.tracking.experiments import Lifecycle
 
 METRIC_STATS = ("last", "min", "max", "mean", "count")
 SUMMARY_STATS = METRIC_STATS[1:]  # "last" is the metric's own column
@@ -30,13 +31,16 @@ def run_table(tables: Tables, experiment: str | None) -> pl.DataFrame:
 
     scope = "where experiment = ?" if experiment else ""
     args = [experiment] if experiment else None
-    runs = tables.sql(f"select {', '.join(RUN_ATTRIBUTES)} from runs_current {scope}", args).pl()
+    runs = tables.sql(f"select {', '.join(RUN_ATTRIBUTES)}, deleted from runs_current {scope}", args).pl()
     in_scope = f"where run_id in (select run_id from runs_current {scope})"
     frame = runs
-    for table, prefix in (("params", "params."), ("run_tags", "tags.")):
+    for table, prefix, kept in (
+        ("params", "params.", ""),
+        ("run_tags", "tags.", "having not arg_max(coalesce(deleted, false), recorded_at)"),  # deleted tags
+    ):
         facts = tables.sql(
             f'select run_id, "key", arg_max("value", recorded_at) as "value" from {table} {in_scope} '
-            'group by run_id, "key"',
+            f'group by run_id, "key" {kept}',
             args,
         ).pl()
         frame = _join_pivot(frame, facts, "value", lambda key, p=prefix: f"{p}{key}")
@@ -79,6 +83,7 @@ def search_runs(
     where: str | None = None,
     order_by: str | Iterable[str] | None = None,
     limit: int | None = None,
+    lifecycle: Lifecycle = "active",
 ) -> pl.DataFrame:
     """Runs as a polars DataFrame, one row each; see `Runs.search` for the expression language."""
     import duckdb
@@ -87,9 +92,10 @@ def search_runs(
 
     frame = cache.wide_runs(experiment)
     columns = set(frame.columns)
-    clauses = []
+    kept = {"active": ["not deleted"], "deleted": ["deleted"], "all": []}[lifecycle]
     if where:
-        clauses.append(f"where {translate(where, columns)}")
+        kept.append(f"({translate(where, columns)})")
+    clauses = [f"where {' and '.join(kept)}"] if kept else []
     orders = [order_by] if isinstance(order_by, str) else list(order_by or [])
     if orders:
         clauses.append("order by " + ", ".join(translate_order(item, columns) for item in orders))
@@ -112,7 +118,8 @@ def search_runs(
     finally:
         cursor.close()
     asked = set(referenced_columns(where, orders, columns))  # a range filtered or sorted by stays in view
-    return result.drop([c for c in result.columns if is_summary_column(c) and c not in asked])
+    hidden = [c for c in result.columns if is_summary_column(c) and c not in asked]
+    return result.drop([*hidden, *(["deleted"] if lifecycle == "active" else [])])
 
 
 def referenced_columns(
@@ -248,7 +255,9 @@ def current_state(events: list[dict[str, Any]], *, lost_before: datetime | None 
 
 
 def latest_values(rows: list[dict[str, Any]]) -> dict[str, str]:
-    return {row["key"]: row["value"] for row in sorted(rows, key=lambda row: row["recorded_at"])}
+    """Each key's latest value; a key whose latest row deletes it (run tags) is left out."""
+    latest = {row["key"]: row for row in sorted(rows, key=lambda row: row["recorded_at"])}
+    return {key: row["value"] for key, row in latest.items() if not row.get("deleted")}
 
 
 def without_run_id(row: dict[str, Any]) -> dict[str, Any]:

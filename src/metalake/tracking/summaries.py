@@ -43,6 +43,7 @@ def combine_summaries(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             row["key"], {"min_value": row["min_value"], "max_value": row["max_value"], "sum": 0.0, "count": 0}
         )
         summary["last_value"], summary["last_step"] = row["last_value"], row["last_step"]
+        summary["last_timestamp"] = row["last_timestamp"]
         summary["min_value"] = min(summary["min_value"], row["min_value"])
         summary["max_value"] = max(summary["max_value"], row["max_value"])
         summary["sum"] += row["sum_value"]
@@ -51,6 +52,7 @@ def combine_summaries(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         key: {
             "last_value": value["last_value"],
             "last_step": value["last_step"],
+            "last_timestamp": value["last_timestamp"],
             "min_value": value["min_value"],
             "max_value": value["max_value"],
             "mean_value": value["sum"] / value["count"],

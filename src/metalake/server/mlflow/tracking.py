@@ -1,0 +1,395 @@
+"""MLflow's tracking API over the lake: experiments, runs, their params, tags, metrics and dataset inputs.
+
+Writes call `lake.experiments` and `lake.runs` (the one write path). Logging calls (log-metric, log-batch,
+log-parameter, set-tag) answer once the flush is journaled and share group commits with concurrent requests;
+creating and ending a run answer once committed. A run id MLflow clients get back is the lake's run id.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from metalake.errors import ExperimentNotFound, RunNotFound
+from metalake.server.mlflow.entities import (
+    EPOCH,
+    GIT_COMMIT_TAG,
+    PARENT_RUN_TAG,
+    RUN_NAME_TAG,
+    SOURCE_NAME_TAG,
+    USER_TAG,
+    dataset_input_in,
+    experiment_out,
+    from_millis,
+    page_offset,
+    page_token,
+    run_out,
+    run_status_in,
+)
+from metalake.server.mlflow.experiment_search import search_experiments
+from metalake.server.mlflow.metrics import add_metric_routes
+from metalake.server.mlflow.protocol import Call, MlflowError, MlflowRoutes, integer_in, number_in
+from metalake.tracking.remote import Durable, MetricPoint
+
+if TYPE_CHECKING:
+    from metalake.lake import Lake
+    from metalake.tracking.experiments import Experiment
+
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limits (mlflow/utils/validation.py)
+MAX_PARAMS_TAGS_PER_BATCH = 100
+MAX_ENTITIES_PER_BATCH = 1000
+MAX_RUNS_PER_SEARCH = 50_000
+DEFAULT_RUNS_PER_SEARCH = 1_000
+VIEW_TYPES = {"ACTIVE_ONLY": "active", "DELETED_ONLY": "deleted", "ALL": "all"}
+LOGGED: Durable = "journaled"  # logging calls answer once journaled (see tracking/remote.py)
+
+
+def experiment_of(lake: Lake, experiment_id: str) -> Experiment:
+    try:
+        return lake.experiments.get(experiment_id)
+    except ExperimentNotFound:
+        raise MlflowError(
+            f"No Experiment with id={experiment_id} exists", "RESOURCE_DOES_NOT_EXIST"
+        ) from None
+
+
+def active_experiment(lake: Lake, experiment_id: str) -> Experiment:
+    experiment = experiment_of(lake, experiment_id)
+    if experiment.deleted:
+        raise MlflowError(
+            f"The experiment {experiment_id} must be in the 'active' state. Current state is deleted."
+        )
+    return experiment
+
+
+def run_id_of(call: Call) -> str:
+    """The run a request names (`run_id`, or the older `run_uuid`), as the lake knows it."""
+    given = call.optional_text("run_id") or call.optional_text("run_uuid")
+    if given is None:
+        raise MlflowError("Missing value for required parameter 'run_id'.")
+    try:
+        return call.lake.runs.resolve_id(given)
+    except RunNotFound:
+        raise MlflowError(f"Run with id={given} not found", "RESOURCE_DOES_NOT_EXIST") from None
+
+
+def active_run_id(call: Call) -> str:
+    run_id = run_id_of(call)
+    if call.lake.runs.get(run_id).info.get("deleted"):
+        raise MlflowError(f"The run {run_id} must be in the 'active' state. Current state is deleted.")
+    return run_id
+
+
+def logged_run_id(call: Call) -> str:
+    """The run a logging call names, as given: `lake.runs.log_batch` checks it exists and is active, once
+    per run and process, so logging point by point reads nothing (a read would wait for queued commits)."""
+    given = call.optional_text("run_id") or call.optional_text("run_uuid")
+    if given is None:
+        raise MlflowError("Missing value for required parameter 'run_id'.")
+    return given
+
+
+def mlflow_run(lake: Lake, run_id: str) -> dict[str, Any]:
+    details = lake.runs.get(run_id)
+    return run_out(details, lake.experiments.id_of(details.info["experiment"]))
+
+
+def add_tracking_routes(routes: MlflowRoutes) -> None:
+    add_experiment_routes(routes)
+    add_run_routes(routes)
+    add_metric_routes(routes)
+
+
+def add_experiment_routes(routes: MlflowRoutes) -> None:
+    route = routes.route
+
+    @route("POST", "experiments/create", action="write", securable="experiment:*")
+    def create_experiment(call: Call) -> dict[str, Any]:
+        tags = call.key_values("tags")
+        created = call.lake.experiments.create(
+            call.text("name"),
+            tags=tags,
+            artifact_location=call.optional_text("artifact_location"),
+            actor=call.actor,
+        )
+        return {"experiment_id": created.experiment_id}
+
+    @route("GET", "experiments/get", action="read", securable="experiment:*")
+    def get_experiment(call: Call) -> dict[str, Any]:
+        return {"experiment": experiment_out(experiment_of(call.lake, call.text("experiment_id")))}
+
+    @route("GET", "experiments/get-by-name", action="read", securable="experiment:*")
+    def get_experiment_by_name(call: Call) -> dict[str, Any]:
+        name = call.text("experiment_name")
+        try:
+            return {"experiment": experiment_out(call.lake.experiments.by_name(name))}
+        except ExperimentNotFound:
+            raise MlflowError(
+                f"Could not find experiment with name '{name}'", "RESOURCE_DOES_NOT_EXIST"
+            ) from None
+
+    def search(call: Call) -> dict[str, Any]:
+        return search_experiments(call)
+
+    route("GET", "experiments/search", action="read", securable="experiment:*")(search)
+    route("POST", "experiments/search", action="read", securable="experiment:*")(search)
+
+    @route("POST", "experiments/update", action="write", securable="experiment:*")
+    def update_experiment(call: Call) -> dict[str, Any]:
+        experiment_id = call.text("experiment_id")
+        experiment_of(call.lake, experiment_id)
+        new_name = call.optional_text("new_name")
+        if new_name is not None:
+            call.lake.experiments.rename(experiment_id, new_name, actor=call.actor)
+        return {}
+
+    @route("POST", "experiments/delete", action="write", securable="experiment:*")
+    def delete_experiment(call: Call) -> dict[str, Any]:
+        experiment_id = call.text("experiment_id")
+        experiment_of(call.lake, experiment_id)
+        call.lake.experiments.delete(experiment_id, actor=call.actor)
+        return {}
+
+    @route("POST", "experiments/restore", action="write", securable="experiment:*")
+    def restore_experiment(call: Call) -> dict[str, Any]:
+        experiment_id = call.text("experiment_id")
+        experiment_of(call.lake, experiment_id)
+        call.lake.experiments.restore(experiment_id, actor=call.actor)
+        return {}
+
+    @route("POST", "experiments/set-experiment-tag", action="write", securable="experiment:*")
+    def set_experiment_tag(call: Call) -> dict[str, Any]:
+        experiment_id = call.text("experiment_id")
+        active_experiment(call.lake, experiment_id)
+        value = call.fields.get("value")
+        call.lake.experiments.set_tag(
+            experiment_id, call.text("key"), "" if value is None else str(value), actor=call.actor
+        )
+        return {}
+
+    @route("POST", "experiments/delete-experiment-tag", action="write", securable="experiment:*")
+    def delete_experiment_tag(call: Call) -> dict[str, Any]:
+        experiment_id = call.text("experiment_id")
+        active_experiment(call.lake, experiment_id)
+        try:
+            call.lake.experiments.delete_tag(experiment_id, call.text("key"), actor=call.actor)
+        except ExperimentNotFound as error:
+            raise MlflowError(str(error), "RESOURCE_DOES_NOT_EXIST") from None
+        return {}
+
+
+def add_run_routes(routes: MlflowRoutes) -> None:
+    route = routes.route
+
+    @route("POST", "runs/create", action="write", securable="experiment:*")
+    def create_run(call: Call) -> dict[str, Any]:
+        lake = call.lake
+        experiment = active_experiment(lake, call.optional_text("experiment_id") or "0")
+        tags = call.key_values("tags")
+        name = call.optional_text("run_name") or tags.get(RUN_NAME_TAG)
+        user = call.optional_text("user_id") or tags.get(USER_TAG) or call.actor
+        parent = tags.get(PARENT_RUN_TAG)
+        if parent is not None:
+            try:
+                parent = lake.runs.resolve_id(parent)
+            except RunNotFound:
+                raise MlflowError(
+                    f"Parent run with id={parent} not found", "RESOURCE_DOES_NOT_EXIST"
+                ) from None
+        name = name or f"run-{secrets.token_hex(4)}"  # MLflow names every run; the tag and the field agree
+        run_id = lake.runs.create(
+            experiment.name,
+            name,
+            tags={**tags, RUN_NAME_TAG: name, USER_TAG: user},
+            parent_run_id=parent,
+            start_time=from_millis(call.integer("start_time")),
+            user=user,
+            command=tags.get(SOURCE_NAME_TAG),
+            git_commit=tags.get(GIT_COMMIT_TAG),
+        )
+        return {"run": run_out(lake.runs.get(run_id), experiment.experiment_id)}
+
+    @route("GET", "runs/get", action="read", securable="run:*")
+    def get_run(call: Call) -> dict[str, Any]:
+        return {"run": mlflow_run(call.lake, run_id_of(call))}
+
+    @route("POST", "runs/update", action="write", securable="run:*")
+    def update_run(call: Call) -> dict[str, Any]:
+        lake, run_id = call.lake, active_run_id(call)
+        name = call.optional_text("run_name")
+        if name is not None:
+            lake.runs.rename(run_id, name)
+            lake.runs.log_batch(run_id, tags={RUN_NAME_TAG: name}, durable=LOGGED)
+        status = call.optional_text("status")
+        if status is not None:
+            wanted = run_status_in(status)
+            end = from_millis(call.integer("end_time"))
+            if wanted in ("finished", "failed", "killed"):
+                lake.runs.end(run_id, wanted, end_time=end)  # type: ignore[arg-type]
+        return {"run_info": mlflow_run(lake, run_id)["info"]}
+
+    @route("POST", "runs/delete", action="write", securable="run:*")
+    def delete_run(call: Call) -> dict[str, Any]:
+        call.lake.runs.delete(run_id_of(call))
+        return {}
+
+    @route("POST", "runs/restore", action="write", securable="run:*")
+    def restore_run(call: Call) -> dict[str, Any]:
+        call.lake.runs.restore(run_id_of(call))
+        return {}
+
+    @route("POST", "runs/log-metric", action="write", securable="run:*")
+    def log_metric(call: Call) -> dict[str, Any]:
+        log(call, logged_run_id(call), metrics=[metric_point(call.fields)])
+        return {}
+
+    @route("POST", "runs/log-parameter", action="write", securable="run:*")
+    def log_parameter(call: Call) -> dict[str, Any]:
+        value = call.fields.get("value")
+        log(call, logged_run_id(call), params={call.text("key"): "" if value is None else str(value)})
+        return {}
+
+    @route("POST", "runs/set-tag", action="write", securable="run:*")
+    def set_tag(call: Call) -> dict[str, Any]:
+        value = call.fields.get("value")
+        log(call, logged_run_id(call), tags={call.text("key"): "" if value is None else str(value)})
+        return {}
+
+    @route("POST", "runs/delete-tag", action="write", securable="run:*")
+    def delete_tag(call: Call) -> dict[str, Any]:
+        run_id, key = active_run_id(call), call.text("key")
+        if key not in call.lake.runs.get(run_id).tags:
+            raise MlflowError(f"No tag with name: {key} in run with id {run_id}", "RESOURCE_DOES_NOT_EXIST")
+        call.lake.runs.delete_tag(run_id, key, durable=LOGGED)
+        return {}
+
+    @route("POST", "runs/log-batch", action="write", securable="run:*")
+    def log_batch(call: Call) -> dict[str, Any]:
+        metrics, params, tags = call.objects("metrics"), call.objects("params"), call.objects("tags")
+        check_batch_limits(len(metrics), len(params), len(tags))
+        keys = [item.get("key") for item in params]
+        repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise MlflowError(
+                f"Duplicate parameter keys have been submitted: {repeated}. Please ensure the "
+                "request contains only one param value per param key."
+            )
+        log(
+            call,
+            logged_run_id(call),
+            params=call.key_values("params"),
+            tags=call.key_values("tags"),
+            metrics=[metric_point(item) for item in metrics],
+        )
+        return {}
+
+    @route("POST", "runs/log-inputs", action="write", securable="run:*")
+    def log_inputs(call: Call) -> dict[str, Any]:
+        run_id = active_run_id(call)
+        inputs = [dataset_input_in(item) for item in call.objects("datasets")]
+        call.lake.runs.log_inputs(run_id, inputs, durable=LOGGED)
+        return {}
+
+    @route("POST", "runs/search", action="read", securable="experiment:*")
+    def search_runs(call: Call) -> dict[str, Any]:
+        return search(call)
+
+
+def log(
+    call: Call,
+    run_id: str,
+    *,
+    params: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
+    metrics: list[Any] | None = None,
+) -> None:
+    """One logging call into the run; `mlflow.runName` set as a tag renames the run as MLflow does."""
+    lake = call.lake
+    if tags and RUN_NAME_TAG in tags:
+        lake.runs.rename(run_id, tags[RUN_NAME_TAG])
+    lake.runs.log_batch(run_id, params=params, tags=tags, metrics=metrics or (), durable=LOGGED)
+
+
+def metric_point(item: Mapping[str, Any]) -> MetricPoint:
+    """A `Metric` of a request -> the lake's point (MLflow's timestamp is required, in ms)."""
+    key = item.get("key")
+    if not isinstance(key, str) or not key:
+        raise MlflowError("Every metric needs a non-empty 'key'.")
+    if "value" not in item:
+        raise MlflowError(f"Metric '{key}' has no 'value'.")
+    value = number_in(f"value of metric '{key}'", item["value"])
+    timestamp = integer_in(f"timestamp of metric '{key}'", item.get("timestamp"))
+    if timestamp is None:
+        raise MlflowError(f"Missing value for required parameter 'timestamp' of metric '{key}'.")
+    step = integer_in(f"step of metric '{key}'", item.get("step"), 0) or 0
+    return MetricPoint(key, value, step, EPOCH + timedelta(milliseconds=timestamp))
+
+
+def check_batch_limits(metrics: int, params: int, tags: int) -> None:
+    for name, limit, length in (
+        ("metrics", MAX_METRICS_PER_BATCH, metrics),
+        ("params", MAX_PARAMS_TAGS_PER_BATCH, params),
+        ("tags", MAX_PARAMS_TAGS_PER_BATCH, tags),
+        ("entities", MAX_ENTITIES_PER_BATCH, metrics + params + tags),
+    ):
+        if length > limit:
+            raise MlflowError(
+                f"A batch logging request can contain at most {limit} {name}. Got {length} {name}. "
+                f"Please split up {name} across multiple requests and try again."
+            )
+
+
+def search(call: Call) -> dict[str, Any]:
+    """`runs/search`: MLflow's filter and order (server/mlflow/filters.py), paged by offset tokens."""
+    from metalake.server.mlflow.filters import plan_run_search
+
+    lake = call.lake
+    view = call.optional_text("run_view_type") or "ACTIVE_ONLY"
+    if view not in VIEW_TYPES:
+        raise MlflowError(f"Invalid run_view_type {view!r}: use one of {', '.join(VIEW_TYPES)}.")
+    size = call.integer("max_results", DEFAULT_RUNS_PER_SEARCH, minimum=1, maximum=MAX_RUNS_PER_SEARCH)
+    assert size is not None
+    offset = page_offset(call.optional_text("page_token"))
+    names = sorted(
+        {
+            name
+            for experiment_id in call.texts("experiment_ids")
+            for experiment in _experiments(lake, experiment_id)
+            for name in experiment.names
+        }
+    )
+    if not names:
+        return {"runs": []}
+    experiment = names[0] if len(names) == 1 else None
+    columns = set(lake.runs.table_cache.wide_runs(experiment).columns)
+    plan = plan_run_search(call.optional_text("filter"), call.texts("order_by"), known_columns=columns)
+    if plan.matches_nothing:
+        return {"runs": []}
+    clauses = [] if experiment else ["experiment in (" + ", ".join(_quoted(n) for n in names) + ")"]
+    if plan.where:
+        clauses.append(f"({plan.where})")
+    found = lake.runs.search(
+        experiment=experiment,
+        where=" and ".join(clauses) or None,
+        order_by=plan.order_by,
+        limit=offset + size + 1,
+        lifecycle=VIEW_TYPES[view],  # type: ignore[arg-type]
+    )
+    ids = found.get_column("run_id").to_list()[offset : offset + size + 1]
+    answer: dict[str, Any] = {"runs": [mlflow_run(lake, run_id) for run_id in ids[:size]]}
+    if len(ids) > size:
+        answer["next_page_token"] = page_token(offset + size)
+    return answer
+
+
+def _experiments(lake: Lake, experiment_id: str) -> list[Experiment]:
+    try:
+        return [lake.experiments.get(experiment_id)]
+    except ExperimentNotFound:
+        return []
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -1,0 +1,228 @@
+"""Experiments as things with an id, a lifecycle and tags (`lake.experiments`), for clients that need them.
+
+metalake names an experiment by its name (`runs.experiment`); MLflow clients name it by an id. An experiment's id
+is the one stored in its latest `experiments` row, else one derived from its name, so an experiment that only
+runs mention (logged with `lake.runs.start`) has a stable id too, the same in every process and after a restart.
+Renaming writes a row under the new name with the old id; the latest row of an id names the experiment, and
+runs logged under an older name still belong to it. Every change is a new row: nothing is updated in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from metalake.errors import ExperimentExists, ExperimentNotFound, RunError
+
+if TYPE_CHECKING:
+    from metalake.core.tables import Tables
+
+DEFAULT_EXPERIMENT = "Default"  # where MLflow clients log when they name no experiment
+DEFAULT_EXPERIMENT_ID = "0"
+Lifecycle = Literal["active", "deleted", "all"]
+OPERATION = "experiment"
+
+
+def experiment_id_for(name: str) -> str:
+    """The id an experiment gets from its name until a row stores one: digits, as MLflow's ids are."""
+    if name == DEFAULT_EXPERIMENT:
+        return DEFAULT_EXPERIMENT_ID
+    return str(int(hashlib.sha256(name.encode()).hexdigest()[:13], 16))
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment as it is now (or at the lake's moment)."""
+
+    experiment_id: str
+    name: str
+    description: str | None = None
+    owner: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    artifact_location: str | None = None
+    deleted: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    names: tuple[str, ...] = ()  # every name it had, the current one included: runs may carry any of them
+
+
+class Experiments:
+    """Create, find, rename, delete and restore experiments, and set their tags."""
+
+    def __init__(self, tables: Tables):
+        self._tables = tables
+
+    def list(self, *, lifecycle: Lifecycle = "active") -> list[Experiment]:
+        """Every experiment, by name: those with a row, those that runs name, and `Default`."""
+        found = _current(self._tables)
+        if lifecycle != "all":
+            found = [e for e in found if e.deleted == (lifecycle == "deleted")]
+        return sorted(found, key=lambda e: e.name)
+
+    def get(self, experiment_id: str) -> Experiment:
+        for experiment in _current(self._tables):
+            if experiment.experiment_id == experiment_id:
+                return experiment
+        raise ExperimentNotFound(f"id {experiment_id}", [])
+
+    def by_name(self, name: str) -> Experiment:
+        """The experiment that has this name now; one renamed away from it is not found by its old name."""
+        for experiment in _current(self._tables):
+            if experiment.name == name:
+                return experiment
+        raise ExperimentNotFound(name, [e.name for e in _current(self._tables)])
+
+    def id_of(self, name: str) -> str:
+        """The id of the experiment a run's `experiment` name belongs to (current or older name)."""
+        known = _current(self._tables)
+        for experiment in [e for e in known if e.name == name] + [e for e in known if name in e.names]:
+            return experiment.experiment_id
+        return experiment_id_for(name)
+
+    def create(
+        self,
+        name: str,
+        *,
+        tags: Mapping[str, str] | None = None,
+        artifact_location: str | None = None,
+        actor: str | None = None,
+    ) -> Experiment:
+        """A new experiment; ExperimentExists if one has the name (deleted ones too: restore it or rename)."""
+        if not isinstance(name, str) or not name.strip():
+            raise RunError("An experiment needs a non-empty name.")
+        known = _current(self._tables)
+        for experiment in known:
+            if experiment.name == name:
+                raise ExperimentExists(name, deleted=experiment.deleted)
+        taken = {experiment.experiment_id for experiment in known}
+        experiment_id, attempt = experiment_id_for(name), 0
+        while experiment_id in taken:  # the name was an experiment's before it was renamed
+            attempt += 1
+            experiment_id = experiment_id_for(f"{name}\0{attempt}")
+        row: dict[str, Any] = {
+            "experiment": name,
+            "experiment_id": experiment_id,
+            "tags": _tags_json(tags or {}),
+            "artifact_location": artifact_location,
+            "deleted": False,
+        }
+        self._write([row], actor, f"create experiment {name!r}")
+        return self.get(experiment_id)
+
+    def rename(self, experiment_id: str, new_name: str, *, actor: str | None = None) -> Experiment:
+        current = self.get(experiment_id)
+        if not isinstance(new_name, str) or not new_name.strip():
+            raise RunError("An experiment's new name must not be empty.")
+        if new_name == current.name:
+            return current
+        for experiment in _current(self._tables):
+            if experiment.name == new_name:
+                raise ExperimentExists(new_name, deleted=experiment.deleted)
+        self._write([_row(current, experiment=new_name)], actor, f"rename experiment {current.name!r}")
+        return self.get(experiment_id)
+
+    def delete(self, experiment_id: str, *, actor: str | None = None) -> None:
+        current = self.get(experiment_id)
+        if current.experiment_id == DEFAULT_EXPERIMENT_ID:
+            raise RunError("The Default experiment (id 0) cannot be deleted.")
+        self._write([_row(current, deleted=True)], actor, f"delete experiment {current.name!r}")
+
+    def restore(self, experiment_id: str, *, actor: str | None = None) -> None:
+        current = self.get(experiment_id)
+        self._write([_row(current, deleted=False)], actor, f"restore experiment {current.name!r}")
+
+    def set_tag(self, experiment_id: str, key: str, value: str, *, actor: str | None = None) -> None:
+        current = self.get(experiment_id)
+        if not isinstance(key, str) or not key:
+            raise RunError("An experiment tag needs a non-empty key.")
+        tags = {**current.tags, key: str(value)}
+        self._write([_row(current, tags=_tags_json(tags))], actor, f"tag experiment {current.name!r}")
+
+    def delete_tag(self, experiment_id: str, key: str, *, actor: str | None = None) -> None:
+        current = self.get(experiment_id)
+        if key not in current.tags:
+            raise ExperimentNotFound(f"tag {key!r} of experiment {current.name!r}", sorted(current.tags))
+        tags = {k: v for k, v in current.tags.items() if k != key}
+        self._write([_row(current, tags=_tags_json(tags))], actor, f"untag experiment {current.name!r}")
+
+    def _write(self, rows: Sequence[Mapping[str, Any]], actor: str | None, reason: str) -> None:
+        self._tables.append("experiments", rows, actor=actor, reason=reason, operation=OPERATION)
+
+
+def _row(current: Experiment, **changes: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "experiment": current.name,
+        "experiment_id": current.experiment_id,
+        "description": current.description,
+        "owner": current.owner,
+        "tags": _tags_json(current.tags),
+        "artifact_location": current.artifact_location,
+        "deleted": current.deleted,
+    }
+    row.update(changes)
+    return row
+
+
+def _tags_json(tags: Mapping[str, str]) -> str | None:
+    return json.dumps(dict(tags), sort_keys=True) if tags else None
+
+
+def _current(tables: Tables) -> list[Experiment]:
+    """The experiments at the lake's moment: the latest row of each id, plus experiments only runs name."""
+    rows = tables.sql(
+        "select experiment, experiment_id, description, owner, tags, artifact_location, deleted, recorded_at "
+        "from experiments order by recorded_at"
+    ).fetchall()
+    by_id: dict[str, dict[str, Any]] = {}
+    for name, stored_id, description, owner, tags, location, deleted, recorded_at in rows:
+        experiment_id = stored_id or experiment_id_for(name)
+        known = by_id.setdefault(experiment_id, {"names": [], "created_at": recorded_at})
+        known.update(
+            name=name,
+            description=description,
+            owner=owner,
+            tags=_tags(tags),
+            artifact_location=location,
+            deleted=bool(deleted),
+            updated_at=recorded_at,
+        )
+        if name not in known["names"]:
+            known["names"].append(name)
+    named = {name for known in by_id.values() for name in known["names"]}
+    run_names = tables.sql(
+        "select experiment, min(start_time), max(last_event_time) from runs_current group by experiment"
+    ).fetchall()
+    for name, first, last in [(DEFAULT_EXPERIMENT, None, None), *run_names]:
+        if name in named:
+            continue
+        named.add(name)
+        by_id.setdefault(
+            experiment_id_for(name),
+            {"name": name, "names": [name], "created_at": first, "updated_at": last, "tags": {}},
+        )
+    return [
+        Experiment(
+            experiment_id=experiment_id,
+            name=known["name"],
+            description=known.get("description"),
+            owner=known.get("owner"),
+            tags=known.get("tags", {}),
+            artifact_location=known.get("artifact_location"),
+            deleted=known.get("deleted", False),
+            created_at=known.get("created_at"),
+            updated_at=known.get("updated_at"),
+            names=tuple(known["names"]),
+        )
+        for experiment_id, known in by_id.items()
+    ]
+
+
+def _tags(stored: Any) -> dict[str, str]:
+    if not stored:
+        return {}
+    loaded = json.loads(stored) if isinstance(stored, str) else stored
+    return {str(key): str(value) for key, value in dict(loaded).items()}
