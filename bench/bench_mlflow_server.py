@@ -58,7 +58,7 @@ def metalake_server(root: Path, workdir: Path) -> Server:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     command = [sys.executable, "-m", "metalake.cli", "--lake", str(root), "serve", "--port", str(port)]
     command += ["--spool", str(workdir / "spool")]
-    log = workdir / "metalake-serve.log"
+    log = workdir / "metalake-serve.log"  # read by exceptions_logged
     return start("metalake", command, env, log, "/api/v1/health", f"http://127.0.0.1:{port}")
 
 
@@ -74,7 +74,7 @@ def mlflow_server(workdir: Path) -> Server:
     ]
     command += ["--default-artifact-root", str(workdir / "artifacts"), "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", "1"]
-    log = workdir / "mlflow-server.log"
+    log = workdir / "mlflow-serve.log"
     return start(
         "mlflow", command, {**os.environ, **NO_TELEMETRY}, log, "/health", f"http://127.0.0.1:{port}"
     )
@@ -365,6 +365,7 @@ def main() -> None:
         figures.append(search)
         failed = {client.name: (client.failed, client.exceptions) for client in clients}
         sent = {client.name: client.sent for client in clients}
+        raised = {server.name: exceptions_logged(workdir / f"{server.name}-serve.log") for server in servers}
     finally:
         for client in clients:
             client.stop()
@@ -389,6 +390,7 @@ def main() -> None:
         f"{args.search_runs:,} runs of part 3 (not a figure): {loaded}.",
         *failed_requests(failed),
         *requests_made(sent),
+        *[f"- {name} server log, exceptions: {text}" for name, text in raised.items() if text],
     ]
     publish(
         "MLflow client against metalake serve and mlflow server (bench/bench_mlflow_server.py)",
@@ -423,6 +425,20 @@ def requests_made(sent: dict[str, Counter[str]]) -> list[str]:
         cells = ", ".join(f"`{kind}` {count:,}" for kind, count in counts.most_common())
         lines.append(f"- {name}: {cells}")
     return lines
+
+
+def exceptions_logged(log: Path) -> str:
+    """The last line of each traceback in a server's log (what a 500 was), counted."""
+    counts: Counter[str] = Counter()
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    for index, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            end = next(
+                (i for i in range(index + 1, len(lines)) if not lines[i].startswith((" ", "\t"))), None
+            )
+            if end is not None:
+                counts[lines[end][:200]] += 1
+    return ", ".join(f"`{line}` x{count}" for line, count in counts.most_common(5))
 
 
 def mlflow_version() -> str:
