@@ -666,3 +666,14 @@ class NotAuthorized(MetalakeError):
     """A principal asking the server for what it may not do (HTTP 403)."""
 
     code = "forbidden"
+
+
+class MlflowError(MetalakeError):
+    """A refusal that only MLflow's protocol has (a missing field, an endpoint's own rule), with MLflow's code
+    (`INVALID_PARAMETER_VALUE`, `RESOURCE_DOES_NOT_EXIST`, ...), answered to MLflow clients as MLflow would."""
+
+    code = "mlflow_error"
+
+    def __init__(self, message: str, error_code: str = "INVALID_PARAMETER_VALUE"):
+        self.error_code = error_code
+        super().__init__(message)

@@ -3,6 +3,8 @@ into the lake. Each module adds one part of MLflow's REST API; all of them call 
 
 from typing import TYPE_CHECKING
 
+__all__ = ["add_mlflow_routes"]
+
 if TYPE_CHECKING:
     from metalake.server.api import Api
 

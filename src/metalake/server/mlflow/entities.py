@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from metalake.server.mlflow.protocol import MlflowError, number_out
+from metalake.errors import MlflowError
+from metalake.server.mlflow.protocol import number_out
 
 if TYPE_CHECKING:
     from metalake.tracking.experiments import Experiment

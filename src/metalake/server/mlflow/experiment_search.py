@@ -11,8 +11,9 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from metalake.errors import MlflowError
 from metalake.server.mlflow.entities import experiment_out, millis, page_offset, page_token
-from metalake.server.mlflow.protocol import Call, MlflowError
+from metalake.server.mlflow.protocol import Call
 
 if TYPE_CHECKING:
     from metalake.tracking.experiments import Experiment

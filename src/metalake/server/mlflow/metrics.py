@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from metalake.errors import RunNotFound
+from metalake.errors import MlflowError, RunNotFound
 from metalake.server.mlflow.entities import millis, page_offset, page_token
-from metalake.server.mlflow.protocol import Call, MlflowError, MlflowRoutes, number_out
+from metalake.server.mlflow.protocol import Call, MlflowRoutes, number_out
 
 if TYPE_CHECKING:
     import polars as pl

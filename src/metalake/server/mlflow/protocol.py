@@ -19,6 +19,7 @@ from metalake.errors import (
     DeploymentNotFound,
     InvalidRequest,
     MetalakeError,
+    MlflowError,
     NameNotFound,
     NotAuthenticated,
     NotAuthorized,
@@ -71,16 +72,6 @@ _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (PolicyViolation, "INVALID_STATE"),
     (TransientError, "TEMPORARILY_UNAVAILABLE"),
 )
-
-
-class MlflowError(MetalakeError):
-    """A refusal that only MLflow's protocol has (a missing field, an endpoint-specific rule), with its code."""
-
-    code = "mlflow_error"
-
-    def __init__(self, message: str, error_code: str = "INVALID_PARAMETER_VALUE"):
-        self.error_code = error_code
-        super().__init__(message)
 
 
 def is_mlflow_path(path: str) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from metalake.errors import ExperimentNotFound, RunNotFound
+from metalake.errors import ExperimentNotFound, MlflowError, RunNotFound
 from metalake.server.mlflow.entities import (
     EPOCH,
     GIT_COMMIT_TAG,
@@ -30,7 +30,7 @@ from metalake.server.mlflow.entities import (
 )
 from metalake.server.mlflow.experiment_search import search_experiments
 from metalake.server.mlflow.metrics import add_metric_routes
-from metalake.server.mlflow.protocol import Call, MlflowError, MlflowRoutes, integer_in, number_in
+from metalake.server.mlflow.protocol import Call, MlflowRoutes, integer_in, number_in
 from metalake.tracking.remote import Durable, MetricPoint
 
 if TYPE_CHECKING:
