@@ -60,6 +60,7 @@ bench: $(VENV)/.installed-dev ## Run the benchmarks and append their figures to 
 	$(BIN)/python bench/bench_kpis.py
 	$(BIN)/python bench/bench_lineage.py
 	$(BIN)/python bench/bench_api.py
+	$(BIN)/python bench/bench_mlflow_server.py
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
