@@ -95,7 +95,8 @@ def create_run(
         check_call(tables, "run_tags", "create run", _pairs(tags), outcome=REFUSED)
         batches["run_tags"] = key_values(run_id, dict(tags))
     _commit(tables, run_id, f"{run_id}:api:create", batches, idempotency_key is not None, durable=durable)
-    _remember(tables, run_id)
+    state = {column: event.get(column) for column in STATE_COLUMNS}
+    _remember(tables, run_id, {**state, "end_time": None, "last_event_time": started, "deleted": False})
     return run_id
 
 
@@ -113,14 +114,13 @@ def log_batch(
 
     A param is fixed once logged: the same value again is fine, another value is refused (ParamValueChanged).
     """
-    if not _known(tables, run_id):
-        if current_run(tables, run_id)["deleted"]:
-            raise RunError(f"The run {run_id} must be in the 'active' state. Current state is deleted.")
-        _remember(tables, run_id)
+    state = run_state(tables, run_id)
+    if state["deleted"]:
+        raise RunError(f"The run {run_id} must be in the 'active' state. Current state is deleted.")
     batches: dict[str, Any] = {}
     if params:
         check_call(tables, "params", "log", _pairs(params), outcome=REFUSED)
-        params = _new_params(tables, run_id, params)
+        params = _new_params(state, run_id, params)
     if params:
         batches["params"] = key_values(run_id, dict(params))
     if tags:
@@ -159,7 +159,7 @@ def end_run(
     """Record the run's end (finished, failed or killed) in one flush."""
     if status not in FINAL_RUN_STATUSES:
         raise RunError(f"A run ends as one of {', '.join(sorted(FINAL_RUN_STATUSES))}, not {status!r}.")
-    current = current_run(tables, run_id)
+    current = run_state(tables, run_id)
     ended = end_time or datetime.now(UTC)
     key = idempotency_key or new_id()
     event = {
@@ -183,6 +183,7 @@ def end_run(
         idempotency_key is not None,
         durable=durable,
     )
+    current.update(status=status, end_time=ended, last_event_time=event["event_time"])
     return status
 
 
@@ -195,7 +196,7 @@ def update_run(
     durable: Durable = "committed",
 ) -> None:
     """Rename a run, or delete or restore it (MLflow's lifecycle): one run event that keeps its status."""
-    current = current_run(tables, run_id)
+    current = run_state(tables, run_id)
     change = "rename" if deleted is None else ("delete" if deleted else "restore")
     moment = datetime.now(UTC)
     event = {
@@ -213,8 +214,9 @@ def update_run(
     }
     check_call(tables, RUNS_TABLE, f"{change} run", [event], outcome=REFUSED)
     _commit(tables, run_id, event["event_id"], {RUNS_TABLE: [event]}, False, durable=durable)
-    if deleted:
-        _forget(tables, run_id)
+    current.update(name=event["name"], last_event_time=event["event_time"])
+    if deleted is not None:
+        current["deleted"] = deleted
 
 
 def delete_tag(tables: Tables, run_id: str, key: str, *, durable: Durable = "committed") -> None:
@@ -249,56 +251,71 @@ def current_run(tables: Tables, run_id: str) -> dict[str, Any]:
     RunNotFound if there is none."""
     rows = tables.sql(
         "select experiment, name, status, start_time, end_time, last_event_time, parent_run_id, source, "
-        "deleted from run_states where run_id = ?",
+        '"user", deleted from run_states where run_id = ?',
         [run_id],
     ).fetchall()
     if not rows:
         raise RunNotFound(run_id)
     columns = (
         "experiment", "name", "status", "start_time", "end_time", "last_event_time", "parent_run_id",
-        "source", "deleted",
+        "source", "user", "deleted",
     )  # fmt: skip
     return dict(zip(columns, rows[0], strict=True))
 
 
-def _new_params(tables: Tables, run_id: str, params: Mapping[str, str]) -> dict[str, str]:
-    """The params not logged yet; ParamValueChanged when one was logged with another value."""
-    placeholders = ", ".join("?" for _ in params)
-    logged = dict(
-        tables.sql(
-            f'select "key", arg_max("value", recorded_at) from params where run_id = ? '
-            f'and "key" in ({placeholders}) group by "key"',
-            [run_id, *params],
-        ).fetchall()
-    )
-    for key, value in params.items():
-        if key in logged and logged[key] != value:
-            raise ParamValueChanged(run_id, key, logged[key], value)
-    return {key: value for key, value in params.items() if key not in logged}
+def _new_params(state: dict[str, Any], run_id: str, params: Mapping[str, str]) -> dict[str, str]:
+    """The params not logged yet (remembered as logged); ParamValueChanged when one has another value."""
+    with _known_lock:  # two requests logging one key with two values: the second is refused
+        logged: dict[str, str] = state["params"]
+        for key, value in params.items():
+            if key in logged and logged[key] != value:
+                raise ParamValueChanged(run_id, key, logged[key], value)
+        new = {key: value for key, value in params.items() if key not in logged}
+        logged.update(new)
+    return new
 
 
 def _pairs(values: Mapping[str, str]) -> list[dict[str, Any]]:
     return [{"key": key, "value": value} for key, value in values.items()]
 
 
-_known_runs: OrderedDict[tuple[str, str], None] = OrderedDict()
-_known_lock = threading.Lock()
+STATE_COLUMNS = ("experiment", "name", "status", "start_time", "parent_run_id", "source", "user")
+_known_runs: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+_known_lock = threading.RLock()
 
 
-def _known(tables: Tables, run_id: str) -> bool:
-    return tables.moment is None and (tables.location.uri, run_id) in _known_runs
+def run_state(tables: Tables, run_id: str) -> dict[str, Any]:
+    """The run's state and params as requests left them, read once per run and process, then kept up to date by
+    this module's writes: logging into a run reads nothing, and a read would wait for queued commits.
+
+    RunNotFound if the lake has no such run. A run written meanwhile by another process (a rename, a delete)
+    shows that change here only once this process forgets the run (it keeps the latest KNOWN_RUNS runs).
+    """
+    key = (tables.location.uri, run_id)
+    if tables.moment is None:
+        with _known_lock:
+            known = _known_runs.get(key)
+            if known is not None:
+                _known_runs.move_to_end(key)
+                return known
+    state = current_run(tables, run_id)
+    state["params"] = dict(
+        tables.sql(
+            'select "key", arg_max("value", recorded_at) from params where run_id = ? group by "key"',
+            [run_id],
+        ).fetchall()
+    )
+    if tables.moment is None:
+        _remember(tables, run_id, state)
+    return state
 
 
-def _remember(tables: Tables, run_id: str) -> None:
+def _remember(tables: Tables, run_id: str, state: dict[str, Any]) -> None:
+    state.setdefault("params", {})
     with _known_lock:
-        _known_runs[(tables.location.uri, run_id)] = None
+        _known_runs[(tables.location.uri, run_id)] = state
         while len(_known_runs) > KNOWN_RUNS:
             _known_runs.popitem(last=False)
-
-
-def _forget(tables: Tables, run_id: str) -> None:
-    with _known_lock:
-        _known_runs.pop((tables.location.uri, run_id), None)
 
 
 def _commit(

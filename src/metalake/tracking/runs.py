@@ -233,6 +233,15 @@ class Runs:
             durable=durable,
         )
 
+    def request_state(self, run_id: str) -> dict[str, Any]:
+        """A run's state (experiment, name, status, times, user, deleted) as the request path knows it: read once,
+        then kept by this process's writes, so answering a write request waits for no commit."""
+        from metalake.tracking.remote import run_state
+
+        state = dict(run_state(self._tables, run_id))
+        state.pop("params", None)
+        return state
+
     def rename(self, run_id: str, name: str, *, durable: Durable = "committed") -> None:
         """Give a run another name (a run event; its status and history stay)."""
         from metalake.tracking.remote import update_run

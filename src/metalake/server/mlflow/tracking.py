@@ -8,6 +8,7 @@ creating and ending a run answer once committed. A run id MLflow clients get bac
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from metalake.tracking.remote import Durable, MetricPoint
 if TYPE_CHECKING:
     from metalake.lake import Lake
     from metalake.tracking.experiments import Experiment
+    from metalake.tracking.search import RunDetails
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limits (mlflow/utils/validation.py)
 MAX_PARAMS_TAGS_PER_BATCH = 100
@@ -55,8 +57,16 @@ def experiment_of(lake: Lake, experiment_id: str) -> Experiment:
         ) from None
 
 
-def active_experiment(lake: Lake, experiment_id: str) -> Experiment:
-    experiment = experiment_of(lake, experiment_id)
+def active_experiment(lake: Lake, experiment_id: str, *, cached: bool = False) -> Experiment:
+    """The experiment, refused if deleted. `cached`: reuse a look-up of the last seconds (creating runs one
+    after another must not wait for each one's queued commit to read the experiments)."""
+    key, now = (lake.uri, experiment_id), time.monotonic()
+    known = _experiments_by_id.get(key) if cached else None
+    if known is not None and known[1] >= now:
+        experiment = known[0]
+    else:
+        experiment = experiment_of(lake, experiment_id)
+        _experiments_by_id[key] = (experiment, now + EXPERIMENT_IDS_FOR)
     if experiment.deleted:
         raise MlflowError(
             f"The experiment {experiment_id} must be in the 'active' state. Current state is deleted."
@@ -91,6 +101,35 @@ def logged_run_id(call: Call) -> str:
     return given
 
 
+def written_run(lake: Lake, run_id: str, tags: Mapping[str, str]) -> RunDetails:
+    """The run a write request just changed, from the state the writes keep (reading would wait for commits)."""
+    from metalake.tracking.search import RunDetails
+
+    return RunDetails(run_id, lake.runs.request_state(run_id), {}, dict(tags), {}, [], [])
+
+
+_experiment_ids: dict[tuple[str, str], tuple[str, float]] = {}
+_experiments_by_id: dict[tuple[str, str], tuple[Experiment, float]] = {}
+
+
+def forget_experiments() -> None:
+    """After an experiment write through this server: the next look-up reads the lake."""
+    _experiment_ids.clear()
+    _experiments_by_id.clear()
+
+
+EXPERIMENT_IDS_FOR = 5.0  # seconds a name's experiment id is reused by write answers
+
+
+def cached_experiment_id(lake: Lake, name: str) -> str:
+    key, now = (lake.uri, name), time.monotonic()
+    known = _experiment_ids.get(key)
+    if known is None or known[1] < now:
+        known = (lake.experiments.id_of(name), now + EXPERIMENT_IDS_FOR)
+        _experiment_ids[key] = known
+    return known[0]
+
+
 def mlflow_run(lake: Lake, run_id: str) -> dict[str, Any]:
     details = lake.runs.get(run_id)
     return run_out(details, lake.experiments.id_of(details.info["experiment"]))
@@ -114,6 +153,7 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
             artifact_location=call.optional_text("artifact_location"),
             actor=call.actor,
         )
+        forget_experiments()
         return {"experiment_id": created.experiment_id}
 
     @route("GET", "experiments/get", action="read", securable="experiment:*")
@@ -143,6 +183,7 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
         new_name = call.optional_text("new_name")
         if new_name is not None:
             call.lake.experiments.rename(experiment_id, new_name, actor=call.actor)
+        forget_experiments()
         return {}
 
     @route("POST", "experiments/delete", action="write", securable="experiment:*")
@@ -150,6 +191,7 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
         experiment_id = call.text("experiment_id")
         experiment_of(call.lake, experiment_id)
         call.lake.experiments.delete(experiment_id, actor=call.actor)
+        forget_experiments()
         return {}
 
     @route("POST", "experiments/restore", action="write", securable="experiment:*")
@@ -157,6 +199,7 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
         experiment_id = call.text("experiment_id")
         experiment_of(call.lake, experiment_id)
         call.lake.experiments.restore(experiment_id, actor=call.actor)
+        forget_experiments()
         return {}
 
     @route("POST", "experiments/set-experiment-tag", action="write", securable="experiment:*")
@@ -186,7 +229,7 @@ def add_run_routes(routes: MlflowRoutes) -> None:
     @route("POST", "runs/create", action="write", securable="experiment:*")
     def create_run(call: Call) -> dict[str, Any]:
         lake = call.lake
-        experiment = active_experiment(lake, call.optional_text("experiment_id") or "0")
+        experiment = active_experiment(lake, call.optional_text("experiment_id") or "0", cached=True)
         tags = call.key_values("tags")
         name = call.optional_text("run_name") or tags.get(RUN_NAME_TAG)
         user = call.optional_text("user_id") or tags.get(USER_TAG) or call.actor
@@ -199,17 +242,19 @@ def add_run_routes(routes: MlflowRoutes) -> None:
                     f"Parent run with id={parent} not found", "RESOURCE_DOES_NOT_EXIST"
                 ) from None
         name = name or f"run-{secrets.token_hex(4)}"  # MLflow names every run; the tag and the field agree
+        tags = {**tags, RUN_NAME_TAG: name, USER_TAG: user}
         run_id = lake.runs.create(
             experiment.name,
             name,
-            tags={**tags, RUN_NAME_TAG: name, USER_TAG: user},
+            tags=tags,
             parent_run_id=parent,
             start_time=from_millis(call.integer("start_time")),
             user=user,
             command=tags.get(SOURCE_NAME_TAG),
             git_commit=tags.get(GIT_COMMIT_TAG),
+            durable=LOGGED,
         )
-        return {"run": run_out(lake.runs.get(run_id), experiment.experiment_id)}
+        return {"run": run_out(written_run(lake, run_id, tags), experiment.experiment_id)}
 
     @route("GET", "runs/get", action="read", securable="run:*")
     def get_run(call: Call) -> dict[str, Any]:
@@ -217,7 +262,9 @@ def add_run_routes(routes: MlflowRoutes) -> None:
 
     @route("POST", "runs/update", action="write", securable="run:*")
     def update_run(call: Call) -> dict[str, Any]:
-        lake, run_id = call.lake, active_run_id(call)
+        lake, run_id = call.lake, logged_run_id(call)
+        if lake.runs.request_state(run_id)["deleted"]:
+            raise MlflowError(f"The run {run_id} must be in the 'active' state. Current state is deleted.")
         name = call.optional_text("run_name")
         if name is not None:
             lake.runs.rename(run_id, name)
@@ -227,8 +274,10 @@ def add_run_routes(routes: MlflowRoutes) -> None:
             wanted = run_status_in(status)
             end = from_millis(call.integer("end_time"))
             if wanted in ("finished", "failed", "killed"):
-                lake.runs.end(run_id, wanted, end_time=end)  # type: ignore[arg-type]
-        return {"run_info": mlflow_run(lake, run_id)["info"]}
+                lake.runs.end(run_id, wanted, end_time=end, durable=LOGGED)  # type: ignore[arg-type]
+        state = lake.runs.request_state(run_id)
+        experiment_id = cached_experiment_id(lake, state["experiment"])
+        return {"run_info": run_out(written_run(lake, run_id, {}), experiment_id)["info"]}
 
     @route("POST", "runs/delete", action="write", securable="run:*")
     def delete_run(call: Call) -> dict[str, Any]:
