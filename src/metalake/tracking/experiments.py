@@ -55,37 +55,50 @@ class Experiments:
 
     def __init__(self, tables: Tables):
         self._tables = tables
+        self._cached: tuple[tuple[object, ...], list[Experiment]] | None = None
+
+    def _current(self) -> list[Experiment]:
+        """The experiments, computed again only when the experiments or runs tables have new commits."""
+        versions = tuple(
+            None if (loaded := self._tables.load(table)) is None else loaded.version()
+            for table in ("experiments", "runs")
+        )
+        cached = self._cached
+        if cached is None or cached[0] != versions:
+            cached = (versions, _current(self._tables))
+            self._cached = cached
+        return cached[1]
 
     def list(self, *, lifecycle: Lifecycle = "active") -> list[Experiment]:
         """Every experiment, by name: those with a row, those that runs name, and `Default`."""
-        found = _current(self._tables)
+        found = self._current()
         if lifecycle != "all":
             found = [e for e in found if e.deleted == (lifecycle == "deleted")]
         return sorted(found, key=lambda e: e.name)
 
     def get(self, experiment_id: str) -> Experiment:
-        for experiment in _current(self._tables):
+        for experiment in self._current():
             if experiment.experiment_id == experiment_id:
                 return experiment
         raise ExperimentNotFound(f"id {experiment_id}", [])
 
     def by_name(self, name: str) -> Experiment:
         """The experiment that has this name now; one renamed away from it is not found by its old name."""
-        for experiment in _current(self._tables):
+        for experiment in self._current():
             if experiment.name == name:
                 return experiment
-        raise ExperimentNotFound(name, [e.name for e in _current(self._tables)])
+        raise ExperimentNotFound(name, [e.name for e in self._current()])
 
     def id_of(self, name: str) -> str:
         """The id of the experiment a run's `experiment` name belongs to (current or older name)."""
-        known = _current(self._tables)
+        known = self._current()
         for experiment in [e for e in known if e.name == name] + [e for e in known if name in e.names]:
             return experiment.experiment_id
         return experiment_id_for(name)
 
     def ids_by_name(self) -> dict[str, str]:
         """Every name a run may carry -> its experiment's id (`id_of` for many runs at once)."""
-        known = _current(self._tables)
+        known = self._current()
         ids = {name: e.experiment_id for e in known for name in e.names}
         ids.update({e.name: e.experiment_id for e in known})  # a current name wins over an older one
         return ids
@@ -101,7 +114,7 @@ class Experiments:
         """A new experiment; ExperimentExists if one has the name (deleted ones too: restore it or rename)."""
         if not isinstance(name, str) or not name.strip():
             raise RunError("An experiment needs a non-empty name.")
-        known = _current(self._tables)
+        known = self._current()
         for experiment in known:
             if experiment.name == name:
                 raise ExperimentExists(name, deleted=experiment.deleted)
@@ -126,7 +139,7 @@ class Experiments:
             raise RunError("An experiment's new name must not be empty.")
         if new_name == current.name:
             return current
-        for experiment in _current(self._tables):
+        for experiment in self._current():
             if experiment.name == new_name:
                 raise ExperimentExists(new_name, deleted=experiment.deleted)
         self._write([_row(current, experiment=new_name)], actor, f"rename experiment {current.name!r}")
@@ -158,6 +171,7 @@ class Experiments:
 
     def _write(self, rows: Sequence[Mapping[str, Any]], actor: str | None, reason: str) -> None:
         self._tables.append("experiments", rows, actor=actor, reason=reason, operation=OPERATION)
+        self._cached = None
 
 
 def _row(current: Experiment, **changes: Any) -> dict[str, Any]:

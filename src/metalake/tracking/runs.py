@@ -386,6 +386,11 @@ class Runs:
             ],
         )
 
+    def get_many(self, run_ids: Sequence[str]) -> list[RunDetails]:
+        """`get` of each run, with each table's freshness checked once for all (a page of search results)."""
+        with self.table_cache.pinned():
+            return [self.get(run_id) for run_id in run_ids]
+
     def metric_history(
         self, run_ids: str | list[str], key: str, *, max_points: int | None = None
     ) -> pl.DataFrame:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -275,6 +276,17 @@ class TableCache:
         self._lock = threading.RLock()  # a server reads from several threads
         self._by_run: dict[str, _RunIndex] = {}
         self._wide: dict[tuple[object, ...], pl.DataFrame] = {}
+        self._pin = threading.local()  # tables checked once for the reads of one request (`pinned`)
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Within it, each table's freshness is checked once per thread: reading many runs to answer one
+        request (a search page) costs one look at each table's log, not one per run."""
+        self._pin.checked = {}
+        try:
+            yield
+        finally:
+            self._pin.checked = None
 
     def wide_runs(self, experiment: str | None) -> pl.DataFrame:
         """`run_table(tables, experiment)`, cached per version of runs, params, run_tags and metric_summaries."""
@@ -296,6 +308,9 @@ class TableCache:
         return self._by_run["runs"].index.keys()
 
     def rows(self, table: str, run_id: str) -> list[dict[str, Any]]:
+        checked: dict[str, _RunIndex] | None = getattr(self._pin, "checked", None)
+        if checked is not None and table in checked:
+            return checked[table].index.get(run_id, [])
         loaded = self._tables.load(table)
         version = None if loaded is None else loaded.version()
         with self._lock:
@@ -303,6 +318,8 @@ class TableCache:
             if cached is None or cached.version != version:
                 cached = _indexed(loaded, version, cached)
                 self._by_run[table] = cached
+        if checked is not None:
+            checked[table] = cached
         return cached.index.get(run_id, [])
 
 

@@ -401,14 +401,9 @@ def search(call: Call) -> dict[str, Any]:
     size = call.integer("max_results", DEFAULT_RUNS_PER_SEARCH, minimum=1, maximum=MAX_RUNS_PER_SEARCH)
     assert size is not None
     offset = page_offset(call.optional_text("page_token"))
-    names = sorted(
-        {
-            name
-            for experiment_id in call.texts("experiment_ids")
-            for experiment in _experiments(lake, experiment_id)
-            for name in experiment.names
-        }
-    )
+    known = lake.experiments.list(lifecycle="all")
+    wanted = set(call.texts("experiment_ids"))
+    names = sorted({name for e in known if e.experiment_id in wanted for name in e.names})
     if not names:
         return {"runs": []}
     experiment = names[0] if len(names) == 1 else None
@@ -427,21 +422,15 @@ def search(call: Call) -> dict[str, Any]:
         lifecycle=VIEW_TYPES[view],  # type: ignore[arg-type]
     )
     ids = found.get_column("run_id").to_list()[offset : offset + size + 1]
-    experiment_ids = lake.experiments.ids_by_name()
-    runs = [lake.runs.get(run_id) for run_id in ids[:size]]
+    experiment_ids = {name: e.experiment_id for e in known for name in e.names}
+    experiment_ids.update({e.name: e.experiment_id for e in known})
+    runs = lake.runs.get_many(ids[:size])
     answer: dict[str, Any] = {
         "runs": [run_out(details, experiment_ids.get(details.info["experiment"]) or "0") for details in runs]
     }
     if len(ids) > size:
         answer["next_page_token"] = page_token(offset + size)
     return answer
-
-
-def _experiments(lake: Lake, experiment_id: str) -> list[Experiment]:
-    try:
-        return [lake.experiments.get(experiment_id)]
-    except ExperimentNotFound:
-        return []
 
 
 def _quoted(text: str) -> str:
