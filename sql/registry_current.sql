@@ -52,7 +52,7 @@ alias_state AS (
     GROUP BY model, alias
 ),
 removed AS (
-    SELECT DISTINCT v.model, v.version
+    SELECT DISTINCT v.model, v.version, true AS is_removed
     FROM (SELECT model, version, min(recorded_at) AS registered_at FROM model_versions GROUP BY model, version) AS v
     JOIN model_events AS e ON e.model = v.model
     WHERE (e.event_type = 'deleted' AND e.version = v.version)
@@ -79,4 +79,5 @@ SELECT
 FROM versions AS v
 LEFT JOIN stages AS s USING (model, version)
 LEFT JOIN aliases AS a USING (model, version)
-WHERE NOT EXISTS (SELECT 1 FROM removed AS r WHERE r.model = v.model AND r.version = v.version)
+LEFT JOIN removed AS r USING (model, version)
+WHERE r.is_removed IS NULL
