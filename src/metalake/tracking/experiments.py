@@ -91,10 +91,7 @@ class Experiments:
 
     def id_of(self, name: str) -> str:
         """The id of the experiment a run's `experiment` name belongs to (current or older name)."""
-        known = self._current()
-        for experiment in [e for e in known if e.name == name] + [e for e in known if name in e.names]:
-            return experiment.experiment_id
-        return experiment_id_for(name)
+        return self.ids_by_name().get(name) or experiment_id_for(name)
 
     def ids_by_name(self) -> dict[str, str]:
         """Every name a run may carry -> its experiment's id (`id_of` for many runs at once)."""

@@ -51,9 +51,7 @@ def add_artifact_routes(routes: MlflowRoutes) -> None:
     def list_run_artifacts(call: Call) -> dict[str, Any]:
         """The tracking API's listing: a run's artifacts under `path`, their paths relative to the run's root."""
         lake = call.lake
-        given = call.optional_text("run_id") or call.optional_text("run_uuid")
-        if given is None:
-            raise MlflowError("Missing value for required parameter 'run_id'.")
+        given = call.run_id()
         try:
             run_id = lake.runs.resolve_id(given)
         except RunNotFound:

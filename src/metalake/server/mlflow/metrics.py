@@ -24,9 +24,7 @@ def add_metric_routes(routes: MlflowRoutes) -> None:
     @route("GET", "metrics/get-history", action="read", securable="run:*")
     def get_history(call: Call) -> dict[str, Any]:
         lake = call.lake
-        given = call.optional_text("run_id") or call.optional_text("run_uuid")
-        if given is None:
-            raise MlflowError("Missing value for required parameter 'run_id'.")
+        given = call.run_id()
         key = call.text("metric_key")
         size = call.integer("max_results", HISTORY_PAGE, minimum=1, maximum=MAX_HISTORY_PAGE) or HISTORY_PAGE
         offset = page_offset(call.optional_text("page_token"))

@@ -131,6 +131,13 @@ class Call:
             raise missing(name)
         return self._text(name, value)
 
+    def run_id(self) -> str:
+        """The run a request names: `run_id`, or `run_uuid` that older clients send."""
+        given = self.optional_text("run_id") or self.optional_text("run_uuid")
+        if given is None:
+            raise missing("run_id")
+        return given
+
     def optional_text(self, name: str) -> str | None:
         value = self.fields.get(name)
         return None if value is None or value == "" else self._text(name, value)

@@ -76,9 +76,7 @@ def active_experiment(lake: Lake, experiment_id: str, *, cached: bool = False) -
 
 def run_id_of(call: Call) -> str:
     """The run a request names (`run_id`, or the older `run_uuid`), as the lake knows it."""
-    given = call.optional_text("run_id") or call.optional_text("run_uuid")
-    if given is None:
-        raise MlflowError("Missing value for required parameter 'run_id'.")
+    given = call.run_id()
     try:
         return call.lake.runs.resolve_id(given)
     except RunNotFound:
@@ -95,10 +93,7 @@ def active_run_id(call: Call) -> str:
 def logged_run_id(call: Call) -> str:
     """The run a logging call names, as given: `lake.runs.log_batch` checks it exists and is active, once
     per run and process, so logging point by point reads nothing (a read would wait for queued commits)."""
-    given = call.optional_text("run_id") or call.optional_text("run_uuid")
-    if given is None:
-        raise MlflowError("Missing value for required parameter 'run_id'.")
-    return given
+    return call.run_id()
 
 
 def written_run(lake: Lake, run_id: str, tags: Mapping[str, str]) -> RunDetails:
@@ -422,8 +417,7 @@ def search(call: Call) -> dict[str, Any]:
         lifecycle=VIEW_TYPES[view],  # type: ignore[arg-type]
     )
     ids = found.get_column("run_id").to_list()[offset : offset + size + 1]
-    experiment_ids = {name: e.experiment_id for e in known for name in e.names}
-    experiment_ids.update({e.name: e.experiment_id for e in known})
+    experiment_ids = lake.experiments.ids_by_name()
     runs = lake.runs.get_many(ids[:size])
     answer: dict[str, Any] = {
         "runs": [run_out(details, experiment_ids.get(details.info["experiment"]) or "0") for details in runs]
