@@ -87,6 +87,7 @@ class Tables:
         self.moment = moment
         self.offline = offline
         self.lost_after_s = lost_after_s
+        self.commit_window_s = 0.0  # how long queued journaled writes may wait for others (the group commit)
         # One SQL session per thread: a DuckDB cursor and its registrations serve one query at a time, and a
         # server answers requests from several threads (a cursor on the shared database costs nothing).
         self._sql = threading.local()

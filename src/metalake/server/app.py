@@ -63,6 +63,7 @@ def create_app(
     committer = GroupCommitter(
         lake, spool_dir or default_spool_dir(lake.uri), commit_interval=commit_interval
     )
+    lake.runs.set_commit_window(commit_interval)  # logging calls answered once journaled commit together too
 
     @contextlib.asynccontextmanager
     async def lifespan(_: "FastAPI") -> AsyncIterator[None]:

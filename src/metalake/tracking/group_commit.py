@@ -62,6 +62,7 @@ class QueuedFlush:
     error: BaseException | None = None
     attempts: int = 0
     journal: Journal | None = None  # the local journal holding it until it is committed
+    queued_at: float = field(default_factory=time.monotonic)
 
     def key(self, table: str) -> str:
         return f"{self.flush_id}:{table}"
@@ -86,6 +87,7 @@ class FlushQueue:
         self._refused_runs: dict[str, BaseException] = {}
         self._worker: threading.Thread | None = None
         self._warned_unreachable = False
+        self._hurry = 0
 
     def submit(self, flush: QueuedFlush) -> None:
         """Queue a flush (parked ones first); waits only while more than MAX_QUEUED_POINTS points are queued."""
@@ -128,9 +130,22 @@ class FlushQueue:
             if retry_parked:
                 self._enqueue(self._requeue_parked())
             waiting = [*self._in_flight, *self._queue]
-        for flush in waiting:
-            self._settled(flush)
+        with self._hurrying():
+            for flush in waiting:
+                self._settled(flush)
         return waiting
+
+    @contextmanager
+    def _hurrying(self) -> Iterator[None]:
+        """While someone waits for flushes, the committer does not gather (see `_gather`)."""
+        with self._changed:
+            self._hurry += 1
+            self._changed.notify_all()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._hurry -= 1
 
     def _settled(self, flush: QueuedFlush) -> FlushState:
         """Wait until the flush leaves the queued state (it may be queued again by another thread meanwhile)."""
@@ -155,12 +170,13 @@ class FlushQueue:
         else:
             with self._changed:
                 self._enqueue(self._requeue_parked())
-            failed = [
-                flush
-                for flush in flushes
-                if self._settled(flush) != "committed"
-                and not (journaled_ok and flush.state == "parked" and flush.journal is not None)
-            ]
+            with self._hurrying():
+                failed = [
+                    flush
+                    for flush in flushes
+                    if self._settled(flush) != "committed"
+                    and not (journaled_ok and flush.state == "parked" and flush.journal is not None)
+                ]
             with self._changed:
                 self._unreported = [flush for flush in self._unreported if flush not in failed]
         if failed:
@@ -177,6 +193,7 @@ class FlushQueue:
                         self._worker = None
                         _forget_if_idle(self)
                         return
+                self._gather()
                 group = list(self._queue)
                 self._queue.clear()
                 self._in_flight = group
@@ -200,6 +217,19 @@ class FlushQueue:
                 if flush.journal is not None and flush.state != "parked":
                     flush.journal.settled(flush)
                 flush.done.set()
+
+    def _gather(self) -> None:
+        """With a commit window (a server's lake), let journaled flushes wait for company: fewer, bigger group
+        commits leave the CPU to the requests. Nobody waits for a journaled flush (it is durable already), and a
+        reader or a committed write that does cuts the wait short (`_hurrying`, or an unjournaled flush)."""
+        window = self.tables.commit_window_s
+        while window > 0 and not self._hurry and self._queued_points < MAX_QUEUED_POINTS // 4:
+            if any(flush.journal is None for flush in self._queue):
+                return
+            left = self._queue[0].queued_at + window - time.monotonic()
+            if left <= 0:
+                return
+            self._changed.wait(left)
 
     def _settle_state(self, flush: QueuedFlush) -> None:
         """Committed, refused (for good: a contract, or an earlier refused flush of the run) or parked."""

@@ -28,6 +28,7 @@ from metalake.tracking.batches import EPOCH, ONE_MICROSECOND, MetricBuffer, key_
 from metalake.tracking.call_checks import MetricPointChecks, check_call
 from metalake.tracking.group_commit import METRICS_TABLE, RUNS_TABLE, QueuedFlush, queue_for
 from metalake.tracking.journal import journal_for
+from metalake.tracking.unconfirmed import UnconfirmedChange, last_points, record
 
 if TYPE_CHECKING:
     from metalake.core.tables import Tables
@@ -94,7 +95,15 @@ def create_run(
     if tags:
         check_call(tables, "run_tags", "create run", _pairs(tags), outcome=REFUSED)
         batches["run_tags"] = key_values(run_id, dict(tags))
-    _commit(tables, run_id, f"{run_id}:api:create", batches, idempotency_key is not None, durable=durable)
+    _commit(
+        tables,
+        run_id,
+        f"{run_id}:api:create",
+        batches,
+        idempotency_key is not None,
+        durable=durable,
+        change={"creates": True, "tags": dict(tags or {})},
+    )
     state = {column: event.get(column) for column in STATE_COLUMNS}
     _remember(tables, run_id, {**state, "end_time": None, "last_event_time": started, "deleted": False})
     return run_id
@@ -126,6 +135,7 @@ def log_batch(
     if tags:
         check_call(tables, "run_tags", "log", _pairs(tags), outcome=REFUSED)
         batches["run_tags"] = key_values(run_id, dict(tags))
+    logged: list[tuple[str, int, datetime, float]] = []
     if metrics:
         checks, buffer = MetricPointChecks(tables, METRICS_TABLE), MetricBuffer()
         for point in metrics:
@@ -137,12 +147,20 @@ def log_batch(
                 ) from None
             for key, value in points:
                 buffer.add(key, value, step, (moment - EPOCH) // ONE_MICROSECOND)
+                logged.append((key, step, moment, value))
         batches[METRICS_TABLE] = metric_table(run_id, buffer)
     if not batches:
         return 0
     flush_id = f"{run_id}:api:{idempotency_key or new_id()}"
     _commit(
-        tables, run_id, flush_id, batches, idempotency_key is not None, points=len(metrics), durable=durable
+        tables,
+        run_id,
+        flush_id,
+        batches,
+        idempotency_key is not None,
+        points=len(metrics),
+        durable=durable,
+        change={"params": dict(params or {}), "tags": dict(tags or {}), "metrics": last_points(logged)},
     )
     return len(metrics)
 
@@ -230,7 +248,16 @@ def delete_tag(tables: Tables, run_id: str, key: str, *, durable: Durable = "com
         current_run(tables, run_id)
         raise RunError(f"No tag with name: {key} in run with id {run_id}.")
     row = {"run_id": run_id, "key": key, "value": rows[0][0], "deleted": True}
-    _commit(tables, run_id, f"{run_id}:api:{new_id()}:untag", {"run_tags": [row]}, False, durable=durable)
+    untag = {"untagged": (key,)}
+    _commit(
+        tables,
+        run_id,
+        f"{run_id}:api:{new_id()}:untag",
+        {"run_tags": [row]},
+        False,
+        durable=durable,
+        change=untag,
+    )
 
 
 def log_inputs(
@@ -242,7 +269,9 @@ def log_inputs(
     if not rows:
         return 0
     check_call(tables, "run_inputs", "log inputs", rows, outcome=REFUSED)
-    _commit(tables, run_id, f"{run_id}:api:{new_id()}:inputs", {"run_inputs": rows}, False, durable=durable)
+    logged = {"inputs": [{k: v for k, v in row.items() if k != "run_id"} for row in rows]}
+    flush_id = f"{run_id}:api:{new_id()}:inputs"
+    _commit(tables, run_id, flush_id, {"run_inputs": rows}, False, durable=durable, change=logged)
     return len(rows)
 
 
@@ -327,14 +356,20 @@ def _commit(
     *,
     points: int = 0,
     durable: Durable = "committed",
+    change: Mapping[str, Any] | None = None,
 ) -> None:
-    """One flush through the commit queue, waited for (or only journaled); a contract refusal raises itself."""
+    """One flush through the commit queue, waited for (or only journaled); a contract refusal raises itself.
+
+    A journaled flush's `change` (params, tags, untagged, metrics, inputs of UnconfirmedChange) is kept until it
+    is committed, so reads in this process can show it without waiting (`Runs.get_as_written`).
+    """
     queue = queue_for(tables)
     # A client's key may have been committed before (a retry): the commit then checks it and skips.
     flush = QueuedFlush(flush_id, run_id, batches, points, attempts=1 if keyed else 0)
     journal = journal_for(tables.location.uri) if durable == "journaled" else None
     if journal is not None:
         journal.record(flush)  # the acknowledgement: a process that dies now leaves it for the next one
+        record(tables, run_id, UnconfirmedChange(flush, **(change or {})))
         queue.submit(flush)
         return
     queue.submit(flush)

@@ -386,6 +386,39 @@ class Runs:
             ],
         )
 
+    def set_commit_window(self, seconds: float) -> None:
+        """Let flushes answered once journaled (`durable="journaled"`) wait up to `seconds` for others before
+        their group commit: a server taking one point per request then commits a few times a second, not after
+        every request. Reads in this process, and writes that wait for their commit, cut the wait short."""
+        if not 0 <= seconds <= 3600:
+            raise ValueError(f"A commit window is 0 to 3,600 seconds, not {seconds!r}.")
+        self._tables.commit_window_s = float(seconds)
+
+    def get_as_written(self, run_id: str) -> RunDetails:
+        """`get`, with this process's journaled writes to the run that are not committed yet laid over what is
+        committed: answers at once, where `get` waits for those commits. For servers that answer writes once
+        journaled; a metric's count and mean then cover only committed points (see tracking/unconfirmed.py)."""
+        from metalake.core.pending import reads_without_waiting_for_queued_writes
+        from metalake.tracking.remote import run_state
+        from metalake.tracking.unconfirmed import laid_over, unconfirmed
+
+        with reads_without_waiting_for_queued_writes():
+            changes = unconfirmed(self._tables, run_id)
+            if not changes:
+                return self.get(run_id)
+            state = run_state(self._tables, run_id)
+            committed = None if changes[0].creates else self._get_committed(run_id)
+        if committed is None:  # created by a flush not committed yet: all there is, is in the changes
+            info = {key: value for key, value in state.items() if key != "params"}
+            committed = RunDetails(run_id, info, {}, {}, {}, [], [])
+        return laid_over(committed, changes, state)
+
+    def _get_committed(self, run_id: str) -> RunDetails | None:
+        try:
+            return self.get(run_id)
+        except RunNotFound:
+            return None
+
     def get_many(self, run_ids: Sequence[str]) -> list[RunDetails]:
         """`get` of each run, with each table's freshness checked once for all (a page of search results)."""
         with self.table_cache.pinned():

@@ -85,7 +85,7 @@ def run_id_of(call: Call) -> str:
 
 def active_run_id(call: Call) -> str:
     run_id = run_id_of(call)
-    if call.lake.runs.get(run_id).info.get("deleted"):
+    if call.lake.runs.get_as_written(run_id).info.get("deleted"):
         raise MlflowError(f"The run {run_id} must be in the 'active' state. Current state is deleted.")
     return run_id
 
@@ -126,8 +126,12 @@ def cached_experiment_id(lake: Lake, name: str) -> str:
 
 
 def mlflow_run(lake: Lake, run_id: str) -> dict[str, Any]:
-    details = lake.runs.get(run_id)
-    return run_out(details, lake.experiments.id_of(details.info["experiment"]))
+    """The run as this server's writes left it: journaled writes not committed yet are shown, not waited for."""
+    try:
+        details = lake.runs.get_as_written(run_id)
+    except RunNotFound:
+        raise MlflowError(f"Run with id={run_id} not found", "RESOURCE_DOES_NOT_EXIST") from None
+    return run_out(details, cached_experiment_id(lake, details.info["experiment"]))
 
 
 def add_tracking_routes(routes: MlflowRoutes) -> None:
@@ -253,7 +257,7 @@ def add_run_routes(routes: MlflowRoutes) -> None:
 
     @route("GET", "runs/get", action="read", securable="run:*")
     def get_run(call: Call) -> dict[str, Any]:
-        return {"run": mlflow_run(call.lake, run_id_of(call))}
+        return {"run": mlflow_run(call.lake, call.run_id())}
 
     @route("POST", "runs/update", action="write", securable="run:*")
     def update_run(call: Call) -> dict[str, Any]:
@@ -304,7 +308,7 @@ def add_run_routes(routes: MlflowRoutes) -> None:
     @route("POST", "runs/delete-tag", action="write", securable="run:*")
     def delete_tag(call: Call) -> dict[str, Any]:
         run_id, key = active_run_id(call), call.text("key")
-        if key not in call.lake.runs.get(run_id).tags:
+        if key not in call.lake.runs.get_as_written(run_id).tags:
             raise MlflowError(f"No tag with name: {key} in run with id {run_id}", "RESOURCE_DOES_NOT_EXIST")
         call.lake.runs.delete_tag(run_id, key, durable=LOGGED)
         return {}
