@@ -67,6 +67,7 @@ def active_experiment(lake: Lake, experiment_id: str, *, cached: bool = False) -
     else:
         experiment = experiment_of(lake, experiment_id)
         _experiments_by_id[key] = (experiment, now + EXPERIMENT_IDS_FOR)
+        _experiment_ids[(lake.uri, experiment.name)] = (experiment.experiment_id, now + EXPERIMENT_IDS_FOR)
     if experiment.deleted:
         raise MlflowError(
             f"The experiment {experiment_id} must be in the 'active' state. Current state is deleted."
