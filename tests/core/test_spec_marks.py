@@ -208,3 +208,19 @@ def test_the_docs_show_each_mark(shipped: dict[str, TableSpec]) -> None:
     assert described["user"].endswith("[pii, masked: hash]")
     assert described[RECORDED_BY].endswith("[pii, masked: hash]")
     assert "masked" not in described["host"]
+
+
+def test_the_readme_example_of_marks_is_a_valid_spec() -> None:
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Masking sensitive values", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = parse_spec(yaml.safe_load(example), "README.md")
+    assert {c.name: c.mask for c in spec.columns if c.mask} == {
+        "email": "hash",
+        "card": "partial",
+        "birth_date": "null",
+        RECORDED_BY: "hash",
+    }
+    assert spec.key_value == ("key", "value")
