@@ -146,6 +146,12 @@ class SpecError(MetalakeError, ValueError):
     code = "invalid_spec"
 
 
+class MaskKeyError(MetalakeError, ValueError):
+    """The masking key (`$METALAKE_MASK_KEY` or its key file) is missing, malformed or unreadable."""
+
+    code = "invalid_mask_key"
+
+
 class SchemaEvolutionError(MetalakeError):
     """A spec change that existing data cannot follow (type change, dropped column, nullable to required)."""
 

@@ -10,6 +10,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from metalake.core.vocabulary import (
+    MASK_KINDS,
+    SENSITIVITIES,
+    STRING_ONLY_MASKS,
+    MaskKind,
+    Sensitivity,
+)
 from metalake.errors import SpecError
 
 if TYPE_CHECKING:
@@ -23,8 +30,14 @@ COLUMN_TYPES: frozenset[str] = frozenset(get_args(ColumnType))
 CheckName = Literal["ge", "gt", "le", "lt", "isin", "str_length", "str_matches"]
 CHECK_NAMES: frozenset[str] = frozenset(get_args(CheckName))
 
-TABLE_KEYS = frozenset({"name", "description", "primary_key", "partition_by", "cluster_by", "columns"})
-COLUMN_KEYS = frozenset({"name", "type", "nullable", "description", "checks"})
+TABLE_KEYS = frozenset(
+    {"name", "description", "primary_key", "partition_by", "cluster_by", "key_value", "columns"}
+)
+COLUMN_KEYS = frozenset({"name", "type", "nullable", "description", "checks", "sensitivity", "mask"})
+# The mask a sensitive column gets when its spec names none: a keyed hash keeps joins and counts working on text;
+# other types can only be hidden whole.
+DEFAULT_STRING_MASK: MaskKind = "hash"
+DEFAULT_OTHER_MASK: MaskKind = "null"
 
 RECORDED_AT = "recorded_at"
 RECORDED_BY = "recorded_by"
@@ -40,6 +53,9 @@ class ColumnSpec:
     description: str
     nullable: bool = True
     checks: dict[str, Any] = field(default_factory=dict)
+    # What the column reveals (e.g. "pii"), and how it reads for whoever may not see it; both set or neither.
+    sensitivity: Sensitivity | None = None
+    mask: MaskKind | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,9 @@ class TableSpec:
     partition_by: tuple[str, ...] = ()
     # Columns that `maintain` sorts the table's files by (Z-order), so filters on them skip most row groups.
     cluster_by: tuple[str, ...] = ()
+    # (key column, value column) of a table of key/value pairs such as params or tags: a value whose key looks
+    # like a secret (e.g. "db_password") is masked, so a secret logged by mistake stays hidden.
+    key_value: tuple[str, str] | None = None
     source: str = ""
 
     @property
@@ -83,18 +102,31 @@ class TableSpec:
     def _canonical_json(self) -> str:
         payload = asdict(self)
         payload.pop("source")
+        # Marks are left out where unset, so the JSON of a spec without any reads as it did before marks existed.
+        if payload["key_value"] is None:
+            payload.pop("key_value")
+        for column in payload["columns"]:
+            for mark in ("sensitivity", "mask"):
+                if column[mark] is None:
+                    column.pop(mark)
         return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str, source: str = "") -> TableSpec:
+        """A stored spec; its audit columns take metalake's current definition (and marks), whatever was stored."""
         payload = json.loads(text)
+        key_value = payload.get("key_value")
         return cls(
             name=payload["name"],
             description=payload["description"],
-            columns=tuple(ColumnSpec(**column) for column in payload["columns"]),
+            columns=tuple(
+                AUDIT_COLUMNS_BY_NAME.get(column["name"]) or ColumnSpec(**column)
+                for column in payload["columns"]
+            ),
             primary_key=tuple(payload["primary_key"]),
             partition_by=tuple(payload["partition_by"]),
             cluster_by=tuple(payload.get("cluster_by", ())),
+            key_value=None if key_value is None else (str(key_value[0]), str(key_value[1])),
             source=source,
         )
 
@@ -119,8 +151,16 @@ def arrow_type(column_type: str) -> pa.DataType:
 
 AUDIT_COLUMNS = (
     ColumnSpec(RECORDED_AT, "timestamp[us, UTC]", "When metalake recorded the row (UTC).", nullable=False),
-    ColumnSpec(RECORDED_BY, "string", "Actor who wrote the row (user, job or service).", nullable=False),
+    ColumnSpec(
+        RECORDED_BY,
+        "string",
+        "Actor who wrote the row (user, job or service).",
+        nullable=False,
+        sensitivity="pii",
+        mask="hash",  # the same actor hashes the same everywhere, so joins and group-bys still work
+    ),
 )
+AUDIT_COLUMNS_BY_NAME = {column.name: column for column in AUDIT_COLUMNS}
 
 
 def parse_spec(document: Mapping[str, Any], source: str) -> TableSpec:
@@ -158,6 +198,7 @@ def parse_spec(document: Mapping[str, Any], source: str) -> TableSpec:
         missing = [key for key in keys if key not in names]
         if missing:
             raise SpecError(f"{source}: {label} names unknown column(s) {missing} in table {name!r}.")
+    key_value = _parse_key_value(document.get("key_value"), columns, f"{source}: table {name!r}")
     return TableSpec(
         name=name,
         description=str(document["description"]).strip(),
@@ -165,8 +206,52 @@ def parse_spec(document: Mapping[str, Any], source: str) -> TableSpec:
         primary_key=primary_key,
         partition_by=partition_by,
         cluster_by=cluster_by,
+        key_value=key_value,
         source=source,
     )
+
+
+def _parse_key_value(raw: Any, columns: list[ColumnSpec], where: str) -> tuple[str, str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != 2 or raw[0] == raw[1]:
+        raise SpecError(
+            f"{where}: 'key_value' takes two column names, [key column, value column]; got {raw!r}."
+        )
+    types = {column.name: column.type for column in columns}
+    for column_name in raw:
+        if types.get(column_name) != "string":
+            raise SpecError(
+                f"{where}: 'key_value' names {column_name!r}, which must be a string column of the table "
+                f"(string columns: {sorted(n for n, t in types.items() if t == 'string')})."
+            )
+    return str(raw[0]), str(raw[1])
+
+
+def _parse_marks(
+    raw: Mapping[str, Any], where: str, column_type: str
+) -> tuple[Sensitivity | None, MaskKind | None]:
+    """A column's sensitivity and mask: a mask needs a sensitivity; a sensitivity alone gets the type's default."""
+    sensitivity, mask = raw.get("sensitivity"), raw.get("mask")
+    if sensitivity is None:
+        if mask is not None:
+            raise SpecError(
+                f"{where}: 'mask' applies to a sensitive column; add 'sensitivity' "
+                f"(one of {list(SENSITIVITIES)}) or remove the mask."
+            )
+        return None, None
+    if sensitivity not in SENSITIVITIES:
+        raise SpecError(f"{where}: sensitivity {sensitivity!r} is not one of {list(SENSITIVITIES)}.")
+    if mask is None:
+        mask = DEFAULT_STRING_MASK if column_type == "string" else DEFAULT_OTHER_MASK
+    if mask not in MASK_KINDS:
+        raise SpecError(f"{where}: mask {mask!r} is not one of {list(MASK_KINDS)}.")
+    if mask in STRING_ONLY_MASKS and column_type != "string":
+        raise SpecError(
+            f"{where}: mask {mask!r} yields text and cannot apply to a column of type {column_type}; "
+            f"use mask 'null' (valid on every type) or mark a string column."
+        )
+    return sensitivity, mask
 
 
 def _parse_column(raw: Any, where: str) -> ColumnSpec:
@@ -199,7 +284,16 @@ def _parse_column(raw: Any, where: str) -> ColumnSpec:
     nullable = raw.get("nullable", True)
     if not isinstance(nullable, bool):
         raise SpecError(f"{where}, column {name!r}: 'nullable' must be true or false.")
-    return ColumnSpec(name=name, type=column_type, description=description, nullable=nullable, checks=checks)
+    sensitivity, mask = _parse_marks(raw, f"{where}, column {name!r}", column_type)
+    return ColumnSpec(
+        name=name,
+        type=column_type,
+        description=description,
+        nullable=nullable,
+        checks=checks,
+        sensitivity=sensitivity,
+        mask=mask,
+    )
 
 
 def load_spec_file(path: Path) -> TableSpec:
@@ -269,5 +363,12 @@ def describe_columns(spec: TableSpec) -> Iterable[dict[str, Any]]:
             "nullable": column.nullable,
             "checks": ", ".join(f"{k}={v}" for k, v in column.checks.items()),
             "primary_key": column.name in spec.primary_key,
-            "description": column.description,
+            "description": _described_with_mark(column),
         }
+
+
+def _described_with_mark(column: ColumnSpec) -> str:
+    """The column's description, ending with its mark where it has one, so the docs say what is masked."""
+    if column.sensitivity is None:
+        return column.description
+    return f"{column.description} [{column.sensitivity}, masked: {column.mask}]"

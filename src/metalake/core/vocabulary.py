@@ -60,6 +60,14 @@ RUN_STATES: tuple[RunState, ...] = get_args(RunState)
 LineageEdgeType = Literal["input", "output", "produced_by", "deployed_as", "derived_from", "column"]
 LINEAGE_EDGE_TYPES: tuple[LineageEdgeType, ...] = get_args(LineageEdgeType)
 
+# Column marks in table specs: what a column reveals, and how a reader without the right to see it gets it.
+Sensitivity = Literal["pii"]
+SENSITIVITIES: tuple[Sensitivity, ...] = get_args(Sensitivity)
+
+MaskKind = Literal["hash", "redact", "partial", "null"]
+MASK_KINDS: tuple[MaskKind, ...] = get_args(MaskKind)
+STRING_ONLY_MASKS: frozenset[MaskKind] = frozenset({"hash", "redact", "partial"})  # they yield text
+
 # (table, column) -> the vocabulary its `isin` check must list.
 TABLE_VOCABULARIES: dict[tuple[str, str], tuple[str, ...]] = {
     ("alerts", "severity"): SEVERITIES,
