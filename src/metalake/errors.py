@@ -703,6 +703,85 @@ class NotAuthorized(MetalakeError):
     code = "forbidden"
 
 
+class NotReadable(MetalakeError):
+    """A named object the principal may not read (HTTP 404): answered as if it did not exist, so names do not
+    leak."""
+
+    code = "not_found"
+
+    def __init__(self, kind: str, name: str):
+        self.kind, self.name = kind, name
+        super().__init__(
+            f"No {kind} {name!r} was found, or you may not read it. If it exists, ask an admin, or whoever "
+            "manages it, for read access."
+        )
+
+
+class AccessError(MetalakeError, ValueError):
+    """A refused change to principals, tokens or grants (an unknown privilege, a malformed securable, ...)."""
+
+    code = "access_error"
+
+
+class InvalidSecurable(AccessError):
+    """A securable that is not `lake` or KIND:NAME with a known kind."""
+
+    code = "invalid_securable"
+
+
+class InvalidPrivilege(AccessError):
+    """A privilege or action that is not one of read, write, manage, unmask, admin."""
+
+    code = "invalid_privilege"
+
+
+class AccessAlreadyInitialized(AccessError):
+    """`access init` on a lake that has principals already: the first admin is made once."""
+
+    code = "access_already_initialized"
+
+
+class PrincipalExists(AlreadyExists):
+    """A principal (user, service account or group) is created under a name that one has."""
+
+    code = "principal_exists"
+
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(
+            f"A principal named {name!r} already exists. Pick another name, or give it a token with "
+            f"`metalake access token create {name}`."
+        )
+
+
+class PrincipalNotFound(NameNotFound):
+    """A user, service account or group the lake's access tables do not hold."""
+
+    code = "principal_not_found"
+
+    def __init__(self, name: str, known: Iterable[str] = ()):
+        listing = sorted(set(known))
+        super().__init__(
+            unknown_name_message(
+                "principal", name, listing, hint=f"Create it with `metalake access principal create {name}`."
+            ),
+            name=name,
+            known=listing,
+        )
+
+
+class GrantNotFound(NameNotFound):
+    """A revoke of a grant that is not in force."""
+
+    code = "grant_not_found"
+
+
+class TokenNotFound(NameNotFound):
+    """A token id the lake does not hold (or one already revoked)."""
+
+    code = "token_not_found"
+
+
 class MlflowError(MetalakeError):
     """A refusal that only MLflow's protocol has (a missing field, an endpoint's own rule), with MLflow's code
     (`INVALID_PARAMETER_VALUE`, `RESOURCE_DOES_NOT_EXIST`, ...), answered to MLflow clients as MLflow would."""

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import duckdb
     import polars as pl
 
+    from metalake.access import Access
     from metalake.core.catalog import TableSpec
     from metalake.datasets import Datasets
     from metalake.deployments import Deployments
@@ -191,6 +192,13 @@ class Lake:
         return self._tables.read_only
 
     # -- namespaces -----------------------------------------------------------------------------------------
+
+    @cached_property
+    def access(self) -> Access:
+        """Principals, groups, tokens and grants, and who may do what (`check`): what the server enforces."""
+        from metalake.access import Access
+
+        return Access(self._tables)
 
     @cached_property
     def runs(self) -> Runs:

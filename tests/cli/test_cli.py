@@ -451,7 +451,7 @@ def test_unknown_names_are_one_message(
         result, 1, "Error: 'x' is not a valid time, nor a snapshot" if args[0] == "sql" else "Error: Unknown"
     )
     if args[0] != "sql":
-        assert "Unknown table 'nope'. Known tables: alerts" in result.output
+        assert "Unknown table 'nope'. Known tables: access_log, alerts" in result.output
 
 
 def test_bad_lake_uri(tmp_path: Path) -> None:

@@ -38,6 +38,16 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "lineage show": ["model:churn/1"],
     "views export": ["--output", "{folder}", "--dialect", "spark"],
     "export duckdb": ["{folder}/lake.duckdb"],
+    "access principal create": ["alice"],
+    "access principal disable": ["alice"],
+    "access principal enable": ["alice"],
+    "access group add": ["team", "alice"],
+    "access group remove": ["team", "alice"],
+    "access token create": ["alice"],
+    "access token revoke": ["0193a7c2"],
+    "access grant": ["alice", "read", "lake"],
+    "access revoke": ["alice", "read", "lake"],
+    "access check": ["alice", "read", "lake"],
 }
 
 

@@ -39,7 +39,10 @@ NOT_LISTINGS = {
     "init", "ingest", "sync", "snapshot", "demo", "serve", "runs", "datasets register", "quality validate",
     "import mlflow", "models register", "models alias", "models transition", "models policy set",
     "models policy show", "deploy record", "deploy end", "kpis define", "kpis observe", "kpis ingest",
-    "lineage ingest", "views export", "export duckdb",
+    "lineage ingest", "views export", "export duckdb", "access init", "access principal create",
+    "access principal disable", "access principal enable", "access group add", "access group remove",
+    "access token create", "access token revoke", "access grant", "access revoke",
+    "access check",  # takes --format, but answers exit code 1 when denied: tested in tests/access
 }  # fmt: skip
 
 
@@ -187,6 +190,13 @@ LISTINGS: dict[str, Listing] = {
     "lineage show": Listing(
         lambda lake: ["lineage", "show", NODE],
         **frame_columns(lambda lake: lake.lineage.walk(NODE, "upstream")),
+    ),
+    "access list": Listing(lambda lake: ["access", "list"], **frame_columns(lambda lake: lake.access.list())),
+    "access principal list": Listing(
+        lambda lake: ["access", "principal", "list"], **frame_columns(lambda lake: lake.access.principals())
+    ),
+    "access token list": Listing(
+        lambda lake: ["access", "token", "list"], **frame_columns(lambda lake: lake.access.tokens())
     ),
 }
 

@@ -44,3 +44,6 @@ def fill_sample_lake(lake: metalake.Lake, tmp_path: Path) -> None:
     lake.deployments.record("churn", 1, "production", at=START - timedelta(days=20))
     lake.deployments.record("churn", 2, "production", at=START)
     lake.lineage.ingest(airflow_dag(fail_join=True))
+    lake.access.create_principal("alice")
+    lake.access.grant("alice", "read", "experiment:churn")
+    lake.access.create_token("alice", name="laptop")

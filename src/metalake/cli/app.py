@@ -501,6 +501,7 @@ def demo(
 
 
 def _register_subcommands() -> None:
+    from metalake.cli.access import access_app
     from metalake.cli.datasets import datasets_app, quality_app
     from metalake.cli.deploy import deploy_app, kpis_app
     from metalake.cli.export import export_app, views_app
@@ -519,6 +520,7 @@ def _register_subcommands() -> None:
     app.add_typer(lineage_app, name="lineage")
     app.add_typer(views_app, name="views")
     app.add_typer(export_app, name="export")
+    app.add_typer(access_app, name="access")
     app.command("serve")(serve)
     app.command("sync")(sync)
 

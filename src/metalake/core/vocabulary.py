@@ -68,8 +68,50 @@ MaskKind = Literal["hash", "redact", "partial", "null"]
 MASK_KINDS: tuple[MaskKind, ...] = get_args(MaskKind)
 STRING_ONLY_MASKS: frozenset[MaskKind] = frozenset({"hash", "redact", "partial"})  # they yield text
 
+# Access control: who (principals), what they may do (privileges, ordered by what each implies), on what
+# (securable kinds, `lake` holding them all), and the events of the access tables.
+Privilege = Literal["read", "write", "manage", "unmask", "admin"]
+PRIVILEGES: tuple[Privilege, ...] = get_args(Privilege)
+# A grant of the key privilege also allows these actions on the same securable (admin: on everything).
+PRIVILEGE_IMPLIES: dict[Privilege, frozenset[Privilege]] = {
+    "read": frozenset({"read"}),
+    "write": frozenset({"read", "write"}),
+    "manage": frozenset({"read", "write", "manage"}),
+    "unmask": frozenset({"unmask"}),
+    "admin": frozenset(PRIVILEGES),
+}
+
+SecurableKind = Literal["table", "view", "experiment", "model", "dataset", "kpi", "namespace"]
+SECURABLE_KINDS: tuple[SecurableKind, ...] = get_args(SecurableKind)
+
+PrincipalKind = Literal["user", "service", "group"]
+PRINCIPAL_KINDS: tuple[PrincipalKind, ...] = get_args(PrincipalKind)
+
+PrincipalEvent = Literal["created", "disabled", "enabled"]
+PRINCIPAL_EVENTS: tuple[PrincipalEvent, ...] = get_args(PrincipalEvent)
+
+MembershipEvent = Literal["added", "removed"]
+MEMBERSHIP_EVENTS: tuple[MembershipEvent, ...] = get_args(MembershipEvent)
+
+TokenEvent = Literal["issued", "revoked"]
+TOKEN_EVENTS: tuple[TokenEvent, ...] = get_args(TokenEvent)
+
+GrantEvent = Literal["granted", "revoked"]
+GRANT_EVENTS: tuple[GrantEvent, ...] = get_args(GrantEvent)
+
+AccessDecision = Literal["allowed", "denied"]
+ACCESS_DECISIONS: tuple[AccessDecision, ...] = get_args(AccessDecision)
+
 # (table, column) -> the vocabulary its `isin` check must list.
 TABLE_VOCABULARIES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("access_log", "action"): PRIVILEGES,
+    ("access_log", "decision"): ACCESS_DECISIONS,
+    ("grants", "event"): GRANT_EVENTS,
+    ("grants", "privilege"): PRIVILEGES,
+    ("group_members", "event"): MEMBERSHIP_EVENTS,
+    ("principals", "event"): PRINCIPAL_EVENTS,
+    ("principals", "kind"): PRINCIPAL_KINDS,
+    ("tokens", "event"): TOKEN_EVENTS,
     ("alerts", "severity"): SEVERITIES,
     ("alerts", "status"): ALERT_STATUSES,
     ("deployments", "event_type"): DEPLOYMENT_EVENT_TYPES,
