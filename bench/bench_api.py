@@ -114,7 +114,7 @@ def metalake_server(root: Path, workdir: Path, experiment: str) -> Server:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     command = [sys.executable, "-m", "metalake.cli", "--lake", str(root), "serve", "--port", str(port)]
-    command += ["--spool", str(workdir / "spool")]
+    command += ["--spool", str(workdir / "spool"), "--no-auth"]
     server = start("metalake serve", command, env, workdir / "metalake-serve.log", "/api/v1/health", url)
     search = {"experiment": experiment, "where": SEARCH_WHERE, "order_by": SEARCH_ORDER, "limit": 100}
     server.requests = {

@@ -190,7 +190,7 @@ def bench_http(workdir: Path, count: int) -> list[str]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "metalake.cli", "--lake", str(workdir / "http-lake"), "serve"]
-    command += ["--port", str(port), "--spool", str(workdir / "spool")]
+    command += ["--port", str(port), "--spool", str(workdir / "spool"), "--no-auth"]
     server = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ)
     )

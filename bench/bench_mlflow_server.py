@@ -57,7 +57,7 @@ def metalake_server(root: Path, workdir: Path) -> Server:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     command = [sys.executable, "-m", "metalake.cli", "--lake", str(root), "serve", "--port", str(port)]
-    command += ["--spool", str(workdir / "spool")]
+    command += ["--spool", str(workdir / "spool"), "--no-auth"]
     log = workdir / "metalake-serve.log"  # read by exceptions_logged
     return start("metalake", command, env, log, "/api/v1/health", f"http://127.0.0.1:{port}")
 

@@ -31,7 +31,7 @@ PUBLIC = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/api/v1/health"}
 @pytest.fixture
 def app_routes(tmp_path: Path) -> Iterator[tuple[Any, list[APIRoute]]]:
     lake = metalake.connect(tmp_path / "lake", actor="tester")
-    app = create_app(lake, spool_dir=tmp_path / "spool")
+    app = create_app(lake, spool_dir=tmp_path / "spool", auth="none")
     yield app, [route for route in app.routes if isinstance(route, APIRoute)]
     lake.close()
 
@@ -60,7 +60,7 @@ def test_a_refusal_from_authorize_answers_403_on_every_route(
     app, routes = app_routes
     asked: list[tuple[str, str]] = []
 
-    def deny(principal: auth.Principal, action: auth.Action, securable: str) -> None:
+    def deny(lake: metalake.Lake, principal: auth.Principal, action: auth.Action, securable: str) -> None:
         asked.append((action, securable))
         raise NotAuthorized(f"{principal.name} may not {action} {securable}")
 

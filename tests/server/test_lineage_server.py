@@ -258,7 +258,7 @@ def test_a_second_server_on_the_same_spool_refuses_to_start(
 
     running = start_server()  # spool: tmp_path / "spool"
     command = [sys.executable, "-m", "metalake.cli", "--lake", str(running.lake_path), "serve"]
-    command += ["--port", str(free_port()), "--spool", str(tmp_path / "spool")]
+    command += ["--port", str(free_port()), "--spool", str(tmp_path / "spool"), "--no-auth"]
     refused = subprocess.run(command, capture_output=True, timeout=60, text=True)
     assert refused.returncode != 0
     assert "Another metalake server uses the spool folder" in refused.stdout + refused.stderr

@@ -52,12 +52,21 @@ class Server:
 
 
 def start_server_process(
-    lake_path: Path, spool: Path, *options: str, timeout: float = 60, env: dict[str, str] | None = None
+    lake_path: Path,
+    spool: Path,
+    *options: str,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+    lake_auth: bool = False,
 ) -> Server:
-    """Start `metalake --lake LAKE serve` on a free port and wait until it answers its health check."""
+    """Start `metalake --lake LAKE serve` on a free port and wait until it answers its health check.
+
+    Without `--token` in `options` or `lake_auth` (tokens of the lake's principals), it serves `--no-auth`."""
     port = free_port()
     command = [sys.executable, "-m", "metalake.cli", "--lake", str(lake_path), "serve", "--port", str(port)]
     command += ["--spool", str(spool), *options]
+    if "--token" not in options and not lake_auth:
+        command.append("--no-auth")
     env = {**os.environ, "METALAKE_ACTOR": "server", **(env or {})}
     env.pop("METALAKE_API_TOKEN", None)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from metalake.cli.output import TreeNode
     from metalake.lake import Lake
     from metalake.lineage.lineage import Direction
+    from metalake.server.auth import AuthMode
 
 LineageFormat = Literal["tree", "table", "csv", "json", "jsonl"]
 
@@ -170,10 +171,17 @@ def serve(
             "--token",
             envvar="METALAKE_API_TOKEN",
             show_default=False,
-            help="Require `Authorization: Bearer TOKEN` on every API request. Default: $METALAKE_API_TOKEN, "
-            "else no check.",
+            help="One shared token instead of the lake's principals: requests must carry `Authorization: "
+            "Bearer TOKEN`, and every holder may do everything. Default: $METALAKE_API_TOKEN.",
         ),
     ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Serve without authentication: every request may do everything. Only on a loopback --host.",
+        ),
+    ] = False,
     spool: Annotated[
         Path | None,
         typer.Option(
@@ -218,22 +226,45 @@ def serve(
 
     POST /api/v1/lineage takes OpenLineage events (the openlineage HttpTransport).
 
+    Requests carry a token of one of the lake's principals (`metalake access init` makes the first admin and
+    its token; `metalake access token create NAME` makes more), and each route is decided by their grants.
+    `--token` serves with one shared token instead, `--no-auth` without any (loopback only).
+
     Example: metalake --lake ./lake serve --port 5000
     """
-    from metalake.errors import LineageError
-    from metalake.server.app import import_server_libraries
+    from metalake.errors import AccessError, LineageError
+    from metalake.server.app import import_server_libraries, is_loopback
     from metalake.server.app import serve as run_server
 
     import_server_libraries()
     if ack not in ("spooled", "committed"):
         raise LineageError(f"--ack must be 'spooled' or 'committed', not {ack!r}.")
+    if no_auth and token:
+        raise AccessError("--no-auth and --token exclude each other: drop one of them.")
+    if no_auth and not is_loopback(host):
+        raise AccessError(
+            f"--no-auth serves on a loopback address only (127.0.0.1, ::1, localhost), not {host!r}: anyone "
+            "who reaches it could do everything. Serve with tokens (`metalake access init`) to listen there."
+        )
     lake = open_lake(ctx)
+    auth: AuthMode = "none" if no_auth else ("token" if token else "lake")
+    if auth == "lake" and lake.access.principals().is_empty():
+        raise AccessError(
+            f"The lake at {lake.uri} has no principals yet, so no request could be let in. Run `metalake access "
+            "init` to create the first admin and its token, or serve with --no-auth (loopback only)."
+        )
     typer.echo(f"metalake serving {lake.uri} on http://{host}:{port} (API docs at /docs)", err=True)
+    if auth == "none":
+        typer.echo(
+            "authentication is off (--no-auth): every request may do everything; listening on loopback only",
+            err=True,
+        )
     run_server(
         lake,
         host=host,
         port=port,
         spool_dir=spool,
+        auth=auth,
         token=token,
         ack="committed" if ack == "committed" else "spooled",
         commit_interval=commit_interval,

@@ -18,7 +18,7 @@ from fastapi import Query
 
 from metalake.core.pending import reads_without_waiting_for_queued_writes
 from metalake.errors import InvalidRequest, MetalakeError
-from metalake.server.auth import Action, Authenticator, Authorize, SecurableOf
+from metalake.server.auth import Action, Authenticator, Authorize, Principal, SecurableOf, grant_creator
 from metalake.server.http import etag_for, etag_matches
 from metalake.server.models import ErrorResponse
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI, Request, Response
 
     from metalake.lake import Lake
+    from metalake.server.access_log import AccessLog
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 Answered = TypeVar("Answered")
@@ -56,24 +57,48 @@ class Write:
     lake: "Lake"
     actor: str
     idempotency_key: str | None
+    principal: "Principal | None" = None
+
+    def made(self, securable: str) -> None:
+        """Record that the caller created `securable`: it manages it (see `grant_creator`)."""
+        grant_creator(self.lake, self.principal, securable)
+
+    @property
+    def restricted(self) -> bool:
+        """Whether the caller's grants decide (tokens of the lake's principals), not an open or shared-token
+        server."""
+        return self.principal is not None and not self.principal.unrestricted
 
 
 class Api:
     """The REST API's routes on one FastAPI app, over one lake."""
 
-    def __init__(self, app: "FastAPI", lake: "Lake", authenticator: Authenticator):
+    def __init__(
+        self,
+        app: "FastAPI",
+        lake: "Lake",
+        authenticator: Authenticator,
+        access_log: "AccessLog | None" = None,
+    ):
         self.app = app
         self.lake = lake
         self.authenticator = authenticator
+        self.access_log = access_log
         self._past: OrderedDict[str, Lake] = OrderedDict()
         self._past_lock = threading.Lock()
 
     # -- declaring routes ---------------------------------------------------------------------------------------
 
     def get(
-        self, path: str, *, securable: str | SecurableOf, response_model: Any, summary: str | None = None
+        self,
+        path: str,
+        *,
+        securable: str | SecurableOf,
+        response_model: Any,
+        summary: str | None = None,
+        action: Action = "read",
     ) -> Callable[[Endpoint], Endpoint]:
-        return self._route("GET", path, "read", securable, response_model, 200, summary)
+        return self._route("GET", path, action, securable, response_model, 200, summary)
 
     def post(
         self,
@@ -91,9 +116,15 @@ class Api:
         )
 
     def delete(
-        self, path: str, *, securable: str | SecurableOf, response_model: Any, summary: str | None = None
+        self,
+        path: str,
+        *,
+        securable: str | SecurableOf,
+        response_model: Any,
+        summary: str | None = None,
+        action: Action = "write",
     ) -> Callable[[Endpoint], Endpoint]:
-        return self._route("DELETE", path, "write", securable, response_model, 200, summary)
+        return self._route("DELETE", path, action, securable, response_model, 200, summary)
 
     def _route(
         self,
@@ -116,7 +147,7 @@ class Api:
                 response_model=response_model,
                 status_code=status_code,
                 summary=summary,
-                dependencies=[Depends(Authorize(self.authenticator, action, securable))],
+                dependencies=[Depends(Authorize(self.authenticator, action, securable, self.access_log))],
                 responses=_ERROR_RESPONSES,
                 openapi_extra=openapi_extra,
             )
@@ -167,7 +198,7 @@ class Api:
                 "Idempotency-Key must be 1 to 200 printable characters.", field="Idempotency-Key"
             )
         principal = getattr(request.state, "principal", None)
-        return Write(self.lake, principal.name if principal is not None else self.lake.actor, key)
+        return Write(self.lake, principal.name if principal is not None else self.lake.actor, key, principal)
 
     def lake_at(self, as_of: str | None) -> "Lake":
         """The lake now, or as of a moment (ISO-8601 time or snapshot name); past lakes are reused."""

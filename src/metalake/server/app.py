@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from metalake.lake import Lake
+    from metalake.server.auth import AuthMode
 
 
 def import_server_libraries() -> None:
@@ -34,25 +35,41 @@ def import_server_libraries() -> None:
         ) from None
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` only takes connections from this machine (what --no-auth allows)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def create_app(
     lake: "Lake",
     *,
     spool_dir: Path | None = None,
+    auth: "AuthMode" = "lake",
     token: str | None = None,
     ack: Ack = "spooled",
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
     data_roots: Sequence[Path] = (),
 ) -> "FastAPI":
-    """The REST API of a lake. `token`: requests must carry `Authorization: Bearer TOKEN` (else any is fine).
+    """The REST API of a lake. `auth`: "lake" (tokens of the lake's principals, decided by their grants),
+    "token" (requests carry `Authorization: Bearer TOKEN`, and may do everything) or "none" (no check).
     `data_roots`: folders the server may read data from when a client registers a dataset version by path."""
     import_server_libraries()
     from fastapi import FastAPI, Request, Response
 
+    from metalake.server.access_log import AccessLog
     from metalake.server.api import Api
     from metalake.server.auth import Authenticator
     from metalake.server.middleware import BodyLimit, Idempotency
     from metalake.server.mlflow import add_mlflow_routes
     from metalake.server.models import Health
+    from metalake.server.routes.access import add_access_routes
     from metalake.server.routes.catalog import add_catalog_routes
     from metalake.server.routes.datasets import add_dataset_routes
     from metalake.server.routes.deployments import add_deployment_routes
@@ -65,13 +82,19 @@ def create_app(
     )
     lake.runs.set_commit_window(commit_interval)  # logging calls answered once journaled commit together too
 
+    access_log = AccessLog(lake) if auth == "lake" else None
+
     @contextlib.asynccontextmanager
     async def lifespan(_: "FastAPI") -> AsyncIterator[None]:
         committer.start()
+        if access_log is not None:
+            access_log.start()
         try:
             yield
         finally:
             await asyncio.to_thread(committer.stop)
+            if access_log is not None:
+                await asyncio.to_thread(access_log.stop)
 
     app = FastAPI(
         title="metalake",
@@ -83,12 +106,13 @@ def create_app(
         redoc_url=None,
     )
     app.state.committer = committer
-    authenticator = Authenticator(token)
-    api = Api(app, lake, authenticator)
+    authenticator = Authenticator(auth, lake=lake, token=token)
+    api = Api(app, lake, authenticator, access_log)
     app.state.api = api
     add_error_handlers(app)
     add_lineage_routes(api, committer, ack=ack)
     add_catalog_routes(api)
+    add_access_routes(api)
     add_tracking_routes(api)
     add_registry_routes(api)
     add_dataset_routes(api, data_roots=tuple(Path(root).resolve() for root in data_roots))
@@ -198,6 +222,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     spool_dir: Path | None = None,
+    auth: "AuthMode" = "lake",
     token: str | None = None,
     ack: Ack = "spooled",
     commit_interval: float = DEFAULT_COMMIT_INTERVAL,
@@ -210,6 +235,7 @@ def serve(
     app = create_app(
         lake,
         spool_dir=spool_dir,
+        auth=auth,
         token=token,
         ack=ack,
         commit_interval=commit_interval,

@@ -26,6 +26,7 @@ from metalake.errors import (
     NameNotFound,
     NotAuthenticated,
     NotAuthorized,
+    NotReadable,
     PayloadTooLarge,
     PolicyViolation,
     QueryTimeout,
@@ -49,6 +50,7 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 _STATUSES: tuple[tuple[type[BaseException], int], ...] = (
     (NotAuthenticated, 401),
     (NotAuthorized, 403),
+    (NotReadable, 404),
     (PayloadTooLarge, 413),
     (QueryTimeout, 400),
     (UnsafeQuery, 400),

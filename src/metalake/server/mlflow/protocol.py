@@ -23,11 +23,12 @@ from metalake.errors import (
     NameNotFound,
     NotAuthenticated,
     NotAuthorized,
+    NotReadable,
     PayloadTooLarge,
     PolicyViolation,
     TransientError,
 )
-from metalake.server.auth import Action, Authorize, SecurableOf
+from metalake.server.auth import Action, Authorize, Principal, SecurableOf, grant_creator
 
 if TYPE_CHECKING:
     from fastapi import Request, Response
@@ -65,6 +66,7 @@ ERROR_STATUSES = {
 _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (NotAuthenticated, "UNAUTHENTICATED"),
     (NotAuthorized, "PERMISSION_DENIED"),
+    (NotReadable, "RESOURCE_DOES_NOT_EXIST"),
     (PayloadTooLarge, "INVALID_PARAMETER_VALUE"),
     (NameNotFound, "RESOURCE_DOES_NOT_EXIST"),
     (DeploymentNotFound, "RESOURCE_DOES_NOT_EXIST"),
@@ -124,6 +126,11 @@ class Call:
     fields: dict[str, Any]
     lake: "Lake"
     actor: str
+    principal: Principal | None = None
+
+    def made(self, securable: str) -> None:
+        """Record that the caller created `securable` (an experiment, a model): it manages it."""
+        grant_creator(self.lake, self.principal, securable)
 
     def text(self, name: str) -> str:
         value = self.fields.get(name)
@@ -274,13 +281,14 @@ class MlflowRoutes:
         from starlette.concurrency import run_in_threadpool
 
         api = self.api
-        dependency = Depends(Authorize(api.authenticator, action, securable))
+        dependency = Depends(Authorize(api.authenticator, action, securable, api.access_log))
 
         def register(handler: Handler) -> Handler:
             async def endpoint(request: Request) -> "Response":
                 fields = {**await request_fields(request), **request.path_params}  # `{model_id}` in a path
                 principal = getattr(request.state, "principal", None)
-                call = Call(fields, api.lake, principal.name if principal is not None else api.lake.actor)
+                actor = principal.name if principal is not None else api.lake.actor
+                call = Call(fields, api.lake, actor, principal)
                 result = await run_in_threadpool(handler, call)
                 return result if not isinstance(result, dict) else answer(result)
 

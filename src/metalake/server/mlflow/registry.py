@@ -194,6 +194,7 @@ def add_registered_model_routes(routes: MlflowRoutes) -> None:
         call.lake.registry.create_model(
             name, description=call.optional_text("description"), tags=call.key_values("tags")
         )
+        call.made(f"model:{name}")
         return {"registered_model": RegistryView(call.lake, name).model()}
 
     @route("GET", "registered-models/get", action="read", securable="model:*")

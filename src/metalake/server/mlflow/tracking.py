@@ -154,6 +154,7 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
             actor=call.actor,
         )
         forget_experiments()
+        call.made(f"experiment:{created.name}")
         return {"experiment_id": created.experiment_id}
 
     @route("GET", "experiments/get", action="read", securable="experiment:*")

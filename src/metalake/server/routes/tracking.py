@@ -161,6 +161,7 @@ def add_tracking_routes(api: "Api") -> None:
     )
     def create_run(body: RunCreate, request: Request) -> RunCreated:
         write = api.writing(request)
+        is_new = write.restricted and body.experiment not in write.lake.experiments.ids_by_name()
         run_id = write.lake.runs.create(
             body.experiment,
             body.name,
@@ -170,6 +171,8 @@ def add_tracking_routes(api: "Api") -> None:
             user=write.actor,
             idempotency_key=write.idempotency_key,
         )
+        if is_new:
+            write.made(f"experiment:{body.experiment}")
         return RunCreated(run_id=run_id)
 
     @api.post(
