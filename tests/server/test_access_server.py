@@ -82,14 +82,74 @@ def test_a_read_grant_on_an_experiment_opens_its_runs_and_nothing_else(guarded: 
     assert guarded.get(f"/api/v1/runs/{guarded.pricing_run}", guarded.admin).status_code == 200
 
 
+def test_lists_and_searches_hold_only_what_the_principal_may_read_in_pages_of_any_size(
+    tmp_path: Path,
+) -> None:
+    lake = metalake.connect(tmp_path / "lake", actor="tester")
+    admin = lake.access.init("root").token
+    lake.access.create_principal("erin")
+    erin = lake.access.create_token("erin").token
+    names = [f"exp-{index}" for index in range(10)]
+    for name in names:
+        for attempt in range(2):
+            with lake.runs.start(name, name=f"{name}-{attempt}") as run:
+                run.log_metrics({"auc": 0.5 + attempt / 10}, step=1)
+    lake.runs.wait()
+    readable = [*names[::2], names[1]]  # 6 of 10
+    for name in readable:
+        lake.access.grant("erin", "read", f"experiment:{name}")
+    lake.registry.create_model("open-model")
+    lake.registry.create_model("closed-model")
+    lake.access.grant("erin", "read", "model:open-model")
+    lake.close()
+    server = start_server_process(tmp_path / "lake", tmp_path / "spool", lake_auth=True)
+    try:
+        headers = {"Authorization": f"Bearer {erin}"}
+
+        def listed(path: str, **params: object) -> dict[str, object]:
+            answer = requests.get(server.url + path, headers=headers, params=params, timeout=30)
+            assert answer.status_code == 200, answer.text
+            body: dict[str, object] = answer.json()
+            return body
+
+        experiments = listed("/api/v1/experiments")["items"]
+        assert sorted(item["name"] for item in experiments) == sorted(readable)  # type: ignore[attr-defined,index]
+        for size in (1, 4, 5, 100):
+            seen: list[str] = []
+            token: object = None
+            while True:
+                params = {
+                    "limit": size,
+                    "where": "metrics.auc > 0",
+                    **({"page_token": token} if token else {}),
+                }
+                page = listed("/api/v1/runs", **params)
+                seen += [row["experiment"] for row in page["items"]]  # type: ignore[attr-defined,index]
+                token = page["next_page_token"]
+                if not token:
+                    break
+            assert sorted(seen) == sorted(readable * 2), f"pages of {size}"
+        assert listed("/api/v1/models")["items"] == ["open-model"]
+        hidden = requests.get(
+            server.url + "/api/v1/runs", headers=headers, params={"experiment": "exp-3"}, timeout=30
+        )
+        assert hidden.status_code == 404
+        everything = requests.get(
+            server.url + "/api/v1/experiments", headers={"Authorization": f"Bearer {admin}"}, timeout=30
+        )
+        assert len(everything.json()["items"]) >= 10
+    finally:
+        server.stop()
+
+
 def test_writing_what_one_may_only_read_is_403_and_whole_kinds_need_a_lake_grant(guarded: Lake) -> None:
     write = guarded.post(
         f"/api/v1/runs/{guarded.churn_run}/log", guarded.alice, {"metrics": [{"key": "x", "value": 1.0}]}
     )
     assert write.status_code == 403, write.text
     assert "metalake access grant alice write experiment:churn" in write.json()["error"]["message"]
-    listing = guarded.get("/api/v1/experiments", guarded.alice)
-    assert listing.status_code == 403, "lists of a whole kind are decided by a grant on the lake, for now"
+    creation = guarded.post("/api/v1/runs", guarded.alice, {"experiment": "new-one"})
+    assert creation.status_code == 403, "creating needs write on the lake"
     mlflow = guarded.get("/api/2.0/mlflow/runs/get", guarded.alice, run_id=guarded.churn_run)
     assert mlflow.status_code == 403 and mlflow.json()["error_code"] == "PERMISSION_DENIED"
 

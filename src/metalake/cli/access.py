@@ -231,7 +231,7 @@ def revoke_token(
     reason: ReasonOption = None,
 ) -> None:
     """Stop a token at once (a server sees it within a second)."""
-    from metalake.access.access import token_id_of
+    from metalake.access.tokens import token_id_of
     from metalake.cli.output import stdout_console
 
     open_lake(ctx).access.revoke_token(token_id, reason=reason)

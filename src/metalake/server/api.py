@@ -25,6 +25,7 @@ from metalake.server.models import ErrorResponse
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request, Response
 
+    from metalake.access import Readable
     from metalake.lake import Lake
     from metalake.server.access_log import AccessLog
 
@@ -97,8 +98,9 @@ class Api:
         response_model: Any,
         summary: str | None = None,
         action: Action = "read",
+        filtered: bool = False,
     ) -> Callable[[Endpoint], Endpoint]:
-        return self._route("GET", path, action, securable, response_model, 200, summary)
+        return self._route("GET", path, action, securable, response_model, 200, summary, filtered=filtered)
 
     def post(
         self,
@@ -136,6 +138,8 @@ class Api:
         status_code: int,
         summary: str | None,
         openapi_extra: dict[str, Any] | None = None,
+        *,
+        filtered: bool = False,
     ) -> Callable[[Endpoint], Endpoint]:
         from fastapi import Depends
 
@@ -147,7 +151,11 @@ class Api:
                 response_model=response_model,
                 status_code=status_code,
                 summary=summary,
-                dependencies=[Depends(Authorize(self.authenticator, action, securable, self.access_log))],
+                dependencies=[
+                    Depends(
+                        Authorize(self.authenticator, action, securable, self.access_log, filtered=filtered)
+                    )
+                ],
                 responses=_ERROR_RESPONSES,
                 openapi_extra=openapi_extra,
             )
@@ -169,7 +177,11 @@ class Api:
         """
         with reads_without_waiting_for_queued_writes():
             lake = self.lake_at(as_of)
-            etag = etag_for(lake, reads, str(request.url.include_query_params()))
+            key = str(request.url.include_query_params())
+            readable = self.readable(request)
+            if readable is not None:  # a filtered answer is the caller's own
+                key += "|readable:" + ",".join(sorted(readable.names))
+            etag = etag_for(lake, reads, key)
             if etag_matches(request.headers.get("if-none-match"), etag):
                 raise NotModified(etag)
             response.headers["ETag"] = etag
@@ -185,6 +197,12 @@ class Api:
         from starlette.concurrency import run_in_threadpool
 
         return await run_in_threadpool(answer)
+
+    @staticmethod
+    def readable(request: "Request") -> "Readable | None":
+        """What the caller may read of the kind a filtered route lists; None: everything."""
+        readable: Readable | None = getattr(request.state, "readable", None)
+        return readable
 
     def writing(self, request: "Request") -> Write:
         """A write request's lake and idempotency key; refused if it asks for a past moment."""

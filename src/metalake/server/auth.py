@@ -138,7 +138,9 @@ class Authorize:
     then log what the access log keeps (denials and writes).
 
     `securable` is a fixed name (`lake`, `table:*`) or a function of the path parameters
-    (`lambda path: f"run:{path['run_id']}"`).
+    (`lambda path: f"run:{path['run_id']}"`). A `filtered` route lists a kind (`experiment:*`): a principal
+    without a grant on the lake is let in, and `request.state.readable` holds what it may read of the kind, for
+    the route to filter by inside its query, before paging (None: everything).
     """
 
     def __init__(
@@ -147,20 +149,32 @@ class Authorize:
         action: Action,
         securable: "str | SecurableOf",
         access_log: "AccessLog | None" = None,
+        *,
+        filtered: bool = False,
     ):
         self.authenticator = authenticator
         self.action = action
         self.securable = securable
         self.access_log = access_log
+        self.filtered = filtered
 
     async def __call__(self, request: Request) -> Principal:
         """Async, so that FastAPI runs it on the event loop: a thread hop for a dictionary look-up costs more."""
         principal = self.authenticator.principal(request)
         securable = self.securable if isinstance(self.securable, str) else self.securable(request.path_params)
         lake: Lake = request.app.state.api.lake
+        request.state.readable = None
         try:
             grant_id = authorize(lake, principal, self.action, securable)
-        except (NotAuthorized, NotReadable):
+        except NotAuthorized:
+            if self.filtered:  # a listing of a kind: what the principal may read of it, filtered in the query
+                request.state.readable = lake.access.readable(principal.name, securable.partition(":")[0])  # type: ignore[arg-type]
+                request.state.principal = principal
+                return principal
+            if self.access_log is not None:
+                self.access_log.add(principal.name, self.action, securable, False, None, request)
+            raise
+        except NotReadable:
             if self.access_log is not None:
                 self.access_log.add(principal.name, self.action, securable, False, None, request)
             raise

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -311,6 +311,7 @@ class Runs:
         limit: int | None = None,
         *,
         lifecycle: Lifecycle = "active",
+        experiments: Collection[str] | None = None,
     ) -> pl.DataFrame:
         """Runs as a polars DataFrame: one row per run, `params.K`, `tags.K` and `metrics.K` (last value) columns.
 
@@ -320,7 +321,8 @@ class Runs:
         of `loss`, metrics.`loss.min` always the metric). `order_by` is e.g. `"metrics.val_auc desc"` (or a list
         of such). Newest runs come first by default. Deleted runs are left out; `lifecycle="deleted"` shows only
         them, `"all"` both. Unknown names and unreadable expressions raise QueryError
-        with a caret under the mistake, saying what is known.
+        with a caret under the mistake, saying what is known. `experiments` keeps the runs of those experiments
+        only, inside the query (the server filters by what a principal may read, before paging).
         """
         from metalake.tracking.search import search_runs
 
@@ -331,6 +333,7 @@ class Runs:
             order_by=order_by,
             limit=limit,
             lifecycle=lifecycle,
+            experiments=experiments,
         )
         if experiment and found.is_empty():  # a typo answers "did you mean", a known name an empty frame
             known = self.experiments()

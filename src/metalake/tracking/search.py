@@ -85,9 +85,12 @@ def search_runs(
     order_by: str | Iterable[str] | None = None,
     limit: int | None = None,
     lifecycle: Lifecycle = "active",
+    experiments: Collection[str] | None = None,
 ) -> pl.DataFrame:
-    """Runs as a polars DataFrame, one row each; see `Runs.search` for the expression language."""
+    """Runs as a polars DataFrame, one row each; see `Runs.search` for the expression language. `experiments`
+    keeps the runs of those experiments only, inside the query (before the order and the limit)."""
     import duckdb
+    import pyarrow as pa
 
     from metalake.core.sql import shared_database
 
@@ -96,6 +99,8 @@ def search_runs(
     kept = {"active": ["not deleted"], "deleted": ["deleted"], "all": []}[lifecycle]
     if where:
         kept.append(f"({translate(where, columns)})")
+    if experiments is not None:
+        kept.append("experiment in (select name from __experiments)")
     clauses = [f"where {' and '.join(kept)}"] if kept else []
     orders = [order_by] if isinstance(order_by, str) else list(order_by or [])
     if orders:
@@ -109,6 +114,8 @@ def search_runs(
     cursor = shared_database().cursor()
     try:
         cursor.register("__runs", frame.to_arrow())
+        if experiments is not None:
+            cursor.register("__experiments", pa.table({"name": pa.array(sorted(experiments), pa.string())}))
         result: pl.DataFrame = cursor.sql(f"select * from __runs {' '.join(clauses)}").pl()
     except duckdb.Error as error:
         # a value DuckDB cannot compare (a bad timestamp, say): its first line only, the rest quotes the SQL

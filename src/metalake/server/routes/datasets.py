@@ -88,7 +88,13 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
     def dataset_securable(path: Any) -> str:
         return f"dataset:{path['name']}"
 
-    @api.get("/api/v1/datasets", securable="dataset:*", response_model=Page[DatasetRow], summary="Datasets")
+    @api.get(
+        "/api/v1/datasets",
+        securable="dataset:*",
+        filtered=True,
+        response_model=Page[DatasetRow],
+        summary="Datasets (those the caller may read)",
+    )
     def list_datasets(
         request: Request,
         response: Response,
@@ -97,8 +103,14 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
         page_token: str | None = None,
     ) -> dict[str, Any]:
         page = PageRequest.parse(limit, page_token, "datasets")
+        readable = api.readable(request)
         with api.reading(request, response, as_of, DATASET_TABLES) as lake:
-            return page.cut(lake.datasets.list())
+            found = lake.datasets.list()
+            if readable is not None:
+                import polars as pl
+
+                found = found.filter(pl.col("dataset").is_in(sorted(readable.names)))
+            return page.cut(found)
 
     @api.get(
         "/api/v1/datasets/{name}/versions",

@@ -95,10 +95,19 @@ def model_securable(path: Any) -> str:
 def add_registry_routes(api: "Api") -> None:
     from fastapi import Query, Request, Response
 
-    @api.get("/api/v1/models", securable="model:*", response_model=ModelList, summary="Registered models")
+    @api.get(
+        "/api/v1/models",
+        securable="model:*",
+        filtered=True,
+        response_model=ModelList,
+        summary="Registered models (those the caller may read)",
+    )
     def list_models(request: Request, response: Response, as_of: AsOf = None) -> ModelList:
+        readable = api.readable(request)
         with api.reading(request, response, as_of, REGISTRY_TABLES) as lake:
-            return ModelList(items=lake.registry.models())
+            return ModelList(
+                items=[name for name in lake.registry.models() if readable is None or name in readable]
+            )
 
     @api.get(
         "/api/v1/models/{model}/versions",

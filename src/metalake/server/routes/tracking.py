@@ -4,7 +4,7 @@
 import math
 from typing import TYPE_CHECKING, Annotated, Any
 
-from metalake.errors import InvalidRequest
+from metalake.errors import InvalidRequest, NotReadable
 from metalake.server.api import AsOf
 from metalake.server.http import PageRequest, json_response, jsonable
 from metalake.server.models import (
@@ -62,16 +62,25 @@ def add_tracking_routes(api: "Api") -> None:
 
     from metalake.tracking.remote import MetricPoint
 
-    @api.get("/api/v1/experiments", securable="lake", response_model=ExperimentList, summary="Experiments")
+    @api.get(
+        "/api/v1/experiments",
+        securable="experiment:*",
+        filtered=True,
+        response_model=ExperimentList,
+        summary="Experiments (those the caller may read)",
+    )
     def list_experiments(request: Request, response: Response, as_of: AsOf = None) -> ExperimentList:
+        readable = api.readable(request)
         with api.reading(request, response, as_of, ["runs"]) as lake:
-            return ExperimentList(items=[ExperimentOut(name=name) for name in lake.runs.experiments()])
+            names = [name for name in lake.runs.experiments() if readable is None or name in readable]
+            return ExperimentList(items=[ExperimentOut(name=name) for name in names])
 
     @api.get(
         "/api/v1/runs",
         securable=lambda path: "experiment:*",
+        filtered=True,
         response_model=Page[RunRow],
-        summary="Search runs (the `lake.runs.search` expression language)",
+        summary="Search runs (the `lake.runs.search` expression language), in the experiments the caller may read",
     )
     def search_runs(
         request: Request,
@@ -84,9 +93,16 @@ def add_tracking_routes(api: "Api") -> None:
         page_token: str | None = None,
     ) -> dict[str, Any]:
         page = PageRequest.parse(limit, page_token, f"runs:{experiment}:{where}:{order_by}")
+        readable = api.readable(request)
+        if readable is not None and experiment is not None and experiment not in readable:
+            raise NotReadable("experiment", experiment)
         with api.reading(request, response, as_of, SEARCH_TABLES) as lake:
             found = lake.runs.search(
-                experiment=experiment, where=where, order_by=order_by, limit=page.offset + page.fetch
+                experiment=experiment,
+                where=where,
+                order_by=order_by,
+                limit=page.offset + page.fetch,
+                experiments=None if readable is None else readable.names,
             )
             return page.cut(found)
 
