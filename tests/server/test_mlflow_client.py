@@ -61,6 +61,8 @@ def run_script(server: Server, code: str, tmp_path: Path) -> dict[str, Any]:
 
 
 def lake_of(server: Server) -> metalake.Lake:
+    """The server's lake as another process reads it: once what the server answered is committed."""
+    server.wait_settled()
     return metalake.connect(server.lake_path, actor="reader")
 
 

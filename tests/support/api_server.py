@@ -44,6 +44,13 @@ class Server:
             assert time.monotonic() < deadline, f"server committed {self.health()} of {events} events"
             time.sleep(0.05)
 
+    def wait_settled(self, timeout: float = 30) -> None:
+        """Wait until the server has committed every run flush it answered: only then do other processes see them."""
+        deadline = time.monotonic() + timeout
+        while (health := self.health())["run_flushes_pending"] or health["queued"]:
+            assert time.monotonic() < deadline, f"server still holds uncommitted writes: {health}"
+            time.sleep(0.02)
+
     def stop(self) -> None:
         """SIGTERM: uvicorn shuts down, the committer commits what is queued."""
         if self.process.poll() is None:

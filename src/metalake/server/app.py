@@ -121,7 +121,8 @@ def create_app(
 
     @app.get("/api/v1/health", response_model=Health, tags=["public"])
     def health(request: Request, response: Response) -> Health:
-        """Liveness, and how many events wait for their group commit; the lake's URI only with the token."""
+        """Liveness, and how many lineage events and run flushes wait for their group commit (until then, only
+        this server reads them); the lake's URI only with the token."""
         try:
             authenticator.principal(request)
             known = True
@@ -133,6 +134,7 @@ def create_app(
             committed=committer.committed_events,
             commits=committer.commits,
             dead_letters=committer.dead_letters,
+            run_flushes_pending=lake.runs.flush_queue.pending,
             lake=lake.uri if known else None,
         )
 

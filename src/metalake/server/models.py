@@ -29,6 +29,7 @@ class Health(BaseModel):
     committed: int
     commits: int
     dead_letters: int
+    run_flushes_pending: int = 0
     lake: str | None = None
 
 

@@ -118,6 +118,12 @@ class FlushQueue:
     def busy(self) -> bool:
         return bool(self._queue or self._in_flight or self._parked)
 
+    @property
+    def pending(self) -> int:
+        """Flushes answered (journaled) but not yet committed: other processes do not see them yet."""
+        with self._changed:
+            return len(self._queue) + len(self._in_flight) + len(self._parked)
+
     @contextmanager
     def holding(self) -> Iterator[None]:
         """Hold the committer while the block runs, so that every flush made in it lands in one group commit."""
