@@ -177,12 +177,18 @@ class Access:
         self._write(PRINCIPALS_TABLE, [row], "access.principal.enable", reason=reason)
 
     def add_member(self, group: str, member: str) -> None:
-        """Put `member` (a user, a service account or another group) in `group`: it holds the group's grants."""
+        """Put `member` (a user, a service account or another group) in `group`: it holds the group's grants.
+        A member already in it stays (nothing is written); a membership that would make a cycle is refused."""
         state = self._state(fresh=True)
         self._group(state, group)
         self._principal(member, state)
-        if member == group or group in state.groups_of(member) or member in state.groups_of(group):
-            raise AccessError(f"{member!r} cannot join {group!r}: groups may not contain themselves.")
+        if member in state.members.get(group, set()):
+            return  # a member already: nothing to write
+        if member == group or member in state.groups_of(group, disabled_too=True):
+            raise AccessError(
+                f"{member!r} cannot join {group!r}: {group!r} is inside {member!r} already, and groups may not "
+                "contain themselves."
+            )
         row = {"group_name": group, "member": member, "event": "added"}
         self._write(MEMBERS_TABLE, [row], "access.group.add")
 
@@ -274,6 +280,11 @@ class Access:
         target = parse_securable(securable)
         if wanted == "admin" and target != LAKE:
             raise InvalidSecurable(f"admin is given on the lake only (`lake`), not on {target!r}.")
+        if wanted == "unmask" and target != LAKE:
+            raise InvalidSecurable(
+                f"unmask is given on the lake only (`lake`), not on {target!r}: masking applies to every read "
+                "path at once, so a reader sees sensitive values everywhere or nowhere."
+            )
         state = self._state(fresh=True)
         self._principal(principal, state)
         for held in state.grants.values():
@@ -364,6 +375,13 @@ class Access:
         via = "" if held.principal == principal else f" to group {held.principal}"
         reason = f"{held.privilege} on {held.securable}{via} (grant {held.grant_id})"
         return Decision(True, principal, wanted, target, reason, held)
+
+    def sees_clear(self, principal: str, *, must_exist: bool = False) -> bool:
+        """Whether `principal` reads sensitive values in clear (`unmask` on the lake; admins hold it), rather
+        than through the masking layer. `must_exist`: an unknown principal raises PrincipalNotFound."""
+        if must_exist:
+            self._principal(principal)
+        return self.check(principal, "unmask", LAKE).allowed
 
     def readable(self, principal: str, kind: SecurableKind) -> Readable:
         """The objects of `kind` that `principal` may read: all (a grant on the lake), or those it is granted."""

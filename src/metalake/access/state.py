@@ -71,8 +71,9 @@ class AccessState:
     tokens: dict[str, TokenRecord] = field(default_factory=dict)
     grants: dict[str, Grant] = field(default_factory=dict)  # in force, by id
 
-    def groups_of(self, principal: str) -> list[str]:
-        """The enabled groups `principal` is in, directly or through other groups (each once, nearest first)."""
+    def groups_of(self, principal: str, *, disabled_too: bool = False) -> list[str]:
+        """The enabled groups `principal` is in, directly or through other groups (each once, nearest first);
+        `disabled_too`: through disabled groups as well (what a cycle check must see)."""
         found: list[str] = []
         frontier = [principal]
         seen = {principal}
@@ -80,7 +81,8 @@ class AccessState:
             current = frontier.pop(0)
             for group, members in sorted(self.members.items()):
                 record = self.principals.get(group)
-                if current in members and group not in seen and record is not None and record.enabled:
+                usable = record is not None and (disabled_too or record.enabled)
+                if current in members and group not in seen and usable:
                     seen.add(group)
                     found.append(group)
                     frontier.append(group)
