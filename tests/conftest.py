@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 def pytest_configure(config: pytest.Config) -> None:
     """Fixtures built before any test (the demo lake, sample lakes) keep their run journal out of ~/.cache too."""
     os.environ["METALAKE_JOURNAL"] = tempfile.mkdtemp(prefix="metalake-journal-")
+    # Servers in grant mode load the masking key at start: one for the session, never the developer's.
+    os.environ["METALAKE_MASK_KEY"] = "7a" * 32
 
 
 @pytest.fixture(autouse=True)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from metalake.access import Access
     from metalake.core.catalog import TableSpec
+    from metalake.core.masking import Masker
     from metalake.datasets import Datasets
     from metalake.deployments import Deployments
     from metalake.kpis.kpis import Kpis
@@ -150,7 +151,8 @@ class Lake:
 
     def __repr__(self) -> str:
         at = f", as_of={self.moment.label!r}" if self.moment else ""
-        return f"Lake({self.location.uri!r}{at})"
+        masked = ", masked" if self.masked_by is not None else ""
+        return f"Lake({self.location.uri!r}{at}{masked})"
 
     def close(self) -> None:
         """Wait for queued run flushes, release the SQL session; the lake can still be used afterwards.
@@ -347,6 +349,33 @@ class Lake:
         SnapshotNotFound (a TimeTravelError).
         """
         return Lake(self._tables.as_of(when))
+
+    def masked(self, masker: Masker | None = None) -> Lake:
+        """This lake (at its moment) as a reader without the `unmask` privilege sees it, read-only.
+
+        Every read masks what the specs mark sensitive, whichever path it takes: SQL and the views, `read` and
+        `scan`, the namespaces (`runs.get`, searches, the registry), the audit log's actors. Default masker: the
+        lake's specs, the key from `load_mask_key()` and the default secret-key patterns (see `masker`).
+        """
+        return Lake(self._tables.masked(masker or self.masker()))
+
+    def masker(self, *, key: bytes | None = None, secret_key_patterns: Sequence[str] | None = None) -> Masker:
+        """The masking layer for this lake's specs: `key` defaults to `load_mask_key()`, the patterns to
+        DEFAULT_SECRET_KEY_PATTERNS plus the tags that name a person (`mlflow.user`)."""
+        from metalake.core.mask_key import load_mask_key
+        from metalake.core.masking import DEFAULT_SECRET_KEY_PATTERNS, IDENTITY_KEYS, Masker
+
+        patterns = secret_key_patterns if secret_key_patterns is not None else DEFAULT_SECRET_KEY_PATTERNS
+        return Masker(
+            {spec.name: spec for spec in self._tables.specs()},
+            key if key is not None else load_mask_key(),
+            secret_key_patterns=(*patterns, *IDENTITY_KEYS),
+        )
+
+    @property
+    def masked_by(self) -> Masker | None:
+        """The masker of a lake from `masked()`; None for a lake that shows values in clear."""
+        return self._tables.masker
 
     def created_at(self) -> datetime | None:
         """When the lake was created (its first table); `as_of` refuses earlier moments. None: no table yet."""

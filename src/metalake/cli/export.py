@@ -93,6 +93,15 @@ def export_duckdb_command(
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace FILE if it exists.")] = False,
+    masked_for: Annotated[
+        str | None,
+        typer.Option(
+            "--masked-for",
+            metavar="PRINCIPAL",
+            help="Make the file for PRINCIPAL: unless it holds unmask on the lake, sensitive values are masked "
+            "as the server shows them to it.",
+        ),
+    ] = None,
 ) -> None:
     """Write a DuckDB file with every table (a copy of its rows, now or as of WHEN) and every view over them.
 
@@ -100,7 +109,9 @@ def export_duckdb_command(
 
     The lake must exist (nothing is created), and WHEN must lie between the lake's first commit and now.
 
-    Example: metalake export duckdb lake.duckdb --as-of paper-v1
+    With --masked-for PRINCIPAL the copy holds what that principal may see: the values the table specs mark sensitive (actors, run users, secret-looking params and tags) masked, unless it holds unmask on the lake.
+
+    Example: metalake export duckdb lake.duckdb --as-of paper-v1 --masked-for analysts
     """
     from rich.markup import escape
 
@@ -108,8 +119,11 @@ def export_duckdb_command(
     from metalake.exports.duckdb_file import export_duckdb
 
     lake = open_lake(ctx)
-    result = export_duckdb(lake, file, as_of=as_of, force=force)
+    result = export_duckdb(lake, file, as_of=as_of, force=force, masked_for=masked_for)
     moment = f"as of {result.as_of}" if result.as_of else f"as of {result.exported_at:%Y-%m-%d %H:%M:%S} UTC"
+    if result.masked_for is not None:
+        seen = "sensitive values masked" if result.masked else "in clear: it may unmask"
+        moment += f", for {result.masked_for} ({seen})"
     rows = sum(count for name, count in result.table_rows.items() if name in result.table_versions)
     console = stdout_console()
     console.print(

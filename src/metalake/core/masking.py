@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_SECRET_KEY_PATTERNS",
+    "IDENTITY_KEYS",
     "MASK_KINDS",
     "REDACTED",
     "MaskKind",
@@ -36,6 +37,8 @@ __all__ = [
 
 # Keys of params and tags whose values are secrets logged by mistake; fnmatch-style, case-insensitive.
 DEFAULT_SECRET_KEY_PATTERNS: tuple[str, ...] = ("*password*", "*secret*", "*token*", "*api_key*", "*email*")
+# Keys of tags whose value names a person (MLflow's run user): redacted like a secret, as the `user` column is hashed.
+IDENTITY_KEYS: tuple[str, ...] = ("mlflow.user",)
 REDACTED = "[redacted]"
 PARTIAL_PREFIX = "****"
 PARTIAL_SHOWN = 4  # `partial` shows this many last characters, and only of a longer value
@@ -271,6 +274,31 @@ class Masker:
             for name in columns
         )
         return f"SELECT {selected} FROM {relation_sql}"
+
+    def replacing_select(self, table: str, relation_sql: str) -> str:
+        """`SELECT * REPLACE (<masked columns>) FROM <relation_sql>`: every column of the relation, the marked
+        ones masked. Unlike `masked_select` it needs no column list, so it fits a relation of any version of the
+        table. Every table has a marked column (`recorded_by`), so there is always something to replace.
+
+        The SQL text contains the masking key: it must never reach users.
+        """
+        spec = self._spec(table)
+        masked = [column.name for column in spec.columns if column.mask is not None]
+        key_value = self._secret_value_column(table)
+        if key_value is not None:
+            masked.append(key_value[1])
+        if not masked:
+            return f"SELECT * FROM {relation_sql}"
+        replaced = ", ".join(
+            f"{self.sql_expression(table, name, quote_identifier(name))} AS {quote_identifier(name)}"
+            for name in masked
+        )
+        return f"SELECT * REPLACE ({replaced}) FROM {relation_sql}"
+
+    def mask_actor(self, actor: object) -> object:
+        """A commit's actor (audit log, table history) as a reader without `unmask` sees it: hashed, as the
+        `recorded_by` of the rows it wrote, so the two still join."""
+        return self.mask_value("hash", actor)
 
     def _kind_sql(self, kind: MaskKind, ref: str, column_type: str) -> str:
         if kind == "null":

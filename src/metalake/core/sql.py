@@ -182,6 +182,11 @@ class ParquetFiles:
         return f'SELECT * FROM "{empty_relation}" UNION ALL BY NAME {files}'
 
 
+def _raw_name(table: str) -> str:
+    """The private name a masked session registers a table's unmasked relation under."""
+    return f"__raw_{table}"
+
+
 class SqlSession:
     """One DuckDB connection for a lake; tables appear the first time a query names them.
 
@@ -197,7 +202,10 @@ class SqlSession:
         views: Mapping[str, ViewDefinition] | None = None,
         *,
         clock: Callable[[], pa.Table] | None = None,
+        masking: Callable[[str, str], str | None] | None = None,
     ):
+        """`masking(table, relation_sql)`, when given, is the SELECT that reads a table masked: the table is then
+        registered under a private name and its lake name is a view through that SELECT."""
 
         # A cursor on one in-process database is free, where a new database costs ~15 ms; everything a session
         # creates is TEMP (connection-local), so sessions never see each other's tables or moments.
@@ -207,6 +215,7 @@ class SqlSession:
         self._relation_for = relation_for
         self._commits = commits
         self._clock = clock or (lambda: clock_table(None, DEFAULT_LOST_AFTER_S))
+        self._masking = masking
         self._registered: dict[str, object] = {}
         self._created_views: set[str] = set()
         self._materialized_at: dict[str, tuple[tuple[str, object], ...]] = {}
@@ -254,23 +263,28 @@ class SqlSession:
         if table in self._registered:
             self._drop(table)
         relation = build()
+        masked_select = self._masking(table, f'"{_raw_name(table)}"') if self._masking else None
+        target = table if masked_select is None else _raw_name(table)
         if isinstance(relation, ParquetFiles):
             empty_relation = f"__{table}_schema"
             if relation.full_schema is not None:
                 self.connection.register(empty_relation, relation.full_schema)
             self.connection.execute(
-                f'CREATE OR REPLACE TEMP VIEW "{table}" AS {relation.sql(empty_relation)}'
+                f'CREATE OR REPLACE TEMP VIEW "{target}" AS {relation.sql(empty_relation)}'
             )
         else:
-            self.connection.register(table, relation)
+            self.connection.register(target, relation)
+        if masked_select is not None:
+            self.connection.execute(f'CREATE OR REPLACE TEMP VIEW "{table}" AS {masked_select}')
         self._registered[table] = token
 
     def _drop(self, table: str) -> None:
         import duckdb
 
-        with contextlib.suppress(duckdb.Error):
-            self.connection.unregister(table)
-        self.connection.execute(f'DROP VIEW IF EXISTS temp."{table}"')
+        for name in (table, _raw_name(table)):
+            with contextlib.suppress(duckdb.Error):
+                self.connection.unregister(name)
+            self.connection.execute(f'DROP VIEW IF EXISTS temp."{name}"')
 
     def _create_view(self, name: str) -> None:
         import duckdb

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
 
+    from metalake.core.masking import Masker
     from metalake.core.sql import SqlSession
 
 SNAPSHOTS_TABLE = "snapshots"
@@ -67,7 +68,12 @@ class Moment:
 
 class Tables:
     """Delta tables described by the catalog, readable live or as of a past moment, written only through
-    `prepare` + `commit` (or `append`, both in one call)."""
+    `prepare` + `commit` (or `append`, both in one call).
+
+    With a `masker` (see `masked`), every read masks the values the specs mark sensitive: DuckDB reads each table
+    through a masking view, Arrow and polars reads get masked tables, commit actors are hashed. Such tables are
+    read-only: they are what a reader without the `unmask` privilege is given.
+    """
 
     def __init__(
         self,
@@ -79,6 +85,7 @@ class Tables:
         *,
         offline: bool = False,
         lost_after_s: float = DEFAULT_LOST_AFTER_S,
+        masker: Masker | None = None,
     ):
         self.location = location
         self.actor = actor
@@ -87,6 +94,8 @@ class Tables:
         self.moment = moment
         self.offline = offline
         self.lost_after_s = lost_after_s
+        self.masker = masker
+        self._unmasked: Tables | None = None  # what masked tables were made from
         self.commit_window_s = 0.0  # how long queued journaled writes may wait for others (the group commit)
         # One SQL session per thread: a DuckDB cursor and its registrations serve one query at a time, and a
         # server answers requests from several threads (a cursor on the shared database costs nothing).
@@ -97,7 +106,8 @@ class Tables:
 
     def __repr__(self) -> str:
         at = f", as_of={self.moment.label!r}" if self.moment else ""
-        return f"Tables({self.location.uri!r}{at})"
+        masked = ", masked" if self.masker is not None else ""
+        return f"Tables({self.location.uri!r}{at}{masked})"
 
     @property
     def uri(self) -> str:
@@ -105,7 +115,27 @@ class Tables:
 
     @property
     def read_only(self) -> bool:
-        return self.moment is not None
+        return self.moment is not None or self.masker is not None
+
+    def masked(self, masker: Masker) -> Tables:
+        """These tables (at the same moment) as a reader without `unmask` reads them; read-only."""
+        masked = Tables(
+            self.location,
+            self.actor,
+            self._specs,
+            self._store,
+            self.moment,
+            lost_after_s=self.lost_after_s,
+            masker=masker,
+        )
+        masked._unmasked = self.unmasked
+        return masked
+
+    @property
+    def unmasked(self) -> Tables:
+        """The tables masked tables were made from (self for tables that do not mask): for state this process
+        shares between readers, which must hold clear values (see tracking/remote.py's run state)."""
+        return self._unmasked or self
 
     def close(self) -> None:
         """Release the SQL sessions; the tables can still be used afterwards."""
@@ -164,11 +194,7 @@ class Tables:
 
     def prepare(self, table: str, data: Any, *, actor: str | None = None) -> pa.Table:
         """The first half of a write: check the batch against the table's contract and cast it."""
-        if self.moment is not None:
-            raise ReadOnlyLakeError(
-                f"This lake is read-only: it shows the past ({self.moment.label}). "
-                "Write through the live lake returned by metalake.connect()."
-            )
+        self.check_writable()
         return conform(self.spec(table), data, actor=actor or self.actor)
 
     def commit(
@@ -187,6 +213,7 @@ class Tables:
         Returns the new version and, per batch, whether it was written (False: its key was already used).
         """
         self._check_online(f"write to {table!r}")
+        self.check_writable()
         keys = [key for key, _ in parts if key]
         info = CommitInfo(
             actor=actor or self.actor,
@@ -195,6 +222,18 @@ class Tables:
             idempotency_key=" ".join(keys) if keys else None,
         )
         return self._store.commit_parts(self.spec(table), parts, info, keys_may_exist=keys_may_exist)
+
+    def check_writable(self) -> None:
+        """Raise ReadOnlyLakeError for tables of a past moment or masked tables: writes go to the live lake."""
+        if self.moment is not None:
+            raise ReadOnlyLakeError(
+                f"This lake is read-only: it shows the past ({self.moment.label}). "
+                "Write through the live lake returned by metalake.connect()."
+            )
+        if self.masker is not None:
+            raise ReadOnlyLakeError(
+                "This lake is read-only: it shows masked values. Write through the lake it was made from."
+            )
 
     def delete_rows(self, table: str, predicate: str, *, reason: str) -> int:
         """Delete the rows matching a SQL predicate, for retention only (facts are otherwise never removed)."""
@@ -284,7 +323,14 @@ class Tables:
         loaded = self.load(table)
         if loaded is None:
             return pa.Table.from_batches([], schema=self.spec(table).arrow_schema())
+        if self.masker is not None:
+            return self._masked_arrow(table, loaded)
         return self._version_dataset(table, loaded)
+
+    def _masked_arrow(self, table: str, loaded: DeltaTable) -> pa.Table:
+        """The whole table version, read and masked (a masked reader's Arrow and polars reads)."""
+        assert self.masker is not None
+        return self.masker.mask_arrow(table, self._version_dataset(table, loaded).to_table())
 
     def scan(self, table: str) -> pl.LazyFrame:
         """A lazy polars scan of the table; filters and projections reach the Parquet files."""
@@ -293,6 +339,10 @@ class Tables:
         loaded = self.load(table)
         if loaded is None:
             return pl.LazyFrame(schema=pl.Schema(self.spec(table).arrow_schema()))
+        if self.masker is not None:
+            masked = pl.from_arrow(self._masked_arrow(table, loaded))
+            assert isinstance(masked, pl.DataFrame)
+            return masked.lazy()
         return pl.scan_pyarrow_dataset(self._version_dataset(table, loaded))
 
     def _version_dataset(self, table: str, loaded: DeltaTable) -> Any:
@@ -351,7 +401,11 @@ class Tables:
         session: SqlSession | None = getattr(self._sql, "session", None)
         if session is None:
             session = SqlSession(
-                list(self._specs), self._relation_for_sql, self._commits_table, clock=self._clock_table
+                list(self._specs),
+                self._relation_for_sql,
+                self._commits_table,
+                clock=self._clock_table,
+                masking=self.masking_select if self.masker is not None else None,
             )
             with self._sql_lock:
                 self._sql_sessions.append(session)
@@ -370,6 +424,12 @@ class Tables:
         from metalake.core.sql import clock_table
 
         return clock_table(self.clock(), self.lost_after_s)
+
+    def masking_select(self, table: str, relation_sql: str) -> str | None:
+        """The SQL that reads `table` masked from `relation_sql`; None when these tables do not mask.
+
+        It embeds the masking key: use it for views whose definitions users cannot read."""
+        return None if self.masker is None else self.masker.replacing_select(table, relation_sql)
 
     def arrow_relations(self, names: Collection[str]) -> dict[str, Any]:
         """What SQL reads for each named table, `lake_commits` or `lake_clock` at this moment, in memory only
@@ -423,6 +483,8 @@ class Tables:
         records = self._store.history(table, up_to_version=loaded.version())
         if self.moment is not None and self.moment.at is not None:
             records = [r for r in records if r["timestamp"] <= self.moment.at]
+        if self.masker is not None:
+            records = [{**r, "actor": self.masker.mask_actor(r["actor"])} for r in records]
         return records
 
     def history(self, table: str, *, limit: int | None = None) -> pl.DataFrame:
@@ -456,9 +518,10 @@ class Tables:
         self._check_online("travel in time")
         settle_pending_writes(self.location.uri)
         moment = self._resolve_moment(when)
-        return Tables(
+        past = Tables(
             self.location, self.actor, self._specs, self._store, moment, lost_after_s=self.lost_after_s
         )
+        return past if self.masker is None else past.masked(self.masker)
 
     @contextmanager
     def live(self) -> Iterator[Tables]:
@@ -467,7 +530,14 @@ class Tables:
         if self.moment is None:
             yield self
             return
-        now = Tables(self.location, self.actor, self._specs, self._store, lost_after_s=self.lost_after_s)
+        now = Tables(
+            self.location,
+            self.actor,
+            self._specs,
+            self._store,
+            lost_after_s=self.lost_after_s,
+            masker=self.masker,
+        )
         try:
             yield now
         finally:

@@ -40,6 +40,8 @@ class DuckDbExport:
     table_rows: dict[str, int]
     views: list[str]
     materialized: list[str]
+    masked_for: str | None = None  # the principal the copy was made for, its sensitive values masked
+    masked: bool = False
 
 
 def export_duckdb(
@@ -48,6 +50,7 @@ def export_duckdb(
     *,
     as_of: datetime | date | str | None = None,
     force: bool = False,
+    masked_for: str | None = None,
 ) -> DuckDbExport:
     """Write the lake (as of `as_of`: a datetime, ISO string or snapshot name; default now) to a DuckDB file.
 
@@ -55,6 +58,10 @@ def export_duckdb(
     the lake was created, or in the future, is refused by `lake.as_of` (TimeTravelError), as everywhere: the file
     would hold nothing, or claim a moment that has not happened. A file-system error (unwritable folder, full
     disk) becomes an ExportError.
+
+    `masked_for` names the principal the file is for: unless it may unmask, every value the specs mark sensitive
+    is masked in the copy, as the server would show it (the same keyed hashes, so files for different readers
+    still join). The file records whom it was made for.
     """
     import duckdb
 
@@ -65,6 +72,9 @@ def export_duckdb(
         raise _write_error(target, error) from error
     exported_at = datetime.now(UTC)
     source = lake.as_of(as_of) if as_of is not None else lake
+    masked = masked_for is not None and not lake.access.sees_clear(masked_for, must_exist=True)
+    if masked:
+        source = source.masked()
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         with contextlib.closing(duckdb.connect(str(partial))) as database:
@@ -74,7 +84,7 @@ def export_duckdb(
                 database.execute("SET TimeZone = 'UTC'")
             versions, rows = _copy_tables(source, database)
             views, materialized = _create_views(database)
-            _record_export(database, source, exported_at, versions, rows)
+            _record_export(database, source, exported_at, versions, rows, masked_for)
             database.execute("CHECKPOINT")
         os.replace(partial, target)
     except BaseException as error:
@@ -85,7 +95,9 @@ def export_duckdb(
             raise _write_error(target, error) from error
         raise
     label = source.moment.label if source.moment is not None else None
-    return DuckDbExport(target, label, exported_at, versions, rows, views, materialized)
+    return DuckDbExport(
+        target, label, exported_at, versions, rows, views, materialized, masked_for=masked_for, masked=masked
+    )
 
 
 def _check_target(target: Path, *, force: bool) -> None:
@@ -160,8 +172,10 @@ def _record_export(
     exported_at: datetime,
     versions: dict[str, int | None],
     rows: dict[str, int],
+    masked_for: str | None = None,
 ) -> None:
-    """The `metalake_export` table: one row per table, saying where and when the copy came from."""
+    """The `metalake_export` table: one row per table, saying where and when the copy came from, for whom, and
+    whether its sensitive values are masked."""
     import pyarrow as pa
 
     label = source.moment.label if source.moment is not None else None
@@ -175,6 +189,8 @@ def _record_export(
             "table_name": list(versions),
             "table_version": pa.array(list(versions.values()), pa.int64()),
             "rows": pa.array([rows[name] for name in versions], pa.int64()),
+            "masked_for": pa.array([masked_for] * len(versions), pa.string()),
+            "masked": pa.array([source.masked_by is not None] * len(versions), pa.bool_()),
         }
     )
     database.register("__metalake_record", record)

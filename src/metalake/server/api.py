@@ -85,8 +85,11 @@ class Api:
         self.lake = lake
         self.authenticator = authenticator
         self.access_log = access_log
-        self._past: OrderedDict[str, Lake] = OrderedDict()
+        self._past: OrderedDict[tuple[str, bool], Lake] = OrderedDict()
         self._past_lock = threading.Lock()
+        # Readers without `unmask` read this lake: the same tables through the masking layer. Made at start
+        # when grants decide (a missing or bad masking key fails then, not at the first request).
+        self._masked: Lake | None = lake.masked() if authenticator.mode == "lake" else None
 
     # -- declaring routes ---------------------------------------------------------------------------------------
 
@@ -176,8 +179,10 @@ class Api:
         write request answers only once its own commit is done, so a client still reads its writes).
         """
         with reads_without_waiting_for_queued_writes():
-            lake = self.lake_at(as_of)
+            lake = self.lake_for(request, as_of)
             key = str(request.url.include_query_params())
+            if lake.masked_by is not None:  # a masked answer differs from the clear one at the same URL
+                key += "|masked"
             readable = self.readable(request)
             if readable is not None:  # a filtered answer is the caller's own
                 key += "|readable:" + ",".join(sorted(readable.names))
@@ -218,17 +223,35 @@ class Api:
         principal = getattr(request.state, "principal", None)
         return Write(self.lake, principal.name if principal is not None else self.lake.actor, key, principal)
 
-    def lake_at(self, as_of: str | None) -> "Lake":
-        """The lake now, or as of a moment (ISO-8601 time or snapshot name); past lakes are reused."""
+    def masks_for(self, request: "Request") -> bool:
+        """Whether the caller reads sensitive values masked: unless it holds `unmask` on the lake (admins do),
+        or the server does not decide by grants (`--no-auth`, `--token`)."""
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if self._masked is None or principal is None or principal.unrestricted:
+            return False
+        return not self.lake.access.sees_clear(principal.name)
+
+    def lake_for(self, request: "Request", as_of: str | None) -> "Lake":
+        """The lake a read request answers from: as of `as_of`, masked unless the caller may see values in clear.
+        Every read route and MLflow read handler takes its lake from here: the one masking layer's seam."""
+        return self.lake_at(as_of, masked=self.masks_for(request))
+
+    def lake_at(self, as_of: str | None, *, masked: bool = False) -> "Lake":
+        """The lake now, or as of a moment (ISO-8601 time or snapshot name), masked or not; past lakes are
+        reused."""
+        base = self.lake
+        if masked:
+            assert self._masked is not None, "masked reads need a server whose grants decide"
+            base = self._masked
         if as_of is None or not as_of.strip():
-            return self.lake
+            return base
         with self._past_lock:
-            found = self._past.get(as_of)
+            found = self._past.get((as_of, masked))
             if found is not None:
-                self._past.move_to_end(as_of)
+                self._past.move_to_end((as_of, masked))
                 return found
         try:
-            past = self.lake.as_of(as_of)
+            past = base.as_of(as_of)
         except MetalakeError:
             raise
         except (ValueError, TypeError) as error:
@@ -238,7 +261,7 @@ class Api:
         when = past.moment.at if past.moment is not None else None
         if when is None or when < datetime.now(UTC) - SETTLED_AFTER:  # a snapshot, or a settled moment
             with self._past_lock:
-                self._past[as_of] = past
+                self._past[(as_of, masked)] = past
                 while len(self._past) > PAST_LAKES:
                     self._past.popitem(last=False)
         return past

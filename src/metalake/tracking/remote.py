@@ -320,6 +320,12 @@ def run_state(tables: Tables, run_id: str) -> dict[str, Any]:
     RunNotFound if the lake has no such run. A run written meanwhile by another process (a rename, a delete)
     shows that change here only once this process forgets the run (it keeps the latest KNOWN_RUNS runs).
     """
+    if (
+        tables.masker is not None
+    ):  # the kept state is shared with writers: read it clear, hand out a masked copy
+        state = run_state(tables.unmasked, run_id)
+        shown = tables.masker.mask_rows(RUNS_TABLE, [{k: v for k, v in state.items() if k != "params"}])[0]
+        return {**shown, "params": tables.masker.mask_key_values(state["params"])}
     key = (tables.location.uri, run_id)
     if tables.moment is None:
         with _known_lock:
@@ -363,6 +369,7 @@ def _commit(
     A journaled flush's `change` (params, tags, untagged, metrics, inputs of UnconfirmedChange) is kept until it
     is committed, so reads in this process can show it without waiting (`Runs.get_as_written`).
     """
+    tables.check_writable()  # before the journal: a refused write must leave nothing to replay
     queue = queue_for(tables)
     # A client's key may have been committed before (a retry): the commit then checks it and skips.
     flush = QueuedFlush(flush_id, run_id, batches, points, attempts=1 if keyed else 0)

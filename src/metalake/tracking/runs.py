@@ -79,6 +79,7 @@ class Runs:
         `offline=True` (the default on a lake opened offline) keeps every flush in the journal only, touching
         no storage; `metalake sync` commits the run later.
         """
+        self._tables.check_writable()  # before the journal: a refused run must leave nothing to replay
         offline = self._tables.offline if offline is None else offline
         if offline and journal_root() is None:
             raise RunError(
@@ -403,12 +404,14 @@ class Runs:
         journaled; a metric's count and mean then cover only committed points (see tracking/unconfirmed.py)."""
         from metalake.core.pending import reads_without_waiting_for_queued_writes
         from metalake.tracking.remote import run_state
-        from metalake.tracking.unconfirmed import laid_over, unconfirmed
+        from metalake.tracking.unconfirmed import laid_over, masked_change, unconfirmed
 
         with reads_without_waiting_for_queued_writes():
-            changes = unconfirmed(self._tables, run_id)
+            changes = unconfirmed(self._tables, run_id) if self._tables.moment is None else []
             if not changes:
                 return self.get(run_id)
+            if self._tables.masker is not None:
+                changes = [masked_change(self._tables.masker, change) for change in changes]
             state = run_state(self._tables, run_id)
             committed = None if changes[0].creates else self._get_committed(run_id)
         if committed is None:  # created by a flush not committed yet: all there is, is in the changes

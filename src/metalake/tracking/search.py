@@ -14,6 +14,7 @@ from metalake.errors import QueryError
 if TYPE_CHECKING:
     import polars as pl
 
+    from metalake.core.masking import Masker
     from metalake.core.tables import Tables
     from metalake.tracking.experiments import Lifecycle
 
@@ -323,7 +324,7 @@ class TableCache:
         with self._lock:
             cached = self._by_run.get(table)
             if cached is None or cached.version != version:
-                cached = _indexed(loaded, version, cached)
+                cached = _indexed(loaded, version, cached, self._tables.masker, table)
                 self._by_run[table] = cached
         if checked is not None:
             checked[table] = cached
@@ -339,9 +340,12 @@ class _RunIndex:
     index: dict[str, list[dict[str, Any]]]
 
 
-def _indexed(loaded: Any, version: int | None, cached: _RunIndex | None) -> _RunIndex:
+def _indexed(
+    loaded: Any, version: int | None, cached: _RunIndex | None, masker: Masker | None, table: str
+) -> _RunIndex:
     """The table's rows by run: only the files added since `cached` are read when no file was removed (facts
-    are appended), so a lake taking writes does not re-read a whole table at every new version."""
+    are appended), so a lake taking writes does not re-read a whole table at every new version. A `masker`
+    masks the rows as they are read (the tables of a reader without `unmask`)."""
     if loaded is None:
         return _RunIndex(version, frozenset(), {})
     import pyarrow.dataset as ds
@@ -359,6 +363,8 @@ def _indexed(loaded: Any, version: int | None, cached: _RunIndex | None) -> _Run
     if fresh:
         added: dict[str, list[dict[str, Any]]] = {}
         rows = ds.FileSystemDataset(fresh, dataset.schema, dataset.format, dataset.filesystem).to_table()
+        if masker is not None:
+            rows = masker.mask_arrow(table, rows)
         for row in rows.to_pylist():
             added.setdefault(row["run_id"], []).append(row)
         for run_id, new_rows in added.items():

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from metalake.core.masking import Masker
     from metalake.core.tables import Tables
     from metalake.tracking.group_commit import QueuedFlush
     from metalake.tracking.search import RunDetails
@@ -101,3 +102,13 @@ def laid_over(
                 summary.update(last_value=value, last_step=step, last_timestamp=moment)
         inputs.extend(row for row in change.inputs if row not in inputs)
     return replace(details, info=info, params=params, tags=tags, metrics=metrics, inputs=inputs)
+
+
+def masked_change(masker: Masker, change: UnconfirmedChange) -> UnconfirmedChange:
+    """A change as a reader without `unmask` sees it: secret-looking params and tags redacted, inputs masked."""
+    return replace(
+        change,
+        params=masker.mask_key_values(change.params),
+        tags=masker.mask_key_values(change.tags),
+        inputs=masker.mask_rows("run_inputs", change.inputs),
+    )

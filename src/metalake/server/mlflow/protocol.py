@@ -288,7 +288,9 @@ class MlflowRoutes:
                 fields = {**await request_fields(request), **request.path_params}  # `{model_id}` in a path
                 principal = getattr(request.state, "principal", None)
                 actor = principal.name if principal is not None else api.lake.actor
-                call = Call(fields, api.lake, actor, principal)
+                # reads see the lake through the masking layer, unless the caller may unmask; writes go to the lake
+                lake = api.lake_for(request, None) if action == "read" else api.lake
+                call = Call(fields, lake, actor, principal)
                 result = await run_in_threadpool(handler, call)
                 return result if not isinstance(result, dict) else answer(result)
 

@@ -156,7 +156,7 @@ def add_catalog_routes(api: "Api") -> None:
         limit = body.limit if body.limit is not None else DEFAULT_ROW_LIMIT
         if limit > MAX_ROW_LIMIT:
             raise InvalidRequest(f"limit may be at most {MAX_ROW_LIMIT:,}, not {limit:,}.", field="limit")
-        lake = api.lake_at(body.as_of)
+        lake = api.lake_for(request, body.as_of)
         result = run_user_sql(lake, body.query, params=body.params, limit=limit)
         accept = request.headers.get("accept", "")
         if "text/csv" in accept:

@@ -1,0 +1,117 @@
+"""`lake.masked()`: the lake as a reader without `unmask` sees it, whichever read path it takes (SQL and views,
+`read` and `scan`, the namespaces' caches, the audit log, the past), read-only, and without changing what the
+clear lake and its writers see."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import metalake
+from metalake.core.masking import REDACTED
+
+KEY = bytes.fromhex("3c" * 32)
+
+
+@pytest.fixture
+def logged(lake: metalake.Lake) -> tuple[metalake.Lake, str]:
+    with lake.runs.start("churn", name="nightly") as run:
+        run.log_params({"lr": 0.1, "db_password": "hunter2"})
+        run.set_tags({"mlflow.user": "someone@example.com", "team": "growth"})
+        run.log_metrics({"auc": 0.9}, step=1)
+    lake.runs.wait()
+    return lake, run.run_id
+
+
+def test_every_read_path_masks_identities_and_secret_values(logged: tuple[metalake.Lake, str]) -> None:
+    lake, run_id = logged
+    masked = lake.masked(lake.masker(key=KEY))
+    tester, user = (masked.masked_by.mask_value("hash", name) for name in ("tester", getpass.getuser()))  # type: ignore[union-attr]
+
+    details = masked.runs.get(run_id)
+    assert details.params == {"lr": "0.1", "db_password": REDACTED}
+    assert details.tags == {"mlflow.user": REDACTED, "team": "growth"}
+    assert details.info["user"] == user
+    assert masked.sql("select distinct recorded_by from metrics").fetchall() == [(tester,)]
+    assert masked.sql("select distinct user from runs_current").fetchall() == [(user,)]
+    assert masked.read("params", where="key = 'db_password'")["value"].to_list() == [REDACTED]
+    assert masked.scan("runs").select("user").unique().collect()["user"].to_list() == [user]
+    assert masked.runs.search("churn")["user"].to_list() == [user]
+    assert set(masked.history("runs")["actor"]) == {tester}
+    assert {actor for (actor,) in masked.sql("select distinct actor from audit_log").fetchall()} == {tester}
+    assert "hunter2" not in str(masked.arrow_relations(["params"])["params"].to_pylist())
+
+
+def test_masking_comes_before_predicates_and_keeps_joins(logged: tuple[metalake.Lake, str]) -> None:
+    lake, _ = logged
+    masked = lake.masked(lake.masker(key=KEY))
+    assert masked.sql("select count(*) from runs where recorded_by = 'tester'").fetchall() == [(0,)]
+    joined = masked.sql(
+        "select count(distinct m.key) from metrics m join runs r on r.run_id = m.run_id "
+        "and r.recorded_by = m.recorded_by"
+    ).fetchall()
+    assert joined == [(1,)], "the same actor hashes the same in every table"
+
+
+def test_the_clear_lake_is_unchanged_and_its_writers_are_not_misled(
+    logged: tuple[metalake.Lake, str],
+) -> None:
+    lake, run_id = logged
+    masked = lake.masked(lake.masker(key=KEY))
+    assert masked.runs.request_state(run_id)["user"].startswith("h:")
+    assert masked.runs.get(run_id).params["db_password"] == REDACTED
+    lake.runs.log_batch(run_id, params={"db_password": "hunter2"})  # the same value again: no change
+    assert lake.runs.get(run_id).params["db_password"] == "hunter2"
+    assert lake.sql("select distinct recorded_by from runs").fetchall() == [("tester",)]
+
+
+def test_the_past_of_a_masked_lake_is_masked(logged: tuple[metalake.Lake, str]) -> None:
+    lake, run_id = logged
+    lake.snapshot("v1")
+    past = lake.masked(lake.masker(key=KEY)).as_of("v1")
+    assert past.masked_by is not None and past.moment is not None
+    assert past.runs.get(run_id).params["db_password"] == REDACTED
+    assert "masked" in repr(past)
+
+
+def test_a_masked_lake_refuses_writes_and_leaves_nothing_to_replay(
+    logged: tuple[metalake.Lake, str], tmp_path: Path
+) -> None:
+    lake, run_id = logged
+    masked = lake.masked(lake.masker(key=KEY))
+    journal = {path: path.read_bytes() for path in (tmp_path / "journal").rglob("*.journal")}
+    with pytest.raises(metalake.ReadOnlyLakeError, match="masked values"):
+        masked.runs.start("churn")
+    with pytest.raises(metalake.ReadOnlyLakeError, match="masked values"):
+        masked.runs.log_batch(run_id, params={"x": "1"})
+    with pytest.raises(metalake.ReadOnlyLakeError, match="masked values"):
+        masked.append("kpi_observations", [])
+    assert {path: path.read_bytes() for path in (tmp_path / "journal").rglob("*.journal")} == journal
+    assert metalake.connect(lake.location.uri).runs.search("churn").height == 1
+
+
+def test_an_export_for_a_principal_is_masked_unless_it_may_unmask(
+    logged: tuple[metalake.Lake, str], tmp_path: Path
+) -> None:
+    from metalake.exports.duckdb_file import export_duckdb
+
+    lake, _ = logged
+    lake.access.init("root")
+    lake.access.create_principal("analyst")
+    masked = export_duckdb(lake, tmp_path / "analyst.duckdb", masked_for="analyst")
+    clear = export_duckdb(lake, tmp_path / "root.duckdb", masked_for="root")
+    assert (masked.masked, clear.masked) == (True, False)
+    with duckdb.connect(str(tmp_path / "analyst.duckdb"), read_only=True) as database:
+        assert database.sql("select value from params where key = 'db_password'").fetchall() == [(REDACTED,)]
+        [(user,)] = database.sql("select distinct user from runs_current").fetchall()
+        assert user.startswith("h:")
+        assert database.sql("select distinct masked_for, masked from metalake_export").fetchall() == [
+            ("analyst", True)
+        ]
+    with duckdb.connect(str(tmp_path / "root.duckdb"), read_only=True) as database:
+        assert database.sql("select value from params where key = 'db_password'").fetchall() == [("hunter2",)]
+    with pytest.raises(metalake.PrincipalNotFound):
+        export_duckdb(lake, tmp_path / "nobody.duckdb", masked_for="nobody")
