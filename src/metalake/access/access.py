@@ -61,9 +61,6 @@ if TYPE_CHECKING:
     from metalake.core.tables import Commit, Tables
 
 DEFAULT_REFRESH_S = 1.0
-UNKNOWN_TOKEN_REFRESH_S = (
-    0.1  # an unknown token re-reads the tables (a token just made elsewhere), not oftener
-)
 
 
 @dataclass(frozen=True)
@@ -257,7 +254,7 @@ class Access:
         state = self._state()
         record = state.tokens.get(token_id) if token_id else None
         if record is None and token_id:
-            state = self._state(fresh=time.monotonic() - self._checked > UNKNOWN_TOKEN_REFRESH_S)
+            state = self._state(fresh=True)  # made moments ago elsewhere? a look at the table versions
             record = state.tokens.get(token_id)
         if record is None or not hmac.compare_digest(record.token_hash, token_hash(token)):
             raise NotAuthenticated(
