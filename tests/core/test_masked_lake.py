@@ -115,3 +115,55 @@ def test_an_export_for_a_principal_is_masked_unless_it_may_unmask(
         assert database.sql("select value from params where key = 'db_password'").fetchall() == [("hunter2",)]
     with pytest.raises(metalake.PrincipalNotFound):
         export_duckdb(lake, tmp_path / "nobody.duckdb", masked_for="nobody")
+
+
+@pytest.mark.parametrize("actors", [3, 40])
+def test_sql_hashes_from_a_dictionary_of_the_values_match_the_hash_of_each_value(
+    lake: metalake.Lake, actors: int
+) -> None:
+    """A masked session looks the hashes of a column's few distinct values up (a CASE for up to 8, an ENUM
+    index for more) instead of hashing every row: the hashes are those of `mask_value`, a value added in a
+    later version is hashed too, and filters, group-bys and joins see the same values."""
+    names = [f"trainer-{number}@example.com" for number in range(actors)]
+    for name in names:
+        writer = metalake.connect(lake.location.uri, actor=name)
+        with writer.runs.start("churn", name=name) as run:
+            run.log_metrics({"auc": 0.5}, step=1)
+        writer.close()
+    masked = lake.masked(lake.masker(key=KEY))
+    masker = masked.masked_by
+    assert masker is not None
+    hashed = sorted(str(masker.mask_value("hash", name)) for name in names)
+    grouped = masked.sql(
+        "select recorded_by, count(*) from metrics group by recorded_by order by 1"
+    ).fetchall()
+    assert grouped == [(value, 1) for value in hashed]
+    one = hashed[0]
+    assert masked.sql("select count(*) from metrics where recorded_by = ?", [one]).fetchall() == [(1,)]
+    joined = masked.sql(
+        "select count(distinct m.run_id) from metrics m join runs r on r.run_id = m.run_id "
+        "and r.recorded_by = m.recorded_by"
+    ).fetchall()
+    assert joined == [(actors,)]
+
+    late = metalake.connect(lake.location.uri, actor="late@example.com")
+    with late.runs.start("churn", name="late") as run:
+        run.log_metrics({"auc": 0.5}, step=1)
+    late.close()
+    seen = {value for (value,) in masked.sql("select distinct recorded_by from metrics").fetchall()}
+    assert seen == {*hashed, masker.mask_value("hash", "late@example.com")}
+
+
+def test_a_value_missing_from_the_dictionary_is_hashed_all_the_same(lake: metalake.Lake) -> None:
+    from metalake.core.masking import HashDictionary
+
+    masker = lake.masker(key=KEY)
+    relation = "(select * from (values ('a'), ('b'), ('c'), (null)) as t(recorded_by))"
+    for known in (HashDictionary(("a",)), HashDictionary(tuple("abcdefghij"), "__enum_test")):
+        connection = duckdb.connect()
+        if known.enum_type:
+            values = ", ".join(f"'{value}'" for value in known.values)
+            connection.execute(f'create type "{known.enum_type}" as enum ({values})')
+        select = masker.replacing_select("metrics", relation, {"recorded_by": known})
+        got = connection.sql(f"select recorded_by from ({select})").fetchall()
+        assert got == [(masker.mask_value("hash", value),) for value in ("a", "b", "c", None)]

@@ -27,6 +27,7 @@ class Lake:
     server: Server
     admin: str
     alice: str
+    tara: str  # may read the runs table and the runs_current view, nothing else
     churn_run: str
     pricing_run: str
 
@@ -47,6 +48,10 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
     lake.access.create_principal("alice")
     alice = lake.access.create_token("alice").token
     lake.access.grant("alice", "read", "experiment:churn")
+    lake.access.create_principal("tara")
+    tara = lake.access.create_token("tara").token
+    lake.access.grant("tara", "read", "table:runs")
+    lake.access.grant("tara", "read", "view:runs_current")
     with lake.runs.start("churn", name="a") as run:
         run.log_metrics({"auc": 0.9}, step=1)
     with lake.runs.start("pricing", name="b") as other:
@@ -54,7 +59,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
     lake.runs.wait()
     lake.close()
     server = start_server_process(folder / "lake", folder / "spool", lake_auth=True)
-    yield Lake(folder / "lake", server, admin, alice, run.run_id, other.run_id)
+    yield Lake(folder / "lake", server, admin, alice, tara, run.run_id, other.run_id)
     server.stop()
 
 
@@ -150,8 +155,37 @@ def test_writing_what_one_may_only_read_is_403_and_whole_kinds_need_a_lake_grant
     assert "metalake access grant alice write experiment:churn" in write.json()["error"]["message"]
     creation = guarded.post("/api/v1/runs", guarded.alice, {"experiment": "new-one"})
     assert creation.status_code == 403, "creating needs write on the lake"
-    mlflow = guarded.get("/api/2.0/mlflow/runs/get", guarded.alice, run_id=guarded.churn_run)
-    assert mlflow.status_code == 403 and mlflow.json()["error_code"] == "PERMISSION_DENIED"
+    mlflow_log = guarded.post(
+        "/api/2.0/mlflow/runs/log-metric",
+        guarded.alice,
+        {"run_id": guarded.churn_run, "key": "x", "value": 1.0, "timestamp": 0},
+    )
+    assert mlflow_log.status_code == 403 and mlflow_log.json()["error_code"] == "PERMISSION_DENIED"
+    mlflow_create = guarded.post("/api/2.0/mlflow/experiments/create", guarded.alice, {"name": "new-one"})
+    assert mlflow_create.status_code == 403, "creating needs write on the lake, through MLflow's API too"
+
+
+def test_sql_reads_only_the_tables_and_views_granted(guarded: Lake) -> None:
+    def sql(token: str, query: str) -> requests.Response:
+        return guarded.post("/api/v1/sql", token, {"query": query})
+
+    runs = sql(guarded.tara, "select count(distinct run_id) as n from runs")
+    assert runs.status_code == 200 and runs.json()["rows"] == [[2]], runs.text
+    view = sql(guarded.tara, "select count(*) from runs_current")
+    assert view.status_code == 200, "a view granted as a whole reads without grants on what it reads"
+    for hidden in (
+        "select * from metrics",
+        "select * from runs join params using (run_id)",
+        "from runs_wide",
+    ):
+        refused = sql(guarded.tara, hidden)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "unsafe_query", hidden
+        assert "metrics" not in refused.json()["error"]["message"].split("lake names:")[-1], "no names leak"
+    assert sql(guarded.alice, "select 1 from runs").status_code == 400, "an experiment grant opens no table"
+    assert sql(guarded.admin, "select count(*) from metrics").status_code == 200
+    tables = guarded.get("/api/v1/tables", guarded.tara)
+    assert [item["name"] for item in tables.json()["items"]] == ["runs"], tables.text
+    assert guarded.get("/api/v1/tables/metrics", guarded.tara).status_code == 404
 
 
 def test_a_revoked_or_expired_token_stops_working_at_once(guarded: Lake) -> None:

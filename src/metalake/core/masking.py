@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from metalake.core.catalog import TableSpec
@@ -43,6 +44,10 @@ REDACTED = "[redacted]"
 PARTIAL_PREFIX = "****"
 PARTIAL_SHOWN = 4  # `partial` shows this many last characters, and only of a longer value
 HASH_PREFIX = "h:"
+# A SQL session looks up the hashes of at most this many distinct values of a column (more: one hash per row);
+# up to CASE_VALUES of them in a CASE, more through an ENUM type.
+DICTIONARY_VALUES = 4096
+CASE_VALUES = 8
 HASH_HEX_CHARS = 16
 # Above this many distinct values, mask_arrow hashes them in DuckDB (vectorized) rather than in Python.
 PYTHON_HASH_LIMIT = 4096
@@ -64,6 +69,15 @@ DUCKDB_TYPES = {
     "timestamp[us, UTC]": "TIMESTAMPTZ",
     "binary": "BLOB",
 }
+
+
+@dataclass(frozen=True)
+class HashDictionary:
+    """The distinct values a table version holds in a hash-masked column, for a SQL session to look their hashes
+    up: `enum_type` names the session's ENUM type of the values (None: few values, looked up by a CASE)."""
+
+    values: tuple[str, ...]
+    enum_type: str | None = None
 
 
 class Masker:
@@ -275,7 +289,18 @@ class Masker:
         )
         return f"SELECT {selected} FROM {relation_sql}"
 
-    def replacing_select(self, table: str, relation_sql: str) -> str:
+    def dictionary_columns(self, table: str) -> list[str]:
+        """The hash-masked string columns of `table`: those a SQL session may give a dictionary of their values
+        (see `HashDictionary`), so that a query hashes each distinct value once, not every row."""
+        return [
+            column.name
+            for column in self._spec(table).columns
+            if column.mask == "hash" and column.type in ("string", "json")
+        ]
+
+    def replacing_select(
+        self, table: str, relation_sql: str, dictionaries: Mapping[str, HashDictionary] | None = None
+    ) -> str:
         """`SELECT * REPLACE (<masked columns>) FROM <relation_sql>`: every column of the relation, the marked
         ones masked. Unlike `masked_select` it needs no column list, so it fits a relation of any version of the
         table. Every table has a marked column (`recorded_by`), so there is always something to replace.
@@ -289,11 +314,29 @@ class Masker:
             masked.append(key_value[1])
         if not masked:
             return f"SELECT * FROM {relation_sql}"
-        replaced = ", ".join(
-            f"{self.sql_expression(table, name, quote_identifier(name))} AS {quote_identifier(name)}"
-            for name in masked
-        )
-        return f"SELECT * REPLACE ({replaced}) FROM {relation_sql}"
+        expressions = []
+        for name in masked:
+            known = (dictionaries or {}).get(name)
+            ref = quote_identifier(name)
+            expression = (
+                self._dictionary_hash_sql(ref, known) if known else self.sql_expression(table, name, ref)
+            )
+            expressions.append(f"{expression} AS {ref}")
+        return f"SELECT * REPLACE ({', '.join(expressions)}) FROM {relation_sql}"
+
+    def _dictionary_hash_sql(self, ref: str, known: HashDictionary) -> str:
+        """The keyed hash of `ref`, looked up for the dictionary's values (hashed here, once each) and computed
+        for any other: a CASE for a few values, else an index into the hashes by the value's code in an ENUM
+        type. The same hash as `_hash_sql` either way; only the cost differs (sha256 per row is most of a
+        masked aggregate)."""
+        if known.enum_type is None:
+            whens = " ".join(
+                f"WHEN {sql_literal(value)} THEN {sql_literal(self._hash(value))}" for value in known.values
+            )
+            return f"(CASE {ref} {whens} ELSE {self._hash_sql(ref)} END)"
+        hashes = ", ".join(sql_literal(self._hash(value)) for value in known.values)
+        code = f"enum_code(TRY_CAST({ref} AS {quote_identifier(known.enum_type)}))"
+        return f"coalesce([{hashes}][{code} + 1], {self._hash_sql(ref)})"
 
     def mask_actor(self, actor: object) -> object:
         """A commit's actor (audit log, table history) as a reader without `unmask` sees it: hashed, as the

@@ -405,7 +405,7 @@ class Tables:
                 self._relation_for_sql,
                 self._commits_table,
                 clock=self._clock_table,
-                masking=self.masking_select if self.masker is not None else None,
+                masking=self.masker,
             )
             with self._sql_lock:
                 self._sql_sessions.append(session)
@@ -424,12 +424,6 @@ class Tables:
         from metalake.core.sql import clock_table
 
         return clock_table(self.clock(), self.lost_after_s)
-
-    def masking_select(self, table: str, relation_sql: str) -> str | None:
-        """The SQL that reads `table` masked from `relation_sql`; None when these tables do not mask.
-
-        It embeds the masking key: use it for views whose definitions users cannot read."""
-        return None if self.masker is None else self.masker.replacing_select(table, relation_sql)
 
     def arrow_relations(self, names: Collection[str]) -> dict[str, Any]:
         """What SQL reads for each named table, `lake_commits` or `lake_clock` at this moment, in memory only

@@ -115,9 +115,18 @@ class Api:
         action: Action = "write",
         summary: str | None = None,
         openapi_extra: dict[str, Any] | None = None,
+        filtered: bool = False,
     ) -> Callable[[Endpoint], Endpoint]:
         return self._route(
-            "POST", path, action, securable, response_model, status_code, summary, openapi_extra
+            "POST",
+            path,
+            action,
+            securable,
+            response_model,
+            status_code,
+            summary,
+            openapi_extra,
+            filtered=filtered,
         )
 
     def delete(
@@ -208,6 +217,16 @@ class Api:
         """What the caller may read of the kind a filtered route lists; None: everything."""
         readable: Readable | None = getattr(request.state, "readable", None)
         return readable
+
+    def relations_readable(self, request: "Request") -> "Callable[[str], bool] | None":
+        """For the SQL endpoint: whether the caller may read a table or view by name (`table:NAME`,
+        `view:NAME`, or the lake); None when it may read them all."""
+        tables = self.readable(request)
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if tables is None or principal is None:
+            return None
+        views = self.lake.access.readable(principal.name, "view")
+        return lambda name: name in tables or name in views
 
     def writing(self, request: "Request") -> Write:
         """A write request's lake and idempotency key; refused if it asks for a past moment."""

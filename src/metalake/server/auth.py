@@ -12,9 +12,9 @@ one shared token (`--token`, every holder may do everything), or no authenticati
 # No `from __future__ import annotations`: FastAPI reads the dependency's annotations (Request) at runtime.
 import base64
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import Request
 
@@ -82,6 +82,10 @@ class Authenticator:
         return Principal(self._lake.access.authenticate(given).name)
 
 
+# A route any authenticated principal may call (what a client reads at start, such as MLflow's server-info).
+AUTHENTICATED = "authenticated"
+
+
 def authorize(lake: "Lake", principal: Principal, action: Action, securable: str) -> str | None:
     """Allow, or refuse `principal` doing `action` on `securable`; returns the id of the grant that allowed it.
 
@@ -89,33 +93,50 @@ def authorize(lake: "Lake", principal: Principal, action: Action, securable: str
     leak; a refused write of an object the principal may read answers 403 (NotAuthorized), as does any refusal
     on a kind as a whole (`experiment:*`: lists, searches and creations, decided by a grant on the lake).
     """
-    if principal.unrestricted:
+    if principal.unrestricted or securable == AUTHENTICATED:
         return None
+    on_lake = lake.access.check(principal.name, action, "lake")
+    if on_lake.allowed:  # the common case needs no look-up of what holds the object
+        return on_lake.grant.grant_id if on_lake.grant is not None else None
     target = securable_for_grants(lake, securable)
-    decision = lake.access.check(principal.name, action, target)
+    decision = on_lake if target == "lake" else lake.access.check(principal.name, action, target)
     if decision.allowed:
         return decision.grant.grant_id if decision.grant is not None else None
     names_one = securable != "lake" and not securable.endswith(":*")
     if names_one and (action == "read" or not lake.access.check(principal.name, "read", target).allowed):
         kind, _, name = securable.partition(":")
-        raise NotReadable(kind, name)
+        raise NotReadable(SHOWN_KINDS.get(kind, kind), name)
     raise NotAuthorized(
         f"{principal.name} may not {action} {target}: {decision.reason}. An admin, or a principal with manage "
         f"on it, can allow it: `metalake access grant {principal.name} {action} {target}`."
     )
 
 
+# Names a route may give that are not securables themselves: each resolves to what holds the object.
+SHOWN_KINDS = {"experiment_id": "experiment", "logged_model": "logged model", "artifact": "artifact"}
+
+
 def securable_for_grants(lake: "Lake", securable: str) -> str:
-    """What grants are given on, for what a route names: a run is its experiment's (an unknown run, the lake's);
-    a kind as a whole (`run:*`) and artifacts are decided by grants on the lake."""
+    """What grants are given on, for what a route names: a run is its experiment's, an experiment named by id
+    (`experiment_id:3`) its name's, a logged model its experiment's, an artifact path its experiment's (the
+    first part of the path is the experiment's id); what is unknown, and a kind as a whole (`run:*`), the lake's."""
+    from metalake.core.pending import reads_without_waiting_for_queued_writes
+
     kind, _, name = securable.partition(":")
-    if securable == "lake" or name == "*" or kind == "artifact":
+    if securable == "lake" or name == "*":
         return "lake"
-    if kind == "run":
-        try:
-            return f"experiment:{lake.runs.request_state(name)['experiment']}"
-        except LookupError:
-            return "lake"
+    try:
+        with reads_without_waiting_for_queued_writes():
+            if kind == "run":
+                return f"experiment:{lake.runs.request_state(name)['experiment']}"
+            if kind == "artifact":
+                kind, name = "experiment_id", name.strip("/").split("/", 1)[0]
+            if kind == "logged_model":
+                kind, name = "experiment_id", lake.logged_models.get(name, allow_deleted=True).experiment_id
+            if kind == "experiment_id":
+                return f"experiment:{lake.experiments.get(name).name}" if name else "lake"
+    except LookupError:
+        return "lake"
     return securable
 
 
@@ -130,17 +151,24 @@ def grant_creator(lake: "Lake", principal: "Principal | None", securable: str) -
     lake.access.grant(principal.name, "manage", securable, reason="created it through the server")
 
 
-SecurableOf = Callable[[Mapping[str, str]], str]
+# What a route touches, from the request's fields (its path parameters; for MLflow's routes, also the body or
+# the query string): one securable, or several (a request about many runs).
+SecurableOf = Callable[[Mapping[str, Any]], "str | tuple[str, ...]"]
+FieldsOf = Callable[[Request], Awaitable[Mapping[str, Any]]]
+
+
+async def path_fields(request: Request) -> Mapping[str, Any]:
+    return request.path_params
 
 
 class Authorize:
     """The dependency each API route declares: authenticate, then `authorize(lake, principal, action, securable)`,
     then log what the access log keeps (denials and writes).
 
-    `securable` is a fixed name (`lake`, `table:*`) or a function of the path parameters
-    (`lambda path: f"run:{path['run_id']}"`). A `filtered` route lists a kind (`experiment:*`): a principal
-    without a grant on the lake is let in, and `request.state.readable` holds what it may read of the kind, for
-    the route to filter by inside its query, before paging (None: everything).
+    `securable` is a fixed name (`lake`, `table:*`) or a function of the request's fields (by default its path
+    parameters: `lambda path: f"run:{path['run_id']}"`; `fields` reads others). A `filtered` route lists a kind
+    (`experiment:*`): a principal without a grant on the lake is let in, and `request.state.readable` holds what
+    it may read of the kind, for the route to filter by inside its query, before paging (None: everything).
     """
 
     def __init__(
@@ -151,26 +179,37 @@ class Authorize:
         access_log: "AccessLog | None" = None,
         *,
         filtered: bool = False,
+        fields: FieldsOf = path_fields,
     ):
         self.authenticator = authenticator
         self.action = action
         self.securable = securable
         self.access_log = access_log
         self.filtered = filtered
+        self.fields = fields
 
     async def __call__(self, request: Request) -> Principal:
         """Async, so that FastAPI runs it on the event loop: a thread hop for a dictionary look-up costs more."""
         principal = self.authenticator.principal(request)
-        securable = self.securable if isinstance(self.securable, str) else self.securable(request.path_params)
-        lake: Lake = request.app.state.api.lake
         request.state.readable = None
+        request.state.principal = principal
+        if isinstance(self.securable, str):
+            securables: tuple[str, ...] = (self.securable,)
+        else:
+            named = self.securable(await self.fields(request))
+            securables = (named,) if isinstance(named, str) else named
+        lake: Lake = request.app.state.api.lake
+        for securable in securables:
+            self._decide(lake, principal, securable, request)
+        return principal
+
+    def _decide(self, lake: "Lake", principal: Principal, securable: str, request: Request) -> None:
         try:
             grant_id = authorize(lake, principal, self.action, securable)
         except NotAuthorized:
             if self.filtered:  # a listing of a kind: what the principal may read of it, filtered in the query
                 request.state.readable = lake.access.readable(principal.name, securable.partition(":")[0])  # type: ignore[arg-type]
-                request.state.principal = principal
-                return principal
+                return
             if self.access_log is not None:
                 self.access_log.add(principal.name, self.action, securable, False, None, request)
             raise
@@ -180,5 +219,3 @@ class Authorize:
             raise
         if self.access_log is not None and self.action != "read":
             self.access_log.add(principal.name, self.action, securable, True, grant_id, request)
-        request.state.principal = principal
-        return principal

@@ -14,7 +14,7 @@ import contextlib
 import math
 import re
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -144,9 +144,12 @@ def run_user_sql(
     limit: int = DEFAULT_ROW_LIMIT,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     database: duckdb.DuckDBPyConnection | None = None,
+    may_read: Callable[[str], bool] | None = None,
 ) -> UserQueryResult:
     """Check `query`, then run it on the confined database over `lake` at its moment (`lake.as_of(...)` reads
     the past). `params` are bound by DuckDB (`?`/`$1` with a list, `$name` with a dict), never spliced in.
+    `may_read(relation)` confines it further to the tables and views a principal may read: the others are
+    refused as if the lake had no such relation (a view read as a whole needs no grant on what it reads).
 
     Raises UnsafeQuery (refused, not run), QueryError (bad SQL, DuckDB's message) or QueryTimeout.
     """
@@ -157,6 +160,8 @@ def run_user_sql(
     table_names = [spec.name for spec in lake.tables()]
     views = bundled_views()
     allowed = {*table_names, *views, COMMITS_RELATION, CLOCK_RELATION}
+    if may_read is not None:
+        allowed = {name for name in allowed if name == CLOCK_RELATION or may_read(name)}
     checked = check_user_sql(query, allowed)
     mentioned = {table.name.lower() for table in _tables(checked)} & allowed
     ordered_views = view_order(views, mentioned & set(views))

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from metalake.errors import MlflowError, RunNotFound
-from metalake.server.auth import Authorize
+from metalake.server.auth import AUTHENTICATED, Authorize
 from metalake.server.mlflow.entities import run_artifact_uri
-from metalake.server.mlflow.protocol import API_PREFIXES, Call, MlflowRoutes, answer
+from metalake.server.mlflow.protocol import API_PREFIXES, Call, MlflowRoutes, answer, named
 
 if TYPE_CHECKING:
     from fastapi import Response
@@ -34,7 +34,9 @@ def is_artifact_upload(method: str, path: str) -> bool:
     return method == "PUT" and path.startswith(_UPLOAD_PREFIXES)
 
 
-def artifact_securable(path: Mapping[str, str]) -> str:
+def artifact_securable(path: Mapping[str, Any]) -> str:
+    """An artifact is its experiment's: paths start with the experiment's id (`3/<run_id>/artifacts/...`,
+    `3/models/<model_id>/artifacts/...`)."""
     return f"artifact:{path.get('artifact_path', '')}"
 
 
@@ -42,12 +44,12 @@ def add_artifact_routes(routes: MlflowRoutes) -> None:
     add_file_routes(routes)
     route = routes.route
 
-    @route("GET", "artifacts", action="read", securable="artifact:*", version="artifacts")
+    @route("GET", "artifacts", action="read", securable=named("artifact", "path"), version="artifacts")
     def list_artifacts(call: Call) -> dict[str, Any]:
         path = call.optional_text("path") or ""
         return {"files": [file_info(entry.name, entry) for entry in call.lake.artifacts.list(path)]}
 
-    @route("GET", "artifacts/list", action="read", securable="run:*")
+    @route("GET", "artifacts/list", action="read", securable=named("run", "run_id", "run_uuid"))
     def list_run_artifacts(call: Call) -> dict[str, Any]:
         """The tracking API's listing: a run's artifacts under `path`, their paths relative to the run's root."""
         lake = call.lake
@@ -65,7 +67,7 @@ def add_artifact_routes(routes: MlflowRoutes) -> None:
         ]
         return {"root_uri": run_artifact_uri(experiment_id, run_id), "files": files}
 
-    @route("GET", "server-info", action="read", securable="lake", version="3.0")
+    @route("GET", "server-info", action="read", securable=AUTHENTICATED, version="3.0")
     def server_info(call: Call) -> dict[str, Any]:
         """What MLflow clients ask of the server before uploading (mlflow/utils/server_info.py)."""
         del call
@@ -140,7 +142,7 @@ def add_file_routes(routes: MlflowRoutes) -> None:
         ("GET", download, "read"),
         ("DELETE", delete, "write"),
     ):
-        dependency = Depends(Authorize(api.authenticator, action, artifact_securable))  # type: ignore[arg-type]
+        dependency = Depends(Authorize(api.authenticator, action, artifact_securable, api.access_log))  # type: ignore[arg-type]
         for prefix in API_PREFIXES["artifacts"]:
             api.app.add_api_route(
                 f"{prefix}/artifacts/{{artifact_path:path}}",

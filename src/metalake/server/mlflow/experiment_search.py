@@ -43,7 +43,7 @@ def search_experiments(call: Call) -> dict[str, Any]:
     found = [
         experiment
         for experiment in call.lake.experiments.list(lifecycle=VIEW_TYPES[view])  # type: ignore[arg-type]
-        if all(test(experiment) for test in tests)
+        if call.may_read(experiment.name) and all(test(experiment) for test in tests)
     ]
     for field, descending in reversed(parse_order(call.texts("order_by"))):
         found.sort(key=_sort_key(field), reverse=descending)

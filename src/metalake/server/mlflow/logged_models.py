@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from metalake.errors import LoggedModelNotFound, MlflowError, RunError, RunNotFound
 from metalake.server.mlflow.entities import key_value_list, millis, page_offset, page_token
-from metalake.server.mlflow.protocol import Call, MlflowRoutes
-from metalake.server.mlflow.tracking import active_experiment
+from metalake.server.mlflow.protocol import Call, MlflowRoutes, named
+from metalake.server.mlflow.tracking import active_experiment, readable_experiment_ids
 
 if TYPE_CHECKING:
     from metalake.core.vocabulary import LoggedModelStatus
@@ -82,7 +82,7 @@ def model_of(call: Call) -> LoggedModel:
 def add_logged_model_routes(routes: MlflowRoutes) -> None:
     route = routes.route
 
-    @route("POST", "logged-models", action="write", securable="experiment:*")
+    @route("POST", "logged-models", action="write", securable=named("experiment_id", "experiment_id"))
     def create_logged_model(call: Call) -> dict[str, Any]:
         lake = call.lake
         experiment = active_experiment(lake, call.text("experiment_id"))
@@ -104,11 +104,11 @@ def add_logged_model_routes(routes: MlflowRoutes) -> None:
         )
         return {"model": logged_model_out(model)}
 
-    @route("GET", "logged-models/{model_id}", action="read", securable="model:*")
+    @route("GET", "logged-models/{model_id}", action="read", securable=named("logged_model", "model_id"))
     def get_logged_model(call: Call) -> dict[str, Any]:
         return {"model": logged_model_out(model_of(call))}
 
-    @route("PATCH", "logged-models/{model_id}", action="write", securable="model:*")
+    @route("PATCH", "logged-models/{model_id}", action="write", securable=named("logged_model", "model_id"))
     def finalize_logged_model(call: Call) -> dict[str, Any]:
         model = model_of(call)
         given = call.text("status")
@@ -121,24 +121,33 @@ def add_logged_model_routes(routes: MlflowRoutes) -> None:
         finalized = call.lake.logged_models.finalize(model.model_id, status, actor=call.actor)
         return {"model": logged_model_out(finalized)}
 
-    @route("DELETE", "logged-models/{model_id}", action="write", securable="model:*")
+    @route("DELETE", "logged-models/{model_id}", action="write", securable=named("logged_model", "model_id"))
     def delete_logged_model(call: Call) -> dict[str, Any]:
         call.lake.logged_models.delete(model_of(call).model_id, actor=call.actor)
         return {}
 
-    @route("POST", "logged-models/{model_id}/params", action="write", securable="model:*")
+    @route(
+        "POST", "logged-models/{model_id}/params", action="write", securable=named("logged_model", "model_id")
+    )
     def log_logged_model_params(call: Call) -> dict[str, Any]:
         call.lake.logged_models.log_params(
             model_of(call).model_id, call.key_values("params"), actor=call.actor
         )
         return {}
 
-    @route("PATCH", "logged-models/{model_id}/tags", action="write", securable="model:*")
+    @route(
+        "PATCH", "logged-models/{model_id}/tags", action="write", securable=named("logged_model", "model_id")
+    )
     def set_logged_model_tags(call: Call) -> dict[str, Any]:
         call.lake.logged_models.set_tags(model_of(call).model_id, call.key_values("tags"), actor=call.actor)
         return {}
 
-    @route("DELETE", "logged-models/{model_id}/tags/{tag_key:path}", action="write", securable="model:*")
+    @route(
+        "DELETE",
+        "logged-models/{model_id}/tags/{tag_key:path}",
+        action="write",
+        securable=named("logged_model", "model_id"),
+    )
     def delete_logged_model_tag(call: Call) -> dict[str, Any]:
         model, key = model_of(call), call.text("tag_key")
         try:
@@ -147,11 +156,11 @@ def add_logged_model_routes(routes: MlflowRoutes) -> None:
             raise MlflowError(str(error), "RESOURCE_DOES_NOT_EXIST") from None
         return {}
 
-    @route("POST", "logged-models/search", action="read", securable="experiment:*")
+    @route("POST", "logged-models/search", action="read", securable="experiment:*", filtered=True)
     def search_logged_models(call: Call) -> dict[str, Any]:
         return search(call)
 
-    @route("POST", "runs/outputs", action="write", securable="run:*")
+    @route("POST", "runs/outputs", action="write", securable=named("run", "run_id"))
     def log_outputs(call: Call) -> dict[str, Any]:
         """A run names the models it produced; each is already linked to its run by `source_run_id`, so this
         checks the run and the models exist."""
@@ -191,9 +200,11 @@ def search(call: Call) -> dict[str, Any]:
     size = call.integer("max_results", DEFAULT_MODELS_PER_SEARCH, minimum=1, maximum=MAX_MODELS_PER_SEARCH)
     assert size is not None
     offset = page_offset(call.optional_text("page_token"))
-    experiment_ids = call.texts("experiment_ids")
+    experiment_ids = readable_experiment_ids(call, call.texts("experiment_ids"))
+    if experiment_ids == []:
+        return {"models": []}
     found = call.lake.logged_models.search(
-        experiment_ids or None, where=where, order_by=order_by or (("created_at", False),)
+        experiment_ids, where=where, order_by=order_by or (("created_at", False),)
     )
     page = found[offset : offset + size]
     body: dict[str, Any] = {"models": [logged_model_out(model) for model in page]}

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from metalake.errors import MlflowError, RunNotFound
 from metalake.server.mlflow.entities import millis, page_offset, page_token
-from metalake.server.mlflow.protocol import Call, MlflowRoutes, number_out
+from metalake.server.mlflow.protocol import Call, MlflowRoutes, named, number_out
 
 if TYPE_CHECKING:
     import polars as pl
@@ -21,7 +21,7 @@ MAX_BULK_RESULTS = 2_500  # also the default, as MLflow has it
 def add_metric_routes(routes: MlflowRoutes) -> None:
     route = routes.route
 
-    @route("GET", "metrics/get-history", action="read", securable="run:*")
+    @route("GET", "metrics/get-history", action="read", securable=named("run", "run_id", "run_uuid"))
     def get_history(call: Call) -> dict[str, Any]:
         lake = call.lake
         given = call.run_id()
@@ -39,7 +39,7 @@ def add_metric_routes(routes: MlflowRoutes) -> None:
             answer["next_page_token"] = page_token(offset + size)
         return answer
 
-    @route("GET", "metrics/get-history-bulk-interval", action="read", securable="run:*")
+    @route("GET", "metrics/get-history-bulk-interval", action="read", securable=named("run", "run_ids"))
     def get_history_bulk_interval(call: Call) -> dict[str, Any]:
         lake = call.lake
         given = call.texts("run_ids")

@@ -33,6 +33,7 @@ from metalake.server.auth import Action, Authorize, Principal, SecurableOf, gran
 if TYPE_CHECKING:
     from fastapi import Request, Response
 
+    from metalake.access import Readable
     from metalake.lake import Lake
     from metalake.server.api import Api
 
@@ -127,6 +128,11 @@ class Call:
     lake: "Lake"
     actor: str
     principal: Principal | None = None
+    readable: "Readable | None" = None  # a filtered search: what the caller may read of the kind (None: all)
+
+    def may_read(self, name: str) -> bool:
+        """Whether a filtered search may answer the object `name` (an experiment's, a model's)."""
+        return self.readable is None or name in self.readable
 
     def made(self, securable: str) -> None:
         """Record that the caller created `securable` (an experiment, a model): it manages it."""
@@ -274,23 +280,31 @@ class MlflowRoutes:
         action: Action,
         securable: str | SecurableOf,
         version: str = "2.0",
+        filtered: bool = False,
     ) -> Callable[[Handler], Handler]:
         """`handler(call) -> dict`: MLflow's answer for `method` on `path` (e.g. "runs/create", or
-        "logged-models/{model_id}", whose path parameters join the request's fields)."""
+        "logged-models/{model_id}", whose path parameters join the request's fields).
+
+        `securable` names what the request touches, from its fields (`lambda fields: f"run:{fields['run_id']}"`:
+        see `named`); a `filtered` search lets in whoever may read some of the kind, and `call.readable` says
+        what, for the handler to search within."""
         from fastapi import Depends, Request
         from starlette.concurrency import run_in_threadpool
 
         api = self.api
-        dependency = Depends(Authorize(api.authenticator, action, securable, api.access_log))
+        authorization = Authorize(
+            api.authenticator, action, securable, api.access_log, filtered=filtered, fields=cached_fields
+        )
+        dependency = Depends(authorization)
 
         def register(handler: Handler) -> Handler:
             async def endpoint(request: Request) -> "Response":
-                fields = {**await request_fields(request), **request.path_params}  # `{model_id}` in a path
+                fields = dict(await cached_fields(request))
                 principal = getattr(request.state, "principal", None)
                 actor = principal.name if principal is not None else api.lake.actor
                 # reads see the lake through the masking layer, unless the caller may unmask; writes go to the lake
                 lake = api.lake_for(request, None) if action == "read" else api.lake
-                call = Call(fields, lake, actor, principal)
+                call = Call(fields, lake, actor, principal, getattr(request.state, "readable", None))
                 result = await run_in_threadpool(handler, call)
                 return result if not isinstance(result, dict) else answer(result)
 
@@ -306,6 +320,33 @@ class MlflowRoutes:
             return handler
 
         return register
+
+
+async def cached_fields(request: "Request") -> Mapping[str, Any]:
+    """The request's fields and path parameters (`{model_id}`), read once for the authorization and the handler."""
+    known: Mapping[str, Any] | None = getattr(request.state, "mlflow_fields", None)
+    if known is None:
+        known = {**await request_fields(request), **request.path_params}
+        request.state.mlflow_fields = known
+    return known
+
+
+def named(kind: str, *names: str, default: str = "") -> SecurableOf:
+    """The securable a request names by its fields: `named("run", "run_id", "run_uuid")` is `run:ID` from the
+    first field given; a repeated field names several (`run:A`, `run:B`). A request naming none is about
+    `KIND:DEFAULT` (`experiment_id` 0, the default experiment), or about no object: its handler answers MLflow's
+    missing-parameter error, and the lake's grants decide before it."""
+
+    def securables(fields: Mapping[str, Any]) -> str | tuple[str, ...]:
+        for name in names:
+            value = fields.get(name)
+            if isinstance(value, list) and value:
+                return tuple(f"{kind}:{item}" for item in value)
+            if value not in (None, "") and not isinstance(value, list | dict):
+                return f"{kind}:{value}"
+        return f"{kind}:{default}" if default else "lake"
+
+    return securables
 
 
 async def request_fields(request: "Request") -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from metalake.core.vocabulary import STAGES
 from metalake.errors import MlflowError, PolicyViolation, RunError
 from metalake.server.mlflow.entities import millis, page_offset, page_token, run_artifact_uri
-from metalake.server.mlflow.protocol import Call, MlflowRoutes
+from metalake.server.mlflow.protocol import Call, MlflowRoutes, named
 from metalake.server.mlflow.registry_search import matches, order_key, parse_filter, sort_entities
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ def add_registered_model_routes(routes: MlflowRoutes) -> None:
         call.made(f"model:{name}")
         return {"registered_model": RegistryView(call.lake, name).model()}
 
-    @route("GET", "registered-models/get", action="read", securable="model:*")
+    @route("GET", "registered-models/get", action="read", securable=named("model", "name"))
     def get_registered_model(call: Call) -> dict[str, Any]:
         return {"registered_model": RegistryView(call.lake, call.text("name")).model()}
 
@@ -206,39 +206,41 @@ def add_registered_model_routes(routes: MlflowRoutes) -> None:
         keys = order_key(call.texts("order_by") or ["name ASC"], MODEL_FIELDS)
         name_clauses = [clause for clause in clauses if clause.field == "name"]
         names = [
-            name for name in call.lake.registry.models() if matches({"name": name}, name_clauses, model_value)
+            name
+            for name in call.lake.registry.models()
+            if call.may_read(name) and matches({"name": name}, name_clauses, model_value)
         ]
         found = [RegistryView(call.lake, name).model() for name in names]
         found = [entity for entity in found if matches(entity, clauses, model_value)]
         ordered = sort_entities(found, keys, model_value)
         return paged(call, ordered, "registered_models", DEFAULT_MODELS_PER_SEARCH, MAX_MODELS_PER_SEARCH)
 
-    route("GET", "registered-models/search", action="read", securable="model:*")(search)
+    route("GET", "registered-models/search", action="read", securable="model:*", filtered=True)(search)
 
-    @route("POST", "registered-models/rename", action="write", securable="model:*")
+    @route("POST", "registered-models/rename", action="manage", securable=named("model", "name"))
     def rename_registered_model(call: Call) -> dict[str, Any]:
         new_name = call.text("new_name")
         call.lake.registry.rename_model(call.text("name"), new_name)
         return {"registered_model": RegistryView(call.lake, new_name).model()}
 
-    @route("PATCH", "registered-models/update", action="write", securable="model:*")
+    @route("PATCH", "registered-models/update", action="write", securable=named("model", "name"))
     def update_registered_model(call: Call) -> dict[str, Any]:
         name = call.text("name")
         call.lake.registry.set_description(name, call.optional_text("description"))
         return {"registered_model": RegistryView(call.lake, name).model()}
 
-    @route("DELETE", "registered-models/delete", action="write", securable="model:*")
+    @route("DELETE", "registered-models/delete", action="manage", securable=named("model", "name"))
     def delete_registered_model(call: Call) -> dict[str, Any]:
         call.lake.registry.delete_model(call.text("name"))
         return {}
 
-    @route("POST", "registered-models/set-tag", action="write", securable="model:*")
+    @route("POST", "registered-models/set-tag", action="write", securable=named("model", "name"))
     def set_registered_model_tag(call: Call) -> dict[str, Any]:
         value = call.fields.get("value")
         call.lake.registry.set_tag(call.text("name"), call.text("key"), "" if value is None else str(value))
         return {}
 
-    @route("DELETE", "registered-models/delete-tag", action="write", securable="model:*")
+    @route("DELETE", "registered-models/delete-tag", action="write", securable=named("model", "name"))
     def delete_registered_model_tag(call: Call) -> dict[str, Any]:
         call.lake.registry.delete_tag(call.text("name"), call.text("key"))
         return {}
@@ -246,22 +248,24 @@ def add_registered_model_routes(routes: MlflowRoutes) -> None:
     def latest_versions(call: Call) -> dict[str, Any]:
         return {"model_versions": RegistryView(call.lake, call.text("name")).latest(call.texts("stages"))}
 
-    route("GET", "registered-models/get-latest-versions", action="read", securable="model:*")(latest_versions)
-    route("POST", "registered-models/get-latest-versions", action="read", securable="model:*")(
+    route("GET", "registered-models/get-latest-versions", action="read", securable=named("model", "name"))(
+        latest_versions
+    )
+    route("POST", "registered-models/get-latest-versions", action="read", securable=named("model", "name"))(
         latest_versions
     )
 
-    @route("POST", "registered-models/alias", action="write", securable="model:*")
+    @route("POST", "registered-models/alias", action="write", securable=named("model", "name"))
     def set_alias(call: Call) -> dict[str, Any]:
         call.lake.registry.set_alias(call.text("name"), call.text("alias"), version_in(call))
         return {}
 
-    @route("DELETE", "registered-models/alias", action="write", securable="model:*")
+    @route("DELETE", "registered-models/alias", action="write", securable=named("model", "name"))
     def delete_alias(call: Call) -> dict[str, Any]:
         call.lake.registry.delete_alias(call.text("name"), call.text("alias"))
         return {}
 
-    @route("GET", "registered-models/alias", action="read", securable="model:*")
+    @route("GET", "registered-models/alias", action="read", securable=named("model", "name"))
     def get_by_alias(call: Call) -> dict[str, Any]:
         name, alias = call.text("name"), call.text("alias")
         view = RegistryView(call.lake, name)
@@ -274,7 +278,7 @@ def add_registered_model_routes(routes: MlflowRoutes) -> None:
 def add_model_version_routes(routes: MlflowRoutes) -> None:
     route = routes.route
 
-    @route("POST", "model-versions/create", action="write", securable="model:*")
+    @route("POST", "model-versions/create", action="write", securable=named("model", "name"))
     def create_model_version(call: Call) -> dict[str, Any]:
         lake, name, source = call.lake, call.text("name"), call.text("source")
         lake.registry.registered_model(name)  # MLflow creates versions of existing models only
@@ -297,30 +301,32 @@ def add_model_version_routes(routes: MlflowRoutes) -> None:
             lake.registry.set_tag(name, key, value, version=created.version)
         return {"model_version": RegistryView(lake, name).version(created.version)}
 
-    @route("GET", "model-versions/get", action="read", securable="model:*")
+    @route("GET", "model-versions/get", action="read", securable=named("model", "name"))
     def get_model_version(call: Call) -> dict[str, Any]:
         return {"model_version": RegistryView(call.lake, call.text("name")).version(version_in(call))}
 
-    @route("GET", "model-versions/search", action="read", securable="model:*")
+    @route("GET", "model-versions/search", action="read", securable="model:*", filtered=True)
     def search_model_versions(call: Call) -> dict[str, Any]:
         clauses = parse_filter(call.optional_text("filter"), VERSION_FIELDS)
         keys = order_key(call.texts("order_by") or ["name ASC", "version_number DESC"], VERSION_FIELDS)
         name_clauses = [clause for clause in clauses if clause.field == "name"]
         names = [
-            name for name in call.lake.registry.models() if matches({"name": name}, name_clauses, model_value)
+            name
+            for name in call.lake.registry.models()
+            if call.may_read(name) and matches({"name": name}, name_clauses, model_value)
         ]
         found = [version for name in names for version in RegistryView(call.lake, name).versions()]
         found = [entity for entity in found if matches(entity, clauses, version_value)]
         ordered = sort_entities(found, keys, version_value)
         return paged(call, ordered, "model_versions", DEFAULT_VERSIONS_PER_SEARCH, MAX_VERSIONS_PER_SEARCH)
 
-    @route("PATCH", "model-versions/update", action="write", securable="model:*")
+    @route("PATCH", "model-versions/update", action="write", securable=named("model", "name"))
     def update_model_version(call: Call) -> dict[str, Any]:
         name, number = call.text("name"), version_in(call)
         call.lake.registry.set_description(name, call.optional_text("description"), version=number)
         return {"model_version": RegistryView(call.lake, name).version(number)}
 
-    @route("POST", "model-versions/transition-stage", action="write", securable="model:*")
+    @route("POST", "model-versions/transition-stage", action="write", securable=named("model", "name"))
     def transition_stage(call: Call) -> dict[str, Any]:
         name, number = call.text("name"), version_in(call)
         stage = stage_in(call.text("stage"))
@@ -337,7 +343,7 @@ def add_model_version_routes(routes: MlflowRoutes) -> None:
             ) from None
         return {"model_version": RegistryView(call.lake, name).version(number)}
 
-    @route("POST", "model-versions/set-tag", action="write", securable="model:*")
+    @route("POST", "model-versions/set-tag", action="write", securable=named("model", "name"))
     def set_model_version_tag(call: Call) -> dict[str, Any]:
         value = call.fields.get("value")
         call.lake.registry.set_tag(
@@ -345,17 +351,17 @@ def add_model_version_routes(routes: MlflowRoutes) -> None:
         )
         return {}
 
-    @route("DELETE", "model-versions/delete-tag", action="write", securable="model:*")
+    @route("DELETE", "model-versions/delete-tag", action="write", securable=named("model", "name"))
     def delete_model_version_tag(call: Call) -> dict[str, Any]:
         call.lake.registry.delete_tag(call.text("name"), call.text("key"), version=version_in(call))
         return {}
 
-    @route("DELETE", "model-versions/delete", action="write", securable="model:*")
+    @route("DELETE", "model-versions/delete", action="write", securable=named("model", "name"))
     def delete_model_version(call: Call) -> dict[str, Any]:
         call.lake.registry.delete_version(call.text("name"), version_in(call))
         return {}
 
-    @route("GET", "model-versions/get-download-uri", action="read", securable="model:*")
+    @route("GET", "model-versions/get-download-uri", action="read", securable=named("model", "name"))
     def get_download_uri(call: Call) -> dict[str, Any]:
         version = RegistryView(call.lake, call.text("name")).version(version_in(call))
         return {"artifact_uri": download_uri(call.lake, version)}

@@ -31,7 +31,7 @@ from metalake.server.mlflow.entities import (
 )
 from metalake.server.mlflow.experiment_search import search_experiments
 from metalake.server.mlflow.metrics import add_metric_routes
-from metalake.server.mlflow.protocol import Call, MlflowRoutes, integer_in, number_in
+from metalake.server.mlflow.protocol import Call, MlflowRoutes, integer_in, named, number_in
 from metalake.tracking.remote import Durable, MetricPoint
 
 if TYPE_CHECKING:
@@ -73,6 +73,16 @@ def active_experiment(lake: Lake, experiment_id: str, *, cached: bool = False) -
             f"The experiment {experiment_id} must be in the 'active' state. Current state is deleted."
         )
     return experiment
+
+
+def readable_experiment_ids(call: Call, wanted: list[str]) -> list[str] | None:
+    """The experiments a filtered search may look in, of those it names (none named: all of them, None when the
+    caller may read every experiment); a caller restricted to some experiments searches only those."""
+    if call.readable is None or call.readable.everything:
+        return wanted or None
+    known = call.lake.experiments.list(lifecycle="all")
+    allowed = {experiment.experiment_id for experiment in known if call.may_read(experiment.name)}
+    return [given for given in wanted if given in allowed] if wanted else sorted(allowed)
 
 
 def run_id_of(call: Call) -> str:
@@ -157,11 +167,11 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
         call.made(f"experiment:{created.name}")
         return {"experiment_id": created.experiment_id}
 
-    @route("GET", "experiments/get", action="read", securable="experiment:*")
+    @route("GET", "experiments/get", action="read", securable=named("experiment_id", "experiment_id"))
     def get_experiment(call: Call) -> dict[str, Any]:
         return {"experiment": experiment_out(experiment_of(call.lake, call.text("experiment_id")))}
 
-    @route("GET", "experiments/get-by-name", action="read", securable="experiment:*")
+    @route("GET", "experiments/get-by-name", action="read", securable=named("experiment", "experiment_name"))
     def get_experiment_by_name(call: Call) -> dict[str, Any]:
         name = call.text("experiment_name")
         try:
@@ -174,10 +184,10 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
     def search(call: Call) -> dict[str, Any]:
         return search_experiments(call)
 
-    route("GET", "experiments/search", action="read", securable="experiment:*")(search)
-    route("POST", "experiments/search", action="read", securable="experiment:*")(search)
+    route("GET", "experiments/search", action="read", securable="experiment:*", filtered=True)(search)
+    route("POST", "experiments/search", action="read", securable="experiment:*", filtered=True)(search)
 
-    @route("POST", "experiments/update", action="write", securable="experiment:*")
+    @route("POST", "experiments/update", action="write", securable=named("experiment_id", "experiment_id"))
     def update_experiment(call: Call) -> dict[str, Any]:
         experiment_id = call.text("experiment_id")
         experiment_of(call.lake, experiment_id)
@@ -187,7 +197,7 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
         forget_experiments()
         return {}
 
-    @route("POST", "experiments/delete", action="write", securable="experiment:*")
+    @route("POST", "experiments/delete", action="manage", securable=named("experiment_id", "experiment_id"))
     def delete_experiment(call: Call) -> dict[str, Any]:
         experiment_id = call.text("experiment_id")
         experiment_of(call.lake, experiment_id)
@@ -195,7 +205,7 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
         forget_experiments()
         return {}
 
-    @route("POST", "experiments/restore", action="write", securable="experiment:*")
+    @route("POST", "experiments/restore", action="manage", securable=named("experiment_id", "experiment_id"))
     def restore_experiment(call: Call) -> dict[str, Any]:
         experiment_id = call.text("experiment_id")
         experiment_of(call.lake, experiment_id)
@@ -203,7 +213,12 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
         forget_experiments()
         return {}
 
-    @route("POST", "experiments/set-experiment-tag", action="write", securable="experiment:*")
+    @route(
+        "POST",
+        "experiments/set-experiment-tag",
+        action="write",
+        securable=named("experiment_id", "experiment_id"),
+    )
     def set_experiment_tag(call: Call) -> dict[str, Any]:
         experiment_id = call.text("experiment_id")
         active_experiment(call.lake, experiment_id)
@@ -213,7 +228,12 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
         )
         return {}
 
-    @route("POST", "experiments/delete-experiment-tag", action="write", securable="experiment:*")
+    @route(
+        "POST",
+        "experiments/delete-experiment-tag",
+        action="write",
+        securable=named("experiment_id", "experiment_id"),
+    )
     def delete_experiment_tag(call: Call) -> dict[str, Any]:
         experiment_id = call.text("experiment_id")
         active_experiment(call.lake, experiment_id)
@@ -227,7 +247,9 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
 def add_run_routes(routes: MlflowRoutes) -> None:
     route = routes.route
 
-    @route("POST", "runs/create", action="write", securable="experiment:*")
+    @route(
+        "POST", "runs/create", action="write", securable=named("experiment_id", "experiment_id", default="0")
+    )
     def create_run(call: Call) -> dict[str, Any]:
         lake = call.lake
         experiment = active_experiment(lake, call.optional_text("experiment_id") or "0", cached=True)
@@ -257,11 +279,11 @@ def add_run_routes(routes: MlflowRoutes) -> None:
         )
         return {"run": run_out(written_run(lake, run_id, tags), experiment.experiment_id)}
 
-    @route("GET", "runs/get", action="read", securable="run:*")
+    @route("GET", "runs/get", action="read", securable=named("run", "run_id", "run_uuid"))
     def get_run(call: Call) -> dict[str, Any]:
         return {"run": mlflow_run(call.lake, call.run_id())}
 
-    @route("POST", "runs/update", action="write", securable="run:*")
+    @route("POST", "runs/update", action="write", securable=named("run", "run_id", "run_uuid"))
     def update_run(call: Call) -> dict[str, Any]:
         lake, run_id = call.lake, logged_run_id(call)
         if lake.runs.request_state(run_id)["deleted"]:
@@ -280,34 +302,34 @@ def add_run_routes(routes: MlflowRoutes) -> None:
         experiment_id = cached_experiment_id(lake, state["experiment"])
         return {"run_info": run_out(written_run(lake, run_id, {}), experiment_id)["info"]}
 
-    @route("POST", "runs/delete", action="write", securable="run:*")
+    @route("POST", "runs/delete", action="write", securable=named("run", "run_id", "run_uuid"))
     def delete_run(call: Call) -> dict[str, Any]:
         call.lake.runs.delete(run_id_of(call))
         return {}
 
-    @route("POST", "runs/restore", action="write", securable="run:*")
+    @route("POST", "runs/restore", action="write", securable=named("run", "run_id", "run_uuid"))
     def restore_run(call: Call) -> dict[str, Any]:
         call.lake.runs.restore(run_id_of(call))
         return {}
 
-    @route("POST", "runs/log-metric", action="write", securable="run:*")
+    @route("POST", "runs/log-metric", action="write", securable=named("run", "run_id", "run_uuid"))
     def log_metric(call: Call) -> dict[str, Any]:
         log(call, logged_run_id(call), metrics=[metric_point(call.fields)])
         return {}
 
-    @route("POST", "runs/log-parameter", action="write", securable="run:*")
+    @route("POST", "runs/log-parameter", action="write", securable=named("run", "run_id", "run_uuid"))
     def log_parameter(call: Call) -> dict[str, Any]:
         value = call.fields.get("value")
         log(call, logged_run_id(call), params={call.text("key"): "" if value is None else str(value)})
         return {}
 
-    @route("POST", "runs/set-tag", action="write", securable="run:*")
+    @route("POST", "runs/set-tag", action="write", securable=named("run", "run_id", "run_uuid"))
     def set_tag(call: Call) -> dict[str, Any]:
         value = call.fields.get("value")
         log(call, logged_run_id(call), tags={call.text("key"): "" if value is None else str(value)})
         return {}
 
-    @route("POST", "runs/delete-tag", action="write", securable="run:*")
+    @route("POST", "runs/delete-tag", action="write", securable=named("run", "run_id", "run_uuid"))
     def delete_tag(call: Call) -> dict[str, Any]:
         run_id, key = active_run_id(call), call.text("key")
         if key not in call.lake.runs.get_as_written(run_id).tags:
@@ -315,7 +337,7 @@ def add_run_routes(routes: MlflowRoutes) -> None:
         call.lake.runs.delete_tag(run_id, key, durable=LOGGED)
         return {}
 
-    @route("POST", "runs/log-batch", action="write", securable="run:*")
+    @route("POST", "runs/log-batch", action="write", securable=named("run", "run_id", "run_uuid"))
     def log_batch(call: Call) -> dict[str, Any]:
         metrics, params, tags = call.objects("metrics"), call.objects("params"), call.objects("tags")
         check_batch_limits(len(metrics), len(params), len(tags))
@@ -335,14 +357,14 @@ def add_run_routes(routes: MlflowRoutes) -> None:
         )
         return {}
 
-    @route("POST", "runs/log-inputs", action="write", securable="run:*")
+    @route("POST", "runs/log-inputs", action="write", securable=named("run", "run_id", "run_uuid"))
     def log_inputs(call: Call) -> dict[str, Any]:
         run_id = active_run_id(call)
         inputs = [dataset_input_in(item) for item in call.objects("datasets")]
         call.lake.runs.log_inputs(run_id, inputs, durable=LOGGED)
         return {}
 
-    @route("POST", "runs/search", action="read", securable="experiment:*")
+    @route("POST", "runs/search", action="read", securable="experiment:*", filtered=True)
     def search_runs(call: Call) -> dict[str, Any]:
         return search(call)
 
@@ -404,7 +426,9 @@ def search(call: Call) -> dict[str, Any]:
     offset = page_offset(call.optional_text("page_token"))
     known = lake.experiments.list(lifecycle="all")
     wanted = set(call.texts("experiment_ids"))
-    names = sorted({name for e in known if e.experiment_id in wanted for name in e.names})
+    names = sorted(
+        {name for e in known if e.experiment_id in wanted and call.may_read(e.name) for name in e.names}
+    )
     if not names:
         return {"runs": []}
     experiment = names[0] if len(names) == 1 else None

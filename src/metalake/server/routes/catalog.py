@@ -50,10 +50,18 @@ def add_catalog_routes(api: "Api") -> None:
     from fastapi import Request, Response
     from fastapi.responses import Response as RawResponse
 
-    @api.get("/api/v1/tables", securable="lake", response_model=TableList, summary="Every lake table")
+    @api.get(
+        "/api/v1/tables",
+        securable="table:*",
+        filtered=True,
+        response_model=TableList,
+        summary="The lake's tables (those the caller may read)",
+    )
     def list_tables(request: Request, response: Response, as_of: AsOf = None) -> TableList:
+        readable = api.readable(request)
         with api.reading(request, response, as_of, None) as lake:
-            return TableList(items=[table_summary(lake, spec) for spec in lake.tables()])
+            specs = [spec for spec in lake.tables() if readable is None or spec.name in readable]
+            return TableList(items=[table_summary(lake, spec) for spec in specs])
 
     @api.get(
         "/api/v1/tables/{name}",
@@ -145,8 +153,9 @@ def add_catalog_routes(api: "Api") -> None:
 
     @api.post(
         "/api/v1/sql",
-        securable="lake",
+        securable="table:*",
         action="read",
+        filtered=True,
         response_model=SqlAnswer,
         summary="Run one read-only SELECT over the lake's tables and views",
     )
@@ -157,7 +166,9 @@ def add_catalog_routes(api: "Api") -> None:
         if limit > MAX_ROW_LIMIT:
             raise InvalidRequest(f"limit may be at most {MAX_ROW_LIMIT:,}, not {limit:,}.", field="limit")
         lake = api.lake_for(request, body.as_of)
-        result = run_user_sql(lake, body.query, params=body.params, limit=limit)
+        result = run_user_sql(
+            lake, body.query, params=body.params, limit=limit, may_read=api.relations_readable(request)
+        )
         accept = request.headers.get("accept", "")
         if "text/csv" in accept:
             return RawResponse(
