@@ -167,3 +167,38 @@ def test_a_value_missing_from_the_dictionary_is_hashed_all_the_same(lake: metala
         select = masker.replacing_select("metrics", relation, {"recorded_by": known})
         got = connection.sql(f"select recorded_by from ({select})").fetchall()
         assert got == [(masker.mask_value("hash", value),) for value in ("a", "b", "c", None)]
+
+
+def test_profiles_hide_the_statistics_of_sensitive_dataset_columns(
+    lake: metalake.Lake, tmp_path: Path
+) -> None:
+    """min, max and top values reveal values: a masked reader keeps only the counts of a column marked
+    sensitive at registration (and by later versions) or named like a secret, on every read path."""
+    import polars as pl
+
+    first, second = tmp_path / "v1.parquet", tmp_path / "v2.parquet"
+    frame = {"customer_id": ["C-1001", "C-1002"], "contact_email": ["a@x.io", "b@x.io"], "amount": [5.0, 7.0]}
+    pl.DataFrame(frame).write_parquet(first)
+    pl.DataFrame({**frame, "amount": [6.0, 8.0]}).write_parquet(second)
+    lake.datasets.register("orders", first, sensitive=["customer_id"])
+    later = lake.datasets.register("orders", second)
+    assert later.sensitive_columns == ["customer_id"], "a later version keeps the marks"
+    assert later.profile["customer_id"]["min"] == "C-1001", "the clear lake is unchanged"
+    with pytest.raises(metalake.errors.DatasetError, match="customer"):
+        lake.datasets.register("orders", second, sensitive=["customer"])
+
+    masked = lake.masked(lake.masker(key=KEY))
+    for version in (masked.datasets.get("orders", 1), masked.datasets.get("orders")):
+        for column in ("customer_id", "contact_email"):
+            assert version.profile[column]["masked"] is True
+            assert not {"min", "max", "top_values"} & set(version.profile[column]), version.profile[column]
+            assert version.profile[column]["null_count"] == 0
+        assert version.profile["amount"]["max"] in (7.0, 8.0), "other columns keep their statistics"
+    diff = masked.datasets.diff("orders", 1, 2).profile
+    assert "C-1001" not in str(diff.to_dicts())
+    for query in ("select profile from dataset_versions", "select * from dataset_versions_current"):
+        text = str(masked.sql(query).fetchall())
+        assert "C-1001" not in text and "a@x.io" not in text, query
+    assert "C-1001" not in str(masked.arrow_relations(["dataset_versions"])["dataset_versions"].to_pylist())
+    recorded = masked.sql("select distinct recorded_by from dataset_versions").fetchall()
+    assert recorded == [(masked.masked_by.mask_value("hash", "tester"),)], "hashed once, not twice"  # type: ignore[union-attr]

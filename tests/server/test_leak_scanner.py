@@ -1,6 +1,7 @@
 """The leak scanner: a lake seeded with known sensitive values (an actor's email, a run user, a param `api_key`, a
-tag `customer_email`), then every GET route of the REST API, MLflow's read endpoints and a set of SQL queries,
-under a principal that may read the whole lake but not unmask it. No answer may contain any seeded value."""
+tag `customer_email`, a dataset column marked sensitive, which its profile's min and max would show), then every
+GET route of the REST API, MLflow's read endpoints and a set of SQL queries, under a principal that may read the
+whole lake but not unmask it. No answer may contain any seeded value."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from support.sample_lake import fill_sample_lake
 import metalake
 
 ACTOR = "leaky.person@example.com"
-SECRETS = ("sk-live-9f8e7d6c5b4a", "customer.42@example.org")
+SECRETS = ("sk-live-9f8e7d6c5b4a", "customer.42@example.org", "CUST-7731-SECRET")
 
 
 @dataclass
@@ -43,6 +44,10 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scanned]:
     lake.access.grant("viewer", "read", "lake")
     viewer = lake.access.create_token("viewer").token
     fill_sample_lake(lake, folder)
+    import polars as pl
+
+    customers = pl.DataFrame({"id": [1, 2], "age": [30, 40], "customer_ref": [SECRETS[2], SECRETS[2]]})
+    lake.datasets.register("churn", customers, sensitive=["customer_ref"])  # its profile's min and max
     with lake.runs.start("churn", name="leaky") as run:
         run.log_params({"api_key": SECRETS[0]})
         run.set_tags({"customer_email": SECRETS[1]})
@@ -100,6 +105,12 @@ def test_the_seeded_values_are_in_the_lake_and_an_admin_sees_them(scanned: Scann
     )
     history = scanned.get("/api/v1/tables/runs/history", scanned.admin)
     assert ACTOR in history.text
+    profiles = scanned.get("/api/v1/datasets/churn/versions/3", scanned.admin)
+    assert SECRETS[2] in profiles.text, "the profile of the sensitive column shows its min and max in clear"
+    masked = scanned.get("/api/v1/datasets/churn/versions/3", scanned.viewer)
+    assert masked.status_code == 200 and '"masked":true' in masked.text.replace(" ", "")
+    assert_no_leak("the version with the sensitive column", masked)
+    assert_no_leak("its diff", scanned.get("/api/v1/datasets/churn/diff", v1="2", v2="3"))
 
 
 def test_no_get_route_answers_a_sensitive_value(scanned: Scanned) -> None:

@@ -67,8 +67,14 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
     lake.snapshot("before-release")
     masker = lake.masker(key=bytes.fromhex(MASK_KEY))
     lake.close()
+    (folder / "data").mkdir()
     server = start_server_process(
-        folder / "lake", folder / "spool", lake_auth=True, env={"METALAKE_MASK_KEY": MASK_KEY}
+        folder / "lake",
+        folder / "spool",
+        "--data-root",
+        str(folder / "data"),
+        lake_auth=True,
+        env={"METALAKE_MASK_KEY": MASK_KEY},
     )
     yield Guarded(folder / "lake", server, admin, alice, carol, run.run_id, masker)
     server.stop()
@@ -218,3 +224,29 @@ def test_no_auth_servers_show_values_in_clear(tmp_path: Path) -> None:
         assert answer.json()["params"] == {"db_password": "hunter2"}
     finally:
         server.stop()
+
+
+def test_a_dataset_registered_with_sensitive_columns_answers_their_profile_masked(guarded: Guarded) -> None:
+    import polars as pl
+
+    data = guarded.path.parent / "data" / "customers.parquet"
+    pl.DataFrame({"customer_id": ["C-991", "C-992"], "spend": [3.0, 4.0]}).write_parquet(data)
+    made = requests.post(
+        f"{guarded.server.url}/api/v1/datasets/customers/versions",
+        headers={"Authorization": f"Bearer {guarded.alice}"},
+        json={"uri": str(data), "sensitive": ["customer_id"]},
+        timeout=30,
+    )
+    assert made.status_code == 201, made.text
+    assert "C-991" not in made.text, "even the writer's answer is masked: alice may not unmask"
+    assert made.json()["profile"]["spend"]["max"] == 4.0
+    path = "/api/v1/datasets/customers/versions/1"
+    assert "C-991" not in guarded.get(path, guarded.alice).text
+    assert guarded.get(path, guarded.carol).json()["profile"]["customer_id"]["min"] == "C-991"
+    wrong = requests.post(
+        f"{guarded.server.url}/api/v1/datasets/customers/versions",
+        headers={"Authorization": f"Bearer {guarded.alice}"},
+        json={"uri": str(data), "sensitive": ["nope"]},
+        timeout=30,
+    )
+    assert wrong.status_code == 400 and "nope" in wrong.json()["error"]["message"], wrong.text

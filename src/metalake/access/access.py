@@ -13,6 +13,7 @@ revocation made by another process takes effect within `refresh_s`.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import secrets
 import threading
@@ -102,6 +103,14 @@ class Readable:
     def __contains__(self, name: object) -> bool:
         return self.everything or name in self.names
 
+    @functools.cached_property
+    def digest(self) -> str:
+        """A short digest of what is readable, for cache keys (an ETag of a filtered answer)."""
+        import hashlib
+
+        text = "*" if self.everything else "\n".join(sorted(self.names))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
 
 @dataclass(frozen=True)
 class AccessLogEntry:
@@ -127,6 +136,8 @@ class Access:
         self._cached: AccessState | None = None
         self._versions: tuple[int | None, ...] | None = None
         self._checked = 0.0
+        # (principal, kind) -> the state it was computed from and what is readable: lists ask per request
+        self._readable: dict[tuple[str, str], tuple[AccessState, Readable]] = {}
 
     # -- principals and groups ------------------------------------------------------------------------------
 
@@ -383,6 +394,16 @@ class Access:
     def readable(self, principal: str, kind: SecurableKind) -> Readable:
         """The objects of `kind` that `principal` may read: all (a grant on the lake), or those it is granted."""
         state = self._state()
+        known = self._readable.get((principal, kind))
+        if known is not None and known[0] is state:
+            return known[1]
+        readable = self._readable_in(state, principal, kind)
+        if len(self._readable) > 10_000:
+            self._readable.clear()
+        self._readable[(principal, kind)] = (state, readable)
+        return readable
+
+    def _readable_in(self, state: AccessState, principal: str, kind: SecurableKind) -> Readable:
         record = state.principals.get(principal)
         if record is None or not record.enabled:
             return Readable(False, frozenset())

@@ -42,6 +42,14 @@ def register(
     tag: Annotated[
         list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE label; repeat for more.")
     ] = None,
+    sensitive: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sensitive",
+            help="A column whose values are sensitive: readers without unmask see only its counts in the profile "
+            "(later versions keep the mark). Repeat for more.",
+        ),
+    ] = None,
 ) -> None:
     """Record a version of a dataset: content fingerprint, row count, size, schema and column profile.
 
@@ -56,7 +64,9 @@ def register(
 
     tags = _parse_tags(tag or [])
     lake = open_lake(ctx, before_creating=lambda: resolve_source(path))
-    version = lake.datasets.register(name, path, description=description, owner=owner, tags=tags)
+    version = lake.datasets.register(
+        name, path, description=description, owner=owner, tags=tags, sensitive=sensitive or ()
+    )
     console = stdout_console()
     if not version.created:
         recorded = (

@@ -55,6 +55,8 @@ PYTHON_HASH_LIMIT = 4096
 PROFILE_KEPT_STATISTICS = frozenset(
     {"type", "count", "row_count", "null_count", "distinct_count", "distinct_estimate"}
 )
+# Tables whose rows hold a dataset profile (JSON: column -> statistics) and the schema that marks its columns.
+PROFILE_COLUMNS = {"dataset_versions": ("profile", "schema")}
 # Characters fnmatch, Arrow's LIKE and DuckDB's GLOB read differently: patterns may use only `*` and `?`.
 _UNPORTABLE_PATTERN_CHARACTERS = frozenset("[]\\")
 DUCKDB_TYPES = {
@@ -204,7 +206,50 @@ class Masker:
             if name in data.column_names:
                 masked = self._mask_arrow_column(kind, data.column(name))
                 data = _replace_column(data, name, masked, nullable=True if kind == "null" else None)
+        profiled = PROFILE_COLUMNS.get(table)
+        if profiled is not None and profiled[0] in data.column_names:
+            data = self._mask_profiles(data, *profiled)
         return data
+
+    def masks_in_arrow(self, table: str) -> bool:
+        """Whether `table` holds what only Arrow masking reads (dataset profiles, JSON per row): SQL reads it
+        through `mask_arrow`'s output instead of a masking view."""
+        return table in PROFILE_COLUMNS
+
+    def sensitive_dataset_columns(
+        self, schema: Sequence[Mapping[str, Any]] | None, columns: Collection[str]
+    ) -> set[str]:
+        """The sensitive columns of a dataset version: those its schema marks (`register(sensitive=...)`) and
+        those whose names match the secret patterns (`*email*`, ...). Without a schema, every column (fail
+        closed)."""
+        if schema is None:
+            return set(columns)
+        marked = {str(entry.get("name")) for entry in schema if entry.get("sensitive")}
+        return marked | {name for name in columns if self.is_secret_key(name)}
+
+    def _mask_profiles(self, data: pa.Table, profile_column: str, schema_column: str) -> pa.Table:
+        """Each row's profile JSON with the statistics of its sensitive columns dropped (see mask_profile)."""
+        import json
+
+        import pyarrow as pa
+
+        profiles = data.column(profile_column).to_pylist()
+        schemas = (
+            data.column(schema_column).to_pylist()
+            if schema_column in data.column_names
+            else [None] * len(profiles)
+        )
+        masked: list[str | None] = []
+        for profile_text, schema_text in zip(profiles, schemas, strict=True):
+            if profile_text is None:
+                masked.append(None)
+                continue
+            profile = json.loads(profile_text) if isinstance(profile_text, str) else profile_text
+            schema = json.loads(schema_text) if isinstance(schema_text, str) else schema_text
+            hidden = self.sensitive_dataset_columns(schema, profile)
+            masked.append(json.dumps(mask_profile(profile, hidden), default=str))
+        column = data.column(profile_column)
+        return _replace_column(data, profile_column, pa.array(masked, column.type), nullable=None)
 
     def _mask_arrow_column(self, kind: MaskKind, column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
         import pyarrow as pa
@@ -292,6 +337,8 @@ class Masker:
     def dictionary_columns(self, table: str) -> list[str]:
         """The hash-masked string columns of `table`: those a SQL session may give a dictionary of their values
         (see `HashDictionary`), so that a query hashes each distinct value once, not every row."""
+        if self.masks_in_arrow(table):
+            return []
         return [
             column.name
             for column in self._spec(table).columns
@@ -307,6 +354,8 @@ class Masker:
 
         The SQL text contains the masking key: it must never reach users.
         """
+        if self.masks_in_arrow(table):  # the relation is mask_arrow's output already
+            return f"SELECT * FROM {relation_sql}"
         spec = self._spec(table)
         masked = [column.name for column in spec.columns if column.mask is not None]
         key_value = self._secret_value_column(table)

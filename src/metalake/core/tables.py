@@ -437,7 +437,10 @@ class Tables:
     def _relation_for_sql(self, table: str) -> tuple[object, Callable[[], Any]]:
         """A table's version (the token) and how to build what DuckDB reads for it, built only when needed."""
         loaded = self.load(table)
-        return (None if loaded is None else loaded.version()), lambda: self._relation(table, loaded)
+        token = None if loaded is None else loaded.version()
+        if self.masker is not None and self.masker.masks_in_arrow(table):
+            return token, lambda: self.arrow_dataset(table)  # masked in Arrow: profiles are JSON per row
+        return token, lambda: self._relation(table, loaded)
 
     def _relation(self, table: str, loaded: DeltaTable | None) -> Any:
         """What DuckDB reads for a table: its Parquet files on local disk, else an Arrow dataset."""

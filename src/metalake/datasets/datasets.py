@@ -91,6 +91,11 @@ class DatasetVersion:
     metadata_updated: bool = field(default=False, compare=False)
 
     @property
+    def sensitive_columns(self) -> list[str]:
+        """The columns marked sensitive (`register(sensitive=...)`, kept by later versions)."""
+        return [str(entry["name"]) for entry in self.schema if entry.get("sensitive")]
+
+    @property
     def breaking(self) -> bool:
         """True when the schema changed in a way that readers of the previous version may not follow."""
         return any(change.breaking for change in self.schema_changes or [])
@@ -161,8 +166,14 @@ class Datasets:
         tags: Mapping[str, str] | None = None,
         run_id: str | None = None,
         storage_options: Mapping[str, str] | None = None,
+        sensitive: Sequence[str] = (),
     ) -> DatasetVersion:
         """Record a version of dataset `name` from files, a folder, a Delta table or an in-memory frame.
+
+        `sensitive` marks columns whose values are sensitive (customer ids, emails): a reader without `unmask`
+        sees only their counts in the profile, since min, max and top values reveal values. A new version keeps
+        the marks of the one before; columns whose names match the secret patterns (`*email*`, ...) are hidden
+        without a mark. Marks go with a new version: content already registered keeps its own.
 
         The data is streamed once (DuckDB) for its row count, content fingerprint and per-column profile.
         Content that is already a version of the dataset returns that version (`.created` is False) and
@@ -181,6 +192,12 @@ class Datasets:
             )
         source_info = resolve_source(source, storage_options)
         scan = scan_source(source_info)
+        unknown = sorted(set(sensitive) - {column.name for column in scan.schema})
+        if unknown:
+            raise DatasetError(
+                f"sensitive= names columns {source_info.uri} does not have: {', '.join(unknown)}. Its columns: "
+                f"{', '.join(column.name for column in scan.schema)}."
+            )
         if scan.row_count == 0:
             raise DatasetError(
                 f"{source_info.uri} holds no rows: an empty dataset is not registered. "
@@ -194,7 +211,7 @@ class Datasets:
                 updated = self._commit_dataset_row(name, description_row)
                 return _version_from_row(existing, created=False, metadata_updated=updated)
             previous = versions[-1] if versions else None
-            row = _version_row(name, previous, source_info, scan, run_id)
+            row = _version_row(name, previous, source_info, scan, run_id, sensitive)
             prepared = self._tables.prepare(VERSIONS_TABLE, [row])
             _, written = self._tables.commit(
                 VERSIONS_TABLE,
@@ -429,12 +446,19 @@ class Datasets:
 
 
 def _version_row(
-    name: str, previous: Mapping[str, Any] | None, source: Source, scan: Scan, run_id: str | None
+    name: str,
+    previous: Mapping[str, Any] | None,
+    source: Source,
+    scan: Scan,
+    run_id: str | None,
+    sensitive: Sequence[str] = (),
 ) -> dict[str, Any]:
-    schema = [_schema_entry(column) for column in scan.schema]
+    previous_schema = json.loads(previous["schema"] or "[]") if previous is not None else []
+    marked = {*sensitive, *(str(entry["name"]) for entry in previous_schema if entry.get("sensitive"))}
+    schema = [_schema_entry(column, column.name in marked) for column in scan.schema]
     changes = None
     if previous is not None:
-        changes = [c.__dict__ for c in schema_changes(json.loads(previous["schema"] or "[]"), schema)]
+        changes = [c.__dict__ for c in schema_changes(previous_schema, schema)]
     return {
         "dataset": name,
         "version": 1 if previous is None else int(previous["version"]) + 1,
@@ -453,8 +477,11 @@ def _version_row(
     }
 
 
-def _schema_entry(column: ColumnSchema) -> dict[str, Any]:
-    return {"name": column.name, "type": column.type, "nullable": column.nullable}
+def _schema_entry(column: ColumnSchema, sensitive: bool = False) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": column.name, "type": column.type, "nullable": column.nullable}
+    if sensitive:  # only when marked, so versions registered before marks existed read the same
+        entry["sensitive"] = True
+    return entry
 
 
 def _load_json(value: Any) -> Any:

@@ -194,7 +194,7 @@ class Api:
                 key += "|masked"
             readable = self.readable(request)
             if readable is not None:  # a filtered answer is the caller's own
-                key += "|readable:" + ",".join(sorted(readable.names))
+                key += "|readable:" + readable.digest
             etag = etag_for(lake, reads, key)
             if etag_matches(request.headers.get("if-none-match"), etag):
                 raise NotModified(etag)

@@ -9,6 +9,7 @@ runs logged under an older name still belong to it. Every change is a new row: n
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -109,26 +110,49 @@ class Experiments:
         actor: str | None = None,
     ) -> Experiment:
         """A new experiment; ExperimentExists if one has the name (deleted ones too: restore it or rename)."""
-        if not isinstance(name, str) or not name.strip():
-            raise RunError("An experiment needs a non-empty name.")
-        known = self._current()
-        for experiment in known:
-            if experiment.name == name:
-                raise ExperimentExists(name, deleted=experiment.deleted)
-        taken = {experiment.experiment_id for experiment in known}
-        experiment_id, attempt = experiment_id_for(name), 0
-        while experiment_id in taken:  # the name was an experiment's before it was renamed
-            attempt += 1
-            experiment_id = experiment_id_for(f"{name}\0{attempt}")
-        row: dict[str, Any] = {
-            "experiment": name,
-            "experiment_id": experiment_id,
-            "tags": _tags_json(tags or {}),
-            "artifact_location": artifact_location,
-            "deleted": False,
-        }
+        [row] = self._new_rows([name], tags, artifact_location)
         self._write([row], actor, f"create experiment {name!r}")
-        return self.get(experiment_id)
+        return self.get(row["experiment_id"])
+
+    def create_many(self, names: Sequence[str], *, actor: str | None = None) -> builtins.list[Experiment]:
+        """New experiments in one commit (an import of many): all of them, or none if one name is taken."""
+        rows = self._new_rows(names, None, None)
+        if rows:
+            self._write(rows, actor, f"create {len(rows)} experiments")
+        created = {row["experiment_id"] for row in rows}
+        return [experiment for experiment in self._current() if experiment.experiment_id in created]
+
+    def _new_rows(
+        self, names: Sequence[str], tags: Mapping[str, str] | None, artifact_location: str | None
+    ) -> builtins.list[dict[str, Any]]:
+        known = self._current()
+        existing = {experiment.name: experiment for experiment in known}
+        taken = {experiment.experiment_id for experiment in known}
+        rows: builtins.list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for name in names:
+            if not isinstance(name, str) or not name.strip():
+                raise RunError("An experiment needs a non-empty name.")
+            if name in existing:
+                raise ExperimentExists(name, deleted=existing[name].deleted)
+            if name in seen:
+                raise RunError(f"The experiment name {name!r} is given twice: give each name once.")
+            seen.add(name)
+            experiment_id, attempt = experiment_id_for(name), 0
+            while experiment_id in taken:  # the name was an experiment's before it was renamed
+                attempt += 1
+                experiment_id = experiment_id_for(f"{name}\0{attempt}")
+            taken.add(experiment_id)
+            rows.append(
+                {
+                    "experiment": name,
+                    "experiment_id": experiment_id,
+                    "tags": _tags_json(tags or {}),
+                    "artifact_location": artifact_location,
+                    "deleted": False,
+                }
+            )
+        return rows
 
     def rename(self, experiment_id: str, new_name: str, *, actor: str | None = None) -> Experiment:
         current = self.get(experiment_id)

@@ -48,6 +48,12 @@ class DatasetRegister(Body):
     owner: str | None = Field(default=None, max_length=250)
     tags: dict[str, str] = Field(default_factory=dict)
     run_id: str | None = None
+    sensitive: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Columns whose values are sensitive: readers without unmask see only their counts in the "
+        "profile (later versions keep the marks)",
+    )
 
 
 class ValidationRequest(Body):
@@ -219,8 +225,19 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
         write = api.writing(request)
         uri = check_data_uri(body.uri, data_roots)
         version = write.lake.datasets.register(
-            name, uri, description=body.description, owner=body.owner, tags=body.tags, run_id=body.run_id
+            name,
+            uri,
+            description=body.description,
+            owner=body.owner,
+            tags=body.tags,
+            run_id=body.run_id,
+            sensitive=body.sensitive,
         )
+        if api.masks_for(request):  # the answer as the caller reads it: sensitive columns' statistics hidden
+            answered = api.lake_for(request, None).datasets.get(name, version.version)
+            version = dataclasses.replace(
+                answered, created=version.created, metadata_updated=version.metadata_updated
+            )
         return as_record(version)
 
     @api.post(
