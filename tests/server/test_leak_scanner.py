@@ -29,6 +29,7 @@ class Scanned:
     viewer: str
     admin: str
     ids: dict[str, str]
+    nobody: str
 
     def get(self, path: str, token: str | None = None, **params: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {token or self.viewer}"}
@@ -43,6 +44,8 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scanned]:
     lake.access.create_principal("viewer")
     lake.access.grant("viewer", "read", "lake")
     viewer = lake.access.create_token("viewer").token
+    lake.access.create_principal("nobody")  # holds no grant at all
+    nobody = lake.access.create_token("nobody").token
     fill_sample_lake(lake, folder)
     import polars as pl
 
@@ -70,7 +73,7 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scanned]:
         "deployment_id": deployment,
         "experiment_id": experiment["experiment_id"],
     }
-    yield Scanned(server, viewer, admin, ids)
+    yield Scanned(server, viewer, admin, ids, nobody)
     server.stop()
 
 
@@ -225,3 +228,45 @@ def test_the_same_queries_in_csv_answer_no_sensitive_value(scanned: Scanned, tmp
         )
         assert answer.status_code == 200, answer.text
         assert_no_leak(query, answer)
+
+
+@pytest.mark.parametrize("who", ["viewer", "nobody"])
+def test_generated_requests_under_an_unprivileged_token_never_fail_nor_leak(
+    scanned: Scanned, who: str
+) -> None:
+    """schemathesis sends requests generated from /openapi.json for every operation with the token of a reader
+    without unmask (`viewer`) or of a principal without any grant (`nobody`): no answer is a 5xx, and none
+    carries a seeded value; `nobody`'s also carry no name or id of what it may not read."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import checks
+
+    token = scanned.viewer if who == "viewer" else scanned.nobody
+    hidden = sensitive_values() + ([scanned.ids["run_id"], "leaky", "data-team"] if who == "nobody" else [])
+    schema = schemathesis.openapi.from_url(f"{scanned.server.url}/openapi.json")
+    failures: list[str] = []
+    statuses: dict[int, int] = {}
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=5,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
+        def check(case: Any) -> None:
+            response = case.call(headers={"Authorization": f"Bearer {token}"})
+            case.validate_response(response, checks=[checks.not_a_server_error])
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            for value in hidden:
+                assert value not in response.text, f"{case.method} {case.formatted_path} answered {value!r}"
+
+        try:
+            check()
+        except Exception as error:  # collect every operation's failure, then report them all
+            failures.append(f"{operation.label}: {error}"[:1500])
+    assert failures == [], "\n\n".join(failures)
+    assert sum(statuses.values()) >= 100, statuses
