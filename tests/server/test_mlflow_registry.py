@@ -88,6 +88,7 @@ def test_errors_are_mlflows(client: MlflowClient) -> None:
     client.create_registered_model("taken")
     assert error_code(lambda: client.create_registered_model("taken")) == "RESOURCE_ALREADY_EXISTS"
     assert error_code(lambda: client.get_model_version("taken", "7")) == "RESOURCE_DOES_NOT_EXIST"
+    assert error_code(lambda: client.get_model_version("taken", "\u00b9")) == "INVALID_PARAMETER_VALUE"
     with pytest.raises(RestException, match="not found"):
         client.get_model_version_by_alias("taken", "champion")
     assert error_code(lambda: client.create_model_version("no-such-model", "s3://x/m")) == (

@@ -421,7 +421,7 @@ class Registry:
     def _resolve(self, model: str, key: int | str, stages: dict[int, str], aliases: dict[str, int]) -> int:
         if not stages:
             raise ModelNotFound.unknown_model(model, self.models())
-        if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+        if isinstance(key, int) or (isinstance(key, str) and key.isascii() and key.isdigit()):
             number = int(key)
             if number not in stages:
                 known = ", ".join(str(v) for v in sorted(stages))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from metalake.core.vocabulary import STAGES
 from metalake.errors import MlflowError, PolicyViolation, RunError
 from metalake.server.mlflow.entities import millis, page_offset, page_token, run_artifact_uri
-from metalake.server.mlflow.protocol import Call, MlflowRoutes, named
+from metalake.server.mlflow.protocol import MODEL, Call, MlflowRoutes
 from metalake.server.mlflow.registry_search import matches, order_key, parse_filter, sort_entities
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def stage_in(stage: str) -> str:
 
 def version_in(call: Call) -> int:
     text = call.text("version")
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise MlflowError(f"Model version must be an integer, got {text!r}.")
     return int(text)
 
@@ -197,7 +197,7 @@ def add_registered_model_routes(routes: MlflowRoutes) -> None:
         call.made(f"model:{name}")
         return {"registered_model": RegistryView(call.lake, name).model()}
 
-    @route("GET", "registered-models/get", action="read", securable=named("model", "name"))
+    @route("GET", "registered-models/get", action="read", securable=MODEL)
     def get_registered_model(call: Call) -> dict[str, Any]:
         return {"registered_model": RegistryView(call.lake, call.text("name")).model()}
 
@@ -217,30 +217,30 @@ def add_registered_model_routes(routes: MlflowRoutes) -> None:
 
     route("GET", "registered-models/search", action="read", securable="model:*", filtered=True)(search)
 
-    @route("POST", "registered-models/rename", action="manage", securable=named("model", "name"))
+    @route("POST", "registered-models/rename", action="manage", securable=MODEL)
     def rename_registered_model(call: Call) -> dict[str, Any]:
         new_name = call.text("new_name")
         call.lake.registry.rename_model(call.text("name"), new_name)
         return {"registered_model": RegistryView(call.lake, new_name).model()}
 
-    @route("PATCH", "registered-models/update", action="write", securable=named("model", "name"))
+    @route("PATCH", "registered-models/update", action="write", securable=MODEL)
     def update_registered_model(call: Call) -> dict[str, Any]:
         name = call.text("name")
         call.lake.registry.set_description(name, call.optional_text("description"))
         return {"registered_model": RegistryView(call.lake, name).model()}
 
-    @route("DELETE", "registered-models/delete", action="manage", securable=named("model", "name"))
+    @route("DELETE", "registered-models/delete", action="manage", securable=MODEL)
     def delete_registered_model(call: Call) -> dict[str, Any]:
         call.lake.registry.delete_model(call.text("name"))
         return {}
 
-    @route("POST", "registered-models/set-tag", action="write", securable=named("model", "name"))
+    @route("POST", "registered-models/set-tag", action="write", securable=MODEL)
     def set_registered_model_tag(call: Call) -> dict[str, Any]:
         value = call.fields.get("value")
         call.lake.registry.set_tag(call.text("name"), call.text("key"), "" if value is None else str(value))
         return {}
 
-    @route("DELETE", "registered-models/delete-tag", action="write", securable=named("model", "name"))
+    @route("DELETE", "registered-models/delete-tag", action="write", securable=MODEL)
     def delete_registered_model_tag(call: Call) -> dict[str, Any]:
         call.lake.registry.delete_tag(call.text("name"), call.text("key"))
         return {}
@@ -248,24 +248,20 @@ def add_registered_model_routes(routes: MlflowRoutes) -> None:
     def latest_versions(call: Call) -> dict[str, Any]:
         return {"model_versions": RegistryView(call.lake, call.text("name")).latest(call.texts("stages"))}
 
-    route("GET", "registered-models/get-latest-versions", action="read", securable=named("model", "name"))(
-        latest_versions
-    )
-    route("POST", "registered-models/get-latest-versions", action="read", securable=named("model", "name"))(
-        latest_versions
-    )
+    route("GET", "registered-models/get-latest-versions", action="read", securable=MODEL)(latest_versions)
+    route("POST", "registered-models/get-latest-versions", action="read", securable=MODEL)(latest_versions)
 
-    @route("POST", "registered-models/alias", action="write", securable=named("model", "name"))
+    @route("POST", "registered-models/alias", action="write", securable=MODEL)
     def set_alias(call: Call) -> dict[str, Any]:
         call.lake.registry.set_alias(call.text("name"), call.text("alias"), version_in(call))
         return {}
 
-    @route("DELETE", "registered-models/alias", action="write", securable=named("model", "name"))
+    @route("DELETE", "registered-models/alias", action="write", securable=MODEL)
     def delete_alias(call: Call) -> dict[str, Any]:
         call.lake.registry.delete_alias(call.text("name"), call.text("alias"))
         return {}
 
-    @route("GET", "registered-models/alias", action="read", securable=named("model", "name"))
+    @route("GET", "registered-models/alias", action="read", securable=MODEL)
     def get_by_alias(call: Call) -> dict[str, Any]:
         name, alias = call.text("name"), call.text("alias")
         view = RegistryView(call.lake, name)
@@ -278,7 +274,7 @@ def add_registered_model_routes(routes: MlflowRoutes) -> None:
 def add_model_version_routes(routes: MlflowRoutes) -> None:
     route = routes.route
 
-    @route("POST", "model-versions/create", action="write", securable=named("model", "name"))
+    @route("POST", "model-versions/create", action="write", securable=MODEL)
     def create_model_version(call: Call) -> dict[str, Any]:
         lake, name, source = call.lake, call.text("name"), call.text("source")
         lake.registry.registered_model(name)  # MLflow creates versions of existing models only
@@ -301,7 +297,7 @@ def add_model_version_routes(routes: MlflowRoutes) -> None:
             lake.registry.set_tag(name, key, value, version=created.version)
         return {"model_version": RegistryView(lake, name).version(created.version)}
 
-    @route("GET", "model-versions/get", action="read", securable=named("model", "name"))
+    @route("GET", "model-versions/get", action="read", securable=MODEL)
     def get_model_version(call: Call) -> dict[str, Any]:
         return {"model_version": RegistryView(call.lake, call.text("name")).version(version_in(call))}
 
@@ -320,13 +316,13 @@ def add_model_version_routes(routes: MlflowRoutes) -> None:
         ordered = sort_entities(found, keys, version_value)
         return paged(call, ordered, "model_versions", DEFAULT_VERSIONS_PER_SEARCH, MAX_VERSIONS_PER_SEARCH)
 
-    @route("PATCH", "model-versions/update", action="write", securable=named("model", "name"))
+    @route("PATCH", "model-versions/update", action="write", securable=MODEL)
     def update_model_version(call: Call) -> dict[str, Any]:
         name, number = call.text("name"), version_in(call)
         call.lake.registry.set_description(name, call.optional_text("description"), version=number)
         return {"model_version": RegistryView(call.lake, name).version(number)}
 
-    @route("POST", "model-versions/transition-stage", action="write", securable=named("model", "name"))
+    @route("POST", "model-versions/transition-stage", action="write", securable=MODEL)
     def transition_stage(call: Call) -> dict[str, Any]:
         name, number = call.text("name"), version_in(call)
         stage = stage_in(call.text("stage"))
@@ -343,7 +339,7 @@ def add_model_version_routes(routes: MlflowRoutes) -> None:
             ) from None
         return {"model_version": RegistryView(call.lake, name).version(number)}
 
-    @route("POST", "model-versions/set-tag", action="write", securable=named("model", "name"))
+    @route("POST", "model-versions/set-tag", action="write", securable=MODEL)
     def set_model_version_tag(call: Call) -> dict[str, Any]:
         value = call.fields.get("value")
         call.lake.registry.set_tag(
@@ -351,17 +347,17 @@ def add_model_version_routes(routes: MlflowRoutes) -> None:
         )
         return {}
 
-    @route("DELETE", "model-versions/delete-tag", action="write", securable=named("model", "name"))
+    @route("DELETE", "model-versions/delete-tag", action="write", securable=MODEL)
     def delete_model_version_tag(call: Call) -> dict[str, Any]:
         call.lake.registry.delete_tag(call.text("name"), call.text("key"), version=version_in(call))
         return {}
 
-    @route("DELETE", "model-versions/delete", action="write", securable=named("model", "name"))
+    @route("DELETE", "model-versions/delete", action="write", securable=MODEL)
     def delete_model_version(call: Call) -> dict[str, Any]:
         call.lake.registry.delete_version(call.text("name"), version_in(call))
         return {}
 
-    @route("GET", "model-versions/get-download-uri", action="read", securable=named("model", "name"))
+    @route("GET", "model-versions/get-download-uri", action="read", securable=MODEL)
     def get_download_uri(call: Call) -> dict[str, Any]:
         version = RegistryView(call.lake, call.text("name")).version(version_in(call))
         return {"artifact_uri": download_uri(call.lake, version)}

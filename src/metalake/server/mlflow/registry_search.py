@@ -115,7 +115,7 @@ def sort_entities(
 def _sortable(value: Any) -> tuple[int, Any]:
     if value is None:
         return (0, 0)
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return (1, int(value))
     return (1, value)
 

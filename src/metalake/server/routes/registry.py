@@ -138,7 +138,7 @@ def add_registry_routes(api: "Api") -> None:
         model: str, version: str, request: Request, response: Response, as_of: AsOf = None
     ) -> ModelVersionOut:
         with api.reading(request, response, as_of, REGISTRY_TABLES) as lake:
-            wanted: int | str = int(version) if version.isdigit() else version
+            wanted: int | str = int(version) if version.isascii() and version.isdigit() else version
             return version_out(lake.registry.get(model, wanted))
 
     @api.get(
