@@ -11,10 +11,8 @@ from typing import Any
 
 import pytest
 import requests
-import schemathesis
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, settings
 from schemathesis import checks
 from support.api_server import SampleApi, start_server_process
 
@@ -142,29 +140,12 @@ CONTRACT_CHECKS = [
 def test_no_answer_breaks_the_spec_or_is_a_server_error(sample_api: SampleApi) -> None:
     """schemathesis generates requests for every operation from /openapi.json (a bounded number each) and checks
     every answer: no 5xx, a documented status and content type, a body matching the schema."""
-    from hypothesis import given
+    from support.generated import generated_request_failures
 
-    schema = schemathesis.openapi.from_url(f"{sample_api.url}/openapi.json")
-    failures: list[str] = []
-    operations = 0
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        operations += 1
-
-        @given(case=operation.as_strategy())
-        @settings(
-            max_examples=8,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            derandomize=True,
-            database=None,
-        )
-        def check(case: Any) -> None:
-            case.call_and_validate(checks=CONTRACT_CHECKS)
-
-        try:
-            check()
-        except Exception as error:  # collect every operation's failure, then report them all
-            failures.append(f"{operation.label}: {error}"[:2000])
+    operations, failures = generated_request_failures(
+        f"{sample_api.url}/openapi.json",
+        lambda case: case.call_and_validate(checks=CONTRACT_CHECKS),
+        max_examples=8,
+    )
     assert operations >= 35
     assert failures == [], "\n\n".join(failures)

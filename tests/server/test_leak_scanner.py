@@ -237,36 +237,22 @@ def test_generated_requests_under_an_unprivileged_token_never_fail_nor_leak(
     """schemathesis sends requests generated from /openapi.json for every operation with the token of a reader
     without unmask (`viewer`) or of a principal without any grant (`nobody`): no answer is a 5xx, and none
     carries a seeded value; `nobody`'s also carry no name or id of what it may not read."""
-    import schemathesis
-    from hypothesis import HealthCheck, given, settings
     from schemathesis import checks
+    from support.generated import generated_request_failures
 
     token = scanned.viewer if who == "viewer" else scanned.nobody
     hidden = sensitive_values() + ([scanned.ids["run_id"], "leaky", "data-team"] if who == "nobody" else [])
-    schema = schemathesis.openapi.from_url(f"{scanned.server.url}/openapi.json")
-    failures: list[str] = []
     statuses: dict[int, int] = {}
-    for result in schema.get_all_operations():
-        operation = result.ok()
 
-        @given(case=operation.as_strategy())
-        @settings(
-            max_examples=5,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            derandomize=True,
-            database=None,
-        )
-        def check(case: Any) -> None:
-            response = case.call(headers={"Authorization": f"Bearer {token}"})
-            case.validate_response(response, checks=[checks.not_a_server_error])
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-            for value in hidden:
-                assert value not in response.text, f"{case.method} {case.formatted_path} answered {value!r}"
+    def check(case: Any) -> None:
+        response = case.call(headers={"Authorization": f"Bearer {token}"})
+        case.validate_response(response, checks=[checks.not_a_server_error])
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        for value in hidden:
+            assert value not in response.text, f"{case.method} {case.formatted_path} answered {value!r}"
 
-        try:
-            check()
-        except Exception as error:  # collect every operation's failure, then report them all
-            failures.append(f"{operation.label}: {error}"[:1500])
+    _, failures = generated_request_failures(
+        f"{scanned.server.url}/openapi.json", check, max_examples=5, message_chars=1500
+    )
     assert failures == [], "\n\n".join(failures)
     assert sum(statuses.values()) >= 100, statuses

@@ -293,11 +293,17 @@ class SqlSession:
         """The distinct values of each hashed column in this version of `table` (when there are few enough),
         so the masked view hashes each once (a sha256 per row made a masked aggregate 4x the clear one). Values
         that come later are hashed row by row: the dictionary only saves work, it never decides a hash."""
-        from metalake.core.masking import CASE_VALUES, DICTIONARY_VALUES, HashDictionary
+        from metalake.core.masking import (
+            CASE_VALUES,
+            DICTIONARY_VALUES,
+            HashDictionary,
+            quote_identifier,
+            sql_literal,
+        )
 
         found: dict[str, HashDictionary] = {}
         for column in columns:
-            quoted = '"' + column.replace('"', '""') + '"'
+            quoted = quote_identifier(column)
             rows = self.connection.sql(
                 f'SELECT DISTINCT {quoted} FROM "{_raw_name(table)}" WHERE {quoted} IS NOT NULL '
                 f"LIMIT {DICTIONARY_VALUES + 1}"
@@ -310,7 +316,7 @@ class SqlSession:
                 continue
             self._enum_types += 1
             enum_type = f"__mask_{self._enum_types}"
-            literals = ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+            literals = ", ".join(sql_literal(value) for value in values)
             self.connection.execute(f'CREATE TEMP TYPE "{enum_type}" AS ENUM ({literals})')
             found[column] = HashDictionary(values, enum_type)
         return found

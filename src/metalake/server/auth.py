@@ -113,7 +113,7 @@ def authorize(lake: "Lake", principal: Principal, action: Action, securable: str
 
 
 # Names a route may give that are not securables themselves: each resolves to what holds the object.
-SHOWN_KINDS = {"experiment_id": "experiment", "logged_model": "logged model", "artifact": "artifact"}
+SHOWN_KINDS = {"experiment_id": "experiment", "logged_model": "logged model"}
 
 
 def securable_for_grants(lake: "Lake", securable: str) -> str:

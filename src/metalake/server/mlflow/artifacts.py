@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from metalake.errors import MlflowError, RunNotFound
 from metalake.server.auth import AUTHENTICATED, Authorize
 from metalake.server.mlflow.entities import run_artifact_uri
-from metalake.server.mlflow.protocol import API_PREFIXES, Call, MlflowRoutes, answer, named
+from metalake.server.mlflow.protocol import API_PREFIXES, RUN, Call, MlflowRoutes, answer, named
 
 if TYPE_CHECKING:
     from fastapi import Response
@@ -49,7 +49,7 @@ def add_artifact_routes(routes: MlflowRoutes) -> None:
         path = call.optional_text("path") or ""
         return {"files": [file_info(entry.name, entry) for entry in call.lake.artifacts.list(path)]}
 
-    @route("GET", "artifacts/list", action="read", securable=named("run", "run_id", "run_uuid"))
+    @route("GET", "artifacts/list", action="read", securable=RUN)
     def list_run_artifacts(call: Call) -> dict[str, Any]:
         """The tracking API's listing: a run's artifacts under `path`, their paths relative to the run's root."""
         lake = call.lake

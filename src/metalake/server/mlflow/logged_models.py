@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from metalake.errors import LoggedModelNotFound, MlflowError, RunError, RunNotFound
 from metalake.server.mlflow.entities import key_value_list, millis, page_offset, page_token
-from metalake.server.mlflow.protocol import Call, MlflowRoutes, named
+from metalake.server.mlflow.protocol import EXPERIMENT, LOGGED_MODEL, Call, MlflowRoutes, named
 from metalake.server.mlflow.tracking import active_experiment, readable_experiment_ids
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def model_of(call: Call) -> LoggedModel:
 def add_logged_model_routes(routes: MlflowRoutes) -> None:
     route = routes.route
 
-    @route("POST", "logged-models", action="write", securable=named("experiment_id", "experiment_id"))
+    @route("POST", "logged-models", action="write", securable=EXPERIMENT)
     def create_logged_model(call: Call) -> dict[str, Any]:
         lake = call.lake
         experiment = active_experiment(lake, call.text("experiment_id"))
@@ -104,11 +104,11 @@ def add_logged_model_routes(routes: MlflowRoutes) -> None:
         )
         return {"model": logged_model_out(model)}
 
-    @route("GET", "logged-models/{model_id}", action="read", securable=named("logged_model", "model_id"))
+    @route("GET", "logged-models/{model_id}", action="read", securable=LOGGED_MODEL)
     def get_logged_model(call: Call) -> dict[str, Any]:
         return {"model": logged_model_out(model_of(call))}
 
-    @route("PATCH", "logged-models/{model_id}", action="write", securable=named("logged_model", "model_id"))
+    @route("PATCH", "logged-models/{model_id}", action="write", securable=LOGGED_MODEL)
     def finalize_logged_model(call: Call) -> dict[str, Any]:
         model = model_of(call)
         given = call.text("status")
@@ -121,23 +121,19 @@ def add_logged_model_routes(routes: MlflowRoutes) -> None:
         finalized = call.lake.logged_models.finalize(model.model_id, status, actor=call.actor)
         return {"model": logged_model_out(finalized)}
 
-    @route("DELETE", "logged-models/{model_id}", action="write", securable=named("logged_model", "model_id"))
+    @route("DELETE", "logged-models/{model_id}", action="write", securable=LOGGED_MODEL)
     def delete_logged_model(call: Call) -> dict[str, Any]:
         call.lake.logged_models.delete(model_of(call).model_id, actor=call.actor)
         return {}
 
-    @route(
-        "POST", "logged-models/{model_id}/params", action="write", securable=named("logged_model", "model_id")
-    )
+    @route("POST", "logged-models/{model_id}/params", action="write", securable=LOGGED_MODEL)
     def log_logged_model_params(call: Call) -> dict[str, Any]:
         call.lake.logged_models.log_params(
             model_of(call).model_id, call.key_values("params"), actor=call.actor
         )
         return {}
 
-    @route(
-        "PATCH", "logged-models/{model_id}/tags", action="write", securable=named("logged_model", "model_id")
-    )
+    @route("PATCH", "logged-models/{model_id}/tags", action="write", securable=LOGGED_MODEL)
     def set_logged_model_tags(call: Call) -> dict[str, Any]:
         call.lake.logged_models.set_tags(model_of(call).model_id, call.key_values("tags"), actor=call.actor)
         return {}
@@ -146,7 +142,7 @@ def add_logged_model_routes(routes: MlflowRoutes) -> None:
         "DELETE",
         "logged-models/{model_id}/tags/{tag_key:path}",
         action="write",
-        securable=named("logged_model", "model_id"),
+        securable=LOGGED_MODEL,
     )
     def delete_logged_model_tag(call: Call) -> dict[str, Any]:
         model, key = model_of(call), call.text("tag_key")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from metalake.errors import MlflowError, RunNotFound
 from metalake.server.mlflow.entities import millis, page_offset, page_token
-from metalake.server.mlflow.protocol import Call, MlflowRoutes, named, number_out
+from metalake.server.mlflow.protocol import RUN, Call, MlflowRoutes, named, number_out
 
 if TYPE_CHECKING:
     import polars as pl
@@ -21,7 +21,7 @@ MAX_BULK_RESULTS = 2_500  # also the default, as MLflow has it
 def add_metric_routes(routes: MlflowRoutes) -> None:
     route = routes.route
 
-    @route("GET", "metrics/get-history", action="read", securable=named("run", "run_id", "run_uuid"))
+    @route("GET", "metrics/get-history", action="read", securable=RUN)
     def get_history(call: Call) -> dict[str, Any]:
         lake = call.lake
         given = call.run_id()

@@ -349,6 +349,14 @@ def named(kind: str, *names: str, default: str = "") -> SecurableOf:
     return securables
 
 
+# What most MLflow requests name: a run (`run_id`, or the older `run_uuid`), an experiment by id, a registered
+# model by name, a logged model by id.
+RUN = named("run", "run_id", "run_uuid")
+EXPERIMENT = named("experiment_id", "experiment_id")
+MODEL = named("model", "name")
+LOGGED_MODEL = named("logged_model", "model_id")
+
+
 async def request_fields(request: "Request") -> dict[str, Any]:
     """A GET's query string (a repeated name becomes a list), or a JSON body; an unreadable body is a 400."""
     if request.method == "GET":

@@ -31,7 +31,7 @@ from metalake.server.mlflow.entities import (
 )
 from metalake.server.mlflow.experiment_search import search_experiments
 from metalake.server.mlflow.metrics import add_metric_routes
-from metalake.server.mlflow.protocol import Call, MlflowRoutes, integer_in, named, number_in
+from metalake.server.mlflow.protocol import EXPERIMENT, RUN, Call, MlflowRoutes, integer_in, named, number_in
 from metalake.tracking.remote import Durable, MetricPoint
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
         call.made(f"experiment:{created.name}")
         return {"experiment_id": created.experiment_id}
 
-    @route("GET", "experiments/get", action="read", securable=named("experiment_id", "experiment_id"))
+    @route("GET", "experiments/get", action="read", securable=EXPERIMENT)
     def get_experiment(call: Call) -> dict[str, Any]:
         return {"experiment": experiment_out(experiment_of(call.lake, call.text("experiment_id")))}
 
@@ -187,7 +187,7 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
     route("GET", "experiments/search", action="read", securable="experiment:*", filtered=True)(search)
     route("POST", "experiments/search", action="read", securable="experiment:*", filtered=True)(search)
 
-    @route("POST", "experiments/update", action="write", securable=named("experiment_id", "experiment_id"))
+    @route("POST", "experiments/update", action="write", securable=EXPERIMENT)
     def update_experiment(call: Call) -> dict[str, Any]:
         experiment_id = call.text("experiment_id")
         experiment_of(call.lake, experiment_id)
@@ -197,7 +197,7 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
         forget_experiments()
         return {}
 
-    @route("POST", "experiments/delete", action="manage", securable=named("experiment_id", "experiment_id"))
+    @route("POST", "experiments/delete", action="manage", securable=EXPERIMENT)
     def delete_experiment(call: Call) -> dict[str, Any]:
         experiment_id = call.text("experiment_id")
         experiment_of(call.lake, experiment_id)
@@ -205,7 +205,7 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
         forget_experiments()
         return {}
 
-    @route("POST", "experiments/restore", action="manage", securable=named("experiment_id", "experiment_id"))
+    @route("POST", "experiments/restore", action="manage", securable=EXPERIMENT)
     def restore_experiment(call: Call) -> dict[str, Any]:
         experiment_id = call.text("experiment_id")
         experiment_of(call.lake, experiment_id)
@@ -217,7 +217,7 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
         "POST",
         "experiments/set-experiment-tag",
         action="write",
-        securable=named("experiment_id", "experiment_id"),
+        securable=EXPERIMENT,
     )
     def set_experiment_tag(call: Call) -> dict[str, Any]:
         experiment_id = call.text("experiment_id")
@@ -232,7 +232,7 @@ def add_experiment_routes(routes: MlflowRoutes) -> None:
         "POST",
         "experiments/delete-experiment-tag",
         action="write",
-        securable=named("experiment_id", "experiment_id"),
+        securable=EXPERIMENT,
     )
     def delete_experiment_tag(call: Call) -> dict[str, Any]:
         experiment_id = call.text("experiment_id")
@@ -279,11 +279,11 @@ def add_run_routes(routes: MlflowRoutes) -> None:
         )
         return {"run": run_out(written_run(lake, run_id, tags), experiment.experiment_id)}
 
-    @route("GET", "runs/get", action="read", securable=named("run", "run_id", "run_uuid"))
+    @route("GET", "runs/get", action="read", securable=RUN)
     def get_run(call: Call) -> dict[str, Any]:
         return {"run": mlflow_run(call.lake, call.run_id())}
 
-    @route("POST", "runs/update", action="write", securable=named("run", "run_id", "run_uuid"))
+    @route("POST", "runs/update", action="write", securable=RUN)
     def update_run(call: Call) -> dict[str, Any]:
         lake, run_id = call.lake, logged_run_id(call)
         if lake.runs.request_state(run_id)["deleted"]:
@@ -302,34 +302,34 @@ def add_run_routes(routes: MlflowRoutes) -> None:
         experiment_id = cached_experiment_id(lake, state["experiment"])
         return {"run_info": run_out(written_run(lake, run_id, {}), experiment_id)["info"]}
 
-    @route("POST", "runs/delete", action="write", securable=named("run", "run_id", "run_uuid"))
+    @route("POST", "runs/delete", action="write", securable=RUN)
     def delete_run(call: Call) -> dict[str, Any]:
         call.lake.runs.delete(run_id_of(call))
         return {}
 
-    @route("POST", "runs/restore", action="write", securable=named("run", "run_id", "run_uuid"))
+    @route("POST", "runs/restore", action="write", securable=RUN)
     def restore_run(call: Call) -> dict[str, Any]:
         call.lake.runs.restore(run_id_of(call))
         return {}
 
-    @route("POST", "runs/log-metric", action="write", securable=named("run", "run_id", "run_uuid"))
+    @route("POST", "runs/log-metric", action="write", securable=RUN)
     def log_metric(call: Call) -> dict[str, Any]:
         log(call, logged_run_id(call), metrics=[metric_point(call.fields)])
         return {}
 
-    @route("POST", "runs/log-parameter", action="write", securable=named("run", "run_id", "run_uuid"))
+    @route("POST", "runs/log-parameter", action="write", securable=RUN)
     def log_parameter(call: Call) -> dict[str, Any]:
         value = call.fields.get("value")
         log(call, logged_run_id(call), params={call.text("key"): "" if value is None else str(value)})
         return {}
 
-    @route("POST", "runs/set-tag", action="write", securable=named("run", "run_id", "run_uuid"))
+    @route("POST", "runs/set-tag", action="write", securable=RUN)
     def set_tag(call: Call) -> dict[str, Any]:
         value = call.fields.get("value")
         log(call, logged_run_id(call), tags={call.text("key"): "" if value is None else str(value)})
         return {}
 
-    @route("POST", "runs/delete-tag", action="write", securable=named("run", "run_id", "run_uuid"))
+    @route("POST", "runs/delete-tag", action="write", securable=RUN)
     def delete_tag(call: Call) -> dict[str, Any]:
         run_id, key = active_run_id(call), call.text("key")
         if key not in call.lake.runs.get_as_written(run_id).tags:
@@ -337,7 +337,7 @@ def add_run_routes(routes: MlflowRoutes) -> None:
         call.lake.runs.delete_tag(run_id, key, durable=LOGGED)
         return {}
 
-    @route("POST", "runs/log-batch", action="write", securable=named("run", "run_id", "run_uuid"))
+    @route("POST", "runs/log-batch", action="write", securable=RUN)
     def log_batch(call: Call) -> dict[str, Any]:
         metrics, params, tags = call.objects("metrics"), call.objects("params"), call.objects("tags")
         check_batch_limits(len(metrics), len(params), len(tags))
@@ -357,7 +357,7 @@ def add_run_routes(routes: MlflowRoutes) -> None:
         )
         return {}
 
-    @route("POST", "runs/log-inputs", action="write", securable=named("run", "run_id", "run_uuid"))
+    @route("POST", "runs/log-inputs", action="write", securable=RUN)
     def log_inputs(call: Call) -> dict[str, Any]:
         run_id = active_run_id(call)
         inputs = [dataset_input_in(item) for item in call.objects("datasets")]
