@@ -221,7 +221,12 @@ BAD_READS = [
     ("/api/v1/runs", {"as_of": "not-a-moment"}, 400, "snapshot_not_found"),
     ("/api/v1/runs", {"as_of": "x" * 500}, 400, "invalid_request"),
     ("/api/v1/models/churn/versions/99", {}, 404, "model_not_found"),
-    ("/api/v1/models/churn/versions/\u00b9", {}, 404, "model_not_found"),  # a digit to isdigit(), not to int()
+    (
+        "/api/v1/models/churn/versions/\u00b9",
+        {},
+        404,
+        "model_not_found",
+    ),  # a digit to isdigit(), not to int()
     ("/api/v1/models/churn/at", {"when": "yesterday-ish"}, 400, "invalid_request"),
     ("/api/v1/models/churn/at", {"when": "2026-01-01", "stage": "prod"}, 400, "invalid_request"),
     ("/api/v1/datasets/churn/versions/9", {}, 404, "dataset_not_found"),
