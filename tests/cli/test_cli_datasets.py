@@ -47,6 +47,16 @@ def test_register_list_show_history(lake_path: Path, data: Path) -> None:
     assert "version 1 has 3 rows, version 2 has 2" in output and "note" in output and "yes" in output
 
 
+def test_register_marks_sensitive_columns_and_says_so(lake_path: Path, data: Path) -> None:
+    code, output = invoke(lake_path, "datasets", "register", "orders", str(data), "--sensitive", "order_id")
+    assert code == 0 and "Sensitive (readers without unmask see only their counts): order_id." in output, output
+    code, output = invoke(lake_path, "datasets", "register", "orders", str(data), "--sensitive", "amount")
+    assert code == 0 and "Unchanged" in output and "Not marked: amount" in output, output
+    code, output = invoke(lake_path, "datasets", "register", "orders", str(data), "--sensitive", "nope")
+    assert code == 1 and "Columns marked sensitive are not in" in output and "order_id, amount" in output
+    assert "Traceback" not in output
+
+
 def test_datasets_errors_are_one_line_without_traceback(lake_path: Path, tmp_path: Path) -> None:
     assert invoke(lake_path, "init")[0] == 0  # a refused register creates no lake, and `show` reads one
     code, output = invoke(lake_path, "datasets", "register", "x", str(tmp_path / "missing.csv"))

@@ -79,12 +79,24 @@ def register(
             f"version {version.version}; {recorded}.",
             soft_wrap=True,
         )
+        unmarked = sorted(set(sensitive or ()) - set(version.sensitive_columns))
+        if unmarked:
+            console.print(
+                f"[bold yellow]Not marked:[/] {escape(', '.join(unmarked))}. Marks go with a new version; this "
+                "content was registered before, and keeps its own.",
+                soft_wrap=True,
+            )
         return
     console.print(
         f"Registered [bold]{escape(name)}[/] version {version.version}: {version.row_count:,} rows, "
         f"{len(version.schema)} columns, {_size(version.bytes)}, fingerprint {version.fingerprint[:12]}.",
         soft_wrap=True,
     )
+    if version.sensitive_columns:
+        console.print(
+            f"Sensitive (readers without unmask see only their counts): {escape(', '.join(version.sensitive_columns))}.",
+            soft_wrap=True,
+        )
     if version.schema_changes:
         write_sections(
             [_changes_section(version.schema_changes, f"Schema changes from version {version.version - 1}")]

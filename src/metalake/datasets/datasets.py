@@ -195,8 +195,8 @@ class Datasets:
         unknown = sorted(set(sensitive) - {column.name for column in scan.schema})
         if unknown:
             raise DatasetError(
-                f"sensitive= names columns {source_info.uri} does not have: {', '.join(unknown)}. Its columns: "
-                f"{', '.join(column.name for column in scan.schema)}."
+                f"Columns marked sensitive are not in {source_info.uri}: {', '.join(unknown)}. Mark some of its "
+                f"columns: {', '.join(column.name for column in scan.schema)}."
             )
         if scan.row_count == 0:
             raise DatasetError(
