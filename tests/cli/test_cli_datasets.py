@@ -49,7 +49,9 @@ def test_register_list_show_history(lake_path: Path, data: Path) -> None:
 
 def test_register_marks_sensitive_columns_and_says_so(lake_path: Path, data: Path) -> None:
     code, output = invoke(lake_path, "datasets", "register", "orders", str(data), "--sensitive", "order_id")
-    assert code == 0 and "Sensitive (readers without unmask see only their counts): order_id." in output, output
+    assert code == 0 and "Sensitive (readers without unmask see only their counts): order_id." in output, (
+        output
+    )
     code, output = invoke(lake_path, "datasets", "register", "orders", str(data), "--sensitive", "amount")
     assert code == 0 and "Unchanged" in output and "Not marked: amount" in output, output
     code, output = invoke(lake_path, "datasets", "register", "orders", str(data), "--sensitive", "nope")
