@@ -154,7 +154,8 @@ def test_writing_what_one_may_only_read_is_403_and_whole_kinds_need_a_lake_grant
     assert write.status_code == 403, write.text
     assert "metalake access grant alice write experiment:churn" in write.json()["error"]["message"]
     creation = guarded.post("/api/v1/runs", guarded.alice, {"experiment": "new-one"})
-    assert creation.status_code == 403, "creating needs write on the lake"
+    assert creation.status_code == 404, "a run in an experiment one may not write: as if it did not exist"
+    assert "new-one" in creation.json()["error"]["message"]
     mlflow_log = guarded.post(
         "/api/2.0/mlflow/runs/log-metric",
         guarded.alice,

@@ -2,8 +2,8 @@
 
 A grant on the lake is inherited by everything in it; a grant on an experiment covers its runs, a model its
 versions and deployments, a dataset its versions and validations (the server names the container when a route
-touches what it holds). `KIND:*`, the kind as a whole (a list, a search, a creation), is decided by grants on the
-lake alone, until lists are filtered per object.
+touches what it holds). `KIND:*`, the kind as a whole (a creation, a list), is decided by grants on the lake
+alone; the server's listings go further and show what a principal may read of the kind (`Access.readable`).
 """
 
 from __future__ import annotations

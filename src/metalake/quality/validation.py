@@ -211,6 +211,15 @@ class Quality:
 
         return self._tables.read("dq_results", where=pl.col("validation_id") == validation_id)
 
+    def dataset_of(self, validation_id: str) -> str:
+        """The dataset a validation checked (what decides who may read its results); KeyError if unknown."""
+        import polars as pl
+
+        found = self._tables.read("dq_validations", where=pl.col("validation_id") == validation_id)
+        if found.is_empty():
+            raise KeyError(validation_id)
+        return str(found["dataset"][0])
+
     def latest(self, name: str) -> tuple[dict[str, Any], pl.DataFrame]:
         """The latest validation of a dataset and its results; DatasetNotFound when it was never validated."""
         recent = self.validations(name, limit=1)

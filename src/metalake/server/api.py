@@ -18,7 +18,16 @@ from fastapi import Query
 
 from metalake.core.pending import reads_without_waiting_for_queued_writes
 from metalake.errors import InvalidRequest, MetalakeError
-from metalake.server.auth import Action, Authenticator, Authorize, Principal, SecurableOf, grant_creator
+from metalake.server.auth import (
+    Action,
+    Authenticator,
+    Authorize,
+    FieldsOf,
+    Principal,
+    SecurableOf,
+    grant_creator,
+    path_fields,
+)
 from metalake.server.http import etag_for, etag_matches
 from metalake.server.models import ErrorResponse
 
@@ -26,6 +35,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI, Request, Response
 
     from metalake.access import Readable
+    from metalake.core.vocabulary import SecurableKind
     from metalake.lake import Lake
     from metalake.server.access_log import AccessLog
 
@@ -116,7 +126,9 @@ class Api:
         summary: str | None = None,
         openapi_extra: dict[str, Any] | None = None,
         filtered: bool = False,
+        fields: FieldsOf = path_fields,
     ) -> Callable[[Endpoint], Endpoint]:
+        """`fields`: what `securable` is computed from (the path parameters; `body_fields` adds the JSON body's)."""
         return self._route(
             "POST",
             path,
@@ -127,6 +139,7 @@ class Api:
             summary,
             openapi_extra,
             filtered=filtered,
+            fields=fields,
         )
 
     def delete(
@@ -152,8 +165,13 @@ class Api:
         openapi_extra: dict[str, Any] | None = None,
         *,
         filtered: bool = False,
+        fields: FieldsOf = path_fields,
     ) -> Callable[[Endpoint], Endpoint]:
         from fastapi import Depends
+
+        decide = Authorize(
+            self.authenticator, action, securable, self.access_log, filtered=filtered, fields=fields
+        )
 
         def register(endpoint: Endpoint) -> Endpoint:
             self.app.add_api_route(
@@ -163,11 +181,7 @@ class Api:
                 response_model=response_model,
                 status_code=status_code,
                 summary=summary,
-                dependencies=[
-                    Depends(
-                        Authorize(self.authenticator, action, securable, self.access_log, filtered=filtered)
-                    )
-                ],
+                dependencies=[Depends(decide)],
                 responses=_ERROR_RESPONSES,
                 openapi_extra=openapi_extra,
             )
@@ -217,6 +231,15 @@ class Api:
         """What the caller may read of the kind a filtered route lists; None: everything."""
         readable: Readable | None = getattr(request.state, "readable", None)
         return readable
+
+    def also_readable(self, request: "Request", kind: "SecurableKind") -> "Readable | None":
+        """What the caller of a filtered route may read of another kind (the models of a KPI-impact row, the
+        experiments of a lineage graph's runs); None: everything."""
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if self.readable(request) is None or principal is None or principal.unrestricted:
+            return None
+        readable = self.lake.access.readable(principal.name, kind)
+        return None if readable.everything else readable
 
     def relations_readable(self, request: "Request") -> "Callable[[str], bool] | None":
         """For the SQL endpoint: whether the caller may read a table or view by name (`table:NAME`,

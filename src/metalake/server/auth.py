@@ -119,7 +119,8 @@ SHOWN_KINDS = {"experiment_id": "experiment", "logged_model": "logged model"}
 def securable_for_grants(lake: "Lake", securable: str) -> str:
     """What grants are given on, for what a route names: a run is its experiment's, an experiment named by id
     (`experiment_id:3`) its name's, a logged model its experiment's, an artifact path its experiment's (the
-    first part of the path is the experiment's id); what is unknown, and a kind as a whole (`run:*`), the lake's."""
+    first part of the path is the experiment's id), a deployment its model's, a validation its dataset's; what is unknown, and a kind as a
+    whole (`run:*`), the lake's."""
     from metalake.core.pending import reads_without_waiting_for_queued_writes
 
     kind, _, name = securable.partition(":")
@@ -135,6 +136,10 @@ def securable_for_grants(lake: "Lake", securable: str) -> str:
                 kind, name = "experiment_id", lake.logged_models.get(name, allow_deleted=True).experiment_id
             if kind == "experiment_id":
                 return f"experiment:{lake.experiments.get(name).name}" if name else "lake"
+            if kind == "deployment":
+                return f"model:{lake.deployments.get(name).model}"
+            if kind == "validation":
+                return f"dataset:{lake.quality.dataset_of(name)}"
     except LookupError:
         return "lake"
     return securable
@@ -159,6 +164,22 @@ FieldsOf = Callable[[Request], Awaitable[Mapping[str, Any]]]
 
 async def path_fields(request: Request) -> Mapping[str, Any]:
     return request.path_params
+
+
+async def body_fields(request: Request) -> Mapping[str, Any]:
+    """The path parameters and the JSON body's top-level fields, for a write that names its object in the body
+    (`POST /api/v1/runs` names its experiment). A body that is not a JSON object adds nothing: the endpoint's
+    own validation answers 422 for it, after the decision."""
+    import json
+
+    fields: dict[str, Any] = {}
+    try:
+        body = json.loads(await request.body() or b"null")
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict):
+        fields.update(body)
+    return {**fields, **request.path_params}
 
 
 class Authorize:

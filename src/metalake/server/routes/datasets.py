@@ -194,7 +194,7 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
 
     @api.get(
         "/api/v1/validations/{validation_id}/results",
-        securable="dataset:*",
+        securable=lambda path: f"validation:{path['validation_id']}",  # decided by grants on its dataset
         response_model=Page[ExpectationResult],
         summary="One result per expectation of a validation",
     )
@@ -207,12 +207,19 @@ def add_dataset_routes(api: "Api", *, data_roots: tuple[Path, ...]) -> None:
     @api.get(
         "/api/v1/quality/scorecard",
         securable="dataset:*",
+        filtered=True,
         response_model=Page[ScorecardRow],
-        summary="Each dataset's latest validation outcome",
+        summary="Each dataset's latest validation outcome (the datasets the caller may read)",
     )
     def scorecard(request: Request, response: Response, as_of: AsOf = None) -> dict[str, Any]:
+        readable = api.readable(request)
         with api.reading(request, response, as_of, QUALITY_TABLES) as lake:
-            return {"items": frame_rows(lake.quality.scorecard()), "next_page_token": None}
+            found = lake.quality.scorecard()
+            if readable is not None:
+                import polars as pl
+
+                found = found.filter(pl.col("dataset").is_in(sorted(readable.names)))
+            return {"items": frame_rows(found), "next_page_token": None}
 
     @api.post(
         "/api/v1/datasets/{name}/versions",

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from metalake.deployments import Deployment
+from metalake.errors import NotReadable
 from metalake.server.api import AsOf
+from metalake.server.auth import body_fields
 from metalake.server.http import PageRequest, frame_rows
 from metalake.server.models import Body
 from metalake.server.routes.datasets import as_record
@@ -63,8 +65,29 @@ def add_deployment_routes(api: "Api") -> None:
     def kpi_securable(path: Any) -> str:
         return f"kpi:{path['name']}"
 
+    def deployment_securable(path: Any) -> str:
+        return f"deployment:{path['deployment_id']}"  # decided by grants on its model
+
+    def deployed_model(body: Any) -> str:
+        model = body.get("model")
+        return f"model:{model}" if isinstance(model, str) and model else "model:*"
+
+    def observed_kpis(body: Any) -> str | tuple[str, ...]:
+        observations = body.get("observations")
+        if not isinstance(observations, list):
+            return "kpi:*"  # the endpoint's validation answers 422, after a decision on the lake
+        names = [item.get("kpi") if isinstance(item, dict) else None for item in observations]
+        named = sorted({name for name in names if isinstance(name, str) and name})
+        if not named or len(named) < len(set(names)):  # one without a KPI name: decided on the lake
+            return "kpi:*"
+        return tuple(f"kpi:{name}" for name in named)
+
     @api.get(
-        "/api/v1/deployments", securable="model:*", response_model=Page[DeploymentRow], summary="Deployments"
+        "/api/v1/deployments",
+        securable="model:*",
+        filtered=True,
+        response_model=Page[DeploymentRow],
+        summary="Deployments (of the models the caller may read)",
     )
     def list_deployments(
         request: Request,
@@ -77,13 +100,20 @@ def add_deployment_routes(api: "Api") -> None:
         page_token: str | None = None,
     ) -> dict[str, Any]:
         page = PageRequest.parse(limit, page_token, f"deployments:{environment}:{model}:{active}")
+        readable = api.readable(request)
+        if readable is not None and model is not None and model not in readable:
+            raise NotReadable("model", model)
         with api.reading(request, response, as_of, DEPLOYMENT_TABLES) as lake:
             found = lake.deployments.list(environment, model=model, active=active)
+            if readable is not None:
+                import polars as pl
+
+                found = found.filter(pl.col("model").is_in(sorted(readable.names)))
             return page.cut(found)
 
     @api.get(
         "/api/v1/deployments/{deployment_id}",
-        securable="model:*",
+        securable=deployment_securable,
         response_model=Deployment,
         summary="One deployment",
     )
@@ -95,7 +125,8 @@ def add_deployment_routes(api: "Api") -> None:
 
     @api.post(
         "/api/v1/deployments",
-        securable="model:*",
+        securable=deployed_model,
+        fields=body_fields,
         response_model=Deployment,
         status_code=201,
         summary="Record that a model version went live in an environment",
@@ -118,7 +149,7 @@ def add_deployment_routes(api: "Api") -> None:
 
     @api.post(
         "/api/v1/deployments/{deployment_id}/end",
-        securable="model:*",
+        securable=deployment_securable,
         response_model=Deployment,
         summary="Record that a deployment stopped serving",
     )
@@ -129,10 +160,22 @@ def add_deployment_routes(api: "Api") -> None:
         )
         return as_record(ended)
 
-    @api.get("/api/v1/kpis", securable="kpi:*", response_model=Page[KpiRow], summary="KPI definitions")
+    @api.get(
+        "/api/v1/kpis",
+        securable="kpi:*",
+        filtered=True,
+        response_model=Page[KpiRow],
+        summary="KPI definitions (those the caller may read)",
+    )
     def list_kpis(request: Request, response: Response, as_of: AsOf = None) -> dict[str, Any]:
+        readable = api.readable(request)
         with api.reading(request, response, as_of, KPI_TABLES) as lake:
-            return {"items": frame_rows(lake.kpis.list()), "next_page_token": None}
+            found = lake.kpis.list()
+            if readable is not None:
+                import polars as pl
+
+                found = found.filter(pl.col("kpi").is_in(sorted(readable.names)))
+            return {"items": frame_rows(found), "next_page_token": None}
 
     @api.get(
         "/api/v1/kpis/{name}/observations",
@@ -165,8 +208,10 @@ def add_deployment_routes(api: "Api") -> None:
     @api.get(
         "/api/v1/kpis/impact",
         securable="kpi:*",
+        filtered=True,
         response_model=Page[KpiImpactRow],
-        summary="For each deployment and KPI: the mean before and after, the change, whether it helped",
+        summary="For each deployment and KPI: the mean before and after, the change, whether it helped (the KPIs "
+        "and models the caller may read)",
     )
     def kpi_impact(
         request: Request,
@@ -177,13 +222,25 @@ def add_deployment_routes(api: "Api") -> None:
         window: str = "7d",
         environment: str | None = None,
     ) -> dict[str, Any]:
+        kpis, models = api.readable(request), api.also_readable(request, "model")
+        if kpis is not None and kpi is not None and kpi not in kpis:
+            raise NotReadable("KPI", kpi)
+        if models is not None and model is not None and model not in models:
+            raise NotReadable("model", model)
         with api.reading(request, response, as_of, KPI_TABLES) as lake:
             impact = lake.kpis.impact(model, kpi, window=window, environment=environment)
+            if kpis is not None:
+                import polars as pl
+
+                impact = impact.filter(pl.col("kpi").is_in(sorted(kpis.names)))
+                if models is not None:
+                    impact = impact.filter(pl.col("model").is_in(sorted(models.names)))
             return {"items": frame_rows(impact), "next_page_token": None}
 
     @api.post(
         "/api/v1/kpis/observations",
-        securable="kpi:*",
+        securable=observed_kpis,
+        fields=body_fields,
         response_model=ObservationsWritten,
         status_code=201,
         summary="Record a batch of KPI observations (all, or none when one is refused)",

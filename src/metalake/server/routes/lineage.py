@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel
 
-from metalake.errors import CommitFailed, MetalakeError, PayloadTooLarge
+from metalake.errors import CommitFailed, MetalakeError, NotReadable, PayloadTooLarge
 from metalake.server.api import AsOf
 from metalake.server.http import frame_rows
 from metalake.server.payload import MAX_PAYLOAD_BYTES, read_events_payload
@@ -15,6 +15,11 @@ from metalake.server.rows import LineageEdge, Page, Row
 from metalake.server.spool import Ack, GroupCommitter
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from fastapi import Request
+
+    from metalake.lake import Lake
     from metalake.server.api import Api
 
 LINEAGE_PATH = "/api/v1/lineage"
@@ -45,6 +50,55 @@ class LineageGraph(BaseModel):
     edges: list[LineageEdge]
 
 
+def node_readable(api: "Api", request: "Request", lake: "Lake") -> "Callable[[str], bool] | None":
+    """Whether the caller may see a lineage node, for a caller restricted to some namespaces (None: it may see
+    all). A dataset or job node is its namespace's (`dataset:NAMESPACE/NAME`; a namespace may hold slashes, so a
+    node is a granted namespace's when it starts with it); a run is its experiment's, a model version and a
+    deployment their model's."""
+    namespaces = api.readable(request)
+    if namespaces is None:
+        return None
+    experiments = api.also_readable(request, "experiment")
+    models = api.also_readable(request, "model")
+    prefixes = tuple(f"{namespace}/" for namespace in namespaces.names)
+
+    def readable(node: str) -> bool:
+        kind, _, name = node.partition(":")
+        try:
+            if kind in ("dataset", "job"):
+                return name.startswith(prefixes)
+            if kind == "run":
+                return experiments is None or lake.runs.request_state(name)["experiment"] in experiments
+            if kind == "model":
+                return models is None or name.rsplit("/", 1)[0] in models
+            if kind == "deployment":
+                return models is None or lake.deployments.get(name).model in models
+        except LookupError:
+            return False
+        return False
+
+    return readable
+
+
+def reachable_edges(rows: list[dict[str, Any]], start: str, direction: str) -> list[dict[str, Any]]:
+    """The edges of a walk still connected to its start once the hidden nodes' edges are dropped: a walk never
+    reaches what it found only through a node the caller may not see."""
+    near, far = ("target_node", "source_node") if direction == "upstream" else ("source_node", "target_node")
+    reached, kept, changed = {start}, [], True
+    left = list(rows)
+    while changed:
+        changed, rest = False, []
+        for row in left:
+            if row[near] in reached:
+                kept.append(row)
+                changed = changed or row[far] not in reached
+                reached.add(row[far])
+            else:
+                rest.append(row)
+        left = rest
+    return kept
+
+
 def add_lineage_routes(api: "Api", committer: GroupCommitter, *, ack: Ack) -> None:
     """Add the lineage endpoints; with `ack="committed"` the POST's 201 waits for the group commit."""
     from fastapi import Query, Request, Response
@@ -53,7 +107,7 @@ def add_lineage_routes(api: "Api", committer: GroupCommitter, *, ack: Ack) -> No
 
     @api.post(
         LINEAGE_PATH,
-        securable="lineage:*",
+        securable="namespace:*",
         response_model=EventsAccepted,
         status_code=201,
         summary="Take OpenLineage events (one, or a JSON list)",
@@ -79,9 +133,10 @@ def add_lineage_routes(api: "Api", committer: GroupCommitter, *, ack: Ack) -> No
 
     @api.get(
         LINEAGE_PATH,
-        securable="lineage:*",
+        securable="namespace:*",
+        filtered=True,
         response_model=LineageGraph,
-        summary="The lineage graph around a node, upstream or downstream",
+        summary="The lineage graph around a node, upstream or downstream (the nodes the caller may see)",
     )
     def walk_lineage(
         request: Request,
@@ -92,8 +147,14 @@ def add_lineage_routes(api: "Api", committer: GroupCommitter, *, ack: Ack) -> No
         as_of: AsOf = None,
     ) -> LineageGraph:
         with api.reading(request, response, as_of, ["lineage_edges", "lineage_events"]) as lake:
+            readable = node_readable(api, request, lake)
+            if readable is not None and not readable(node):
+                raise NotReadable("lineage node", node)
             edges = lake.lineage.walk(node, direction, depth)
             rows = frame_rows(edges)
+            if readable is not None:
+                shown = [row for row in rows if readable(row["source_node"]) and readable(row["target_node"])]
+                rows = reachable_edges(shown, node, direction)
             nodes = sorted(
                 {node, *(row["source_node"] for row in rows), *(row["target_node"] for row in rows)}
             )
@@ -103,9 +164,10 @@ def add_lineage_routes(api: "Api", committer: GroupCommitter, *, ack: Ack) -> No
 
     @api.get(
         f"{LINEAGE_PATH}/columns",
-        securable="lineage:*",
+        securable="namespace:*",
+        filtered=True,
         response_model=Page[Row],
-        summary="Column lineage of a dataset",
+        summary="Column lineage of a dataset (the datasets the caller may see)",
     )
     def column_lineage(
         request: Request,
@@ -114,4 +176,11 @@ def add_lineage_routes(api: "Api", committer: GroupCommitter, *, ack: Ack) -> No
         as_of: AsOf = None,
     ) -> dict[str, Any]:
         with api.reading(request, response, as_of, ["lineage_edges", "lineage_events"]) as lake:
-            return {"items": frame_rows(lake.lineage.column_lineage(dataset)), "next_page_token": None}
+            readable = node_readable(api, request, lake)
+            node = dataset if dataset.startswith("dataset:") else f"dataset:{dataset}"
+            if readable is not None and not readable(node):
+                raise NotReadable("dataset", dataset)
+            rows = frame_rows(lake.lineage.column_lineage(dataset))
+            if readable is not None:
+                rows = [row for row in rows if readable(row["source_node"])]
+            return {"items": rows, "next_page_token": None}

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from metalake.errors import InvalidRequest, NotReadable
 from metalake.server.api import AsOf
+from metalake.server.auth import body_fields
 from metalake.server.http import PageRequest, json_response, jsonable
 from metalake.server.models import (
     ExperimentList,
@@ -34,6 +35,13 @@ MAX_POINTS = 100_000  # of a downsampled history
 
 def run_securable(path: Any) -> str:
     return f"run:{path['run_id']}"
+
+
+def run_experiment(body: Any) -> str:
+    """A new run's experiment, named in the body: write on it (or on the lake) lets a caller start runs there,
+    creating the experiment if it is new."""
+    experiment = body.get("experiment")
+    return f"experiment:{experiment}" if isinstance(experiment, str) and experiment else "experiment:*"
 
 
 def run_answer(lake: "Lake", run_id: str) -> dict[str, Any]:
@@ -170,7 +178,8 @@ def add_tracking_routes(api: "Api") -> None:
 
     @api.post(
         "/api/v1/runs",
-        securable=lambda path: "experiment:*",
+        securable=run_experiment,
+        fields=body_fields,
         response_model=RunCreated,
         status_code=201,
         summary="Start a run",
