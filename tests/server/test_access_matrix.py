@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pandera.pandas as pa
@@ -90,12 +89,16 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         data = pl.DataFrame({"id": [1, 2, 3]})
         lake.datasets.register(f"orders-{side}", data)
         suite = pa.DataFrameSchema({"id": pa.Column(int, pa.Check.ge(1))})
-        ids[f"validation-{side}"] = lake.quality.validate(f"orders-{side}", suite=suite, data=data).validation_id
+        ids[f"validation-{side}"] = lake.quality.validate(
+            f"orders-{side}", suite=suite, data=data
+        ).validation_id
         with lake.runs.start(experiment=f"exp-{side}", name=f"run-{side}") as run:
             run.log_metric("auc", 0.8, step=0)
         lake.runs.wait()
         ids[f"run-{side}"] = run.run_id
-        lake.registry.register(f"model-{side}", run_id=run.run_id, artifact_uri=f"s3://m/{side}/1", flavor="sklearn")
+        lake.registry.register(
+            f"model-{side}", run_id=run.run_id, artifact_uri=f"s3://m/{side}/1", flavor="sklearn"
+        )
         deployment = lake.deployments.record(f"model-{side}", 1, "production", at=START)
         ids[f"deployment-{side}"] = deployment.deployment_id
         lake.kpis.define(f"kpi-{side}", unit="%", direction="higher_is_better", models=[f"model-{side}"])
@@ -124,7 +127,7 @@ MATRIX: dict[str, tuple[str, list[Named], list[Listing]]] = {
         [
             lambda s: f"/api/v1/runs/{s.ids['run-a']}",
             lambda s: f"/api/v1/runs/{s.ids['run-a']}/metrics/auc",
-            lambda s: f"/api/v1/runs?experiment=exp-a",
+            lambda s: "/api/v1/runs?experiment=exp-a",
             lambda s: f"/api/2.0/mlflow/runs/get?run_id={s.ids['run-a']}",
             lambda s: "/api/2.0/mlflow/experiments/get-by-name?experiment_name=exp-a",
         ],
@@ -198,7 +201,9 @@ def test_a_read_grant_opens_its_object_and_what_it_holds_and_a_revoke_closes_the
 
     for path in named:
         denied = seeded.call("GET", path(seeded))
-        assert denied.status_code == 404, f"{path(seeded)} before the grant: {denied.status_code} {denied.text}"
+        assert denied.status_code == 404, (
+            f"{path(seeded)} before the grant: {denied.status_code} {denied.text}"
+        )
     for listing in listings:
         assert side_a not in shown(seeded, listing), f"{listing[0](seeded)} lists {side_a} before the grant"
 
@@ -206,8 +211,12 @@ def test_a_read_grant_opens_its_object_and_what_it_holds_and_a_revoke_closes_the
     try:
         for path in named:
             allowed = seeded.call("GET", path(seeded))
-            assert allowed.status_code == 200, f"{path(seeded)} with read: {allowed.status_code} {allowed.text}"
-            assert "-b" not in allowed.text.replace(side_a, ""), f"{path(seeded)} shows side b: {allowed.text}"
+            assert allowed.status_code == 200, (
+                f"{path(seeded)} with read: {allowed.status_code} {allowed.text}"
+            )
+            assert "-b" not in allowed.text.replace(side_a, ""), (
+                f"{path(seeded)} shows side b: {allowed.text}"
+            )
         for listing in listings:
             assert side_a in shown(seeded, listing), f"{listing[0](seeded)} hides {side_a} after the grant"
             assert not any(name.endswith("-b") for name in shown(seeded, listing))
@@ -265,7 +274,11 @@ WRITES: dict[str, tuple[str, str, Callable[[Seeded], tuple[str, str, dict[str, A
     "deployment": (
         "model:model-a",
         "write",
-        lambda s: ("POST", "/api/v1/deployments", {"model": "model-a", "version": 1, "environment": "staging"}),
+        lambda s: (
+            "POST",
+            "/api/v1/deployments",
+            {"model": "model-a", "version": 1, "environment": "staging"},
+        ),
     ),
     "kpi": (
         "kpi:kpi-a",
