@@ -215,7 +215,11 @@ class Lake:
         `rename`, `delete`, `restore`, `set_tag` (what MLflow clients need of them)."""
         from metalake.tracking.experiments import Experiments
 
-        return Experiments(self._tables)
+        return Experiments(self._tables, renamed=self._move_grants)
+
+    def _move_grants(self, kind: str, old: str, new: str) -> None:
+        """Grants follow a renamed experiment or model (one commit to the grants table, after the rename's)."""
+        self.access.move_grants(f"{kind}:{old}", f"{kind}:{new}")
 
     @cached_property
     def logged_models(self) -> LoggedModels:
@@ -238,7 +242,7 @@ class Lake:
         """Model registry: `lake.registry.register(...)`, `transition`, `set_alias`, `get`, `versions`, `at`."""
         from metalake.registry import Registry
 
-        return Registry(self._tables, runs=self.runs)
+        return Registry(self._tables, runs=self.runs, renamed=self._move_grants)
 
     @cached_property
     def datasets(self) -> Datasets:

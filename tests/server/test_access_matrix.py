@@ -105,6 +105,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         for day in (-1, 1):
             lake.kpis.observe(f"kpi-{side}", 10.0 + day, at=START + timedelta(days=day))
     lake.lineage.ingest(lineage_events())
+    lake.registry.create_model("model-r")  # renamed by a test
+    ids["exp-r"] = lake.experiments.create("exp-r").experiment_id
     lake.close()
     server = start_server_process(folder / "lake", folder / "spool", lake_auth=True)
     yield Seeded(server, admin, token, ids)
@@ -320,3 +322,33 @@ def test_a_batch_of_observations_needs_write_on_every_kpi_it_names(seeded: Seede
 
     assert mixed.status_code == 404, mixed.text
     assert "kpi-b" in mixed.json()["error"]["message"]
+
+
+def test_grants_follow_a_rename_through_mlflows_endpoints(seeded: Seeded) -> None:
+    seeded.grant("read", "model:model-r")
+    seeded.grant("read", "experiment:exp-r")
+    renamed = seeded.call(
+        "POST",
+        "/api/2.0/mlflow/registered-models/rename",
+        seeded.admin,
+        json={"name": "model-r", "new_name": "model-r2"},
+    )
+    updated = seeded.call(
+        "POST",
+        "/api/2.0/mlflow/experiments/update",
+        seeded.admin,
+        json={"experiment_id": seeded.ids["exp-r"], "new_name": "exp-r2"},
+    )
+    assert renamed.status_code == 200 and updated.status_code == 200, (renamed.text, updated.text)
+
+    model = seeded.call("GET", "/api/2.0/mlflow/registered-models/get?name=model-r2")
+    experiment = seeded.call("GET", "/api/2.0/mlflow/experiments/get-by-name?experiment_name=exp-r2")
+    listed = seeded.call("GET", "/api/v1/models").json()["items"]
+    assert model.status_code == 200 and experiment.status_code == 200, (model.text, experiment.text)
+    assert "model-r2" in listed and "model-r" not in listed
+    grants = seeded.call("GET", "/api/v1/access/securables/model:model-r2/grants", seeded.admin).json()[
+        "items"
+    ]
+    assert any(row["holder"] == "pat" and row["privilege"] == "read" for row in grants)
+    seeded.revoke("read", "model:model-r2")
+    seeded.revoke("read", "experiment:exp-r2")

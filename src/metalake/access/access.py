@@ -355,6 +355,44 @@ class Access:
         self._write(GRANTS_TABLE, rows, "access.revoke", reason=reason)
         return ended
 
+    def move_grants(self, old: str, new: str, *, reason: str | None = None) -> list[Grant]:
+        """Move every grant on `old` to `new` in one commit (each holder's grant on `old` revoked, the same
+        privilege granted on `new` unless held there already): an object renamed keeps who may use it, and an
+        object given the old name later starts with nothing. Returns the grants given on `new`."""
+        source, target = parse_securable(old), parse_securable(new)
+        if LAKE in (source, target) or source == target:
+            return []
+        state = self._state(fresh=True)
+        moving = [held for held in state.grants.values() if held.securable == source]
+        if not moving:
+            return []
+        held_on_target = {(g.principal, g.privilege) for g in state.grants.values() if g.securable == target}
+        why = reason or f"{source} renamed to {target}"
+        rows = [
+            {**self._grant_row(held.principal, held.privilege, source, why), "grant_id": held.grant_id}
+            | {"event": "revoked"}
+            for held in moving
+        ]
+        given = [
+            self._grant_row(held.principal, held.privilege, target, why)
+            for held in moving
+            if (held.principal, held.privilege) not in held_on_target
+        ]
+        self._write(GRANTS_TABLE, rows + given, "access.move", reason=why)
+        grants = self._state().grants
+        return [grants[row["grant_id"]] for row in given if row["grant_id"] in grants]
+
+    @staticmethod
+    def _grant_row(principal: str, privilege: str, securable: str, reason: str | None) -> dict[str, Any]:
+        return {
+            "grant_id": new_id(),
+            "principal": principal,
+            "privilege": privilege,
+            "securable": securable,
+            "event": "granted",
+            "reason": reason,
+        }
+
     def check(self, principal: str, action: str, securable: str) -> Decision:
         """May `principal` do `action` on `securable`, and through which grant? Grants on the lake cover
         everything; a principal holds its groups' grants; the most specific grant decides (its own before a

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from metalake.core.tables import Tables
+    from metalake.tracking.experiments import Renamed
     from metalake.tracking.runs import Runs
 
 POLICY_NAME = "registry"
@@ -62,8 +63,10 @@ class ModelVersion:
 class Registry:
     """`lake.registry`: register, alias, transition, get, versions, at; governance via `use_policy`."""
 
-    def __init__(self, tables: Tables, *, runs: Runs):
+    def __init__(self, tables: Tables, *, runs: Runs, renamed: Renamed | None = None):
+        """`renamed(kind, old, new)` is called after a model's rename is committed (the lake moves its grants)."""
         self._tables = tables
+        self._renamed = renamed
         self._runs = runs
         self._session_policy: Policy | None = None  # set by use_policy without persist: this process only
         self._lifecycle = ModelLifecycle(tables)
@@ -238,7 +241,10 @@ class Registry:
 
     def rename_model(self, model: str, new_name: str) -> RegisteredModel:
         """Move a model and its versions (stages, aliases, tags, history) to a new name."""
-        return self._lifecycle.rename(model, new_name)
+        renamed = self._lifecycle.rename(model, new_name)
+        if self._renamed is not None and renamed.name != model:
+            self._renamed("model", model, renamed.name)
+        return renamed
 
     def delete_model(self, model: str) -> None:
         """Delete a model and its versions; their history stays in model_events."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,6 +26,7 @@ DEFAULT_EXPERIMENT = "Default"  # where MLflow clients log when they name no exp
 DEFAULT_EXPERIMENT_ID = "0"
 Lifecycle = Literal["active", "deleted", "all"]
 OPERATION = "experiment"
+Renamed = Callable[[str, str, str], None]  # (kind, old name, new name), after a rename is committed
 
 
 def experiment_id_for(name: str) -> str:
@@ -54,8 +55,10 @@ class Experiment:
 class Experiments:
     """Create, find, rename, delete and restore experiments, and set their tags."""
 
-    def __init__(self, tables: Tables):
+    def __init__(self, tables: Tables, *, renamed: Renamed | None = None):
+        """`renamed(kind, old, new)` is called after a rename is committed (the lake moves grants with it)."""
         self._tables = tables
+        self._renamed = renamed
         self._cached: tuple[tuple[object, ...], list[Experiment]] | None = None
 
     def _current(self) -> list[Experiment]:
@@ -164,6 +167,8 @@ class Experiments:
             if experiment.name == new_name:
                 raise ExperimentExists(new_name, deleted=experiment.deleted)
         self._write([_row(current, experiment=new_name)], actor, f"rename experiment {current.name!r}")
+        if self._renamed is not None:
+            self._renamed("experiment", current.name, new_name)
         return self.get(experiment_id)
 
     def delete(self, experiment_id: str, *, actor: str | None = None) -> None:
