@@ -352,3 +352,34 @@ def test_grants_follow_a_rename_through_mlflows_endpoints(seeded: Seeded) -> Non
     assert any(row["holder"] == "pat" and row["privilege"] == "read" for row in grants)
     seeded.revoke("read", "model:model-r2")
     seeded.revoke("read", "experiment:exp-r2")
+
+
+def test_openlineage_events_need_write_on_the_namespaces_of_their_jobs(seeded: Seeded) -> None:
+    def post(*namespaces: str) -> requests.Response:
+        events = [
+            {
+                "eventType": "COMPLETE",
+                "eventTime": START.isoformat(),
+                "run": {"runId": f"01912d6e-0000-7000-8000-0000000001{index:02d}"},
+                "job": {"namespace": namespace, "name": "nightly"},
+                "producer": "https://example.com/matrix-test",
+                "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/definitions/RunEvent",
+            }
+            for index, namespace in enumerate(namespaces)
+        ]
+        return seeded.call("POST", "/api/v1/lineage?", json=events)
+
+    seeded.grant("write", "namespace:ns-a")
+    seeded.grant("read", "namespace:ns-b")
+    try:
+        own = post("ns-a")
+        reading_only = post("ns-a", "ns-b")
+        unknown = post("ns-c")
+    finally:
+        seeded.revoke("write", "namespace:ns-a")
+        seeded.revoke("read", "namespace:ns-b")
+
+    assert own.status_code == 201, own.text
+    assert reading_only.status_code == 403, "one event of a namespace it may only read refuses the batch"
+    assert "namespace:ns-b" in reading_only.json()["error"]["message"]
+    assert unknown.status_code == 404, unknown.text

@@ -99,6 +99,34 @@ def reachable_edges(rows: list[dict[str, Any]], start: str, direction: str) -> l
     return kept
 
 
+async def events_fields(request: "Request") -> dict[str, Any]:
+    """The namespaces of the jobs a POST's events come from, read once (the events are kept for the handler):
+    a producer needs write on the namespaces it reports on, not on the whole lake."""
+    body = bytearray()
+    async for chunk in request.stream():  # read up to the cap only, whatever Content-Length says
+        body += chunk
+        if len(body) > MAX_PAYLOAD_BYTES:
+            raise PayloadTooLarge(MAX_PAYLOAD_BYTES)
+    gzipped = request.headers.get("content-encoding", "").lower() == "gzip"
+    raws = read_events_payload(bytes(body), gzipped=gzipped)
+    request.state.lineage_events = raws
+    namespaces = set()
+    for raw in raws:
+        job = raw.get("job")
+        namespace = job.get("namespace") if isinstance(job, dict) else None
+        namespaces.add(namespace if isinstance(namespace, str) and namespace else None)
+    return {"namespaces": namespaces}
+
+
+def job_namespaces(fields: Any) -> str | tuple[str, ...]:
+    """`namespace:NS` for each job namespace of the events; events without one are decided on the lake (the
+    event check then refuses them with its own message)."""
+    namespaces = fields["namespaces"]
+    if not namespaces or None in namespaces:
+        return "namespace:*"
+    return tuple(f"namespace:{namespace}" for namespace in sorted(namespaces))
+
+
 def add_lineage_routes(api: "Api", committer: GroupCommitter, *, ack: Ack) -> None:
     """Add the lineage endpoints; with `ack="committed"` the POST's 201 waits for the group commit."""
     from fastapi import Query, Request, Response
@@ -107,7 +135,8 @@ def add_lineage_routes(api: "Api", committer: GroupCommitter, *, ack: Ack) -> No
 
     @api.post(
         LINEAGE_PATH,
-        securable="namespace:*",
+        securable=job_namespaces,
+        fields=events_fields,
         response_model=EventsAccepted,
         status_code=201,
         summary="Take OpenLineage events (one, or a JSON list)",
@@ -115,13 +144,7 @@ def add_lineage_routes(api: "Api", committer: GroupCommitter, *, ack: Ack) -> No
     )
     async def receive_lineage(request: Request) -> Any:
         """Accept one OpenLineage event (or a JSON list of them), as the openlineage HttpTransport sends them."""
-        body = bytearray()
-        async for chunk in request.stream():  # read up to the cap only, whatever Content-Length says
-            body += chunk
-            if len(body) > MAX_PAYLOAD_BYTES:
-                raise PayloadTooLarge(MAX_PAYLOAD_BYTES)
-        gzipped = request.headers.get("content-encoding", "").lower() == "gzip"
-        raws = read_events_payload(bytes(body), gzipped=gzipped)
+        raws = request.state.lineage_events  # read and decided on by events_fields
         events = [parse_event(raw, position, source="request") for position, raw in enumerate(raws)]
         waiter = committer.submit(events, wait=ack == "committed")
         if waiter is not None:
