@@ -206,3 +206,41 @@ def test_a_grant_opens_and_a_revoke_closes_within_the_servers_refresh(
         assert client.search_experiments() == []
     finally:
         lake.close()
+
+
+def test_read_on_a_model_loads_its_versions_files_and_no_other_file_of_the_run(
+    guarded: Guarded, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A model's readers load it by name (`models:/NAME/VERSION`) without read on the experiment that logged it;
+    the run's other files stay hidden."""
+    import mlflow.artifacts
+
+    root = guarded.client(monkeypatch, "root")
+    run = root.create_run(guarded.ids["exp-9"], run_name="served")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "MLmodel").write_text("flavors: {}\n")
+    (tmp_path / "notes.txt").write_text("private\n")
+    root.log_artifacts(run.info.run_id, str(tmp_path / "model"), "model")
+    root.log_artifact(run.info.run_id, str(tmp_path / "notes.txt"))
+    root.create_registered_model("served-model")
+    root.create_model_version("served-model", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    granted = requests.post(
+        f"{guarded.server.url}/api/v1/access/securables/model:served-model/grants",
+        headers={"Authorization": f"Bearer {guarded.tokens['root']}"},
+        json={"principal": "nobody", "privilege": "read"},
+        timeout=30,
+    )
+    assert granted.status_code == 201, granted.text
+
+    guarded.client(monkeypatch, "nobody")  # sets the token the artifact calls send
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", guarded.server.url)
+    loaded = mlflow.artifacts.download_artifacts("models:/served-model/1", dst_path=str(tmp_path / "back"))
+    assert (Path(loaded) / "MLmodel").read_text() == "flavors: {}\n"
+    headers = {"Authorization": f"Bearer {guarded.tokens['nobody']}"}
+    folder = f"{guarded.ids['exp-9']}/{run.info.run_id}/artifacts"
+    other = requests.get(
+        f"{guarded.server.url}/api/2.0/mlflow-artifacts/artifacts/{folder}/notes.txt",
+        headers=headers,
+        timeout=30,
+    )
+    assert other.status_code == 404, "the run's other files stay the experiment's"

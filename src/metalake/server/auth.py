@@ -102,6 +102,11 @@ def authorize(lake: "Lake", principal: Principal, action: Action, securable: str
     decision = on_lake if target == "lake" else lake.access.check(principal.name, action, target)
     if decision.allowed:
         return decision.grant.grant_id if decision.grant is not None else None
+    if action == "read" and securable.startswith("artifact:"):  # a model's readers load its files
+        for model in models_made_from(lake, securable.partition(":")[2]):
+            through_model = lake.access.check(principal.name, "read", f"model:{model}")
+            if through_model.allowed:
+                return through_model.grant.grant_id if through_model.grant is not None else None
     names_one = securable != "lake" and not securable.endswith(":*")
     if names_one and (action == "read" or not lake.access.check(principal.name, "read", target).allowed):
         kind, _, name = securable.partition(":")
@@ -143,6 +148,50 @@ def securable_for_grants(lake: "Lake", securable: str) -> str:
     except LookupError:
         return "lake"
     return securable
+
+
+def models_made_from(lake: "Lake", path: str) -> list[str]:
+    """The registered models with a version made from the files at an artifact path: a run's files
+    (`EXP/RUN_ID/artifacts/...`) or a logged model's (`EXP/models/MODEL_ID/...`). Read on such a model lets a
+    principal load the version (`mlflow.pyfunc.load_model("models:/churn@champion")`) without read on the
+    experiment that logged it."""
+    from metalake.core.pending import reads_without_waiting_for_queued_writes
+
+    parts = path.strip("/").split("/")
+    if len(parts) < 3 or not all(parts[:3]):
+        return []
+    if parts[1] == "models":
+        query, args = (
+            "select model, artifact_uri from model_versions where starts_with(artifact_uri, ?)",
+            [f"models:/{parts[2]}"],
+        )
+    else:
+        query, args = "select model, artifact_uri from model_versions where run_id = ?", [parts[1]]
+    try:
+        with reads_without_waiting_for_queued_writes():
+            rows = lake.sql(query, args).fetchall()
+    except LookupError:  # a lake with no model versions yet
+        return []
+    inside = "/".join(parts[2:]) + "/"
+    held = {str(model) for model, uri in rows if parts[1] == "models"}
+    for model, uri in rows:
+        folder = _run_folder(str(uri))
+        if folder is not None and inside.startswith(folder):
+            held.add(str(model))
+    return sorted(held)
+
+
+def _run_folder(uri: str) -> str | None:
+    """The folder of a run's files that a version made from the run holds (`artifacts/model/`): its URI is
+    `runs:/RUN/model` or `mlflow-artifacts:/EXP/RUN/artifacts/model`; another URI holds none of the run's files."""
+    if uri.startswith("runs:/"):
+        sub = uri[len("runs:/") :].strip("/").partition("/")[2]
+    elif uri.startswith("mlflow-artifacts:/"):
+        parts = uri[len("mlflow-artifacts:/") :].strip("/").split("/", 3)
+        sub = parts[3] if len(parts) == 4 and parts[2] == "artifacts" else ""
+    else:
+        return None
+    return f"artifacts/{sub.strip('/')}/" if sub.strip("/") else None
 
 
 def grant_creator(lake: "Lake", principal: "Principal | None", securable: str) -> None:
