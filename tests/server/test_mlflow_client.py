@@ -400,3 +400,23 @@ def test_log_register_alias_and_load_a_model_by_alias(server: Server, tmp_path: 
         ), files
     finally:
         lake.close()
+
+
+def test_a_search_page_read_again_shows_what_changed_in_its_runs_since(client: MlflowClient) -> None:
+    """A page of ended runs is answered from the JSON kept from the last time while their tables stand still:
+    any change to a run (a tag, a metric, a delete) shows at the next search."""
+    experiment_id, run_ids = make_runs(client, "search-again", 3)
+
+    def page() -> dict[str, Any]:
+        found = client.search_runs([experiment_id], order_by=["attributes.run_name ASC"], max_results=10)
+        return {run.info.run_id: run for run in found}
+
+    first, again = page(), page()
+    assert list(first) == list(again) and all(first[i].data.tags == again[i].data.tags for i in first)
+    client.set_tag(run_ids[0], "reviewed", "yes")
+    client.log_metric(run_ids[1], "late", 2.5)
+    client.delete_run(run_ids[2])
+    changed = page()
+    assert changed[run_ids[0]].data.tags["reviewed"] == "yes"
+    assert changed[run_ids[1]].data.metrics["late"] == 2.5
+    assert run_ids[2] not in changed

@@ -76,6 +76,17 @@ def test_search_orders_and_limits(runs_lake: metalake.Lake) -> None:
     assert runs_lake.runs.search(experiment="fraud").height == 1
 
 
+def test_search_answers_the_columns_asked_for_in_the_same_order(runs_lake: metalake.Lake) -> None:
+    whole = runs_lake.runs.search(experiment="churn", order_by="metrics.val_auc desc")
+    ids = runs_lake.runs.search(
+        experiment="churn", order_by="metrics.val_auc desc", columns=["run_id", "name"]
+    )
+    assert ids.columns == ["run_id", "name"]
+    assert ids.rows() == whole.select("run_id", "name").rows()
+    with pytest.raises(QueryError, match="Unknown columns"):
+        runs_lake.runs.search(columns=["run_id", "nope"])
+
+
 @pytest.mark.parametrize(
     ("where", "message"),
     [

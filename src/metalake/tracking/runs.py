@@ -313,6 +313,7 @@ class Runs:
         *,
         lifecycle: Lifecycle = "active",
         experiments: Collection[str] | None = None,
+        columns: Sequence[str] | None = None,
     ) -> pl.DataFrame:
         """Runs as a polars DataFrame: one row per run, `params.K`, `tags.K` and `metrics.K` (last value) columns.
 
@@ -323,7 +324,8 @@ class Runs:
         of such). Newest runs come first by default. Deleted runs are left out; `lifecycle="deleted"` shows only
         them, `"all"` both. Unknown names and unreadable expressions raise QueryError
         with a caret under the mistake, saying what is known. `experiments` keeps the runs of those experiments
-        only, inside the query (the server filters by what a principal may read, before paging).
+        only, inside the query (the server filters by what a principal may read, before paging). `columns`
+        answers those columns only (`["run_id"]` for a page of ids), which saves converting the others.
         """
         from metalake.tracking.search import search_runs
 
@@ -335,6 +337,7 @@ class Runs:
             limit=limit,
             lifecycle=lifecycle,
             experiments=experiments,
+            columns=columns,
         )
         if experiment and found.is_empty():  # a typo answers "did you mean", a known name an empty frame
             known = self.experiments()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +13,7 @@ from metalake.errors import QueryError
 
 if TYPE_CHECKING:
     import polars as pl
+    import pyarrow as pa
 
     from metalake.core.masking import Masker
     from metalake.core.tables import Tables
@@ -87,37 +88,45 @@ def search_runs(
     limit: int | None = None,
     lifecycle: Lifecycle = "active",
     experiments: Collection[str] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> pl.DataFrame:
     """Runs as a polars DataFrame, one row each; see `Runs.search` for the expression language. `experiments`
-    keeps the runs of those experiments only, inside the query (before the order and the limit)."""
+    keeps the runs of those experiments only, inside the query (before the order and the limit); `columns`
+    answers only those."""
     import duckdb
     import pyarrow as pa
 
     from metalake.core.sql import shared_database
 
-    frame = cache.wide_runs(experiment)
-    columns = set(frame.columns)
+    frame, arrow = cache.wide_runs_with_arrow(experiment)
+    known = set(frame.columns)
     kept = {"active": ["not deleted"], "deleted": ["deleted"], "all": []}[lifecycle]
     if where:
-        kept.append(f"({translate(where, columns)})")
+        kept.append(f"({translate(where, known)})")
     if experiments is not None:
         kept.append("experiment in (select name from __experiments)")
     clauses = [f"where {' and '.join(kept)}"] if kept else []
     orders = [order_by] if isinstance(order_by, str) else list(order_by or [])
     if orders:
-        clauses.append("order by " + ", ".join(translate_order(item, columns) for item in orders))
+        clauses.append("order by " + ", ".join(translate_order(item, known) for item in orders))
     else:
         clauses.append("order by start_time desc")
     if limit is not None:
         if limit < 0:
             raise QueryError("limit must be >= 0.")
         clauses.append(f"limit {int(limit)}")
+    shown = "*"
+    if columns is not None:
+        unknown = sorted(set(columns) - known)
+        if unknown:
+            raise QueryError(f"Unknown columns {unknown}: the run table has {sorted(known)}.")
+        shown = ", ".join('"' + column.replace('"', '""') + '"' for column in columns)
     cursor = shared_database().cursor()
     try:
-        cursor.register("__runs", frame.to_arrow())
+        cursor.register("__runs", arrow)
         if experiments is not None:
             cursor.register("__experiments", pa.table({"name": pa.array(sorted(experiments), pa.string())}))
-        result: pl.DataFrame = cursor.sql(f"select * from __runs {' '.join(clauses)}").pl()
+        result: pl.DataFrame = cursor.sql(f"select {shown} from __runs {' '.join(clauses)}").pl()
     except duckdb.Error as error:
         # a value DuckDB cannot compare (a bad timestamp, say): its first line only, the rest quotes the SQL
         reason = str(error).strip().splitlines()[0]
@@ -126,7 +135,9 @@ def search_runs(
         ) from error
     finally:
         cursor.close()
-    asked = set(referenced_columns(where, orders, columns))  # a range filtered or sorted by stays in view
+    if columns is not None:
+        return result
+    asked = set(referenced_columns(where, orders, known))  # a range filtered or sorted by stays in view
     hidden = [c for c in result.columns if is_summary_column(c) and c not in asked]
     return result.drop([*hidden, *(["deleted"] if lifecycle == "active" else [])])
 
@@ -283,21 +294,48 @@ class TableCache:
         self._tables = tables
         self._lock = threading.RLock()  # a server reads from several threads
         self._by_run: dict[str, _RunIndex] = {}
-        self._wide: dict[tuple[object, ...], pl.DataFrame] = {}
+        self._wide: dict[tuple[object, ...], tuple[pl.DataFrame, pa.Table]] = {}
         self._pin = threading.local()  # tables checked once for the reads of one request (`pinned`)
+        self._kept: dict[str, dict[Any, Any]] = {}
 
     @contextmanager
     def pinned(self) -> Iterator[None]:
         """Within it, each table's freshness is checked once per thread: reading many runs to answer one
-        request (a search page) costs one look at each table's log, not one per run."""
+        request (a search page) costs one look at each table's log, not one per run. Nested, the outer pin
+        holds."""
+        if getattr(self._pin, "checked", None) is not None:
+            yield
+            return
         self._pin.checked = {}
         try:
             yield
         finally:
             self._pin.checked = None
 
+    def versions(self, tables: Sequence[str]) -> tuple[int | None, ...]:
+        """The versions of `tables` that reads through this cache see now (within `pinned`, those checked for
+        this request): what an answer built from their rows is valid for."""
+        for table in tables:
+            self.rows(table, "")
+        checked: dict[str, _RunIndex] | None = getattr(self._pin, "checked", None)
+        with self._lock:
+            return tuple((checked or self._by_run)[table].version for table in tables)
+
+    def kept(self, purpose: str, *, limit: int = 20_000) -> dict[Any, Any]:
+        """A dictionary that lives as long as this cache, for a caller to keep answers built from its rows
+        (checked against `versions` before reuse); emptied when it holds more than `limit` entries."""
+        with self._lock:
+            kept = self._kept.setdefault(purpose, {})
+            if len(kept) > limit:
+                kept.clear()
+            return kept
+
     def wide_runs(self, experiment: str | None) -> pl.DataFrame:
         """`run_table(tables, experiment)`, cached per version of runs, params, run_tags and metric_summaries."""
+        return self.wide_runs_with_arrow(experiment)[0]
+
+    def wide_runs_with_arrow(self, experiment: str | None) -> tuple[pl.DataFrame, pa.Table]:
+        """`wide_runs` and the same as an Arrow table, made once per version (what DuckDB queries)."""
         versions = []
         for table in ("runs", "params", "run_tags", "metric_summaries"):
             loaded = self._tables.load(table)
@@ -307,7 +345,8 @@ class TableCache:
             if key not in self._wide:
                 if len(self._wide) >= self.WIDE_ENTRIES:
                     self._wide.pop(next(iter(self._wide)))
-                self._wide[key] = run_table(self._tables, experiment)
+                frame = run_table(self._tables, experiment)
+                self._wide[key] = (frame, frame.to_arrow())
             return self._wide[key]
 
     def run_ids(self) -> Collection[str]:

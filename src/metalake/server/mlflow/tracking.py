@@ -445,16 +445,40 @@ def search(call: Call) -> dict[str, Any]:
         order_by=plan.order_by,
         limit=offset + size + 1,
         lifecycle=VIEW_TYPES[view],  # type: ignore[arg-type]
+        columns=["run_id"],
     )
     ids = found.get_column("run_id").to_list()[offset : offset + size + 1]
-    experiment_ids = lake.experiments.ids_by_name()
-    runs = lake.runs.get_many(ids[:size])
-    answer: dict[str, Any] = {
-        "runs": [run_out(details, experiment_ids.get(details.info["experiment"]) or "0") for details in runs]
-    }
+    answer: dict[str, Any] = {"runs": runs_out(lake, ids[:size])}
     if len(ids) > size:
         answer["next_page_token"] = page_token(offset + size)
     return answer
+
+
+RUN_TABLES = ("runs", "params", "run_tags", "metric_summaries", "run_inputs", "artifacts", "model_versions")
+
+
+def runs_out(lake: Lake, run_ids: list[str]) -> list[dict[str, Any]]:
+    """MLflow's JSON of a page of runs. A run that has ended is answered again from the JSON built last time
+    while the tables it is read from keep their versions and its experiment its id: a page read again (a UI's
+    refresh, a script polling) skips rebuilding each run. A running run is built each time (it may be lost)."""
+    from metalake.core.vocabulary import FINAL_RUN_STATUSES
+
+    cache = lake.runs.table_cache
+    kept = cache.kept("mlflow-runs")
+    experiment_ids = lake.experiments.ids_by_name()
+    with cache.pinned():
+        versions = cache.versions(RUN_TABLES)
+        answers: dict[str, dict[str, Any]] = {}
+        for run_id in run_ids:
+            hit = kept.get(run_id)
+            if hit is not None and hit[0] == versions and experiment_ids.get(hit[1]) == hit[2]:
+                answers[run_id] = hit[3]
+        for details in lake.runs.get_many([run_id for run_id in run_ids if run_id not in answers]):
+            name = details.info["experiment"]
+            answers[details.run_id] = run_out(details, experiment_ids.get(name) or "0")
+            if details.status in FINAL_RUN_STATUSES:
+                kept[details.run_id] = (versions, name, experiment_ids.get(name), answers[details.run_id])
+    return [answers[run_id] for run_id in run_ids]
 
 
 def _quoted(text: str) -> str:
